@@ -1,0 +1,1 @@
+"""Data sources, the split plan and preparation of per-split shards in the store."""

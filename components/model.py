@@ -1,0 +1,123 @@
+"""AC-GAN generator and discriminator (Odena, Olah & Shlens 2016, appendix table for ImageNet 128x128).
+
+Our readings of the paper, where it is silent:
+- G's 110-d input is 100 noise dims plus a one-hot of the class (here: `noise_dim` plus one-hot of `num_classes`).
+- Four stride-2 5x5 transposed convolutions reach 128x128, so the linear layer outputs 768 x 8 x 8. At 64x64 and 32x32
+  we drop the last hidden stride-2 stages (192, then 256 channels): the 8x8 start and 768/384 widths stay.
+- D keeps all six 3x3 convolutions at every resolution; only the input of its final linear layer shrinks.
+- "Weights from N(0, 0.02), biases 0": batch-norm scales are drawn from N(1, 0.02) instead (a zero scale would switch
+  the layer off), as in DCGAN.
+- D's Gaussian activation noise (Salimans et al. 2016) is added to the input of every convolution while training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+G_WIDTHS = (768, 384, 256, 192)  # paper: linear to 768, transposed convs to 384, 256, 192, then the image
+D_WIDTHS = (16, 32, 64, 128, 256, 512)
+D_STRIDES = (2, 1, 2, 1, 2, 1)
+RESOLUTIONS = (32, 64, 128)
+
+
+class ModelConfig(BaseModel):
+    """Everything that fixes the shapes of G and D: a checkpoint only loads into a model of the same config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resolution: int = 128
+    channels: int = Field(3, description="1 (grey) or 3 (RGB)")
+    num_classes: int = Field(10, ge=1, description="classes of this split (K)")
+    noise_dim: int = Field(100, ge=1)
+    d_noise_std: float = Field(0.1, ge=0.0, description="std of D's Gaussian activation noise while training")
+    width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies every channel count; 1.0 is the paper's network")
+
+    @field_validator("resolution")
+    @classmethod
+    def _known_resolution(cls, v: int) -> int:
+        if v not in RESOLUTIONS:
+            raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {v}")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, v: int) -> int:
+        if v not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {v}")
+        return v
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        n_up = {32: 2, 64: 3, 128: 4}[cfg.resolution]
+        widths = tuple(scaled(c, cfg.width) for c in G_WIDTHS[:n_up]) + (cfg.channels,)
+        self.fc = nn.Linear(cfg.noise_dim + cfg.num_classes, widths[0] * 8 * 8)
+        self.base_width = widths[0]
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
+            # kernel 5, stride 2, padding 2, output_padding 1: exactly doubles height and width
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 5, stride=2, padding=2, output_padding=1))
+            last = i == n_up - 1
+            layers += [nn.Tanh()] if last else [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        onehot = F.one_hot(labels, self.cfg.num_classes).to(z.dtype)
+        h = F.relu(self.fc(torch.cat([z, onehot], dim=1)))
+        h = h.view(z.shape[0], self.base_width, 8, 8)  # (N, 768, 8, 8) at width 1
+        return self.net(h)  # (N, C, R, R) in [-1, 1]
+
+
+class GaussianNoise(nn.Module):
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.std > 0:
+            return x + torch.randn_like(x) * self.std
+        return x
+
+
+class Discriminator(nn.Module):
+    """Returns (source logit of shape (N,), class logits of shape (N, K)). Losses apply sigmoid/softmax themselves."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        layers: list[nn.Module] = []
+        c_in = cfg.channels
+        for i, (c_out, stride) in enumerate(zip((scaled(c, cfg.width) for c in D_WIDTHS), D_STRIDES)):
+            layers += [GaussianNoise(cfg.d_noise_std), nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)]
+            if i > 0:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers += [nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.5)]
+            c_in = c_out
+        self.net = nn.Sequential(*layers)
+        side = cfg.resolution // 8  # three stride-2 layers
+        self.head = nn.Linear(c_in * side * side, 1 + cfg.num_classes)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.head(self.net(x).flatten(1))  # (N, 1 + K)
+        return out[:, 0], out[:, 1:]
+
+
+def scaled(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+def init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

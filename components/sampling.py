@@ -1,0 +1,88 @@
+"""`acgan sample`: images of any class from the newest complete checkpoint of the split that owns it."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from components.checkpoint import latest_checkpoint
+from components.data.plan import SplitPlan, load_plan
+from components.errors import UserError
+from components.model import Generator, ModelConfig
+from components.store import Store
+from components.training.state import GENERATOR_FILE, META_FILE, load_generator_weights
+
+
+def load_split_generator(store: Store, split: int, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
+    """The sampling snapshot of a split's newest complete, intact checkpoint, in eval mode, and its meta."""
+    latest = latest_checkpoint(store, split, [GENERATOR_FILE, META_FILE])
+    if latest is None:
+        raise UserError(f"split {split} of {store.uri} has no complete checkpoint: run `acgan train-split "
+                        f"--store {store.uri} --split {split}` first")
+    step, files = latest
+    meta = json.loads(files[META_FILE])
+    G = Generator(ModelConfig.model_validate(meta["model"]))
+    load_generator_weights(G, files)
+    return G.to(device).eval(), meta
+
+
+@torch.no_grad()
+def sample_class(store: Store, plan: SplitPlan, class_id: int, n: int, seed: int = 0,
+                 device: str | torch.device = "cpu") -> tuple[np.ndarray, dict]:
+    """n images of global class `class_id` as uint8 (n, C, H, W), and the meta of the checkpoint used."""
+    split, local = plan.split_of(class_id)
+    G, meta = load_split_generator(store, split, device)
+    rng = torch.Generator(device).manual_seed(seed)
+    z = torch.randn(n, G.cfg.noise_dim, generator=rng, device=device)
+    y = torch.full((n,), local, dtype=torch.long, device=device)
+    return to_uint8(G(z, y)), meta
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[-1, 1] floats -> uint8, same layout."""
+    return ((x.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> Image.Image:
+    """uint8 (N, C, H, W) -> one PIL image, `columns` wide (default: about square)."""
+    n, c, h, w = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[top:top + h, left:left + w] = img.transpose(1, 2, 0)
+    return Image.fromarray(grid[..., 0] if c == 1 else grid)
+
+
+def write_samples(images: np.ndarray, labels: np.ndarray, out: Path) -> None:
+    """`.png`: a grid; `.npz`: `images` uint8 (N, H, W, C) and `labels` (global class ids)."""
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".npz"):
+        raise UserError(f"--out {out}: use a .png (image grid) or .npz (arrays) file name")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: directory {out.parent} does not exist")
+    if suffix == ".png":
+        image_grid(images).save(out)
+    else:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, images=images.transpose(0, 2, 3, 1), labels=labels)
+        out.write_bytes(buffer.getvalue())
+
+
+def sample(store: Store, class_text: str, n: int, seed: int, out: Path, device: str = "cpu") -> dict:
+    if n < 1:
+        raise UserError(f"-n {n}: ask for at least one sample")
+    plan = load_plan(store)
+    class_id = plan.class_id(class_text)
+    images, meta = sample_class(store, plan, class_id, n, seed, device)
+    write_samples(images, np.full(n, class_id, dtype=np.int64), out)
+    return {"class": class_id, "name": plan.classes[class_id].name, "split": meta["split"], "step": meta["step"],
+            "out": str(out)}

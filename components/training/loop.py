@@ -1,0 +1,198 @@
+"""`train_split`: train the AC-GAN of one class split, resumable from its own checkpoints in the store.
+
+The task's identity is (store, split), not a run id: starting it again continues from the newest complete, intact
+checkpoint, so a killed or preempted task loses at most one checkpoint interval. With a fixed seed on CPU, a run
+killed after a checkpoint and resumed ends with the same weights as an uninterrupted one.
+
+Progress is counted in steps (one D update and one G update on a batch). Every tick appends one JSON line to
+`splits/split-NNNNN/stats.jsonl`: losses, D's source and class accuracy on real and fake images, and the mean
+intra-class MS-SSIM of fixed samples per class (rising towards 1 means that class is collapsing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from tqdm import tqdm
+
+from components.checkpoint import latest_checkpoint, prune_checkpoints, save_checkpoint, split_prefix
+from components.data.plan import load_plan
+from components.data.prepare import load_shard
+from components.errors import UserError
+from components.metrics import mean_ms_ssim
+from components.model import Discriminator, Generator, ModelConfig
+from components.store import Store, write_json
+from components.training.losses import discriminator_loss, generator_loss
+from components.training.state import pack_checkpoint, unpack_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """The spec of one split's training; saved as `config.json` beside its checkpoints. Paper values are defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: int = Field(0, ge=0)
+    steps: int = Field(50_000, ge=1, description="target step count; a larger value continues a finished split")
+    batch_size: int = Field(100, ge=1, le=65_536)
+    lr: float = Field(2e-4, gt=0, le=1.0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    checkpoint_every: int = Field(1000, ge=1)
+    tick_every: int = Field(100, ge=1, description="steps between stats lines")
+    keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
+    seed: int = Field(0, ge=0)
+    d_fake_class_loss: bool = Field(True, description="D's class term on fake images (paper: on)")
+    noise_dim: int = Field(100, ge=1)
+    d_noise_std: float = Field(0.1, ge=0)
+    width: float = Field(1.0, gt=0, le=4.0, description="channel multiplier; 1.0 is the paper's network")
+    stats_samples_per_class: int = Field(16, ge=2, le=1024)
+    stats_pairs: int = Field(100, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _device_exists(self) -> "TrainConfig":
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda was requested but no CUDA GPU is visible; use --device cpu")
+        return self
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+def model_config_for(store: Store, cfg: TrainConfig) -> tuple[ModelConfig, list[int]]:
+    plan = load_plan(store)
+    members = plan.check_split(cfg.split)
+    return ModelConfig(resolution=plan.resolution, channels=plan.channels, num_classes=len(members),
+                       noise_dim=cfg.noise_dim, d_noise_std=cfg.d_noise_std, width=cfg.width), members
+
+
+@torch.no_grad()
+def class_diversity(G, z: torch.Tensor, y: torch.Tensor, num_classes: int, pairs: int) -> list[float]:
+    """Mean MS-SSIM of G's fixed samples, per class (images in [-1, 1], so data range 2)."""
+    was_training = G.training
+    G.eval()
+    images = G(z, y)
+    G.train(was_training)
+    pair_rng = torch.Generator().manual_seed(0)  # its own generator: ticks must not shift the training RNG
+    return [mean_ms_ssim(images[y == k], pairs, data_range=2.0, generator=pair_rng) for k in range(num_classes)]
+
+
+def train_split(store: Store, cfg: TrainConfig) -> dict:
+    """Train split `cfg.split` up to `cfg.steps`; returns the last stats line (or the state if already done)."""
+    # Setup: model shape from the plan, data resident on the device as uint8.
+    model_cfg, members = model_config_for(store, cfg)
+    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    images, labels = load_shard(store, cfg.split)
+    if tuple(images.shape[1:]) != (model_cfg.channels, model_cfg.resolution, model_cfg.resolution):
+        raise UserError(f"data of split {cfg.split} has shape {tuple(images.shape[1:])}, the plan says "
+                        f"{model_cfg.channels}x{model_cfg.resolution}x{model_cfg.resolution}: run `acgan prepare` again")
+    to_local = torch.full((max(members) + 1,), -1, dtype=torch.long)
+    to_local[torch.tensor(members)] = torch.arange(len(members))
+    images, local_labels = images.to(device), to_local[labels].to(device)
+    K, n_images = model_cfg.num_classes, images.shape[0]
+
+    torch.manual_seed(cfg.seed)
+    data_rng = torch.Generator(device).manual_seed(cfg.seed)
+    G, D = Generator(model_cfg).to(device), Discriminator(model_cfg).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+    # Resume from the newest complete, intact checkpoint of this split.
+    prefix = split_prefix(cfg.split)
+    stats_key = f"{prefix}/stats.jsonl"
+    start, stats_lines = 0, []
+    latest = latest_checkpoint(store, cfg.split)
+    if latest is not None:
+        step, files = latest
+        saved = ModelConfig.model_validate(json.loads(files["meta.json"])["model"])
+        if saved.model_dump(exclude={"d_noise_std"}) != model_cfg.model_dump(exclude={"d_noise_std"}):
+            raise UserError(f"split {cfg.split} has checkpoints of a different model ({_describe(saved)}) than "
+                            f"requested ({_describe(model_cfg)}): use the original settings or a new store")
+        unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng)
+        start = step
+        if store.exists(stats_key):
+            stats_lines = [line for line in store.read_bytes(stats_key).decode().splitlines()
+                           if line and json.loads(line)["step"] <= start]
+        log.info("split %d: resuming from step %d", cfg.split, start)
+    if start >= cfg.steps:
+        log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
+        return {"step": start, "steps": cfg.steps, "resumed_from": start}
+    write_json(store, f"{prefix}/config.json", {"train": cfg.model_dump(), "model": model_cfg.model_dump(),
+                                                 "classes": members, "device": str(device)})
+
+    fixed_rng = torch.Generator(device).manual_seed(cfg.seed + 1)
+    fixed_y = torch.arange(K, device=device).repeat_interleave(cfg.stats_samples_per_class)
+    fixed_z = torch.randn(len(fixed_y), model_cfg.noise_dim, generator=fixed_rng, device=device)
+
+    # Main loop.
+    sums = torch.zeros(6, device=device)  # loss_d, loss_g, src acc real, src acc fake, cls acc real, cls acc fake
+    tick_start, tick_step, last = time.perf_counter(), start, {}
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"split {cfg.split}", unit="step", disable=not sys.stderr.isatty())
+    for step in range(start + 1, cfg.steps + 1):
+        idx = torch.randint(n_images, (cfg.batch_size,), generator=data_rng, device=device)
+        x_real = images[idx].float() / 127.5 - 1.0  # (B, C, R, R) in [-1, 1], the scale of G's tanh
+        y_real = local_labels[idx]
+        z = torch.randn(cfg.batch_size, model_cfg.noise_dim, generator=data_rng, device=device)
+        y_fake = torch.randint(K, (cfg.batch_size,), generator=data_rng, device=device)
+        x_fake = G(z, y_fake)
+
+        loss_d, d_stats = discriminator_loss(D, x_real, y_real, x_fake.detach(), y_fake, cfg.d_fake_class_loss)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+
+        loss_g = generator_loss(D, x_fake, y_fake)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+
+        sums += torch.cat([torch.stack([loss_d.detach(), loss_g.detach()]), d_stats])
+        bar.update(1)
+        is_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        if not (is_checkpoint or step % cfg.tick_every == 0):
+            continue
+
+        # Tick: check health, write a stats line; then maybe a checkpoint.
+        means = (sums / (step - tick_step)).tolist()
+        if not all(math.isfinite(v) for v in means[:2]):
+            raise TrainingDiverged(f"split {cfg.split} diverged between steps {tick_step} and {step} (loss_d="
+                                   f"{means[0]}, loss_g={means[1]}); its checkpoints up to step {tick_step} are intact:"
+                                   " lower --lr and run again")
+        diversity = class_diversity(G, fixed_z, fixed_y, K, cfg.stats_pairs)
+        elapsed = time.perf_counter() - tick_start
+        last = {"step": step, "loss_d": means[0], "loss_g": means[1], "d_source_acc_real": means[2],
+                "d_source_acc_fake": means[3], "d_class_acc_real": means[4], "d_class_acc_fake": means[5],
+                "ms_ssim": dict(zip(map(str, members), diversity)), "ms_ssim_mean": sum(diversity) / K,
+                "images_per_second": (step - tick_step) * cfg.batch_size / elapsed, "time": time.time()}
+        stats_lines.append(json.dumps(last))
+        store.write_bytes(stats_key, ("\n".join(stats_lines) + "\n").encode())
+        bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", cls_fake=f"{means[5]:.2f}",
+                        ms_ssim=f"{last['ms_ssim_mean']:.3f}")
+        if bar.disable:
+            log.info("split %d step %d/%d: loss_d %.3f loss_g %.3f class acc fake %.2f ms-ssim %.3f (%.0f img/s)",
+                     cfg.split, step, cfg.steps, means[0], means[1], means[5], last["ms_ssim_mean"],
+                     last["images_per_second"])
+        if is_checkpoint:
+            meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
+                    "train": cfg.model_dump(), "time": time.time()}
+            save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta))
+            prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)
+        sums.zero_()
+        tick_start, tick_step = time.perf_counter(), step
+    bar.close()
+    return {**last, "steps": cfg.steps, "resumed_from": start}
+
+
+def _describe(m: ModelConfig) -> str:
+    return f"{m.resolution}px, {m.channels} channel(s), {m.num_classes} classes, noise {m.noise_dim}, width {m.width}"

@@ -1,0 +1,35 @@
+"""The AC-GAN objective (paper section 3), on logits, so no softmax is ever applied twice.
+
+L_S = E[log P(S=real | x_real)] + E[log P(S=fake | x_fake)]
+L_C = E[log P(C=c | x_real)] + E[log P(C=c | x_fake)]
+D maximises L_S + L_C: it minimises BCE(real -> 1) + BCE(fake -> 0) + CE(real class) [+ CE(fake class)].
+G maximises L_C - L_S in the non-saturating form: it minimises BCE(fake -> 1) + CE(fake class).
+`fake_class_term=False` drops D's fake-image class term, as the Keras example and StudioGAN do (the paper keeps it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def discriminator_loss(D, x_real: torch.Tensor, y_real: torch.Tensor, x_fake: torch.Tensor, y_fake: torch.Tensor,
+                       fake_class_term: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (loss, stats) with stats = [source acc real, source acc fake, class acc real, class acc fake]."""
+    src_real, cls_real = D(x_real)
+    src_fake, cls_fake = D(x_fake)
+    loss_source = (F.binary_cross_entropy_with_logits(src_real, torch.ones_like(src_real))
+                   + F.binary_cross_entropy_with_logits(src_fake, torch.zeros_like(src_fake)))
+    loss_class = F.cross_entropy(cls_real, y_real)
+    if fake_class_term:
+        loss_class = loss_class + F.cross_entropy(cls_fake, y_fake)
+    with torch.no_grad():
+        stats = torch.stack([(src_real > 0).float().mean(), (src_fake < 0).float().mean(),
+                             (cls_real.argmax(1) == y_real).float().mean(),
+                             (cls_fake.argmax(1) == y_fake).float().mean()])
+    return loss_source + loss_class, stats
+
+
+def generator_loss(D, x_fake: torch.Tensor, y_fake: torch.Tensor) -> torch.Tensor:
+    src_fake, cls_fake = D(x_fake)
+    return F.binary_cross_entropy_with_logits(src_fake, torch.ones_like(src_fake)) + F.cross_entropy(cls_fake, y_fake)
