@@ -96,10 +96,15 @@ class S3Store:
                  region: str | None = None, retries: int = 6):
         import urllib3
         from minio import Minio
+        from minio.helpers import check_bucket_name
 
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise UserError(f"ACGAN_S3_ENDPOINT={endpoint!r} is not http(s)://host[:port]")
+        try:
+            check_bucket_name(bucket, strict=True)
+        except ValueError:
+            raise UserError(f"s3://{bucket}: not a valid bucket name (3-63 lowercase letters, digits, '.', '-')") from None
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")

@@ -80,7 +80,7 @@ def prepare(cfg: PrepareConfig, store: Store) -> SplitPlan:
     counts: dict[int, int] = {}
     for split, members in enumerate(tqdm(splits, desc="prepare", unit="split", disable=not sys.stderr.isatty())):
         per_class = [source.load_class(c) for c in members]
-        images = np.concatenate(per_class)
+        images = np.ascontiguousarray(np.concatenate(per_class))
         labels = np.concatenate([np.full(len(a), c, dtype=np.int64) for c, a in zip(members, per_class)])
         counts.update({c: len(a) for c, a in zip(members, per_class)})
         store.write_bytes(shard_key(split), save_safetensors({"images": torch.from_numpy(images),

@@ -62,7 +62,9 @@ class _CifarUnpickler(pickle.Unpickler):
     """CIFAR batches are pickles; allow only what they contain (numpy arrays and plain containers)."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol-2 pickles written by Python 3 spell bytes
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:

@@ -184,6 +184,9 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
                      cfg.split, step, cfg.steps, means[0], means[1], means[5], last["ms_ssim_mean"],
                      last["images_per_second"])
         if is_checkpoint:
+            if not all(torch.isfinite(p).all() for p in [*G.parameters(), *D.parameters()]):
+                raise TrainingDiverged(f"split {cfg.split} has non-finite weights at step {step}; its checkpoints up "
+                                       f"to step {tick_step} are intact: lower --lr and run again")
             meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
                     "train": cfg.model_dump(), "time": time.time()}
             save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta))

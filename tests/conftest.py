@@ -1,0 +1,91 @@
+"""Shared fixtures: a prepared digits store, a tiny training config, and a real S3-protocol server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from components.data.prepare import PrepareConfig, prepare
+from components.store import LocalStore, open_store
+from components.training.loop import TrainConfig
+
+# Small enough for a CPU test, the real network otherwise (all six D convolutions, all G stages).
+TINY = dict(batch_size=16, width=0.0625, tick_every=5, checkpoint_every=5, stats_samples_per_class=4, stats_pairs=6)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, "steps": 10, **overrides})
+
+
+@pytest.fixture(scope="session")
+def _digits_template(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("digits-template")
+    prepare(PrepareConfig(dataset="digits", resolution=32, classes_per_split=5), LocalStore(root))
+    return root
+
+
+@pytest.fixture
+def digits_store(_digits_template, tmp_path) -> LocalStore:
+    """A prepared digits store (32px, 2 splits of 5 classes) of this test's own."""
+    root = tmp_path / "store"
+    shutil.copytree(_digits_template, root)
+    return LocalStore(root)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 server on 127.0.0.1 with credential checks on, and one IAM user allowed s3:*."""
+    import boto3
+
+    port = _free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                proc.kill()
+                raise RuntimeError("moto server did not start")
+            time.sleep(0.2)
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bootstrap",
+                       aws_secret_access_key="bootstrap")
+    iam.create_user(UserName="acgan")
+    key = iam.create_access_key(UserName="acgan")["AccessKey"]
+    iam.put_user_policy(UserName="acgan", PolicyName="s3", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    yield {"endpoint": endpoint, "port": port, "access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"],
+           "proc": proc}
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Environment for an S3 store; returns a fresh s3:// URI (own prefix) in a bucket that exists."""
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", s3_server["endpoint"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
+    monkeypatch.setenv("ACGAN_S3_RETRIES", "2")
+    uri = f"s3://acgan-test/{uuid.uuid4().hex[:8]}"
+    open_store(uri).ensure_ready(create=True)
+    return uri

@@ -1,0 +1,113 @@
+"""Checkpoints: save -> perturb -> load -> equal; latest complete; half-written and corrupt ones ignored; retention."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from components.checkpoint import (MARKER, checkpoint_prefix, complete_steps, latest_checkpoint, load_checkpoint,
+                                   prune_checkpoints, save_checkpoint)
+from components.model import Discriminator, Generator, ModelConfig
+from components.store import LocalStore
+from components.training.state import pack_checkpoint, unpack_checkpoint
+
+
+def _models(seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(resolution=32, channels=1, num_classes=3, width=0.0625)
+    G, D = Generator(cfg), Discriminator(cfg)
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), lr=1e-3), torch.optim.Adam(D.parameters(), lr=1e-3)
+    # One real step so the optimisers have state to save.
+    x = G(torch.randn(4, cfg.noise_dim), torch.tensor([0, 1, 2, 0]))
+    (D(x)[0].mean() + D(x)[1].mean()).backward()
+    opt_g.step()
+    opt_d.step()
+    return G, D, opt_g, opt_d
+
+
+def _all_tensors(G, D, opt_g, opt_d):
+    out = {f"G.{k}": v for k, v in G.state_dict().items()} | {f"D.{k}": v for k, v in D.state_dict().items()}
+    for name, opt in (("g", opt_g), ("d", opt_d)):
+        for i, st in opt.state_dict()["state"].items():
+            out |= {f"{name}.{i}.{k}": v for k, v in st.items()}
+    return out
+
+
+def test_save_perturb_load_equal(tmp_path):
+    store = LocalStore(tmp_path)
+    G, D, opt_g, opt_d = _models()
+    rng = torch.Generator().manual_seed(5)
+    torch.manual_seed(123)
+    expected = {k: v.clone() for k, v in _all_tensors(G, D, opt_g, opt_d).items()}
+    expected_rng, expected_global = rng.get_state().clone(), torch.get_rng_state().clone()
+    save_checkpoint(store, 0, 10, pack_checkpoint(G, D, opt_g, opt_d, rng, {"step": 10}))
+
+    with torch.no_grad():  # perturb everything
+        for p in list(G.parameters()) + list(D.parameters()):
+            p.add_(1.0)
+    for opt in (opt_g, opt_d):
+        for st in opt.state.values():
+            st["exp_avg"].add_(1.0)
+    rng.manual_seed(99)
+    torch.manual_seed(99)
+
+    step, files = latest_checkpoint(store, 0)
+    assert step == 10
+    unpack_checkpoint(files, G, D, opt_g, opt_d, rng)
+    got = _all_tensors(G, D, opt_g, opt_d)
+    assert got.keys() == expected.keys()
+    for k in expected:
+        assert torch.equal(got[k], expected[k]), k
+    assert torch.equal(rng.get_state(), expected_rng) and torch.equal(torch.get_rng_state(), expected_global)
+
+
+def test_latest_is_highest_complete_and_half_written_is_ignored(tmp_path):
+    store = LocalStore(tmp_path)
+    for step in (5, 10):
+        save_checkpoint(store, 3, step, {"a.bin": f"weights {step}".encode()})
+    # A step that died mid-write: files but no marker.
+    store.write_bytes(f"{checkpoint_prefix(3, 15)}/a.bin", b"half")
+    assert complete_steps(store, 3) == [5, 10]
+    step, files = latest_checkpoint(store, 3)
+    assert (step, files["a.bin"]) == (10, b"weights 10")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_corrupt_newest_is_skipped_with_a_warning(tmp_path, caplog, damage):
+    store = LocalStore(tmp_path)
+    for step in (5, 10):
+        save_checkpoint(store, 0, step, {"a.bin": bytes(range(200)), "meta.json": b"{}"})
+    key = f"{checkpoint_prefix(0, 10)}/a.bin"
+    data = store.read_bytes(key)
+    if damage == "flip":
+        store.write_bytes(key, data[:50] + bytes([data[50] ^ 0xFF]) + data[51:])
+    elif damage == "truncate":
+        store.write_bytes(key, data[:100])
+    else:
+        store.delete(key)
+    with caplog.at_level(logging.WARNING):
+        step, _ = latest_checkpoint(store, 0)
+    assert step == 5
+    assert "step-00000010/a.bin" in caplog.text
+
+
+def test_complete_checkpoint_never_overwritten(tmp_path):
+    store = LocalStore(tmp_path)
+    save_checkpoint(store, 0, 5, {"a.bin": b"first"})
+    with pytest.raises(FileExistsError):
+        save_checkpoint(store, 0, 5, {"a.bin": b"second"})
+    assert load_checkpoint(store, 0, 5)["a.bin"] == b"first"
+
+
+def test_retention_keeps_newest_two(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write_bytes(f"{checkpoint_prefix(0, 3)}/a.bin", b"half-written, old")
+    for step in (5, 10, 15, 20):
+        save_checkpoint(store, 0, step, {"a.bin": b"x"})
+        prune_checkpoints(store, 0, keep=2)
+    assert complete_steps(store, 0) == [15, 20]
+    assert store.list("splits/split-00000/checkpoints/") == [
+        f"{checkpoint_prefix(0, s)}/{name}" for s in (15, 20) for name in (MARKER, "a.bin")]
+    marker = json.loads(store.read_bytes(f"{checkpoint_prefix(0, 20)}/{MARKER}"))
+    assert marker["files"]["a.bin"]["bytes"] == 1 and len(marker["files"]["a.bin"]["sha256"]) == 64

@@ -1,0 +1,107 @@
+"""The three user commands end to end (local and S3 stores), and every bad input: one line, exit 2, nothing lost."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.checkpoint import complete_steps
+from components.cli import main
+from components.store import open_store
+
+TINY_ARGS = ["--batch-size", "16", "--width", "0.0625", "--tick-every", "5"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = [line for line in err.splitlines() if " ERROR " in line or "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_prepare_train_sample(capsys, tmp_path, request, backend):
+    uri = str(tmp_path / "store") if backend == "local" else request.getfixturevalue("s3_env")
+    assert run(capsys, "prepare", "--store", uri, "--dataset", "digits", "--resolution", 32,
+               "--classes-per-split", 5)[0] == 0
+    assert run(capsys, "train-split", "--store", uri, "--split", 1, "--steps", 10, "--checkpoint-every", 5,
+               *TINY_ARGS)[0] == 0
+    code, out, _ = run(capsys, "train-split", "--store", uri, "--split", 1, "--steps", 15, "--checkpoint-every", 5,
+                       *TINY_ARGS)
+    assert code == 0 and json.loads(out)["resumed_from"] == 10
+    assert complete_steps(open_store(uri), 1) == [10, 15]
+
+    png, npz, npz_again = tmp_path / "seven.png", tmp_path / "seven.npz", tmp_path / "again.npz"
+    code, out, _ = run(capsys, "sample", "--store", uri, "--class", 7, "-n", 6, "--out", png)
+    assert code == 0 and json.loads(out) == {"class": 7, "name": "7", "split": 1, "step": 15, "out": str(png)}
+    assert Image.open(png).size == (3 * 34 + 2, 2 * 34 + 2)  # 3 x 2 grid of 32px images, 2px gaps
+    for out_file in (npz, npz_again):
+        assert run(capsys, "sample", "--store", uri, "--class", 7, "-n", 6, "--seed", 3, "--out", out_file)[0] == 0
+    a, b = np.load(npz), np.load(npz_again)
+    assert a["images"].shape == (6, 32, 32, 1) and a["images"].dtype == np.uint8
+    assert a["labels"].tolist() == [7] * 6
+    assert np.array_equal(a["images"], b["images"])  # same seed, same images
+
+
+def test_bad_inputs(capsys, tmp_path, digits_store):
+    store = str(digits_store.root)
+    cases = [
+        (["prepare", "--store", tmp_path / "s", "--dataset", "imagenet"], "--dataset"),
+        (["prepare", "--store", tmp_path / "s", "--dataset", "folder"], "needs --source"),
+        (["prepare", "--store", tmp_path / "s", "--dataset", "cifar10", "--source", tmp_path / "nope"], "does not exist"),
+        (["prepare", "--store", tmp_path / "s", "--classes-per-split", 11], "larger than the 10 classes"),
+        (["prepare", "--store", tmp_path / "s", "--resolution", 48], "--resolution"),
+        (["train-split", "--store", store, "--split", 2, "--steps", 5], "split 2 is out of range"),
+        (["train-split", "--store", store, "--split", 0, "--steps", 0], "--steps"),
+        (["train-split", "--store", store, "--split", 0, "--keep-checkpoints", 1], "--keep-checkpoints"),
+        (["train-split", "--store", tmp_path / "missing", "--split", 0], "run `acgan prepare"),
+        (["sample", "--store", store, "--class", 10, "--out", tmp_path / "x.png"], "class 10 is out of range"),
+        (["sample", "--store", store, "--class", "eleven", "--out", tmp_path / "x.png"], "no class named 'eleven'"),
+        (["sample", "--store", store, "--class", 3, "--out", tmp_path / "x.png"], "has no complete checkpoint"),
+    ]
+    for argv, fragment in cases:
+        code, _, err = run(capsys, *argv)
+        assert_one_line_error(code, err, fragment)
+
+
+def test_sample_bad_output_keeps_store(capsys, tmp_path, digits_store):
+    store = str(digits_store.root)
+    assert run(capsys, "train-split", "--store", store, "--split", 0, "--steps", 5, *TINY_ARGS)[0] == 0
+    before = {k: digits_store.read_bytes(k) for k in digits_store.list("splits/")}
+    code, _, err = run(capsys, "sample", "--store", store, "--class", 1, "--out", tmp_path / "x.jpg")
+    assert_one_line_error(code, err, "use a .png")
+    code, _, err = run(capsys, "sample", "--store", store, "--class", 1, "--out", tmp_path / "no" / "x.png")
+    assert_one_line_error(code, err, "does not exist")
+    assert {k: digits_store.read_bytes(k) for k in digits_store.list("splits/")} == before
+
+
+def test_unreachable_store_and_wrong_credentials(capsys, monkeypatch, s3_env):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-123")
+    code, _, err = run(capsys, "prepare", "--store", s3_env)
+    assert_one_line_error(code, err, "rejected the credentials")
+    assert "wrong-secret-123" not in err
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", "http://127.0.0.1:9")
+    code, _, err = run(capsys, "train-split", "--store", s3_env, "--split", 0)
+    assert_one_line_error(code, err, "unreachable at http://127.0.0.1:9")
+
+
+def test_console_script_exits_cleanly(tmp_path):
+    """The installed `acgan` command, as a user runs it."""
+    proc = subprocess.run(["acgan", "train-split", "--store", str(tmp_path / "none"), "--split", "0"],
+                          capture_output=True, text=True, env={**os.environ, "PATH": os.path.dirname(sys.executable)
+                                                               + os.pathsep + os.environ["PATH"]})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"acgan train-split: error: store {tmp_path / 'none'} does not exist: run `acgan prepare --store "
+        f"{tmp_path / 'none'}` first"]

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+from components.model import Discriminator, Generator, ModelConfig
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes_and_ranges(resolution, channels):
+    cfg = ModelConfig(resolution=resolution, channels=channels, num_classes=7, width=0.125)
+    G, D = Generator(cfg), Discriminator(cfg)
+    z, y = torch.randn(3, cfg.noise_dim), torch.tensor([0, 3, 6])
+    x = G(z, y)
+    assert x.shape == (3, channels, resolution, resolution)
+    assert x.min() >= -1 and x.max() <= 1  # tanh: the scale of the data
+    source, classes = D(x)
+    assert source.shape == (3,) and classes.shape == (3, 7)
+
+
+def test_paper_architecture_at_128():
+    """Paper appendix: G 110 -> 768x8x8 -> 384, 256, 192 -> 3 (5x5 stride 2); D six 3x3 convs 16..512."""
+    cfg = ModelConfig(resolution=128, channels=3, num_classes=10)
+    G, D = Generator(cfg), Discriminator(cfg)
+    assert G.fc.in_features == 110 and G.fc.out_features == 768 * 8 * 8
+    convs = [m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in convs] == [
+        (768, 384, (5, 5), (2, 2)), (384, 256, (5, 5), (2, 2)), (256, 192, (5, 5), (2, 2)), (192, 3, (5, 5), (2, 2))]
+    assert not isinstance(list(G.net)[-2], torch.nn.BatchNorm2d)  # no batch norm before tanh
+    d_convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(m.out_channels, m.stride[0], m.kernel_size) for m in d_convs] == [
+        (16, 2, (3, 3)), (32, 1, (3, 3)), (64, 2, (3, 3)), (128, 1, (3, 3)), (256, 2, (3, 3)), (512, 1, (3, 3))]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules()) == 5  # all but the first
+    assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in D.modules()) == 6
+    assert D.head.out_features == 11
+    weights = torch.cat([m.weight.flatten() for m in convs + d_convs])
+    assert abs(weights.std().item() - 0.02) < 0.002 and abs(weights.mean().item()) < 0.001
+    assert all((m.bias == 0).all() for m in convs + d_convs)
+
+
+def test_activation_noise_only_while_training():
+    cfg = ModelConfig(resolution=32, channels=1, num_classes=2, width=0.125, d_noise_std=0.5)
+    D = Discriminator(cfg).eval()
+    x = torch.randn(2, 1, 32, 32)
+    assert torch.equal(D(x)[0], D(x)[0])
+    D.train()
+    assert not torch.equal(D(x)[0], D(x)[0])
+
+
+def test_bad_config_rejected():
+    with pytest.raises(ValueError, match="resolution must be one of"):
+        ModelConfig(resolution=48)
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        ModelConfig(channels=2)

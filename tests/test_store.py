@@ -1,0 +1,82 @@
+"""One store interface, two backends: a local directory and a real S3-protocol server (moto) via the minio client."""
+
+import pytest
+
+from components.errors import UserError
+from components.store import open_store
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return open_store(str(tmp_path / "store"))
+    return open_store(request.getfixturevalue("s3_env"))
+
+
+def test_store_contract(store):
+    store.ensure_ready(create=True)
+    assert not store.exists("a/b.bin") and store.list("a/") == []
+    with pytest.raises(KeyError):
+        store.read_bytes("a/b.bin")
+    store.write_bytes("a/b.bin", b"\x00\x01" * 1000)
+    store.write_bytes("a/c/d.json", b"{}")
+    store.write_bytes("ab.txt", b"not under a/")
+    assert store.exists("a/b.bin") and store.read_bytes("a/b.bin") == b"\x00\x01" * 1000
+    assert store.list("a/") == ["a/b.bin", "a/c/d.json"]
+    store.write_bytes("a/b.bin", b"new")  # plain objects (not checkpoints) may be replaced
+    assert store.read_bytes("a/b.bin") == b"new"
+    store.delete("a/b.bin")
+    store.delete("a/b.bin")  # deleting what is gone is fine
+    assert store.list("a/") == ["a/c/d.json"]
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs", "a//b", "a/../b", "", "a b"])
+def test_keys_that_could_escape_are_refused(store, key):
+    with pytest.raises(UserError, match="invalid store key"):
+        store.write_bytes(key, b"x")
+
+
+def test_wrong_credentials_are_named_without_the_secret(s3_env, monkeypatch, s3_server):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "definitely-wrong-secret")
+    with pytest.raises(UserError, match="rejected the credentials") as info:
+        open_store(s3_env).exists("plan.json")
+    assert "definitely-wrong-secret" not in str(info.value)
+    assert s3_server["secret_key"] not in str(info.value)
+
+
+def test_unreachable_endpoint_fails_after_bounded_retries(monkeypatch, s3_server):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-value")
+    monkeypatch.setenv("ACGAN_S3_RETRIES", "2")
+    with pytest.raises(UserError, match=r"unreachable at http://127.0.0.1:\d+: read plan.json failed after 2 attempt"):
+        open_store("s3://acgan-test/x").read_bytes("plan.json")
+
+
+@pytest.mark.parametrize("uri, env, message", [
+    ("s3://acgan-test/x", {}, "ACGAN_S3_ENDPOINT is not set"),
+    ("s3:///x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1"}, "names no bucket"),
+    ("s3://A_B/x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1"}, "not a valid bucket name"),
+    ("s3://acgan-test/x", {"ACGAN_S3_ENDPOINT": "ftp://host"}, "is not http"),
+    ("s3://acgan-test/x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1", "ACGAN_S3_RETRIES": "many"}, "not a whole number"),
+    ("gs://bucket/x", {}, "use a local directory or s3://"),
+])
+def test_bad_store_settings(monkeypatch, uri, env, message):
+    monkeypatch.delenv("ACGAN_S3_ENDPOINT", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(UserError, match=message):
+        open_store(uri)
+
+
+def test_missing_bucket_is_created_only_by_prepare(s3_env):
+    store = open_store(s3_env.replace("acgan-test", "acgan-new-bucket"))
+    with pytest.raises(UserError, match="does not exist"):
+        store.ensure_ready()
+    store.ensure_ready(create=True)
+    store.ensure_ready()

@@ -1,0 +1,135 @@
+"""Real training steps on a small digits split: learning, resume, kill-and-resume, health stats, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from components.checkpoint import complete_steps, latest_checkpoint, save_checkpoint
+from components.data.plan import load_plan, save_plan
+from components.data.prepare import load_shard
+from components.errors import UserError
+from components.model import Discriminator, Generator
+from components.training.loop import TrainingDiverged, model_config_for, train_split
+from components.training.state import TRAIN_STATE_FILE
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from tests.conftest import TINY, tiny_config
+
+
+def _weights(store, split=0):
+    _, files = latest_checkpoint(store, split, [TRAIN_STATE_FILE])
+    return load_safetensors(files[TRAIN_STATE_FILE])
+
+
+def _class_loss(D, store, cfg):
+    images, labels = load_shard(store, cfg.split)
+    x = images.float() / 127.5 - 1
+    D.eval()
+    with torch.no_grad():
+        return F.cross_entropy(D(x)[1], labels - labels.min()).item()  # split 0 holds classes 0..4
+
+
+def test_training_lowers_d_class_loss(digits_store):
+    cfg = tiny_config(steps=60, width=0.125, lr=1e-3, checkpoint_every=60, tick_every=60)
+    model_cfg, _ = model_config_for(digits_store, cfg)
+    torch.manual_seed(cfg.seed)
+    Generator(model_cfg)
+    untrained = Discriminator(model_cfg)  # the same initial weights train_split draws
+    before = _class_loss(untrained, digits_store, cfg)
+    train_split(digits_store, cfg)
+    trained = Discriminator(model_cfg)
+    trained.load_state_dict({k[2:]: v for k, v in _weights(digits_store).items() if k.startswith("D.")})
+    after = _class_loss(trained, digits_store, cfg)
+    assert after < before - 0.3, (before, after)
+
+
+def test_stats_lines_and_resume_with_larger_steps(digits_store):
+    train_split(digits_store, tiny_config(steps=10))
+    assert complete_steps(digits_store, 0) == [5, 10]
+    result = train_split(digits_store, tiny_config(steps=20))
+    assert result["resumed_from"] == 10 and result["step"] == 20
+    assert complete_steps(digits_store, 0) == [15, 20]  # retention: the newest two
+    lines = [json.loads(line) for line in digits_store.read_bytes("splits/split-00000/stats.jsonl").splitlines()]
+    assert [s["step"] for s in lines] == [5, 10, 15, 20]
+    for s in lines:
+        assert set(s["ms_ssim"]) == {"0", "1", "2", "3", "4"}
+        assert all(0 <= v <= 1 for v in s["ms_ssim"].values())
+        assert 0 <= s["d_class_acc_fake"] <= 1 and 0 <= s["d_source_acc_real"] <= 1
+    config = json.loads(digits_store.read_bytes("splits/split-00000/config.json"))
+    assert config["train"]["steps"] == 20 and config["model"]["num_classes"] == 5
+    # Asking for no more steps than done trains nothing.
+    assert train_split(digits_store, tiny_config(steps=15))["resumed_from"] == 20
+
+
+def test_resumed_run_equals_uninterrupted(digits_store, tmp_path):
+    import shutil
+
+    from components.store import LocalStore
+
+    other = LocalStore(tmp_path / "other")
+    shutil.copytree(digits_store.root, other.root)
+    train_split(digits_store, tiny_config(steps=20))
+    train_split(other, tiny_config(steps=10))
+    train_split(other, tiny_config(steps=20))
+    a, b = _weights(digits_store), _weights(other)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path):
+    """SIGKILL a real `acgan train-split` process after its first checkpoint; the resumed run ends bit-identical."""
+    import shutil
+
+    from components.store import LocalStore
+
+    reference = LocalStore(tmp_path / "reference")
+    shutil.copytree(digits_store.root, reference.root)
+    train_split(reference, tiny_config(steps=100, checkpoint_every=10, tick_every=10))
+
+    args = [sys.executable, "-m", "components.cli", "train-split", "--store", str(digits_store.root), "--split", "0",
+            "--steps", "100", "--checkpoint-every", "10", "--tick-every", "10", "--batch-size", str(TINY["batch_size"]),
+            "--width", str(TINY["width"])]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not complete_steps(digits_store, 0) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = complete_steps(digits_store, 0)
+    assert done and done[-1] < 100, f"the process was not killed mid-run (checkpoints {done})"
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    a, b = _weights(reference), _weights(digits_store)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_stops_without_writing_nan(digits_store):
+    """A blown-up state (one NaN weight in D, as after an overflow) must stop training before any new checkpoint."""
+    train_split(digits_store, tiny_config(steps=5))
+    _, files = latest_checkpoint(digits_store, 0)
+    tensors = load_safetensors(files[TRAIN_STATE_FILE])
+    tensors["D.head.weight"][0, 0] = float("nan")
+    save_checkpoint(digits_store, 0, 6, {**files, TRAIN_STATE_FILE: save_safetensors(tensors)})
+    with pytest.raises(TrainingDiverged, match="diverged between steps 6 and 8"):
+        train_split(digits_store, tiny_config(steps=20, tick_every=2))
+    assert complete_steps(digits_store, 0) == [5, 6]
+
+
+def test_checkpoint_of_other_model_refused(digits_store):
+    train_split(digits_store, tiny_config(steps=5))
+    with pytest.raises(UserError, match="different model"):
+        train_split(digits_store, tiny_config(steps=10, width=0.125))
+    assert complete_steps(digits_store, 0) == [5]
+
+
+def test_data_of_other_resolution_refused(digits_store):
+    plan = load_plan(digits_store)
+    save_plan(digits_store, plan.model_copy(update={"resolution": 64}))  # plan and shards disagree
+    with pytest.raises(UserError, match="run `acgan prepare` again"):
+        train_split(digits_store, tiny_config(steps=5))

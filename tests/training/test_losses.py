@@ -1,0 +1,50 @@
+"""The objective's terms on tiny cases computed by hand."""
+
+import math
+
+import torch
+
+from components.training.losses import discriminator_loss, generator_loss
+
+
+class FixedD:
+    """Returns given logits for the real batch and for the fake batch, like a discriminator would."""
+
+    def __init__(self, real, fake):
+        self.out = {"real": real, "fake": fake}
+
+    def __call__(self, x):
+        return self.out["real" if x.sum() > 0 else "fake"]
+
+
+def log_softmax(logits, i):
+    return logits[i] - math.log(sum(math.exp(v) for v in logits))
+
+
+def log_sigmoid(v):
+    return -math.log1p(math.exp(-v))
+
+
+def test_discriminator_maximises_ls_plus_lc():
+    real = (torch.tensor([2.0]), torch.tensor([[1.0, 0.0, -1.0]]))
+    fake = (torch.tensor([-0.5]), torch.tensor([[0.2, 0.3, 0.5]]))
+    D = FixedD(real, fake)
+    x_real, x_fake = torch.ones(1, 1, 2, 2), -torch.ones(1, 1, 2, 2)
+    y_real, y_fake = torch.tensor([0]), torch.tensor([2])
+    L_S = log_sigmoid(2.0) + log_sigmoid(0.5)  # log P(real|real) + log P(fake|fake) = log(1 - sigmoid(-0.5))
+    L_C = log_softmax([1.0, 0.0, -1.0], 0) + log_softmax([0.2, 0.3, 0.5], 2)
+    loss, stats = discriminator_loss(D, x_real, y_real, x_fake, y_fake, fake_class_term=True)
+    assert math.isclose(loss.item(), -(L_S + L_C), rel_tol=1e-6)
+    assert stats.tolist() == [1.0, 1.0, 1.0, 1.0]
+    # Without the fake-image class term (Keras example, StudioGAN): only the real class term remains.
+    loss, _ = discriminator_loss(D, x_real, y_real, x_fake, y_fake, fake_class_term=False)
+    assert math.isclose(loss.item(), -(L_S + log_softmax([1.0, 0.0, -1.0], 0)), rel_tol=1e-6)
+
+
+def test_generator_non_saturating_lc_minus_ls():
+    fake = (torch.tensor([-0.5]), torch.tensor([[0.2, 0.3, 0.5]]))
+    D = FixedD(None, fake)
+    loss = generator_loss(D, -torch.ones(1, 1, 2, 2), torch.tensor([1]))
+    # Non-saturating: G maximises log P(S=real | fake) + log P(C=c | fake).
+    expected = -(log_sigmoid(-0.5) + log_softmax([0.2, 0.3, 0.5], 1))
+    assert math.isclose(loss.item(), expected, rel_tol=1e-6)
