@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--no-d-fake-class-loss", dest="d_fake_class_loss", action="store_false", default=None,
                    help="drop D's class term on fake images (the paper keeps it)")
-    p.add_argument("--width", type=float, help="channel multiplier (default 1.0, the paper's network)")
+    p.add_argument("--width", type=float, help="multiplies G's channel counts, for CPU runs (default 1.0, the paper's network)")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.set_defaults(run=_train_split)
 

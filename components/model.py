@@ -5,6 +5,8 @@ Our readings of the paper, where it is silent:
 - Four stride-2 5x5 transposed convolutions reach 128x128, so the linear layer outputs 768 x 8 x 8. At 64x64 and 32x32
   we drop the last hidden stride-2 stages (192, then 256 channels): the 8x8 start and 768/384 widths stay.
 - D keeps all six 3x3 convolutions at every resolution; only the input of its final linear layer shrinks.
+- `width` scales G's channels only (for CPU runs): D is cheap next to G, and a thinned D (4 channels under dropout
+  0.5) cannot tell real from fake, so G learns nothing but what fools D's classifier.
 - "Weights from N(0, 0.02), biases 0": batch-norm scales are drawn from N(1, 0.02) instead (a zero scale would switch
   the layer off), as in DCGAN.
 - D's Gaussian activation noise (Salimans et al. 2016) is added to the input of every convolution while training.
@@ -33,7 +35,7 @@ class ModelConfig(BaseModel):
     num_classes: int = Field(10, ge=1, description="classes of this split (K)")
     noise_dim: int = Field(100, ge=1)
     d_noise_std: float = Field(0.1, ge=0.0, description="std of D's Gaussian activation noise while training")
-    width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies every channel count; 1.0 is the paper's network")
+    width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies G's channel counts; 1.0 is the paper's network")
 
     @field_validator("resolution")
     @classmethod
@@ -93,7 +95,7 @@ class Discriminator(nn.Module):
         self.cfg = cfg
         layers: list[nn.Module] = []
         c_in = cfg.channels
-        for i, (c_out, stride) in enumerate(zip((scaled(c, cfg.width) for c in D_WIDTHS), D_STRIDES)):
+        for i, (c_out, stride) in enumerate(zip(D_WIDTHS, D_STRIDES)):
             layers += [GaussianNoise(cfg.d_noise_std), nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)]
             if i > 0:
                 layers.append(nn.BatchNorm2d(c_out))

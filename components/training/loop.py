@@ -53,7 +53,7 @@ class TrainConfig(BaseModel):
     d_fake_class_loss: bool = Field(True, description="D's class term on fake images (paper: on)")
     noise_dim: int = Field(100, ge=1)
     d_noise_std: float = Field(0.1, ge=0)
-    width: float = Field(1.0, gt=0, le=4.0, description="channel multiplier; 1.0 is the paper's network")
+    width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; 1.0 is the paper's network")
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
     stats_pairs: int = Field(100, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
