@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from components.errors import UserError
+from components.errors import UserError, explain
 
 
 def _prepare(args: argparse.Namespace) -> dict:
@@ -34,7 +34,7 @@ def _train_split(args: argparse.Namespace) -> dict:
 
 
 def _sample(args: argparse.Namespace) -> dict:
-    from components.sampling import sample
+    from components.ensemble import sample
     from components.store import open_store
 
     store = open_store(args.store)
@@ -42,9 +42,128 @@ def _sample(args: argparse.Namespace) -> dict:
     return sample(store, args.class_, args.n, args.seed, args.out, args.device)
 
 
+def _run_settings(args: argparse.Namespace):
+    from components.settings import RunSettings
+
+    given = _given(args, RunSettings.model_fields)
+    if "split_ids" in given:
+        try:
+            given["split_ids"] = [int(s) for s in given["split_ids"].split(",") if s.strip()]
+        except ValueError:
+            raise UserError(f"--split-ids {given['split_ids']!r}: give split ids separated by commas, e.g. 0,3,7") from None
+    return RunSettings.model_validate(given)
+
+
+def _cluster_settings(args: argparse.Namespace):
+    from components.settings import ClusterSettings, parse_node_selector
+
+    given = _given(args, ClusterSettings.model_fields)
+    if "node_selector" in given:
+        try:
+            given["node_selector"] = parse_node_selector(given["node_selector"])
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    if given.get("gpu_toleration") == "none":
+        given["gpu_toleration"] = None
+    return ClusterSettings.model_validate(given)
+
+
+def _run(args: argparse.Namespace) -> dict:
+    from pipelines.runs import run_local
+
+    if args.parallelism < 1:
+        raise UserError(f"--parallelism {args.parallelism}: run at least one task at a time")
+    return run_local(_run_settings(args), args.pipeline_root, args.parallelism)
+
+
+def _compile(args: argparse.Namespace) -> dict:
+    from pipelines.runs import compile_pipeline
+
+    cluster = _cluster_settings(args)
+    return {"pipeline": str(compile_pipeline(cluster, args.output)), "image": cluster.image}
+
+
+def _submit(args: argparse.Namespace) -> dict:
+    from pipelines.runs import submit
+
+    return submit(_run_settings(args), _cluster_settings(args), args.host, args.namespace, args.experiment,
+                  args.run_name, args.pipeline_id)
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    from components.evaluation import METRICS_KEY, REPORT_KEY, EvalSettings, evaluate
+    from components.store import open_store
+
+    settings = EvalSettings.model_validate(_given(args, EvalSettings.model_fields))
+    store = open_store(args.store)
+    store.ensure_ready()
+    summary = evaluate(store, settings)
+    print(f"{'metric':<32} value", file=sys.stderr)
+    for name, value in summary.items():
+        print(f"{name:<32} {'n/a' if value is None else f'{value:.4f}'}", file=sys.stderr)
+    return {"metrics": f"{store.uri}/{METRICS_KEY}", "report": f"{store.uri}/{REPORT_KEY}", "summary": summary}
+
+
+def _status(args: argparse.Namespace) -> dict | None:
+    from components.experiment import split_statuses
+    from components.store import open_store
+
+    store = open_store(args.store)
+    store.ensure_ready()
+    statuses = split_statuses(store)
+    if args.json:
+        return {"store": store.uri, "splits": [s.model_dump() for s in statuses]}
+    print(f"{'split':>5}  {'classes':<24} {'step / target':>15}  state")
+    for s in statuses:
+        classes = ",".join(map(str, s.classes))
+        progress = f"{s.step if s.step is not None else '-'} / {s.target if s.target is not None else '?'}"
+        print(f"{s.split:>5}  {classes[:24]:<24} {progress:>15}  {s.state}")
+    done = sum(s.state == "complete" for s in statuses)
+    print(f"{done} of {len(statuses)} splits complete")
+    return None
+
+
+def _rerun(args: argparse.Namespace) -> dict:
+    from pipelines.runs import rerun
+
+    return rerun(args.store, args.host, args.local, _cluster_settings(args), args.pipeline_root, args.namespace,
+                 args.parallelism or 1)
+
+
 def _given(args: argparse.Namespace, fields: dict) -> dict:
     """Only the options the user gave, so the validated model's defaults apply to the rest."""
     return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run settings (pipeline parameters; defaults are the embedded digits run)")
+    g.add_argument("--dataset", help="digits | cifar10 | folder | synthetic")
+    g.add_argument("--source", help="cifar10/folder input path")
+    g.add_argument("--resolution", type=int, help="32 | 64 | 128")
+    g.add_argument("--classes-per-split", type=int, help="the paper: 10")
+    g.add_argument("--num-classes", type=int, help="synthetic only")
+    g.add_argument("--images-per-class", type=int, help="synthetic only")
+    g.add_argument("--steps", type=int, help="the paper: 50000")
+    g.add_argument("--batch-size", type=int, help="the paper: 100")
+    g.add_argument("--checkpoint-every", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--width", type=float, help="G's channel multiplier; the paper: 1.0")
+    g.add_argument("--split-ids", help="comma-separated split ids to train (default: all)")
+    g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
+    g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 100)")
+
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster settings (fixed when the pipeline is compiled)")
+    g.add_argument("--image", help="the project's container image, REGISTRY/acgan-ensemble:TAG")
+    g.add_argument("--parallelism", type=int, help="training tasks (GPUs) at once (default 16)")
+    g.add_argument("--gpus-per-task", type=int, help="default 1")
+    g.add_argument("--node-selector", action="append", help="key=value label of the GPU pool (repeatable; "
+                   "default acgan.ai/pool=gpu)")
+    g.add_argument("--gpu-toleration", help="taint key to tolerate (default nvidia.com/gpu; 'none' for none)")
+    g.add_argument("--store-secret", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    g.add_argument("--store-config-map", help="ConfigMap with ACGAN_S3_ENDPOINT")
+    g.add_argument("--timeout-seconds", type=int, help="limit for one training task (default 86400)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +200,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto | cpu | cuda")
     p.set_defaults(run=_train_split)
 
-    p = sub.add_parser("sample", help="draw samples of one class from the newest checkpoint of its split")
+    p = sub.add_parser("run", help="the whole pipeline on this machine (kfp.local): the embedded default")
+    p.add_argument("--store", default="./acgan-store", help="default ./acgan-store")
+    _run_options(p)
+    p.add_argument("--parallelism", type=int, default=1, help="training tasks at once on this machine (default 1)")
+    p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"), help="kfp.local's task outputs")
+    p.set_defaults(run=_run)
+
+    p = sub.add_parser("compile", help="compile the pipeline to a YAML file to upload in the KFP UI")
+    p.add_argument("-o", "--output", type=Path, default=Path("acgan-ensemble.yaml"))
+    _cluster_options(p)
+    p.set_defaults(run=_compile)
+
+    p = sub.add_parser("submit", help="start a run on a Kubeflow Pipelines server")
+    p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. https://kfp.example/pipeline")
+    p.add_argument("--store", required=True, help="s3://BUCKET/PREFIX that every training pod reaches")
+    p.add_argument("--namespace", help="the KFP (profile) namespace")
+    p.add_argument("--experiment", default="acgan-ensemble", help="KFP experiment name")
+    p.add_argument("--run-name")
+    p.add_argument("--pipeline-id", help="run this already uploaded pipeline instead of compiling one")
+    _run_options(p)
+    _cluster_options(p)
+    p.set_defaults(run=_submit)
+
+    p = sub.add_parser("status", help="per split: classes, newest complete step / target, state")
+    p.add_argument("--store", required=True)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_status)
+
+    p = sub.add_parser("rerun", help="train only the splits that are not complete, then re-assemble the ensemble")
+    p.add_argument("--store", required=True)
+    p.add_argument("--host", help="a KFP server to run on")
+    p.add_argument("--local", action="store_true", help="run on this machine through kfp.local")
+    p.add_argument("--namespace")
+    p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"))
+    _cluster_options(p)
+    p.set_defaults(run=_rerun)
+
+    p = sub.add_parser("evaluate", help="the paper's discriminability and diversity analyses of the ensemble")
+    p.add_argument("--store", required=True)
+    p.add_argument("--samples-per-class", type=int, help="default 100")
+    p.add_argument("--pairs", type=int, help="MS-SSIM pairs per class (default 100)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("sample", help="draw samples of one class, through the ensemble when assembled")
     p.add_argument("--store", required=True)
     p.add_argument("--class", dest="class_", required=True, help="class id or class name")
     p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
@@ -92,15 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def describe_validation_error(e: ValidationError) -> str:
-    err = e.errors()[0]
-    loc = ".".join(str(part) for part in err["loc"])
-    option = f"--{loc.replace('_', '-')}" if loc else "settings"
-    message = err["msg"].removeprefix("Value error, ")
-    more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-    return f"{option}: {message}{more}"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -109,16 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = args.run(args)
-    except UserError as e:
-        print(f"acgan {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ValidationError as e:
-        print(f"acgan {args.command}: error: {describe_validation_error(e)}", file=sys.stderr)
+    except (UserError, ValidationError) as e:
+        print(f"acgan {args.command}: error: {explain(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"acgan {args.command}: interrupted; complete checkpoints are kept", file=sys.stderr)
         return 130
-    print(json.dumps(result, indent=2))
+    if result is not None:
+        print(json.dumps(result, indent=2))
     return 0
 
 

@@ -1,5 +1,22 @@
-"""The one exception type that the CLI turns into a single clear line and a non-zero exit."""
+"""The one exception type for bad input, and the one-line explanation the CLI and the pipeline steps print."""
+
+from __future__ import annotations
 
 
 class UserError(Exception):
     """Bad input or an unusable environment: the message names the problem and the fix."""
+
+
+def explain(e: Exception) -> str | None:
+    """One line for an error a user can fix (bad input, a validation error); None for a bug, which keeps its traceback."""
+    from pydantic import ValidationError
+
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        loc = ".".join(str(part) for part in err["loc"])
+        option = f"--{loc.replace('_', '-')}" if loc else "settings"
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        return f"{option}: {err['msg'].removeprefix('Value error, ')}{more}"
+    return None

@@ -1,4 +1,4 @@
-"""`acgan sample`: images of any class from the newest complete checkpoint of the split that owns it."""
+"""Drawing images from a split's generator, and writing them as a PNG grid or an .npz."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from components.checkpoint import latest_checkpoint
-from components.data.plan import SplitPlan, load_plan
 from components.errors import UserError
 from components.model import Generator, ModelConfig
 from components.store import Store
@@ -33,15 +32,12 @@ def load_split_generator(store: Store, split: int, device: str | torch.device = 
 
 
 @torch.no_grad()
-def sample_class(store: Store, plan: SplitPlan, class_id: int, n: int, seed: int = 0,
-                 device: str | torch.device = "cpu") -> tuple[np.ndarray, dict]:
-    """n images of global class `class_id` as uint8 (n, C, H, W), and the meta of the checkpoint used."""
-    split, local = plan.split_of(class_id)
-    G, meta = load_split_generator(store, split, device)
+def generate(G: Generator, local_index: int, n: int, seed: int = 0) -> np.ndarray:
+    """n images of the split-local class `local_index` as uint8 (n, C, H, W); the same seed gives the same images."""
+    device = next(G.parameters()).device
     rng = torch.Generator(device).manual_seed(seed)
     z = torch.randn(n, G.cfg.noise_dim, generator=rng, device=device)
-    y = torch.full((n,), local, dtype=torch.long, device=device)
-    return to_uint8(G(z, y)), meta
+    return to_uint8(G(z, torch.full((n,), local_index, dtype=torch.long, device=device)))
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -75,14 +71,3 @@ def write_samples(images: np.ndarray, labels: np.ndarray, out: Path) -> None:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, images=images.transpose(0, 2, 3, 1), labels=labels)
         out.write_bytes(buffer.getvalue())
-
-
-def sample(store: Store, class_text: str, n: int, seed: int, out: Path, device: str = "cpu") -> dict:
-    if n < 1:
-        raise UserError(f"-n {n}: ask for at least one sample")
-    plan = load_plan(store)
-    class_id = plan.class_id(class_text)
-    images, meta = sample_class(store, plan, class_id, n, seed, device)
-    write_samples(images, np.full(n, class_id, dtype=np.int64), out)
-    return {"class": class_id, "name": plan.classes[class_id].name, "split": meta["split"], "step": meta["step"],
-            "out": str(out)}

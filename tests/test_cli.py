@@ -44,7 +44,8 @@ def test_prepare_train_sample(capsys, tmp_path, request, backend):
 
     png, npz, npz_again = tmp_path / "seven.png", tmp_path / "seven.npz", tmp_path / "again.npz"
     code, out, _ = run(capsys, "sample", "--store", uri, "--class", 7, "-n", 6, "--out", png)
-    assert code == 0 and json.loads(out) == {"class": 7, "name": "7", "split": 1, "step": 15, "out": str(png)}
+    assert code == 0 and json.loads(out) == {"class": 7, "name": "7", "split": 1, "step": 15, "out": str(png),
+                                             "via": "latest checkpoint"}
     assert Image.open(png).size == (3 * 34 + 2, 2 * 34 + 2)  # 3 x 2 grid of 32px images, 2px gaps
     for out_file in (npz, npz_again):
         assert run(capsys, "sample", "--store", uri, "--class", 7, "-n", 6, "--seed", 3, "--out", out_file)[0] == 0
@@ -69,10 +70,22 @@ def test_bad_inputs(capsys, tmp_path, digits_store):
         (["sample", "--store", store, "--class", 10, "--out", tmp_path / "x.png"], "class 10 is out of range"),
         (["sample", "--store", store, "--class", "eleven", "--out", tmp_path / "x.png"], "no class named 'eleven'"),
         (["sample", "--store", store, "--class", 3, "--out", tmp_path / "x.png"], "has no complete checkpoint"),
+        (["run", "--store", tmp_path / "r", "--parallelism", 0], "--parallelism 0"),
+        (["run", "--store", tmp_path / "r", "--classes-per-split", 11], "larger than the 10 classes of digits"),
+        (["run", "--store", tmp_path / "r", "--split-ids", "0,5"], "outside the plan"),
+        (["run", "--store", tmp_path / "r", "--split-ids", "a,b"], "separated by commas"),
+        (["run", "--store", tmp_path / "r", "--dataset", "folder"], "needs a source path"),
+        (["submit", "--host", "http://127.0.0.1:9", "--store", "s3://acgan/x", "--parallelism", 0], "--parallelism"),
+        (["compile", "-o", tmp_path / "p.yaml", "--node-selector", "gpu"], "must be key=value"),
+        (["compile", "-o", tmp_path / "p.yaml", "--image", "Bad Image"], "not an image reference"),
+        (["compile", "-o", tmp_path / "no" / "p.yaml"], "does not exist"),
+        (["status", "--store", tmp_path / "missing"], "does not exist"),
+        (["rerun", "--store", store, "--local"], "no experiment settings"),
     ]
     for argv, fragment in cases:
         code, _, err = run(capsys, *argv)
         assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "r").exists()  # rejected before anything was written
 
 
 def test_sample_bad_output_keeps_store(capsys, tmp_path, digits_store):
@@ -105,3 +118,16 @@ def test_console_script_exits_cleanly(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"acgan train-split: error: store {tmp_path / 'none'} does not exist: run `acgan prepare --store "
         f"{tmp_path / 'none'}` first"]
+
+
+def test_status_table_and_json(capsys, digits_store):
+    store = str(digits_store.root)
+    assert run(capsys, "train-split", "--store", store, "--split", 0, "--steps", 5, *TINY_ARGS)[0] == 0
+    code, out, _ = run(capsys, "status", "--store", store)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1].split() == ["0", "0,1,2,3,4", "5", "/", "5", "complete"]
+    assert lines[2].split() == ["1", "5,6,7,8,9", "-", "/", "?", "not", "started"]
+    assert lines[-1] == "1 of 2 splits complete"
+    code, out, _ = run(capsys, "status", "--store", store, "--json")
+    assert [s["state"] for s in json.loads(out)["splits"]] == ["complete", "not started"]

@@ -1,0 +1,87 @@
+"""An experiment is a store: its settings (`experiment.json`), plan, data, and each split's checkpoints.
+
+The store is the source of truth for what is done. KFP ignores `set_retry` inside `ParallelFor`, so a failed split is
+rerun by asking the store which splits are not complete and training only those; each resumes from its checkpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from components.checkpoint import complete_steps, split_prefix
+from components.data.plan import load_plan
+from components.data.prepare import PrepareConfig, prepare
+from components.errors import UserError
+from components.settings import RunSettings
+from components.store import Store, open_store, read_json, write_json
+from components.training.loop import TrainConfig, train_split
+
+EXPERIMENT_KEY = "experiment.json"
+
+
+def prepare_experiment(settings: RunSettings) -> list[int]:
+    """Prepare the data (a no-op if already prepared), record the settings; return the split ids to train."""
+    store = open_store(settings.store)
+    plan = prepare(PrepareConfig(dataset=settings.dataset, source=Path(settings.source) if settings.source else None,
+                                 resolution=settings.resolution, classes_per_split=settings.classes_per_split,
+                                 num_classes=settings.num_classes, images_per_class=settings.images_per_class,
+                                 seed=settings.seed), store)
+    outside = [s for s in settings.split_ids if s >= len(plan.splits)]
+    if outside:
+        raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
+    write_json(store, EXPERIMENT_KEY, settings.model_dump())
+    return settings.split_ids or list(range(len(plan.splits)))
+
+
+def load_settings(store: Store) -> RunSettings:
+    if not store.exists(EXPERIMENT_KEY):
+        raise UserError(f"store {store.uri} has no experiment settings (experiment.json): start it with "
+                        "`acgan run` or `acgan submit` first")
+    return RunSettings.model_validate(read_json(store, EXPERIMENT_KEY))
+
+
+def train_config(settings: RunSettings, split: int) -> TrainConfig:
+    return TrainConfig(split=split, steps=settings.steps, batch_size=settings.batch_size,
+                       checkpoint_every=settings.checkpoint_every, tick_every=min(100, settings.checkpoint_every),
+                       seed=settings.seed, width=settings.width)
+
+
+class SplitStatus(BaseModel):
+    split: int
+    classes: list[int]
+    step: int | None  # newest complete checkpoint
+    target: int | None
+    state: Literal["complete", "incomplete", "not started"]
+
+
+def split_statuses(store: Store) -> list[SplitStatus]:
+    """Per split: classes, newest complete step, target steps and state. Reads markers only, not weights."""
+    plan = load_plan(store)
+    experiment_target = load_settings(store).steps if store.exists(EXPERIMENT_KEY) else None
+    out = []
+    for split, members in enumerate(plan.splits):
+        steps = complete_steps(store, split)
+        target = experiment_target
+        config_key = f"{split_prefix(split)}/config.json"
+        if target is None and store.exists(config_key):
+            target = read_json(store, config_key)["train"]["steps"]
+        step = steps[-1] if steps else None
+        state = "not started" if step is None else "complete" if target is not None and step >= target else "incomplete"
+        out.append(SplitStatus(split=split, classes=members, step=step, target=target, state=state))
+    return out
+
+
+def incomplete_splits(store: Store) -> list[int]:
+    return [s.split for s in split_statuses(store) if s.state != "complete"]
+
+
+def train_one_split(store_uri: str, split: int) -> int:
+    """Train `split` with the experiment's recorded settings; returns the split id (the fan-in collects them)."""
+    store = open_store(store_uri)
+    settings = load_settings(store)
+    load_plan(store).check_split(split)
+    train_split(store, train_config(settings, split))
+    return split

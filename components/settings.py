@@ -1,0 +1,116 @@
+"""Validated settings: what a run trains (`RunSettings`, the pipeline's parameters) and where it runs on a cluster
+(`ClusterSettings`, fixed when the pipeline is compiled). Both reject unknown keys and impossible combinations."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
+                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+
+
+class RunSettings(BaseModel):
+    """The parameters of one experiment, as a user sets them in the KFP UI or on the command line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = Field(min_length=1, description="a directory or s3://BUCKET/PREFIX")
+    dataset: Literal["digits", "cifar10", "folder", "synthetic"] = "digits"
+    source: str | None = Field(None, description="cifar10/folder input path, as the training pods see it")
+    resolution: Literal[32, 64, 128] = 32
+    classes_per_split: int = Field(5, ge=1)
+    num_classes: int = Field(10, ge=1, le=100_000, description="synthetic only")
+    images_per_class: int = Field(100, ge=2, le=100_000, description="synthetic only")
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(100, ge=1, le=65_536)
+    checkpoint_every: int = Field(250, ge=1)
+    seed: int = Field(0, ge=0)
+    width: float = Field(0.25, gt=0, le=4.0, description="G's channel multiplier; 1.0 is the paper's network")
+    split_ids: list[int] = Field(default_factory=list, description="splits to train; empty = all")
+    samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
+    pairs: int = Field(100, ge=1, le=1_000_000, description="evaluation: MS-SSIM pairs per class")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v):
+        return v or None  # the KFP UI sends "" for an unset string
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunSettings":
+        if self.dataset in ("cifar10", "folder") and not self.source:
+            raise ValueError(f"dataset {self.dataset} needs a source path")
+        classes = self.known_class_count
+        if classes is not None and self.classes_per_split > classes:
+            raise ValueError(f"classes_per_split {self.classes_per_split} is larger than the {classes} classes of "
+                             f"{self.dataset}")
+        if any(s < 0 for s in self.split_ids) or len(set(self.split_ids)) != len(self.split_ids):
+            raise ValueError(f"split_ids {self.split_ids} must be distinct non-negative split ids")
+        if classes is not None and self.split_ids and max(self.split_ids) >= math.ceil(classes / self.classes_per_split):
+            raise ValueError(f"split_ids {self.split_ids} are outside the plan: {self.dataset} with "
+                             f"{self.classes_per_split} classes per split has splits 0.."
+                             f"{math.ceil(classes / self.classes_per_split) - 1}")
+        return self
+
+    @property
+    def known_class_count(self) -> int | None:
+        """The class count before reading any data (None for a folder data set)."""
+        return self.num_classes if self.dataset == "synthetic" else KNOWN_CLASS_COUNTS.get(self.dataset)
+
+
+class ClusterSettings(BaseModel):
+    """How the pipeline's tasks run on Kubernetes; chosen at compile time (`acgan compile`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = "ghcr.io/acgan-ensemble/acgan-ensemble:0.1.0"
+    parallelism: int = Field(16, ge=1, le=10_000, description="training tasks (GPUs) at once")
+    gpus_per_task: int = Field(1, ge=0, le=16)
+    node_selector: dict[str, str] = Field(default_factory=lambda: {"acgan.ai/pool": "gpu"})
+    gpu_toleration: str | None = Field("nvidia.com/gpu", description="taint key tolerated (operator Exists); "
+                                                                   "None for no toleration")
+    store_secret: str = Field("acgan-store-credentials", description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    store_config_map: str = Field("acgan-store", description="ConfigMap with ACGAN_S3_ENDPOINT")
+    timeout_seconds: int = Field(24 * 3600, ge=60, description="limit for one training task")
+    train_cpu: str = "8"
+    train_memory: str = "32G"
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, v: str) -> str:
+        if not _IMAGE.match(v):
+            raise ValueError(f"{v!r} is not an image reference like registry.example.com/acgan-ensemble:0.1.0")
+        return v
+
+    @field_validator("node_selector")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+                raise ValueError(f"node selector {key}={value} is not a valid Kubernetes label (key=value)")
+        return v
+
+    @field_validator("gpu_toleration")
+    @classmethod
+    def _taint_key(cls, v: str | None) -> str | None:
+        if v is not None and not _LABEL_KEY.match(v):
+            raise ValueError(f"GPU toleration {v!r} is not a valid taint key")
+        return v
+
+
+def parse_node_selector(pairs: list[str]) -> dict[str, str]:
+    """['key=value', ...] from the command line; a malformed pair raises ValueError naming it."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"node selector {pair!r} must be key=value")
+        out[key] = value
+    return out

@@ -1,0 +1,27 @@
+"""The pipeline's components, one per file. Each only adapts its parameters and calls the shared code in
+`components`, inside `run_step`, which gives bad input one clear log line and exit status 2 instead of a traceback.
+Components never install packages at run time: the image carries the project (`install_kfp_package=False`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def run_step(name: str, fn: Callable[[], T]) -> T:
+    from components.errors import explain
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("urllib3", "minio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return fn()
+    except Exception as e:
+        message = explain(e)
+        if message is None:
+            raise
+        logging.getLogger(name).error("%s: %s", name, message)
+        sys.exit(2)

@@ -1,0 +1,25 @@
+"""Component: evaluate the assembled ensemble; the summary appears as KFP metrics, the report as an HTML artifact."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Metrics, Output
+
+from components.settings import ClusterSettings
+
+
+@dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
+def evaluate_ensemble(store: str, ensemble: str, samples_per_class: int, pairs: int, seed: int,
+                      metrics: Output[Metrics], report: Output[HTML]):
+    from components.evaluation import REPORT_KEY, EvalSettings, evaluate
+    from components.steps import run_step
+    from components.store import open_store
+
+    def run() -> None:
+        s = open_store(store)
+        summary = evaluate(s, EvalSettings(samples_per_class=samples_per_class, pairs=pairs, seed=seed))
+        for name, value in summary.items():
+            if value is not None:
+                metrics.log_metric(name, value)
+        with open(report.path, "wb") as f:
+            f.write(s.read_bytes(REPORT_KEY))
+
+    run_step("evaluate-ensemble", run)

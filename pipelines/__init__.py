@@ -1,0 +1,1 @@
+"""Kubeflow pipelines, and the functions that compile, run locally, submit and rerun them."""

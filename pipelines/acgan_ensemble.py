@@ -1,0 +1,84 @@
+"""The acgan-ensemble pipeline: one AC-GAN per class split, trained in parallel, assembled into one ensemble.
+
+The same pipeline runs on Kubeflow Pipelines (compiled with `acgan compile`, submitted with `acgan submit`) and on one
+machine through kfp.local (`acgan run`). Kubernetes settings (image, GPU, node pool, Secret, timeout, parallelism)
+are fixed at compile time from `ClusterSettings`; everything a user changes per run is a pipeline parameter.
+"""
+
+
+from kfp import dsl, kubernetes
+
+from components.settings import ClusterSettings, RunSettings
+from components.steps.assemble_ensemble import assemble_ensemble
+from components.steps.evaluate_ensemble import evaluate_ensemble
+from components.steps.prepare_data import prepare_data
+from components.steps.train_split import train_split
+
+PIPELINE_NAME = "acgan-ensemble"
+DEFAULTS = {name: field.get_default(call_default_factory=True) for name, field in RunSettings.model_fields.items()}
+STORE_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+
+
+def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> dsl.PipelineTask:
+    """The project's image, the store's endpoint and credentials from the cluster, no caching (the store decides
+    what is done); training tasks also get a GPU, the GPU pool's label and taint toleration, and a time limit."""
+    task.set_container_image(cluster.image).set_caching_options(False)
+    kubernetes.use_secret_as_env(task, secret_name=cluster.store_secret, secret_key_to_env=STORE_ENV)
+    kubernetes.use_config_map_as_env(task, config_map_name=cluster.store_config_map,
+                                     config_map_key_to_env={"ACGAN_S3_ENDPOINT": "ACGAN_S3_ENDPOINT"})
+    if gpu:
+        task.set_cpu_request(cluster.train_cpu).set_memory_request(cluster.train_memory)
+        if cluster.gpus_per_task:
+            task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(cluster.gpus_per_task)
+        if cluster.gpu_toleration:
+            kubernetes.add_toleration(task, key=cluster.gpu_toleration, operator="Exists", effect="NoSchedule")
+        for key, value in cluster.node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        kubernetes.set_timeout(task, cluster.timeout_seconds)
+    return task
+
+
+def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
+    @dsl.pipeline(name=PIPELINE_NAME, description="Class-split AC-GAN ensemble (Odena, Olah & Shlens 2016)")
+    def acgan_ensemble(
+        store: str,
+        dataset: str = DEFAULTS["dataset"],
+        source: str = "",
+        resolution: int = DEFAULTS["resolution"],
+        classes_per_split: int = DEFAULTS["classes_per_split"],
+        num_classes: int = DEFAULTS["num_classes"],
+        images_per_class: int = DEFAULTS["images_per_class"],
+        steps: int = DEFAULTS["steps"],
+        batch_size: int = DEFAULTS["batch_size"],
+        checkpoint_every: int = DEFAULTS["checkpoint_every"],
+        seed: int = DEFAULTS["seed"],
+        width: float = DEFAULTS["width"],
+        split_ids: list = [],
+        samples_per_class: int = DEFAULTS["samples_per_class"],
+        pairs: int = DEFAULTS["pairs"],
+    ):
+        """1. Prepare: read the data set into one shard per class split in the store; output the splits to train.
+        2. Train: one task per class split (at most `parallelism` at once), each resuming from its checkpoints.
+        3. Assemble: map every class to its split's newest verified checkpoint, or fail naming the splits not ready.
+        4. Evaluate: sample every class through the ensemble; discriminability and diversity as metrics and a report.
+        """
+        prepare = prepare_data(
+            store=store, dataset=dataset, source=source, resolution=resolution, classes_per_split=classes_per_split,
+            num_classes=num_classes, images_per_class=images_per_class, steps=steps, batch_size=batch_size,
+            checkpoint_every=checkpoint_every, seed=seed, width=width, split_ids=split_ids,
+            samples_per_class=samples_per_class, pairs=pairs,
+        ).set_display_name("Prepare data and split plan")
+        on_cluster(prepare, cluster, gpu=False)
+
+        with dsl.ParallelFor(items=prepare.output, parallelism=cluster.parallelism, name="class-splits") as split:
+            train = train_split(store=store, split=split).set_display_name("Train one class split")
+            on_cluster(train, cluster, gpu=True)
+
+        assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.output))
+        on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)
+
+        evaluate = evaluate_ensemble(store=store, ensemble=assemble.output, samples_per_class=samples_per_class,
+                                     pairs=pairs, seed=seed)
+        on_cluster(evaluate.set_display_name("Evaluate the ensemble"), cluster, gpu=True)
+
+    return acgan_ensemble

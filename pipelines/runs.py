@@ -1,0 +1,109 @@
+"""Compile, run locally, submit and rerun the pipeline: plain functions under the `acgan` command.
+
+The KFP client's environment is read here and nowhere else: KFP_TOKEN (a bearer token) when set; otherwise kfp.Client
+uses the in-cluster service account token or the local kube config, as it does by default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from components.errors import UserError
+from components.experiment import incomplete_splits, load_settings
+from components.settings import ClusterSettings, RunSettings
+from components.store import open_store
+from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
+
+
+def pipeline_arguments(settings: RunSettings) -> dict:
+    """Pipeline parameters from validated settings (KFP strings have no None)."""
+    return {**settings.model_dump(), "source": settings.source or ""}
+
+
+def compile_pipeline(cluster: ClusterSettings, out: Path) -> Path:
+    from kfp import compiler
+
+    if not out.parent.is_dir():
+        raise UserError(f"-o {out}: directory {out.parent} does not exist")
+    compiler.Compiler().compile(build_pipeline(cluster), package_path=str(out))
+    return out
+
+
+def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = 1) -> dict:
+    """The whole pipeline on this machine through kfp.local: every task a subprocess of this Python.
+    `parallelism` training tasks run at once (each uses every core, so 1 is best on a small machine)."""
+    from kfp import local
+
+    if not settings.store.startswith("s3://"):
+        settings = settings.model_copy(update={"store": str(Path(settings.store).expanduser().resolve())})
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
+               raise_on_error=True)
+    try:
+        build_pipeline(ClusterSettings(parallelism=parallelism))(**pipeline_arguments(settings))
+    except RuntimeError as e:
+        raise UserError(f"the local pipeline run failed ({e}); the failing task's log is above. Completed splits "
+                        f"are kept: `acgan rerun --store {settings.store} --local` trains only the rest") from None
+    uri = open_store(settings.store).uri
+    return {"store": settings.store, "ensemble": f"{uri}/ensemble.json", "samples": f"{uri}/eval/samples-split-*.png",
+            "metrics": f"{uri}/eval/metrics.json", "report": f"{uri}/eval/report.html",
+            "pipeline_root": str(pipeline_root)}
+
+
+def kfp_client(host: str, namespace: str | None):
+    import kfp
+
+    return kfp.Client(host=host, namespace=namespace, existing_token=os.environ.get("KFP_TOKEN"))
+
+
+def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace: str | None = None,
+           experiment: str = PIPELINE_NAME, run_name: str | None = None, pipeline_id: str | None = None) -> dict:
+    """Start a run on a KFP server: from an uploaded pipeline when `pipeline_id` is given, else compiled here."""
+    if not settings.store.startswith("s3://"):
+        raise UserError(f"--store {settings.store}: a cluster run needs object storage (s3://BUCKET/PREFIX), "
+                        "which every training pod can reach")
+    arguments = pipeline_arguments(settings)
+    run_name = run_name or f"{PIPELINE_NAME} {settings.store}"
+    try:
+        client = kfp_client(host, namespace)
+        if pipeline_id:
+            exp = client.create_experiment(experiment, namespace=namespace)
+            run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name, pipeline_id=pipeline_id,
+                                      params=arguments)
+        else:
+            run = client.create_run_from_pipeline_func(build_pipeline(cluster), arguments=arguments,
+                                                       run_name=run_name, experiment_name=experiment,
+                                                       namespace=namespace)
+    except Exception as e:
+        raise UserError(describe_kfp_error(e, host)) from None
+    return {"run_id": run.run_id, "host": host, "store": settings.store}
+
+
+def describe_kfp_error(e: Exception, host: str) -> str:
+    status = getattr(e, "status", None)
+    if status in (401, 403):
+        return f"KFP at {host} rejected the credentials (HTTP {status}): set KFP_TOKEN or check your kube config"
+    if status is not None:
+        return f"KFP at {host} refused the request (HTTP {status}: {getattr(e, 'reason', '')})"
+    return f"KFP at {host} is unreachable ({type(e).__name__}): check --host and your network"
+
+
+def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster: ClusterSettings | None = None,
+          pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None, parallelism: int = 1) -> dict:
+    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble."""
+    if (host is None) == (not local):
+        raise UserError("rerun needs exactly one of --host URL (a KFP server) or --local (this machine)")
+    store = open_store(store_uri)
+    store.ensure_ready()
+    settings = load_settings(store)
+    todo = incomplete_splits(store)
+    if not todo:
+        from components.ensemble import assemble_ensemble
+
+        manifest = assemble_ensemble(store, settings.steps)
+        return {"trained": [], "ensemble": f"{store.uri}/ensemble.json", "classes": len(manifest.classes)}
+    # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
+    settings = settings.model_copy(update={"split_ids": todo, "store": store_uri})
+    result = run_local(settings, pipeline_root, parallelism) if local else submit(settings, cluster or ClusterSettings(), host,
+                                                                     namespace)
+    return {**result, "trained": todo}

@@ -1,0 +1,85 @@
+"""Compile the pipeline and assert on the compiled spec; it must load with kfp's own loader."""
+
+import pytest
+import yaml
+
+from components.settings import ClusterSettings
+from pipelines.runs import compile_pipeline
+
+
+@pytest.fixture
+def compiled(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "compile-time-secret-value")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "compile-time-access-key")
+    cluster = ClusterSettings(image="registry.example.com/ml/acgan-ensemble:1.2.3", parallelism=7,
+                              node_selector={"cloud.google.com/gke-nodepool": "h100-pool"},
+                              gpu_toleration="nvidia.com/gpu", timeout_seconds=7200)
+    path = compile_pipeline(cluster, tmp_path / "acgan-ensemble.yaml")
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return path, docs[0], docs[1]
+
+
+def test_fan_out_over_splits_with_parallelism(compiled):
+    _, spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    loop_key, loop = next((k, t) for k, t in tasks.items() if "parameterIterator" in t)
+    assert loop["taskInfo"]["name"] == "class-splits"
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 7
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("pipelinechannel--prepare-data-Output")
+    assert tasks["assemble-ensemble"]["dependentTasks"] == [loop_key]
+    assert tasks["evaluate-ensemble"]["dependentTasks"] == ["assemble-ensemble"]
+    names = {t["taskInfo"]["name"] for t in tasks.values()}
+    assert {"Prepare data and split plan", "Assemble the ensemble", "Evaluate the ensemble"} <= names
+    inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert inner["train-split"]["taskInfo"]["name"] == "Train one class split"
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {"store", "dataset", "source", "resolution", "classes_per_split", "steps", "batch_size", "checkpoint_every",
+            "seed", "split_ids"} <= set(params)
+
+
+def test_training_task_kubernetes_settings(compiled):
+    _, spec, platform = compiled
+    train = spec["deploymentSpec"]["executors"]["exec-train-split"]["container"]
+    assert train["image"] == "registry.example.com/ml/acgan-ensemble:1.2.3"
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    train_k8s = k8s["exec-train-split"]
+    assert train_k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "h100-pool"}
+    assert train_k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert train_k8s["activeDeadlineSeconds"] == "7200"
+    for executor in ("exec-prepare-data", "exec-train-split", "exec-assemble-ensemble", "exec-evaluate-ensemble"):
+        secret = k8s[executor]["secretAsEnv"][0]
+        assert secret["secretName"] == "acgan-store-credentials"
+        assert {e["envVar"] for e in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert k8s[executor]["configMapAsEnv"][0]["keyToEnv"] == [
+            {"configMapKey": "ACGAN_S3_ENDPOINT", "envVar": "ACGAN_S3_ENDPOINT"}]
+    assert "nodeSelector" not in k8s["exec-prepare-data"]  # only training needs the GPU pool
+
+
+def test_no_runtime_install_and_no_credentials(compiled):
+    path, spec, _ = compiled
+    text = path.read_text()
+    assert "pip install" not in text and "pip3 install" not in text
+    assert "compile-time-secret-value" not in text and "compile-time-access-key" not in text
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert executor["container"]["image"] == "registry.example.com/ml/acgan-ensemble:1.2.3"
+
+
+def test_loads_with_kfp_loader(compiled):
+    from kfp import components
+
+    path, _, _ = compiled
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == "acgan-ensemble"
+    assert "store" in loaded.component_spec.inputs
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(image="Not An Image!"), "not an image reference"),
+    (dict(node_selector={"bad key!": "x"}), "not a valid Kubernetes label"),
+    (dict(parallelism=0), "greater than or equal to 1"),
+])
+def test_bad_cluster_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        ClusterSettings(**settings)

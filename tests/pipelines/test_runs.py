@@ -1,0 +1,149 @@
+"""A real local run through kfp.local, status, rerun of a damaged split, and submit with a recorded kfp.Client."""
+
+import json
+import shutil
+
+import pytest
+
+from components.checkpoint import complete_steps
+from components.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
+from components.errors import UserError
+from components.experiment import split_statuses
+from components.settings import ClusterSettings, RunSettings
+from components.store import open_store
+from pipelines import runs
+
+TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
+            width=0.0625, samples_per_class=6, pairs=10)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """One real pipeline run (prepare -> 2 training tasks -> assemble) through kfp.local, shared by the tests."""
+    root = tmp_path_factory.mktemp("run")
+    result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local")
+    return root, result
+
+
+@pytest.fixture
+def finished_store(local_run, tmp_path):
+    root, _ = local_run
+    shutil.copytree(root / "store", tmp_path / "store")
+    return open_store(str(tmp_path / "store"))
+
+
+def test_local_run_trains_every_split_and_assembles(local_run):
+    root, result = local_run
+    store = open_store(str(root / "store"))
+    assert result["ensemble"] == f"{store.uri}/ensemble.json"
+    assert [s.state for s in split_statuses(store)] == ["complete", "complete"]
+    manifest = load_ensemble(store)
+    assert [(m.class_id, m.split, m.local_index, m.step) for m in manifest.classes] == [
+        (c, c // 5, c % 5, 4) for c in range(10)]
+    assert json.loads(store.read_bytes("experiment.json"))["steps"] == 4
+    # The evaluation step ran on the assembled ensemble.
+    metrics = json.loads(store.read_bytes("eval/metrics.json"))
+    assert len(metrics["classes"]) == 10 and 0 <= metrics["summary"]["accuracy"] <= 1
+    assert metrics["computed_on"]["samples_per_class"] == 6
+    assert store.exists("eval/report.html") and store.exists("eval/samples-split-00001.png")
+    assert result["report"] == f"{store.uri}/eval/report.html"
+
+
+def test_rerun_trains_exactly_the_damaged_split(finished_store, tmp_path):
+    store = finished_store
+    keep = {k: store.read_bytes(k) for k in store.list("splits/split-00000/")}
+    for key in store.list("splits/split-00001/checkpoints/"):
+        store.delete(key)
+    assert [s.state for s in split_statuses(store)] == ["complete", "not started"]
+    result = runs.rerun(store.uri, local=True, pipeline_root=tmp_path / "kfp")
+    assert result["trained"] == [1]
+    assert [s.state for s in split_statuses(store)] == ["complete", "complete"]
+    assert {k: store.read_bytes(k) for k in store.list("splits/split-00000/")} == keep  # never retrained
+    assert load_ensemble(store).member(7).step == 4
+
+
+def test_rerun_of_a_complete_experiment_trains_nothing(finished_store, tmp_path):
+    before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
+    result = runs.rerun(finished_store.uri, local=True, pipeline_root=tmp_path / "kfp")
+    assert result["trained"] == [] and result["classes"] == 10
+    assert {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")} == before
+
+
+def test_rerun_needs_a_plan_and_one_target(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        runs.rerun(str(tmp_path / "empty"), local=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no experiment settings"):
+        runs.rerun(str(tmp_path / "empty"), local=True)
+    with pytest.raises(UserError, match="exactly one of --host"):
+        runs.rerun(str(tmp_path / "empty"), host="http://kfp", local=True)
+
+
+def test_assembly_lists_every_split_not_ready(finished_store):
+    for key in finished_store.list("splits/split-00001/checkpoints/"):
+        finished_store.delete(key)
+    with pytest.raises(UserError, match=r"1 of 2 splits are not ready \(split 1: no complete checkpoint\)"):
+        assemble_ensemble(finished_store, 4)
+    with pytest.raises(UserError, match="split 0: at step 4 of 10"):
+        assemble_ensemble(finished_store, 10)
+
+
+def test_manifest_rejects_duplicate_and_missing_classes():
+    member = dict(name="x", split=0, local_index=0, checkpoint="splits/split-00000/checkpoints/step-00000004", step=4)
+    with pytest.raises(ValueError, match=r"classes \[1\] appear more than once"):
+        EnsembleManifest(resolution=32, channels=1, target_steps=4,
+                         classes=[{"class_id": 0, **member}, {"class_id": 1, **member}, {"class_id": 1, **member}])
+    with pytest.raises(ValueError, match="missing"):
+        EnsembleManifest(resolution=32, channels=1, target_steps=4, classes=[{"class_id": 1, **member}])
+
+
+class RecordingClient:
+    """Stands in for kfp.Client: there is no KFP API server on this machine."""
+
+    calls: list = []
+
+    def __init__(self, fail_with=None):
+        self.fail_with = fail_with
+
+    def create_run_from_pipeline_func(self, pipeline_func, arguments, run_name, experiment_name, namespace):
+        if self.fail_with:
+            raise self.fail_with
+        self.calls.append(("from_func", pipeline_func.name, arguments, run_name, experiment_name, namespace))
+        return type("Run", (), {"run_id": "run-123"})()
+
+    def create_experiment(self, name, namespace=None):
+        return type("Experiment", (), {"experiment_id": "exp-1"})()
+
+    def run_pipeline(self, experiment_id, job_name, pipeline_id, params):
+        self.calls.append(("uploaded", experiment_id, job_name, pipeline_id, params))
+        return type("Run", (), {"run_id": "run-456"})()
+
+
+def test_submit_passes_the_run_settings(monkeypatch):
+    client = RecordingClient()
+    client.calls = []
+    monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: client)
+    settings = RunSettings(store="s3://acgan/exp1", dataset="synthetic", num_classes=1000, steps=50_000,
+                           classes_per_split=10, split_ids=[3])
+    result = runs.submit(settings, ClusterSettings(parallelism=16), "https://kfp.example/pipeline", "team-a")
+    assert result == {"run_id": "run-123", "host": "https://kfp.example/pipeline", "store": "s3://acgan/exp1"}
+    kind, name, arguments, run_name, experiment, namespace = client.calls[0]
+    assert (kind, name, experiment, namespace) == ("from_func", "acgan-ensemble", "acgan-ensemble", "team-a")
+    assert arguments["steps"] == 50_000 and arguments["split_ids"] == [3] and arguments["source"] == ""
+    runs.submit(settings, ClusterSettings(), "https://kfp.example/pipeline", pipeline_id="pl-9")
+    assert client.calls[1][:4] == ("uploaded", "exp-1", "acgan-ensemble s3://acgan/exp1", "pl-9")
+
+
+def test_submit_errors_are_one_line(monkeypatch):
+    from kfp_server_api.exceptions import ApiException
+
+    monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: RecordingClient(ApiException(status=401)))
+    with pytest.raises(UserError, match="rejected the credentials"):
+        runs.submit(RunSettings(store="s3://acgan/x"), ClusterSettings(), "https://kfp.example")
+    with pytest.raises(UserError, match="needs object storage"):
+        runs.submit(RunSettings(store="./local"), ClusterSettings(), "https://kfp.example")
+
+
+def test_submit_to_unreachable_host_with_the_real_client():
+    with pytest.raises(UserError, match=r"KFP at http://127.0.0.1:9 is unreachable"):
+        runs.submit(RunSettings(store="s3://acgan/x"), ClusterSettings(), "http://127.0.0.1:9")
