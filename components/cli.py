@@ -148,6 +148,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--width", type=float, help="G's channel multiplier; the paper: 1.0")
+    g.add_argument("--d-dropout", type=float, help="dropout after each D layer; the paper: 0.5")
     g.add_argument("--split-ids", help="comma-separated split ids to train (default: all)")
     g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
     g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 100)")
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-d-fake-class-loss", dest="d_fake_class_loss", action="store_false", default=None,
                    help="drop D's class term on fake images (the paper keeps it)")
     p.add_argument("--width", type=float, help="multiplies G's channel counts, for CPU runs (default 1.0, the paper's network)")
+    p.add_argument("--d-dropout", type=float, help="dropout after each D layer (default 0.5, the paper's)")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.set_defaults(run=_train_split)
 

@@ -42,7 +42,7 @@ class EvalSettings(BaseModel):
     pairs: int = Field(100, ge=1, le=1_000_000, description="random pairs per class for mean MS-SSIM")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    classifier_epochs: int = Field(8, ge=1, le=1000)
+    classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="training steps of the default classifier")
     grid_columns: int = Field(10, ge=1, le=100, description="samples per class in the report's grids")
 
 
@@ -87,7 +87,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
         raise UserError(f"the store's classifier has {loaded[1].num_classes} classes at {loaded[1].resolution}px, the "
                         f"plan {plan.num_classes} at {plan.resolution}px: delete {store.uri}/eval/classifier.* to retrain")
     if loaded is None:
-        model, info = train_classifier(real_images, real_labels, plan.num_classes, settings.classifier_epochs,
+        model, info = train_classifier(real_images, real_labels, plan.num_classes, settings.classifier_steps,
                                        seed=settings.seed, device=device)
         save_classifier(store, model.cpu(), info)
     else:
@@ -155,7 +155,7 @@ def render_report(summary: dict, per_class: list[dict], computed_on: dict, grids
 padding:2px 8px;text-align:right}}img{{image-rendering:pixelated;width:min(100%,640px)}}</style></head><body>
 <h1>acgan-ensemble evaluation</h1>
 <p>{computed_on['samples_per_class']} samples per class through the ensemble, {computed_on['pairs_per_class']} MS-SSIM
-pairs per class, classifier: {info.kind} CNN ({info.epochs} epochs, held-out accuracy on real images
+pairs per class, classifier: {info.kind} CNN ({info.steps} steps of {info.batch_size}, held-out accuracy on real images
 {info.heldout_accuracy:.3f}).</p>
 <h2>Summary</h2><table>{rows}</table>
 <h2>Samples (one row per class)</h2>{images}

@@ -46,7 +46,7 @@ def load_settings(store: Store) -> RunSettings:
 def train_config(settings: RunSettings, split: int) -> TrainConfig:
     return TrainConfig(split=split, steps=settings.steps, batch_size=settings.batch_size,
                        checkpoint_every=settings.checkpoint_every, tick_every=min(100, settings.checkpoint_every),
-                       seed=settings.seed, width=settings.width)
+                       seed=settings.seed, width=settings.width, d_dropout=settings.d_dropout)
 
 
 class SplitStatus(BaseModel):

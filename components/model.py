@@ -14,6 +14,8 @@ Our readings of the paper, where it is silent:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -26,7 +28,9 @@ RESOLUTIONS = (32, 64, 128)
 
 
 class ModelConfig(BaseModel):
-    """Everything that fixes the shapes of G and D: a checkpoint only loads into a model of the same config."""
+    """The shapes of G and D (a checkpoint only loads into a model of the same shapes) and D's regularisation."""
+
+    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ("resolution", "channels", "num_classes", "noise_dim", "width")
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -35,6 +39,7 @@ class ModelConfig(BaseModel):
     num_classes: int = Field(10, ge=1, description="classes of this split (K)")
     noise_dim: int = Field(100, ge=1)
     d_noise_std: float = Field(0.1, ge=0.0, description="std of D's Gaussian activation noise while training")
+    d_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout after each D layer (paper: 0.5)")
     width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies G's channel counts; 1.0 is the paper's network")
 
     @field_validator("resolution")
@@ -99,7 +104,7 @@ class Discriminator(nn.Module):
             layers += [GaussianNoise(cfg.d_noise_std), nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)]
             if i > 0:
                 layers.append(nn.BatchNorm2d(c_out))
-            layers += [nn.LeakyReLU(0.2, inplace=True), nn.Dropout(0.5)]
+            layers += [nn.LeakyReLU(0.2, inplace=True), nn.Dropout(cfg.d_dropout)]
             c_in = c_out
         self.net = nn.Sequential(*layers)
         side = cfg.resolution // 8  # three stride-2 layers

@@ -34,6 +34,7 @@ class RunSettings(BaseModel):
     checkpoint_every: int = Field(250, ge=1)
     seed: int = Field(0, ge=0)
     width: float = Field(0.25, gt=0, le=4.0, description="G's channel multiplier; 1.0 is the paper's network")
+    d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer; the paper's is 0.5")
     split_ids: list[int] = Field(default_factory=list, description="splits to train; empty = all")
     samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
     pairs: int = Field(100, ge=1, le=1_000_000, description="evaluation: MS-SSIM pairs per class")

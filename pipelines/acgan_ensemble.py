@@ -53,6 +53,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         checkpoint_every: int = DEFAULTS["checkpoint_every"],
         seed: int = DEFAULTS["seed"],
         width: float = DEFAULTS["width"],
+        d_dropout: float = DEFAULTS["d_dropout"],
         split_ids: list = [],
         samples_per_class: int = DEFAULTS["samples_per_class"],
         pairs: int = DEFAULTS["pairs"],
@@ -65,7 +66,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         prepare = prepare_data(
             store=store, dataset=dataset, source=source, resolution=resolution, classes_per_split=classes_per_split,
             num_classes=num_classes, images_per_class=images_per_class, steps=steps, batch_size=batch_size,
-            checkpoint_every=checkpoint_every, seed=seed, width=width, split_ids=split_ids,
+            checkpoint_every=checkpoint_every, seed=seed, width=width, d_dropout=d_dropout, split_ids=split_ids,
             samples_per_class=samples_per_class, pairs=pairs,
         ).set_display_name("Prepare data and split plan")
         on_cluster(prepare, cluster, gpu=False)

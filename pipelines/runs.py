@@ -7,6 +7,7 @@ uses the in-cluster service account token or the local kube config, as it does b
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from components.errors import UserError
@@ -42,8 +43,9 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = 1) 
     try:
         build_pipeline(ClusterSettings(parallelism=parallelism))(**pipeline_arguments(settings))
     except RuntimeError as e:
-        raise UserError(f"the local pipeline run failed ({e}); the failing task's log is above. Completed splits "
-                        f"are kept: `acgan rerun --store {settings.store} --local` trains only the rest") from None
+        failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
+        raise UserError(f"the local pipeline run failed (task {failed or 'unknown'}); its log is above. Completed "
+                        f"splits are kept: `acgan rerun --store {settings.store} --local` trains only the rest") from None
     uri = open_store(settings.store).uri
     return {"store": settings.store, "ensemble": f"{uri}/ensemble.json", "samples": f"{uri}/eval/samples-split-*.png",
             "metrics": f"{uri}/eval/metrics.json", "report": f"{uri}/eval/report.html",

@@ -63,7 +63,7 @@ def test_evaluation_flags_a_collapsed_generator(trained_store):
             m.step, m.checkpoint = 6, checkpoint_prefix(0, 6)
     store.write_bytes(ENSEMBLE_KEY, json.dumps(manifest.model_dump()).encode())
 
-    summary = evaluate(store, EvalSettings(samples_per_class=6, pairs=10, classifier_epochs=1))
+    summary = evaluate(store, EvalSettings(samples_per_class=6, pairs=10, classifier_steps=20))
     classes = json.loads(store.read_bytes("eval/metrics.json"))["classes"]
     for c in classes[:5]:
         assert c["ms_ssim"] > 0.99 and c["low_diversity"]

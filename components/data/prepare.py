@@ -22,7 +22,6 @@ from components.data.plan import PLAN_KEY, ClassInfo, SplitPlan, contiguous_spli
     splits_from_file
 from components.data.sources import digits_source, cifar10_source, folder_source, synthetic_source, Source
 from components.errors import UserError
-from components.model import RESOLUTIONS
 from components.store import Store
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,8 @@ class ClassifierInfo(BaseModel):
     resolution: int
     num_classes: int
     width: int = 32
-    epochs: int
+    steps: int
+    batch_size: int
     train_images: int
     heldout_images: int
     heldout_accuracy: float
@@ -74,7 +75,7 @@ def predict(model: Classifier, images: torch.Tensor, batch_size: int = 500) -> t
                       for i in range(0, len(images), batch_size)])
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, epochs: int = 8,
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 1500,
                      heldout_fraction: float = 0.2, seed: int = 0, device: str | torch.device = "cpu",
                      batch_size: int = 64) -> tuple[Classifier, ClassifierInfo]:
     """Train on all but a held-out fraction of each class; report accuracy on the held-out images."""
@@ -88,7 +89,6 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     torch.manual_seed(seed)
     model = Classifier(images.shape[1], num_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    steps = epochs * max(1, len(train_y) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     model.train()
     for _ in tqdm(range(steps), desc="classifier", unit="step", disable=not sys.stderr.isatty()):
@@ -104,7 +104,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
         sched.step()
     accuracy = (predict(model, images[heldout]) == labels[heldout]).float().mean().item()
     info = ClassifierInfo(channels=images.shape[1], resolution=images.shape[-1], num_classes=num_classes,
-                          epochs=epochs, train_images=int((~heldout).sum()), heldout_images=int(heldout.sum()),
+                          steps=steps, batch_size=batch_size, train_images=int((~heldout).sum()), heldout_images=int(heldout.sum()),
                           heldout_accuracy=accuracy, seed=seed)
     log.info("classifier: held-out accuracy on real images %.3f (%d images)", accuracy, info.heldout_images)
     return model.eval(), info

@@ -52,7 +52,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     d_fake_class_loss: bool = Field(True, description="D's class term on fake images (paper: on)")
     noise_dim: int = Field(100, ge=1)
-    d_noise_std: float = Field(0.1, ge=0)
+    d_noise_std: float = Field(0.1, ge=0, le=10)
+    d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer (paper: 0.5)")
     width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; 1.0 is the paper's network")
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
     stats_pairs: int = Field(100, ge=1)
@@ -73,7 +74,8 @@ def model_config_for(store: Store, cfg: TrainConfig) -> tuple[ModelConfig, list[
     plan = load_plan(store)
     members = plan.check_split(cfg.split)
     return ModelConfig(resolution=plan.resolution, channels=plan.channels, num_classes=len(members),
-                       noise_dim=cfg.noise_dim, d_noise_std=cfg.d_noise_std, width=cfg.width), members
+                       noise_dim=cfg.noise_dim, d_noise_std=cfg.d_noise_std, d_dropout=cfg.d_dropout,
+                       width=cfg.width), members
 
 
 @torch.no_grad()
@@ -116,7 +118,8 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
     if latest is not None:
         step, files = latest
         saved = ModelConfig.model_validate(json.loads(files["meta.json"])["model"])
-        if saved.model_dump(exclude={"d_noise_std"}) != model_cfg.model_dump(exclude={"d_noise_std"}):
+        shape = ModelConfig.SHAPE_FIELDS
+        if saved.model_dump(include=set(shape)) != model_cfg.model_dump(include=set(shape)):
             raise UserError(f"split {cfg.split} has checkpoints of a different model ({_describe(saved)}) than "
                             f"requested ({_describe(model_cfg)}): use the original settings or a new store")
         unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng)

@@ -1,6 +1,5 @@
 """Every data source on small generated inputs, and the split plan."""
 
-import io
 import json
 import pickle
 import tarfile

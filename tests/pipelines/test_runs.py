@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 
-from components.checkpoint import complete_steps
 from components.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from components.errors import UserError
 from components.experiment import split_statuses

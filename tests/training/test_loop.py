@@ -1,7 +1,6 @@
 """Real training steps on a small digits split: learning, resume, kill-and-resume, health stats, divergence."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
