@@ -152,6 +152,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split-ids", help="comma-separated split ids to train (default: all)")
     g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
     g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 100)")
+    g.add_argument("--classifier-steps", type=int, help="evaluation: classifier training steps (default 1500)")
 
 
 def _cluster_options(p: argparse.ArgumentParser) -> None:
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True)
     p.add_argument("--samples-per-class", type=int, help="default 100")
     p.add_argument("--pairs", type=int, help="MS-SSIM pairs per class (default 100)")
+    p.add_argument("--classifier-steps", type=int, help="training steps of the classifier, if none is saved (1500)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda")
     p.set_defaults(run=_evaluate)

@@ -38,6 +38,7 @@ class RunSettings(BaseModel):
     split_ids: list[int] = Field(default_factory=list, description="splits to train; empty = all")
     samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
     pairs: int = Field(100, ge=1, le=1_000_000, description="evaluation: MS-SSIM pairs per class")
+    classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="evaluation: training steps of the classifier")
 
     @field_validator("source", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ from components.store import open_store
 from pipelines import runs
 
 TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
-            width=0.0625, samples_per_class=6, pairs=10)
+            width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
 
 
 @pytest.fixture(scope="module")
