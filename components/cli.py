@@ -135,14 +135,18 @@ def _given(args: argparse.Namespace, fields: dict) -> dict:
     return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
 
 
+def _data_options(g) -> None:
+    g.add_argument("--dataset", help="digits | cifar10 | folder | synthetic (default digits)")
+    g.add_argument("--source", help="cifar10: directory or .tar.gz; folder: root with a sub-folder per class")
+    g.add_argument("--resolution", type=int, help="32 | 64 | 128 (default 32)")
+    g.add_argument("--classes-per-split", type=int, help="classes per sub-model (the paper: 10)")
+    g.add_argument("--num-classes", type=int, help="synthetic: number of classes (default 10)")
+    g.add_argument("--images-per-class", type=int, help="synthetic: images per class (default 100)")
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run settings (pipeline parameters; defaults are the embedded digits run)")
-    g.add_argument("--dataset", help="digits | cifar10 | folder | synthetic")
-    g.add_argument("--source", help="cifar10/folder input path")
-    g.add_argument("--resolution", type=int, help="32 | 64 | 128")
-    g.add_argument("--classes-per-split", type=int, help="the paper: 10")
-    g.add_argument("--num-classes", type=int, help="synthetic only")
-    g.add_argument("--images-per-class", type=int, help="synthetic only")
+    _data_options(g)
     g.add_argument("--steps", type=int, help="the paper: 50000")
     g.add_argument("--batch-size", type=int, help="the paper: 100")
     g.add_argument("--checkpoint-every", type=int)
@@ -175,13 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="read a data set into per-split shards and a split plan in the store")
     p.add_argument("--store", required=True, help="a directory, or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
-    p.add_argument("--dataset", help="digits | cifar10 | folder | synthetic (default digits)")
-    p.add_argument("--source", type=Path, help="cifar10: directory or .tar.gz; folder: root with a sub-folder per class")
-    p.add_argument("--resolution", type=int, help="32 | 64 | 128 (default 32)")
-    p.add_argument("--classes-per-split", type=int, help="classes per sub-model (default 10, the paper's)")
+    _data_options(p)
     p.add_argument("--plan-file", type=Path, help='JSON {"splits": [[class, ...], ...]} instead of contiguous groups')
-    p.add_argument("--num-classes", type=int, help="synthetic: number of classes (default 10)")
-    p.add_argument("--images-per-class", type=int, help="synthetic: images per class (default 100)")
     p.add_argument("--strict", action="store_true", default=None, help="folder: fail on an unreadable image")
     p.add_argument("--seed", type=int)
     p.set_defaults(run=_prepare)
