@@ -74,8 +74,11 @@ def prepare(cfg: PrepareConfig, store: Store) -> SplitPlan:
                 cfg.dataset, cfg.resolution, names, splits):
             raise UserError(f"store {store.uri} already holds a different plan ({old.dataset}, {old.resolution}px, "
                             f"{len(old.classes)} classes in {len(old.splits)} splits): use a new --store")
-        log.info("store %s is already prepared with this plan; nothing to do", store.uri)
-        return old
+        missing = [split for split in range(len(old.splits)) if not store.exists(shard_key(split))]
+        if not missing:
+            log.info("store %s is already prepared with this plan; nothing to do", store.uri)
+            return old
+        log.warning("store %s lacks the data of split(s) %s; writing the data again", store.uri, missing[:10])
     counts: dict[int, int] = {}
     for split, members in enumerate(tqdm(splits, desc="prepare", unit="split", disable=not sys.stderr.isatty())):
         per_class = [source.load_class(c) for c in members]

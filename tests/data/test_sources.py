@@ -159,3 +159,14 @@ def test_prepare_refuses_a_different_plan_in_the_same_store(tmp_path):
         prepare(PrepareConfig(dataset="digits", classes_per_split=2), store)
     assert store.read_bytes("plan.json") == before
     prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)  # the same plan again: a no-op
+
+
+def test_prepare_again_restores_a_missing_shard(tmp_path):
+    store = LocalStore(tmp_path)
+    prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)
+    shard = store.read_bytes("data/split-00001.safetensors")
+    store.delete("data/split-00001.safetensors")
+    with pytest.raises(UserError, match="no data for split 1: run `acgan prepare` again"):
+        load_shard(store, 1)
+    prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)
+    assert store.read_bytes("data/split-00001.safetensors") == shard
