@@ -91,16 +91,16 @@ def _submit(args: argparse.Namespace) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    from components.evaluation import METRICS_KEY, REPORT_KEY, EvalSettings, evaluate
+    from components.evaluation import METRICS_KEY, REPORT_KEY, EvalSettings, evaluate, flat_summary
     from components.store import open_store
 
     settings = EvalSettings.model_validate(_given(args, EvalSettings.model_fields))
     store = open_store(args.store)
     store.ensure_ready()
     summary = evaluate(store, settings)
-    print(f"{'metric':<32} value", file=sys.stderr)
-    for name, value in summary.items():
-        print(f"{name:<32} {'n/a' if value is None else f'{value:.4f}'}", file=sys.stderr)
+    print(f"{'metric':<48} value", file=sys.stderr)
+    for name, value in flat_summary(summary).items():
+        print(f"{name:<48} {'n/a' if value is None else f'{value:.4f}'}", file=sys.stderr)
     return {"metrics": f"{store.uri}/{METRICS_KEY}", "report": f"{store.uri}/{REPORT_KEY}", "summary": summary}
 
 

@@ -26,6 +26,7 @@ from components.data.prepare import load_shard
 from components.ensemble import EnsembleManifest, load_ensemble, load_member_generator
 from components.errors import UserError
 from components.metrics import compute_accuracy, compute_class_ms_ssim
+from components.metrics.discriminability import resize_down_and_up, study_resolutions
 from components.metrics.classifier import ClassifierInfo, load_classifier, predict, save_classifier, train_classifier
 from components.sampling import generate, image_grid
 from components.store import Store, write_json
@@ -94,7 +95,15 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
         model, info = loaded
 
     samples, sample_labels = draw_samples(store, manifest, plan, settings.samples_per_class, settings.seed, device)
-    accuracy, per_class_accuracy = compute_accuracy(predict(model.to(device), samples), sample_labels, plan.num_classes)
+    model = model.to(device)
+    by_resolution, real_by_resolution = {}, {}
+    for size in study_resolutions(plan.resolution):
+        by_resolution[size] = compute_accuracy(predict(model, resize_down_and_up(samples, size)), sample_labels,
+                                               plan.num_classes)
+        real_by_resolution[size] = compute_accuracy(predict(model, resize_down_and_up(real_images, size)),
+                                                    real_labels, plan.num_classes)[0]
+    accuracy, per_class_accuracy = by_resolution[plan.resolution]
+    smallest = min(by_resolution)
     ms_samples = compute_class_ms_ssim(samples, sample_labels, classes, settings.pairs, settings.seed)
     ms_real = compute_class_ms_ssim(real_images, real_labels, classes, settings.pairs, settings.seed)
     real_max = max(ms_real)
@@ -111,13 +120,20 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
         "fraction_at_most_real_ms_ssim": float(np.mean([s <= r for s, r in zip(ms_samples, ms_real)])),
         "accuracy_ms_ssim_correlation": pearson(per_class_accuracy, ms_samples),
         "classes_low_diversity": int(sum(m >= real_max for m in ms_samples)),
+        "accuracy_by_resolution": {str(size): acc for size, (acc, _) in by_resolution.items()},
+        "real_accuracy_by_resolution": {str(size): acc for size, acc in real_by_resolution.items()},
+        "fraction_more_discriminable_at_full_resolution": float(np.mean(
+            [full > low for full, low in zip(per_class_accuracy, by_resolution[smallest][1])])),
     }
     computed_on = {
         "checkpoints": sorted({(m.split, m.step) for m in manifest.classes}),
         "samples_per_class": settings.samples_per_class, "pairs_per_class": settings.pairs, "seed": settings.seed,
         "real_images": int(len(real_labels)), "classifier": info.model_dump(), "ms_ssim_data_range": 255,
+        "resolution_study": f"down to each size (antialiased bilinear), back up bilinearly; real accuracy is over all "
+                            f"real images, the classifier's training images included; smallest {smallest}px",
     }
     per_class = [{"id": c.id, "name": c.name, "split": manifest.member(c.id).split, "accuracy": per_class_accuracy[c.id],
+                  "accuracy_by_resolution": {str(size): acc[1][c.id] for size, acc in by_resolution.items()},
                   "ms_ssim": ms_samples[c.id], "real_ms_ssim": ms_real[c.id],
                   # Less diverse than the least diverse real class: collapsing (the paper's threshold).
                   "low_diversity": ms_samples[c.id] >= real_max} for c in plan.classes]
@@ -136,6 +152,17 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     return summary
 
 
+def flat_summary(summary: dict) -> dict[str, float | None]:
+    """One number per name (per-resolution figures become `<name>_<size>px`): KFP metrics and the printed table."""
+    flat = {}
+    for name, value in summary.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}_{size}px": v for size, v in value.items()})
+        else:
+            flat[name] = value
+    return flat
+
+
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
@@ -144,7 +171,7 @@ def _fmt(v) -> str:
 
 def render_report(summary: dict, per_class: list[dict], computed_on: dict, grids: dict[int, bytes],
                   info: ClassifierInfo) -> str:
-    rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in summary.items())
+    rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in flat_summary(summary).items())
     class_rows = "".join(
         f"<tr><td>{c['id']}</td><td>{html.escape(c['name'])}</td><td>{c['split']}</td><td>{_fmt(c['accuracy'])}</td>"
         f"<td>{_fmt(c['ms_ssim'])}</td><td>{_fmt(c['real_ms_ssim'])}</td></tr>" for c in per_class)

@@ -68,6 +68,9 @@ def test_evaluation_flags_a_collapsed_generator(trained_store):
     for c in classes[:5]:
         assert c["ms_ssim"] > 0.99 and c["low_diversity"]
     assert summary["classes_low_diversity"] >= 5
+    assert set(summary["accuracy_by_resolution"]) == {"32", "16", "8"}
+    assert set(classes[0]["accuracy_by_resolution"]) == {"32", "16", "8"}
+    assert 0 <= summary["fraction_more_discriminable_at_full_resolution"] <= 1
     assert 0 <= summary["fraction_below_real_max"] <= 0.5
     assert store.exists("eval/report.html") and store.exists("eval/samples-split-00000.png")
 
@@ -75,3 +78,18 @@ def test_evaluation_flags_a_collapsed_generator(trained_store):
 def test_evaluate_needs_an_ensemble(digits_store):
     with pytest.raises(UserError, match="has no ensemble"):
         evaluate(digits_store, EvalSettings())
+
+
+def test_resolution_study_sizes_and_resizing():
+    from components.metrics.discriminability import resize_down_and_up, study_resolutions
+
+    assert study_resolutions(128) == [128, 64, 32, 16, 8]
+    assert study_resolutions(32) == [32, 16, 8]
+    stripes = torch.zeros(1, 1, 32, 32, dtype=torch.uint8)
+    stripes[..., ::2] = 255  # 1-pixel stripes vanish at 16 px and below
+    assert torch.equal(resize_down_and_up(stripes, 32), stripes)
+    blurred = resize_down_and_up(stripes, 16)
+    assert blurred.shape == stripes.shape and blurred.dtype == torch.uint8
+    assert (blurred[..., 2:-2].float() - 127.5).abs().max() < 10  # the stripes are gone (edges aside)
+    flat = torch.full((1, 3, 32, 32), 77, dtype=torch.uint8)
+    assert torch.equal(resize_down_and_up(flat, 8), flat)  # no information lost, none invented
