@@ -6,7 +6,6 @@ checksums in its marker, and refuses to write a partial ensemble: it lists every
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from components.checkpoint import CorruptCheckpoint, checkpoint_prefix, complete_steps, load_checkpoint
 from components.data.plan import load_plan
 from components.errors import UserError
-from components.model import Generator, ModelConfig
-from components.sampling import generate, load_split_generator, write_samples
+from components.model import Generator
+from components.sampling import generate, generator_from_files, load_split_generator, write_samples
 from components.store import Store, read_json, write_json
-from components.training.state import GENERATOR_FILE, META_FILE, load_generator_weights
+from components.training.state import GENERATOR_FILE, META_FILE
 
 log = logging.getLogger(__name__)
 ENSEMBLE_KEY = "ensemble.json"
@@ -103,9 +102,7 @@ def load_member_generator(store: Store, member: EnsembleMember, device: str | to
     except CorruptCheckpoint as e:
         raise UserError(f"the ensemble's checkpoint for class {member.class_id} does not verify ({e}): "
                         f"run `acgan rerun --store {store.uri}` to retrain and re-assemble") from None
-    G = Generator(ModelConfig.model_validate(json.loads(files[META_FILE])["model"]))
-    load_generator_weights(G, files)
-    return G.to(device).eval()
+    return generator_from_files(files, device)[0]
 
 
 def sample(store: Store, class_text: str, n: int, seed: int, out: Path, device: str = "cpu") -> dict:

@@ -81,7 +81,5 @@ def incomplete_splits(store: Store) -> list[int]:
 def train_one_split(store_uri: str, split: int) -> int:
     """Train `split` with the experiment's recorded settings; returns the split id (the fan-in collects them)."""
     store = open_store(store_uri)
-    settings = load_settings(store)
-    load_plan(store).check_split(split)
-    train_split(store, train_config(settings, split))
+    train_split(store, train_config(load_settings(store), split))  # train_split checks the split against the plan
     return split

@@ -24,7 +24,11 @@ def load_split_generator(store: Store, split: int, device: str | torch.device = 
     if latest is None:
         raise UserError(f"split {split} of {store.uri} has no complete checkpoint: run `acgan train-split "
                         f"--store {store.uri} --split {split}` first")
-    step, files = latest
+    return generator_from_files(latest[1], device)
+
+
+def generator_from_files(files: dict[str, bytes], device: str | torch.device = "cpu") -> tuple[Generator, dict]:
+    """A checkpoint's sampling snapshot (generator + meta files, already verified) as a Generator in eval mode."""
     meta = json.loads(files[META_FILE])
     G = Generator(ModelConfig.model_validate(meta["model"]))
     load_generator_weights(G, files)
