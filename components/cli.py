@@ -87,7 +87,7 @@ def _submit(args: argparse.Namespace) -> dict:
     from pipelines.runs import submit
 
     return submit(_run_settings(args), _cluster_settings(args), args.host, args.namespace, args.experiment,
-                  args.run_name, args.pipeline_id)
+                  args.run_name, args.pipeline_id, args.service_account or None)
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
@@ -127,7 +127,24 @@ def _rerun(args: argparse.Namespace) -> dict:
     from pipelines.runs import rerun
 
     return rerun(args.store, args.host, args.local, _cluster_settings(args), args.pipeline_root, args.namespace,
-                 args.parallelism or 1)
+                 args.parallelism or 1, args.service_account or None)
+
+
+def _plan(args: argparse.Namespace) -> dict | None:
+    from components.capacity import PlanInput, make_plan, plan_table
+
+    if args.images_per_second is None:
+        raise UserError("give --images-per-second: one GPU's training throughput at the run's resolution "
+                        "(bench/RESULTS.md has measured figures)")
+    p = PlanInput.model_validate(_given(args, PlanInput.model_fields))
+    plan = make_plan(p)
+    if args.json:
+        return {"input": p.model_dump(), "plan": plan.model_dump()}
+    for name, value in plan_table(p, plan):
+        print(f"{name:<28} {value}")
+    for note in plan.notes:
+        print(f"note: {note}")
+    return None
 
 
 def _given(args: argparse.Namespace, fields: dict) -> dict:
@@ -159,6 +176,13 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classifier-steps", type=int, help="evaluation: classifier training steps (default 1500)")
 
 
+def _service_account_option(p: argparse.ArgumentParser) -> None:
+    from pipelines.runs import SERVICE_ACCOUNT
+
+    p.add_argument("--service-account", default=SERVICE_ACCOUNT,
+                   help=f"the run's Kubernetes ServiceAccount (default {SERVICE_ACCOUNT}, from manifests/; '' for KFP's)")
+
+
 def _cluster_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster settings (fixed when the pipeline is compiled)")
     g.add_argument("--image", help="the project's container image, REGISTRY/acgan-ensemble:TAG")
@@ -170,6 +194,7 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--store-secret", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
     g.add_argument("--store-config-map", help="ConfigMap with ACGAN_S3_ENDPOINT")
     g.add_argument("--timeout-seconds", type=int, help="limit for one training task (default 86400)")
+    g.add_argument("--kueue-queue", help="admit every task's pod through this Kueue LocalQueue (default: no Kueue)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="acgan-ensemble", help="KFP experiment name")
     p.add_argument("--run-name")
     p.add_argument("--pipeline-id", help="run this already uploaded pipeline instead of compiling one")
+    _service_account_option(p)
     _run_options(p)
     _cluster_options(p)
     p.set_defaults(run=_submit)
@@ -235,9 +261,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="a KFP server to run on")
     p.add_argument("--local", action="store_true", help="run on this machine through kfp.local")
     p.add_argument("--namespace")
+    _service_account_option(p)
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"))
     _cluster_options(p)
     p.set_defaults(run=_rerun)
+
+    p = sub.add_parser("plan", help="GPU-hours, wall time and GPU nodes of a run, from the measured throughput")
+    p.add_argument("--classes", type=int, help="classes in the data set (default 1000, ImageNet)")
+    p.add_argument("--classes-per-split", type=int, help="default 10, the paper's")
+    p.add_argument("--steps", type=int, help="steps per split (default 50000, the paper's)")
+    p.add_argument("--batch-size", type=int, help="default 100, the paper's")
+    p.add_argument("--gpus", type=int, help="GPUs available to the run (default 16)")
+    p.add_argument("--gpus-per-node", type=int, help="default 8")
+    p.add_argument("--parallelism", type=int, help="the compiled pipeline's parallelism (default 16)")
+    p.add_argument("--images-per-second", type=float, help="training throughput of one GPU (acgan bench)")
+    p.add_argument("--task-overhead-s", type=float, help="start-up per task: scheduling, image pull (default 300)")
+    p.add_argument("--target-hours", type=float, help="wanted wall time: also print the GPU nodes it needs")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_plan)
 
     p = sub.add_parser("evaluate", help="the paper's discriminability and diversity analyses of the ensemble")
     p.add_argument("--store", required=True)

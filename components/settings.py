@@ -83,6 +83,8 @@ class ClusterSettings(BaseModel):
     timeout_seconds: int = Field(24 * 3600, ge=60, description="limit for one training task")
     train_cpu: str = "8"
     train_memory: str = "32G"
+    kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit every task's pod through (label "
+                                                      "kueue.x-k8s.io/queue-name); None when Kueue is not used")
 
     @field_validator("image")
     @classmethod
@@ -97,6 +99,13 @@ class ClusterSettings(BaseModel):
         for key, value in v.items():
             if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
                 raise ValueError(f"node selector {key}={value} is not a valid Kubernetes label (key=value)")
+        return v
+
+    @field_validator("kueue_queue")
+    @classmethod
+    def _queue_name(cls, v: str | None) -> str | None:
+        if v is not None and not _LABEL_VALUE.match(v):
+            raise ValueError(f"Kueue queue {v!r} is not a valid queue name (a Kubernetes label value)")
         return v
 
     @field_validator("gpu_toleration")

@@ -17,12 +17,18 @@ from components.steps.train_split import train_split
 PIPELINE_NAME = "acgan-ensemble"
 DEFAULTS = {name: field.get_default(call_default_factory=True) for name, field in RunSettings.model_fields.items()}
 STORE_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+STORE_ACCESS_LABEL = ("acgan.ai/store-access", "true")  # manifests/base/minio/network-policy.yaml admits these pods
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
 def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> dsl.PipelineTask:
-    """The project's image, the store's endpoint and credentials from the cluster, no caching (the store decides
-    what is done); training tasks also get a GPU, the GPU pool's label and taint toleration, and a time limit."""
+    """The project's image, the store's endpoint and credentials from the cluster, the label that lets the pod
+    reach the store, no caching (the store decides what is done); training tasks also get a GPU, the GPU pool's
+    label and taint toleration, and a time limit."""
     task.set_container_image(cluster.image).set_caching_options(False)
+    kubernetes.add_pod_label(task, *STORE_ACCESS_LABEL)
+    if cluster.kueue_queue:
+        kubernetes.add_pod_label(task, KUEUE_QUEUE_LABEL, cluster.kueue_queue)
     kubernetes.use_secret_as_env(task, secret_name=cluster.store_secret, secret_key_to_env=STORE_ENV)
     kubernetes.use_config_map_as_env(task, config_map_name=cluster.store_config_map,
                                      config_map_key_to_env={"ACGAN_S3_ENDPOINT": "ACGAN_S3_ENDPOINT"})

@@ -16,6 +16,8 @@ from components.settings import ClusterSettings, RunSettings
 from components.store import open_store
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
 
+SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
+
 
 def pipeline_arguments(settings: RunSettings) -> dict:
     """Pipeline parameters from validated settings (KFP strings have no None)."""
@@ -59,8 +61,10 @@ def kfp_client(host: str, namespace: str | None):
 
 
 def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace: str | None = None,
-           experiment: str = PIPELINE_NAME, run_name: str | None = None, pipeline_id: str | None = None) -> dict:
-    """Start a run on a KFP server: from an uploaded pipeline when `pipeline_id` is given, else compiled here."""
+           experiment: str = PIPELINE_NAME, run_name: str | None = None, pipeline_id: str | None = None,
+           service_account: str | None = SERVICE_ACCOUNT) -> dict:
+    """Start a run on a KFP server: from an uploaded pipeline when `pipeline_id` is given, else compiled here.
+    The run's pods use `service_account` (manifests/base/core/rbac.yaml); None leaves KFP's default."""
     if not settings.store.startswith("s3://"):
         raise UserError(f"--store {settings.store}: a cluster run needs object storage (s3://BUCKET/PREFIX), "
                         "which every training pod can reach")
@@ -71,11 +75,11 @@ def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace
         if pipeline_id:
             exp = client.create_experiment(experiment, namespace=namespace)
             run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name, pipeline_id=pipeline_id,
-                                      params=arguments)
+                                      params=arguments, service_account=service_account)
         else:
             run = client.create_run_from_pipeline_func(build_pipeline(cluster), arguments=arguments,
                                                        run_name=run_name, experiment_name=experiment,
-                                                       namespace=namespace)
+                                                       namespace=namespace, service_account=service_account)
     except Exception as e:
         raise UserError(describe_kfp_error(e, host)) from None
     return {"run_id": run.run_id, "host": host, "store": settings.store}
@@ -91,7 +95,8 @@ def describe_kfp_error(e: Exception, host: str) -> str:
 
 
 def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster: ClusterSettings | None = None,
-          pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None, parallelism: int = 1) -> dict:
+          pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None, parallelism: int = 1,
+          service_account: str | None = SERVICE_ACCOUNT) -> dict:
     """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble."""
     if (host is None) == (not local):
         raise UserError("rerun needs exactly one of --host URL (a KFP server) or --local (this machine)")
@@ -107,5 +112,5 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster:
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
     settings = settings.model_copy(update={"split_ids": todo, "store": store_uri})
     result = run_local(settings, pipeline_root, parallelism) if local else submit(settings, cluster or ClusterSettings(), host,
-                                                                     namespace)
+                                                                     namespace, service_account=service_account)
     return {**result, "trained": todo}

@@ -13,6 +13,7 @@ def test_readme_starts_with_the_two_commands():
     for line in (install_and_run, install_and_test):
         assert "pip install -c constraints.txt" in line  # torch pinned to the CPU wheel in every install
     assert "acgan " in install_and_run and install_and_test.endswith("python -m pytest")
+    assert "apt-get install -y -qq kubectl" in install_and_test  # tests/deploy renders the manifests with it
 
 
 def test_ci_runs_the_readme_test_command():

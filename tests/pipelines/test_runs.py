@@ -104,17 +104,19 @@ class RecordingClient:
     def __init__(self, fail_with=None):
         self.fail_with = fail_with
 
-    def create_run_from_pipeline_func(self, pipeline_func, arguments, run_name, experiment_name, namespace):
+    def create_run_from_pipeline_func(self, pipeline_func, arguments, run_name, experiment_name, namespace,
+                                      service_account):
         if self.fail_with:
             raise self.fail_with
-        self.calls.append(("from_func", pipeline_func.name, arguments, run_name, experiment_name, namespace))
+        self.calls.append(("from_func", pipeline_func.name, arguments, run_name, experiment_name, namespace,
+                           service_account))
         return type("Run", (), {"run_id": "run-123"})()
 
     def create_experiment(self, name, namespace=None):
         return type("Experiment", (), {"experiment_id": "exp-1"})()
 
-    def run_pipeline(self, experiment_id, job_name, pipeline_id, params):
-        self.calls.append(("uploaded", experiment_id, job_name, pipeline_id, params))
+    def run_pipeline(self, experiment_id, job_name, pipeline_id, params, service_account):
+        self.calls.append(("uploaded", experiment_id, job_name, pipeline_id, params, service_account))
         return type("Run", (), {"run_id": "run-456"})()
 
 
@@ -126,11 +128,14 @@ def test_submit_passes_the_run_settings(monkeypatch):
                            classes_per_split=10, split_ids=[3])
     result = runs.submit(settings, ClusterSettings(parallelism=16), "https://kfp.example/pipeline", "team-a")
     assert result == {"run_id": "run-123", "host": "https://kfp.example/pipeline", "store": "s3://acgan/exp1"}
-    kind, name, arguments, run_name, experiment, namespace = client.calls[0]
+    kind, name, arguments, run_name, experiment, namespace, service_account = client.calls[0]
     assert (kind, name, experiment, namespace) == ("from_func", "acgan-ensemble", "acgan-ensemble", "team-a")
+    assert service_account == "acgan-pipeline"  # the ServiceAccount that manifests/ creates
     assert arguments["steps"] == 50_000 and arguments["split_ids"] == [3] and arguments["source"] == ""
     runs.submit(settings, ClusterSettings(), "https://kfp.example/pipeline", pipeline_id="pl-9")
     assert client.calls[1][:4] == ("uploaded", "exp-1", "acgan-ensemble s3://acgan/exp1", "pl-9")
+    runs.submit(settings, ClusterSettings(), "https://kfp.example/pipeline", service_account=None)
+    assert client.calls[2][-1] is None  # KFP's default ServiceAccount
 
 
 def test_submit_errors_are_one_line(monkeypatch):

@@ -1,0 +1,174 @@
+"""manifests/: every overlay builds with `kubectl kustomize`, every built-in object validates strictly against the
+Kubernetes schemas offline, and the compiled pipeline agrees with the manifests (labels, taint, Secret, ConfigMap,
+ServiceAccount, namespace, quota, Kueue queue)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from components.settings import ClusterSettings
+from pipelines.acgan_ensemble import KUEUE_QUEUE_LABEL, STORE_ACCESS_LABEL
+from pipelines.runs import SERVICE_ACCOUNT, compile_pipeline
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir())
+K8S_VERSION = "1.32.0"
+# Custom resources have no schema in kubernetes-validate; their fields are asserted below instead.
+CUSTOM_KINDS = {("karpenter.sh/v1", "NodePool"), ("karpenter.k8s.aws/v1", "EC2NodeClass"),
+                ("kueue.x-k8s.io/v1beta1", "ResourceFlavor"), ("kueue.x-k8s.io/v1beta1", "ClusterQueue"),
+                ("kueue.x-k8s.io/v1beta1", "LocalQueue")}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict[str, list[dict]]:
+    """Each overlay built from a copy of manifests/ whose untracked env files come from the committed examples."""
+    root = tmp_path_factory.mktemp("manifests") / "manifests"
+    shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns("*.env"))
+    for example in root.rglob("*.env.example"):
+        shutil.copy(example, example.with_suffix(""))
+    out = {}
+    for overlay in OVERLAYS:
+        built = subprocess.run(["kubectl", "kustomize", str(root / "overlays" / overlay)], capture_output=True,
+                               text=True, check=False)
+        assert built.returncode == 0, f"kubectl kustomize overlays/{overlay}: {built.stderr}"
+        out[overlay] = [d for d in yaml.safe_load_all(built.stdout) if d]
+    return out
+
+
+def objects(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> tuple[dict, dict]:
+    cluster = ClusterSettings(kueue_queue="acgan")  # the defaults an operator compiles with, plus the Kueue queue
+    path = compile_pipeline(cluster, tmp_path_factory.mktemp("compiled") / "acgan-ensemble.yaml")
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_the_overlays_an_operator_expects():
+    assert {"generic", "karpenter", "kueue", "external-store"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates_strictly(rendered, overlay):
+    docs = rendered[overlay]
+    kinds = {d["kind"] for d in docs}
+    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ResourceQuota", "ConfigMap", "Secret"} <= kinds
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
+            continue
+        # Raises ValidationError naming the field, or SchemaNotFoundError for a kind Kubernetes does not have.
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_no_real_secret_is_committed():
+    tracked = subprocess.run(["git", "ls-files", "manifests"], cwd=MANIFESTS.parent, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert not [f for f in tracked if f.endswith(".env")]
+    examples = [f for f in tracked if f.endswith(".env.example")]
+    assert len(examples) == 2
+
+
+def test_bundled_minio(rendered):
+    docs = rendered["generic"]
+    minio = objects(docs, "StatefulSet")["acgan-minio"]
+    pod = minio["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    assert minio["spec"]["volumeClaimTemplates"][0]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    root_secret = pod["containers"][0]["envFrom"][0]["secretRef"]["name"]
+    assert set(objects(docs, "Secret")[root_secret]["data"]) == {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+    service = objects(docs, "Service")["acgan-minio"]
+    assert service["spec"]["selector"] == minio["spec"]["template"]["metadata"]["labels"]
+    job = objects(docs, "Job")["acgan-minio-bucket"]
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert "mc mb --ignore-existing acgan/acgan" in script and "policy attach" in script
+    # Only labelled pods reach MinIO, and the bucket job carries the label.
+    policy = objects(docs, "NetworkPolicy")["acgan-minio"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == minio["spec"]["template"]["metadata"]["labels"]
+    allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert allowed == dict([STORE_ACCESS_LABEL])
+    assert job["spec"]["template"]["metadata"]["labels"].items() >= allowed.items()
+
+
+def test_pipeline_and_manifests_agree(rendered, compiled):
+    spec, executors = compiled
+    cluster = ClusterSettings()
+    for overlay, docs in rendered.items():
+        (namespace,) = objects(docs, "Namespace")
+        secret = objects(docs, "Secret")[cluster.store_secret]
+        config = objects(docs, "ConfigMap")[cluster.store_config_map]
+        assert SERVICE_ACCOUNT in objects(docs, "ServiceAccount"), overlay
+        for obj in (secret, config, *objects(docs, "ServiceAccount").values()):
+            assert obj["metadata"]["namespace"] == namespace, overlay
+        quota = objects(docs, "ResourceQuota")["acgan-gpu"]["spec"]["hard"]["requests.nvidia.com/gpu"]
+        assert int(quota) >= cluster.parallelism * cluster.gpus_per_task, overlay
+        for name, executor in executors.items():
+            env = {e["envVar"] for s in executor["secretAsEnv"] if s["secretName"] == cluster.store_secret
+                   for e in s["keyToEnv"]}
+            keys = {e["secretKey"] for s in executor["secretAsEnv"] for e in s["keyToEnv"]}
+            assert env and keys <= set(secret["data"]), (overlay, name)
+            assert {e["configMapKey"] for c in executor["configMapAsEnv"] for e in c["keyToEnv"]} <= set(config["data"])
+            assert executor["podMetadata"]["labels"][STORE_ACCESS_LABEL[0]] == STORE_ACCESS_LABEL[1]
+    # The bundled store's endpoint is the bundled Service, in the manifests' namespace.
+    docs = rendered["generic"]
+    (namespace,) = objects(docs, "Namespace")
+    endpoint = objects(docs, "ConfigMap")["acgan-store"]["data"]["ACGAN_S3_ENDPOINT"]
+    port = objects(docs, "Service")["acgan-minio"]["spec"]["ports"][0]["port"]
+    assert endpoint == f"http://acgan-minio.{namespace}.svc.cluster.local:{port}"
+    # The external store overlay replaces the endpoint and bundles no MinIO.
+    external = rendered["external-store"]
+    assert objects(external, "ConfigMap")["acgan-store"]["data"]["ACGAN_S3_ENDPOINT"] != endpoint
+    assert not objects(external, "StatefulSet") and not objects(external, "NetworkPolicy")
+
+
+def test_gpu_pools_match_the_training_task(rendered, compiled):
+    _, executors = compiled
+    train = executors["exec-train-split"]
+    selector = train["nodeSelector"]["labels"]
+    (toleration,) = train["tolerations"]
+    # Karpenter creates nodes that the training task selects and tolerates, up to the namespace's quota.
+    (pool,) = objects(rendered["karpenter"], "NodePool").values()
+    template = pool["spec"]["template"]
+    assert template["metadata"]["labels"].items() >= selector.items()
+    assert [(t["key"], t["effect"]) for t in template["spec"]["taints"]] == [(toleration["key"], toleration["effect"])]
+    node_class = template["spec"]["nodeClassRef"]
+    assert node_class["name"] in objects(rendered["karpenter"], "EC2NodeClass")
+    assert pool["spec"]["limits"]["nvidia.com/gpu"] == objects(rendered["karpenter"], "ResourceQuota")[
+        "acgan-gpu"]["spec"]["hard"]["requests.nvidia.com/gpu"]
+    # Kueue: the flavor is the same pool, the local queue is the one the pods are labelled with.
+    kueue = rendered["kueue"]
+    (flavor,) = objects(kueue, "ResourceFlavor").values()
+    assert flavor["spec"]["nodeLabels"] == selector
+    assert [t["key"] for t in flavor["spec"]["tolerations"]] == [toleration["key"]]
+    (cluster_queue,) = objects(kueue, "ClusterQueue").values()
+    (group,) = cluster_queue["spec"]["resourceGroups"]
+    assert group["flavors"][0]["name"] == flavor["metadata"]["name"]
+    gpu = next(r for r in group["flavors"][0]["resources"] if r["name"] == "nvidia.com/gpu")
+    assert int(gpu["nominalQuota"]) >= ClusterSettings().parallelism
+    (local_queue,) = objects(kueue, "LocalQueue").values()
+    (namespace,) = objects(kueue, "Namespace")
+    assert local_queue["metadata"]["namespace"] == namespace
+    assert local_queue["spec"]["clusterQueue"] == cluster_queue["metadata"]["name"]
+    assert cluster_queue["spec"]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
+    for executor in executors.values():
+        assert executor["podMetadata"]["labels"][KUEUE_QUEUE_LABEL] == local_queue["metadata"]["name"]
+
+
+def test_pipeline_service_account_has_only_what_tasks_need(rendered):
+    docs = rendered["generic"]
+    (role,) = objects(docs, "Role").values()
+    (binding,) = objects(docs, "RoleBinding").values()
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,
+                                    "namespace": binding["metadata"]["namespace"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert not objects(docs, "ClusterRole") and not objects(docs, "ClusterRoleBinding")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        if "secrets" in rule["resources"] or "configmaps" in rule["resources"]:
+            assert rule["verbs"] == ["get"] and rule["resourceNames"]  # by name only, never list
