@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 
 from components.store import Store
 
@@ -95,6 +96,22 @@ def latest_checkpoint(store: Store, split: int, names: list[str] | None = None) 
         except CorruptCheckpoint as e:
             log.warning("skipping corrupt checkpoint: %s", e)
     return None
+
+
+def quarantine_checkpoint(store: Store, split: int, step: int) -> str:
+    """Move a checkpoint that failed verification out of the way, to `splits/split-N/quarantine/step-N-TIME/`, so
+    training can write that step again. Copies first, then deletes (marker first): nothing is lost, and the copy
+    stays for inspection."""
+    src = checkpoint_prefix(split, step)
+    dst = f"{split_prefix(split)}/quarantine/step-{step:08d}-{int(time.time() * 1000)}"
+    keys = store.list(f"{src}/")
+    for key in keys:
+        store.write_bytes(f"{dst}/{key[len(src) + 1:]}", store.read_bytes(key))
+    marker = f"{src}/{MARKER}"
+    for key in ([marker] if marker in keys else []) + [k for k in keys if k != marker]:
+        store.delete(key)
+    log.warning("moved corrupt checkpoint %s to %s", src, dst)
+    return dst
 
 
 def prune_checkpoints(store: Store, split: int, keep: int) -> None:

@@ -110,14 +110,14 @@ def _status(args: argparse.Namespace) -> dict | None:
 
     store = open_store(args.store)
     store.ensure_ready()
-    statuses = split_statuses(store)
+    statuses = split_statuses(store, args.verify)
     if args.json:
         return {"store": store.uri, "splits": [s.model_dump() for s in statuses]}
     print(f"{'split':>5}  {'classes':<24} {'step / target':>15}  state")
     for s in statuses:
         classes = ",".join(map(str, s.classes))
         progress = f"{s.step if s.step is not None else '-'} / {s.target if s.target is not None else '?'}"
-        print(f"{s.split:>5}  {classes[:24]:<24} {progress:>15}  {s.state}")
+        print(f"{s.split:>5}  {classes[:24]:<24} {progress:>15}  {s.state}{f' by {s.trainer}' if s.trainer else ''}")
     done = sum(s.state == "complete" for s in statuses)
     print(f"{done} of {len(statuses)} splits complete")
     return None
@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop D's class term on fake images (the paper keeps it)")
     p.add_argument("--width", type=float, help="multiplies G's channel counts, for CPU runs (default 1.0, the paper's network)")
     p.add_argument("--d-dropout", type=float, help="dropout after each D layer (default 0.5, the paper's)")
+    p.add_argument("--mode-seeking", type=float, help="weight of G's mode-seeking term against within-class "
+                   "collapse (default 0: the paper's objective)")
+    p.add_argument("--lease-seconds", type=float, help="the split's lease lifetime: how long a killed trainer on "
+                   "another host blocks a new one (default 300)")
     p.add_argument("--device", help="auto | cpu | cuda")
     p.set_defaults(run=_train_split)
 
@@ -254,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="per split: classes, newest complete step / target, state")
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--verify", action="store_true", help="check each split's newest checkpoint against its "
+                   "checksums (reads the weights) instead of trusting its completion marker")
     p.set_defaults(run=_status)
 
     p = sub.add_parser("rerun", help="train only the splits that are not complete, then re-assemble the ensemble")

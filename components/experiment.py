@@ -11,10 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from components.checkpoint import complete_steps, split_prefix
+from components.checkpoint import complete_steps, latest_checkpoint, split_prefix
 from components.data.plan import load_plan
 from components.data.prepare import PrepareConfig, prepare
 from components.errors import UserError
+from components.lease import live_lease
 from components.settings import RunSettings
 from components.store import Store, open_store, read_json, write_json
 from components.training.loop import TrainConfig, train_split
@@ -54,28 +55,38 @@ class SplitStatus(BaseModel):
     classes: list[int]
     step: int | None  # newest complete checkpoint
     target: int | None
-    state: Literal["complete", "incomplete", "not started"]
+    state: Literal["complete", "incomplete", "not started", "training"]
+    trainer: str | None = None  # owner of a live lease: a task training the split now
 
 
-def split_statuses(store: Store) -> list[SplitStatus]:
-    """Per split: classes, newest complete step, target steps and state. Reads markers only, not weights."""
+def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
+    """Per split: classes, newest complete step, target steps and state. Reads markers only, unless `verify`: then
+    the newest checkpoint that passes its checksums counts (what a resumed task would start from)."""
     plan = load_plan(store)
     experiment_target = load_settings(store).steps if store.exists(EXPERIMENT_KEY) else None
     out = []
     for split, members in enumerate(plan.splits):
-        steps = complete_steps(store, split)
+        if verify:
+            latest = latest_checkpoint(store, split)
+            steps = [latest[0]] if latest else []
+        else:
+            steps = complete_steps(store, split)
         target = experiment_target
         config_key = f"{split_prefix(split)}/config.json"
         if target is None and store.exists(config_key):
             target = read_json(store, config_key)["train"]["steps"]
         step = steps[-1] if steps else None
         state = "not started" if step is None else "complete" if target is not None and step >= target else "incomplete"
-        out.append(SplitStatus(split=split, classes=members, step=step, target=target, state=state))
+        lease = live_lease(store, split) if state != "complete" else None
+        out.append(SplitStatus(split=split, classes=members, step=step, target=target,
+                               state="training" if lease else state, trainer=lease.owner if lease else None))
     return out
 
 
-def incomplete_splits(store: Store) -> list[int]:
-    return [s.split for s in split_statuses(store) if s.state != "complete"]
+def incomplete_splits(store: Store, verify: bool = True) -> list[int]:
+    """Splits a rerun must train: not complete (by a checkpoint that verifies) and not being trained now by a task
+    holding the split's lease."""
+    return [s.split for s in split_statuses(store, verify) if s.state in ("incomplete", "not started")]
 
 
 def train_one_split(store_uri: str, split: int) -> int:

@@ -6,16 +6,18 @@ uses the in-cluster service account token or the local kube config, as it does b
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 
 from components.errors import UserError
-from components.experiment import incomplete_splits, load_settings
+from components.experiment import incomplete_splits, load_settings, split_statuses
 from components.settings import ClusterSettings, RunSettings
 from components.store import open_store
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
 
+log = logging.getLogger(__name__)
 SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
 
 
@@ -104,6 +106,13 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster:
     store.ensure_ready()
     settings = load_settings(store)
     todo = incomplete_splits(store)
+    busy = [s for s in split_statuses(store) if s.state == "training"]
+    if busy:
+        described = ", ".join(f"{s.split} ({s.trainer})" for s in busy)
+        if not todo:
+            raise UserError(f"splits {described} are being trained now (their leases are live): nothing else to "
+                            "rerun; wait for them, or run `acgan status` once they stop")
+        log.warning("not starting splits being trained now (live leases): %s", described)
     if not todo:
         from components.ensemble import assemble_ensemble
 
@@ -113,4 +122,4 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster:
     settings = settings.model_copy(update={"split_ids": todo, "store": store_uri})
     result = run_local(settings, pipeline_root, parallelism) if local else submit(settings, cluster or ClusterSettings(), host,
                                                                      namespace, service_account=service_account)
-    return {**result, "trained": todo}
+    return {**result, "trained": todo, "left_to_their_trainers": [s.split for s in busy]}

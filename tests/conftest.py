@@ -19,7 +19,8 @@ from components.store import LocalStore, open_store
 from components.training.loop import TrainConfig
 
 # Small enough for a CPU test, the real network otherwise (all six D convolutions, all G stages).
-TINY = dict(batch_size=16, width=0.0625, tick_every=5, checkpoint_every=5, stats_samples_per_class=4, stats_pairs=6)
+TINY = dict(batch_size=16, width=0.0625, tick_every=5, checkpoint_every=5, stats_samples_per_class=4, stats_pairs=6,
+            lease_settle=0)
 
 
 def tiny_config(**overrides) -> TrainConfig:

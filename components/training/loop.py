@@ -22,14 +22,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from components.checkpoint import latest_checkpoint, prune_checkpoints, save_checkpoint, split_prefix
+from components.checkpoint import (complete_steps, latest_checkpoint, prune_checkpoints, quarantine_checkpoint,
+                                   save_checkpoint, split_prefix)
 from components.data.plan import load_plan
 from components.data.prepare import load_shard
 from components.errors import UserError
+from components.lease import SplitLease
 from components.metrics import mean_ms_ssim
 from components.model import Discriminator, Generator, ModelConfig
 from components.store import Store, write_json
-from components.training.losses import discriminator_loss, generator_loss
+from components.training.losses import discriminator_loss, generator_loss, mode_seeking_loss
 from components.training.state import pack_checkpoint, unpack_checkpoint
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,18 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
     seed: int = Field(0, ge=0)
     d_fake_class_loss: bool = Field(True, description="D's class term on fake images (paper: on)")
+    mode_seeking: float = Field(0.0, ge=0, le=100, description="weight of G's mode-seeking term against within-class "
+                                                              "collapse (MSGAN; paper: 0, not used)")
     noise_dim: int = Field(100, ge=1)
     d_noise_std: float = Field(0.1, ge=0, le=10)
     d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer (paper: 0.5)")
     width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; 1.0 is the paper's network")
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
     stats_pairs: int = Field(100, ge=1)
+    lease_seconds: float = Field(300, ge=1, description="the split's lease expires this long after its last renewal "
+                                                       "(renewed every third of it): how long a killed trainer "
+                                                       "blocks another")
+    lease_settle: float = Field(1.0, ge=0, le=60, description="wait after taking the lease before reading it back")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
@@ -90,7 +98,17 @@ def class_diversity(G, z: torch.Tensor, y: torch.Tensor, num_classes: int, pairs
 
 
 def train_split(store: Store, cfg: TrainConfig) -> dict:
-    """Train split `cfg.split` up to `cfg.steps`; returns the last stats line (or the state if already done)."""
+    """Train split `cfg.split` up to `cfg.steps` holding the split's lease; returns the last stats line (or the
+    state if already done). Raises SplitBusy if another trainer holds the split."""
+    lease = SplitLease(store, cfg.split, cfg.lease_seconds, cfg.lease_settle)
+    lease.acquire()
+    try:
+        return _train(store, cfg, lease)
+    finally:
+        lease.release()
+
+
+def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
     # Setup: model shape from the plan, data resident on the device as uint8.
     model_cfg, members = model_config_for(store, cfg)
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
@@ -124,6 +142,9 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
                             f"requested ({_describe(model_cfg)}): use the original settings or a new store")
         unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng)
         start = step
+    for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
+        quarantine_checkpoint(store, cfg.split, newer)  # failed verification: its step is trained again
+    if latest is not None:
         if store.exists(stats_key):
             stats_lines = [line for line in store.read_bytes(stats_key).decode().splitlines()
                            if line and json.loads(line)["step"] <= start]
@@ -142,12 +163,20 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
     sums = torch.zeros(6, device=device)  # loss_d, loss_g, src acc real, src acc fake, cls acc real, cls acc fake
     tick_start, tick_step, last = time.perf_counter(), start, {}
     bar = tqdm(total=cfg.steps, initial=start, desc=f"split {cfg.split}", unit="step", disable=not sys.stderr.isatty())
+    renewed = time.monotonic()
     for step in range(start + 1, cfg.steps + 1):
+        if time.monotonic() - renewed > cfg.lease_seconds / 3:
+            lease.renew()
+            renewed = time.monotonic()
         idx = torch.randint(n_images, (cfg.batch_size,), generator=data_rng, device=device)
         x_real = images[idx].float() / 127.5 - 1.0  # (B, C, R, R) in [-1, 1], the scale of G's tanh
         y_real = local_labels[idx]
         z = torch.randn(cfg.batch_size, model_cfg.noise_dim, generator=data_rng, device=device)
-        y_fake = torch.randint(K, (cfg.batch_size,), generator=data_rng, device=device)
+        if cfg.mode_seeking:  # pairs of the same class, the halves of the batch, for the mode-seeking term
+            y_half = torch.randint(K, ((cfg.batch_size + 1) // 2,), generator=data_rng, device=device)
+            y_fake = torch.cat([y_half, y_half])[:cfg.batch_size]
+        else:
+            y_fake = torch.randint(K, (cfg.batch_size,), generator=data_rng, device=device)
         x_fake = G(z, y_fake)
 
         loss_d, d_stats = discriminator_loss(D, x_real, y_real, x_fake.detach(), y_fake, cfg.d_fake_class_loss)
@@ -156,6 +185,8 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
         opt_d.step()
 
         loss_g = generator_loss(D, x_fake, y_fake)
+        if cfg.mode_seeking:
+            loss_g = loss_g + cfg.mode_seeking * mode_seeking_loss(x_fake, z)
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -190,6 +221,7 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
             if not all(torch.isfinite(p).all() for p in [*G.parameters(), *D.parameters()]):
                 raise TrainingDiverged(f"split {cfg.split} has non-finite weights at step {step}; its checkpoints up "
                                        f"to step {tick_step} are intact: lower --lr and run again")
+            lease.check()  # a trainer that lost its split to another writes nothing
             meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
                     "train": cfg.model_dump(), "time": time.time()}
             save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta))

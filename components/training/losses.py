@@ -5,6 +5,9 @@ L_C = E[log P(C=c | x_real)] + E[log P(C=c | x_fake)]
 D maximises L_S + L_C: it minimises BCE(real -> 1) + BCE(fake -> 0) + CE(real class) [+ CE(fake class)].
 G maximises L_C - L_S in the non-saturating form: it minimises BCE(fake -> 1) + CE(fake class).
 `fake_class_term=False` drops D's fake-image class term, as the Keras example and StudioGAN do (the paper keeps it).
+
+Not in the paper: `mode_seeking_loss` (Mao et al. 2019, MSGAN), for G, against the within-class collapse that the
+paper measures with MS-SSIM: two samples of the same class from different z should differ in proportion to their z.
 """
 
 from __future__ import annotations
@@ -33,3 +36,11 @@ def discriminator_loss(D, x_real: torch.Tensor, y_real: torch.Tensor, x_fake: to
 def generator_loss(D, x_fake: torch.Tensor, y_fake: torch.Tensor) -> torch.Tensor:
     src_fake, cls_fake = D(x_fake)
     return F.binary_cross_entropy_with_logits(src_fake, torch.ones_like(src_fake)) + F.cross_entropy(cls_fake, y_fake)
+
+
+def mode_seeking_loss(x_fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The batch's first and second halves are pairs of the same class; the loss falls as their images move apart
+    relative to their noise: 1 / (mean |x1 - x2| / mean |z1 - z2| + eps)."""
+    half = x_fake.shape[0] // 2
+    ratio = (x_fake[:half] - x_fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean()
+    return 1.0 / (ratio + eps)

@@ -1,0 +1,35 @@
+"""The fault-injection suite records one row per fault; the table is printed at the end of the run and written to
+build/reliability.md (docs/reliability.md is filled from it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROWS: list[dict] = []
+COLUMNS = ("fault", "how injected", "trials", "survived", "work lost", "data lost")
+
+
+@pytest.fixture
+def fault_report():
+    def add(fault: str, injected: str, trials: int, survived: int, work_lost: str, data_lost: str) -> None:
+        ROWS.append(dict(zip(COLUMNS, (fault, injected, trials, survived, work_lost, data_lost))))
+
+    return add
+
+
+def table() -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in ROWS]
+    return "\n".join(lines) + "\n"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not ROWS:
+        return
+    out = Path(config.rootpath) / "build" / "reliability.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(table())
+    terminalreporter.write_sep("-", f"fault injection (also in {out.relative_to(config.rootpath)})")
+    terminalreporter.write(table())

@@ -1,0 +1,94 @@
+"""Fault 3, corruption: flip bytes in, truncate or delete one object of the newest checkpoint. The checksums in its
+marker catch it; it is skipped with a warning naming the object and the previous checkpoint is used; a resumed run
+moves it to quarantine and retrains its steps to the same weights; the ensemble refuses to point at it."""
+
+import itertools
+import logging
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load as load_safetensors
+
+from components.checkpoint import checkpoint_prefix, latest_checkpoint
+from components.ensemble import assemble_ensemble, sample
+from components.errors import UserError
+from components.experiment import incomplete_splits
+from components.store import LocalStore
+from components.training.loop import train_split
+from tests.conftest import tiny_config
+
+FILES = ("generator.safetensors", "meta.json", "train_state.safetensors")
+DAMAGES = ("flip", "truncate", "delete")
+
+
+def damage(store, key: str, how: str) -> None:
+    data = store.read_bytes(key)
+    if how == "flip":
+        i = len(data) // 2
+        store.write_bytes(key, data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+    elif how == "truncate":
+        store.write_bytes(key, data[: len(data) // 3])
+    else:
+        store.delete(key)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, _digits_template):
+    """Split 0 trained to step 10 (checkpoints 5 and 10), and its final weights."""
+    root = tmp_path_factory.mktemp("trained") / "store"
+    shutil.copytree(_digits_template, root)
+    store = LocalStore(root)
+    train_split(store, tiny_config(steps=10, checkpoint_every=5))
+    return root, _weights(store)
+
+
+def _weights(store) -> dict:
+    state = load_safetensors(latest_checkpoint(store, 0, ["train_state.safetensors"])[1]["train_state.safetensors"])
+    return {k: v for k, v in state.items() if k.startswith(("G.", "D."))}
+
+
+def test_every_damage_to_every_file_is_caught(trained, tmp_path, caplog, fault_report):
+    root, final = trained
+    trials = 0
+    for how, name in itertools.product(DAMAGES, FILES):
+        store = LocalStore(tmp_path / f"{how}-{name}")
+        shutil.copytree(root, store.root)
+        key = f"{checkpoint_prefix(0, 10)}/{name}"
+        damage(store, key, how)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert latest_checkpoint(store, 0)[0] == 5
+        assert any(key in r.getMessage() for r in caplog.records), (how, name)
+        with pytest.raises(UserError) as refused:  # split 1 is untrained: assembly always fails here
+            assemble_ensemble(store, 10)
+        # The ensemble uses a checkpoint's generator and meta.json, and verifies exactly those.
+        assert (f"split 0: {key}" in str(refused.value)) == (name != "train_state.safetensors")
+        assert 0 in incomplete_splits(store)  # a rerun trains it again
+        result = train_split(store, tiny_config(steps=10, checkpoint_every=5))
+        assert result["resumed_from"] == 5
+        assert latest_checkpoint(store, 0)[0] == 10
+        weights = _weights(store)
+        assert weights.keys() == final.keys(), (how, name)
+        assert all(torch.equal(weights[k], final[k]) for k in final), (how, name)
+        quarantined = store.list("splits/split-00000/quarantine/")
+        assert quarantined and all(k.rsplit("/", 1)[-1] in (*FILES, "COMPLETE.json") for k in quarantined)
+        trials += 1
+    fault_report("corrupt checkpoint object", "bytes flipped, truncated or deleted in each file of the newest "
+                 "checkpoint", trials, trials, "5 steps (one interval), retrained to identical weights",
+                 "none; the damaged copy is kept in quarantine/")
+
+
+def test_ensemble_refuses_a_checkpoint_that_does_not_verify(digits_store, tmp_path, fault_report):
+    for split in (0, 1):
+        train_split(digits_store, tiny_config(split=split, steps=5))
+    assemble_ensemble(digits_store, 5)
+    sample(digits_store, "7", 4, 0, tmp_path / "ok.png", "cpu")
+    damage(digits_store, f"{checkpoint_prefix(1, 5)}/generator.safetensors", "flip")
+    with pytest.raises(UserError, match="class 7 does not verify"):
+        sample(digits_store, "7", 4, 0, tmp_path / "bad.png", "cpu")
+    assert not (tmp_path / "bad.png").exists()
+    with pytest.raises(UserError, match=r"1 of 2 splits are not ready \(split 1: .*generator.safetensors"):
+        assemble_ensemble(digits_store, 5)
+    fault_report("corrupt checkpoint behind the ensemble", "a byte flipped in a member's generator after assembly",
+                 1, 1, "none", "none; sampling and re-assembly refuse it")
