@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components.checkpoint import CorruptCheckpoint, checkpoint_prefix, complete_steps, load_checkpoint
 from components.data.plan import load_plan
-from components.errors import UserError
+from components.errors import UserError, explain
 from components.model import Generator
 from components.sampling import generate, generator_from_files, load_split_generator, write_samples
 from components.store import Store, read_json, write_json
@@ -32,8 +32,15 @@ class EnsembleMember(BaseModel):
     name: str
     split: int = Field(ge=0)
     local_index: int = Field(ge=0)
-    checkpoint: str
+    checkpoint: str = Field(pattern=r"^splits/split-\d{5}/checkpoints/step-\d{8}$")
     step: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _checkpoint_of_its_split(self) -> "EnsembleMember":
+        if self.checkpoint != checkpoint_prefix(self.split, self.step):
+            raise ValueError(f"class {self.class_id}: checkpoint {self.checkpoint} is not split {self.split}'s step "
+                             f"{self.step}")
+        return self
 
 
 class EnsembleManifest(BaseModel):
@@ -92,7 +99,13 @@ def assemble_ensemble(store: Store, target_steps: int) -> EnsembleManifest:
 
 
 def load_ensemble(store: Store) -> EnsembleManifest | None:
-    return EnsembleManifest.model_validate(read_json(store, ENSEMBLE_KEY)) if store.exists(ENSEMBLE_KEY) else None
+    if not store.exists(ENSEMBLE_KEY):
+        return None
+    try:
+        return EnsembleManifest.model_validate(read_json(store, ENSEMBLE_KEY))
+    except ValidationError as e:
+        raise UserError(f"{store.uri}/{ENSEMBLE_KEY} is not a valid ensemble manifest ({explain(e)}): assemble it "
+                        f"again with `acgan rerun --store {store.uri} --local`") from None
 
 
 def load_member_generator(store: Store, member: EnsembleMember, device: str | torch.device = "cpu") -> Generator:

@@ -12,11 +12,16 @@ def explain(e: Exception) -> str | None:
     from pydantic import ValidationError
 
     if isinstance(e, UserError):
-        return str(e)
+        return one_line(str(e))
     if isinstance(e, ValidationError):
         err = e.errors()[0]
         loc = ".".join(str(part) for part in err["loc"])
         option = f"--{loc.replace('_', '-')}" if loc else "settings"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        return f"{option}: {err['msg'].removeprefix('Value error, ')}{more}"
+        return one_line(f"{option}: {err['msg'].removeprefix('Value error, ')}{more}")
     return None
+
+
+def one_line(text: str) -> str:
+    """Control characters that came in with the user's input (a newline in a label) are shown escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

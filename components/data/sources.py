@@ -137,6 +137,12 @@ def folder_source(path: Path, resolution: int, strict: bool, workers: int | None
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise UserError(f"{path} has no class sub-folders: lay it out as {path}/<class name>/<image>.jpg")
+    for p in class_dirs:
+        try:
+            p.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"class folder {os.fsencode(p)!r} has a name that is not UTF-8: rename it (class names "
+                            "are written to the plan as JSON)") from None
     workers = workers or os.cpu_count() or 1
     skipped: dict[str, int] = {}
 

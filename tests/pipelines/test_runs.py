@@ -151,3 +151,18 @@ def test_submit_errors_are_one_line(monkeypatch):
 def test_submit_to_unreachable_host_with_the_real_client():
     with pytest.raises(UserError, match=r"KFP at http://127.0.0.1:9 is unreachable"):
         runs.submit(RunSettings(store="s3://acgan/x"), ClusterSettings(), "http://127.0.0.1:9")
+
+
+def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
+    import time
+
+    from components.lease import Lease, lease_key
+
+    for key in finished_store.list("splits/split-00001/checkpoints/"):
+        finished_store.delete(key)
+    other = Lease(owner="gpu-node-7/1/0abc", expires=time.time() + 600, acquired=time.time())
+    finished_store.write_bytes(lease_key(1), other.model_dump_json().encode())
+    assert [s.state for s in split_statuses(finished_store)] == ["complete", "training"]
+    with pytest.raises(UserError, match=r"splits 1 \(gpu-node-7/1/0abc\) are being trained now"):
+        runs.rerun(finished_store.uri, local=True, pipeline_root=tmp_path / "kfp")
+    assert not finished_store.list("splits/split-00001/checkpoints/")  # nothing started
