@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 from components.data.prepare import PrepareConfig, prepare
 from components.store import LocalStore, open_store
@@ -25,6 +27,30 @@ TINY = dict(batch_size=16, width=0.0625, tick_every=5, checkpoint_every=5, stats
 
 def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**TINY, "steps": 10, **overrides})
+
+
+@contextlib.contextmanager
+def one_thread():
+    """For bit-identical comparisons: with several threads, torch's CPU kernels may reduce in another order when
+    the machine is loaded (seen here under load: two runs of one seed differ in the last bits). Subprocesses
+    inherit OMP_NUM_THREADS."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture
+def single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """`train_split`: train the AC-GAN of one class split, resumable from its own checkpoints in the store.
 
 The task's identity is (store, split), not a run id: starting it again continues from the newest complete, intact
-checkpoint, so a killed or preempted task loses at most one checkpoint interval. With a fixed seed on CPU, a run
-killed after a checkpoint and resumed ends with the same weights as an uninterrupted one.
+checkpoint, so a killed or preempted task loses at most one checkpoint interval. With a fixed seed on CPU and one
+thread (OMP_NUM_THREADS=1), a run killed after a checkpoint and resumed ends with the same weights as an
+uninterrupted one; with several threads on a loaded machine, the last bits may differ.
 
 Progress is counted in steps (one D update and one G update on a batch). Every tick appends one JSON line to
 `splits/split-NNNNN/stats.jsonl`: losses, D's source and class accuracy on real and fake images, and the mean

@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import one_thread
+
 ROWS: list[dict] = []
 COLUMNS = ("fault", "how injected", "trials", "survived", "work lost", "data lost")
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _single_threaded():
+    """Every fault test compares weights bit for bit (see one_thread)."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture

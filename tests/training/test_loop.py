@@ -67,7 +67,7 @@ def test_stats_lines_and_resume_with_larger_steps(digits_store):
     assert train_split(digits_store, tiny_config(steps=15))["resumed_from"] == 20
 
 
-def test_resumed_run_equals_uninterrupted(digits_store, tmp_path):
+def test_resumed_run_equals_uninterrupted(digits_store, tmp_path, single_thread):
     import shutil
 
     from components.store import LocalStore
@@ -82,7 +82,7 @@ def test_resumed_run_equals_uninterrupted(digits_store, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path):
+def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path, single_thread):
     """SIGKILL a real `acgan train-split` process after its first checkpoint; the resumed run ends bit-identical."""
     import shutil
 
