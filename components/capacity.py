@@ -82,7 +82,7 @@ def plan_table(p: PlanInput, plan: Plan) -> list[tuple[str, str]]:
     rows = [
         ("splits (one GPU task each)", f"{plan.splits} = ceil({p.classes} classes / {p.classes_per_split})"),
         ("images per split", f"{p.steps * p.batch_size:,} = {p.steps:,} steps x batch {p.batch_size}"),
-        ("throughput per GPU", f"{p.images_per_second:,.0f} images/s"),
+        ("throughput per GPU", f"{p.images_per_second:,.{0 if p.images_per_second >= 100 else 1}f} images/s"),
         ("time per split", f"{plan.hours_per_split:.2f} h (incl. {p.task_overhead_s:.0f} s start-up)"),
         ("GPU-hours", f"{plan.gpu_hours:,.1f}"),
         ("tasks at once", f"{plan.concurrent_tasks} = min({p.gpus} GPUs, parallelism {p.parallelism}, "

@@ -26,6 +26,9 @@ CUSTOM_KINDS = {("karpenter.sh/v1", "NodePool"), ("karpenter.k8s.aws/v1", "EC2No
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> dict[str, list[dict]]:
     """Each overlay built from a copy of manifests/ whose untracked env files come from the committed examples."""
+    if shutil.which("kubectl") is None:
+        pytest.fail("kubectl is not installed: the README's test command installs it (a kubectl >= 1.27, whose "
+                    "kustomize understands `labels`)")
     root = tmp_path_factory.mktemp("manifests") / "manifests"
     shutil.copytree(MANIFESTS, root, ignore=shutil.ignore_patterns("*.env"))
     for example in root.rglob("*.env.example"):
