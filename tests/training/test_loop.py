@@ -1,5 +1,6 @@
 """Real training steps on a small digits split: learning, resume, kill-and-resume, health stats, divergence."""
 
+import math
 import json
 import signal
 import subprocess
@@ -132,3 +133,8 @@ def test_data_of_other_resolution_refused(digits_store):
     save_plan(digits_store, plan.model_copy(update={"resolution": 64}))  # plan and shards disagree
     with pytest.raises(UserError, match="run `acgan prepare` again"):
         train_split(digits_store, tiny_config(steps=5))
+
+
+def test_mode_seeking_pairs_classes_and_trains(digits_store):
+    result = train_split(digits_store, tiny_config(steps=5, mode_seeking=1.0))
+    assert result["step"] == 5 and math.isfinite(result["loss_g"])

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from components.training.losses import discriminator_loss, generator_loss
+from components.training.losses import discriminator_loss, generator_loss, mode_seeking_loss
 
 
 class FixedD:
@@ -48,3 +48,12 @@ def test_generator_non_saturating_lc_minus_ls():
     # Non-saturating: G maximises log P(S=real | fake) + log P(C=c | fake).
     expected = -(log_sigmoid(-0.5) + log_softmax([0.2, 0.3, 0.5], 1))
     assert math.isclose(loss.item(), expected, rel_tol=1e-6)
+
+
+def test_mode_seeking_falls_as_same_class_pairs_move_apart():
+    z = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [3.0, 1.0]])  # pairs (0, 2) and (1, 3): mean |dz| = 1
+    x = torch.zeros(4, 1, 2, 2)
+    x[2:] = 0.3  # mean |dx| = 0.3
+    assert math.isclose(mode_seeking_loss(x, z).item(), 1 / (0.3 / 1.0 + 1e-5), rel_tol=1e-5)
+    x[2:] = 0.9
+    assert mode_seeking_loss(x, z).item() < 1 / (0.3 / 1.0)  # further apart: lower loss
