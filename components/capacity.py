@@ -25,7 +25,8 @@ class PlanInput(BaseModel):
     gpus: int = Field(16, ge=1, description="GPUs available to the run")
     gpus_per_node: int = Field(8, ge=1)
     parallelism: int = Field(16, ge=1, description="the compiled pipeline's parallelism")
-    images_per_second: float = Field(gt=0, description="training throughput of one GPU (acgan bench)")
+    images_per_second: float = Field(gt=0, description="training throughput of one GPU "
+                                                                "(the images/s acgan train-split reports)")
     task_overhead_s: float = Field(300.0, ge=0, description="per task: scheduling, image pull, data loading")
     target_hours: float | None = Field(None, gt=0, description="wanted wall time, for the node count")
 

@@ -135,7 +135,7 @@ def _plan(args: argparse.Namespace) -> dict | None:
 
     if args.images_per_second is None:
         raise UserError("give --images-per-second: one GPU's training throughput at the run's resolution "
-                        "(bench/RESULTS.md has measured figures)")
+                        "(measure it: a few hundred steps of `acgan train-split` on one GPU report images/s)")
     p = PlanInput.model_validate(_given(args, PlanInput.model_fields))
     plan = make_plan(p)
     if args.json:
@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, help="GPUs available to the run (default 16)")
     p.add_argument("--gpus-per-node", type=int, help="default 8")
     p.add_argument("--parallelism", type=int, help="the compiled pipeline's parallelism (default 16)")
-    p.add_argument("--images-per-second", type=float, help="training throughput of one GPU (acgan bench)")
+    p.add_argument("--images-per-second", type=float, help="training throughput of one GPU "
+                   "(the images/s that `acgan train-split` reports)")
     p.add_argument("--task-overhead-s", type=float, help="start-up per task: scheduling, image pull (default 300)")
     p.add_argument("--target-hours", type=float, help="wanted wall time: also print the GPU nodes it needs")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -83,12 +83,6 @@ def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
     return out
 
 
-def incomplete_splits(store: Store, verify: bool = True) -> list[int]:
-    """Splits a rerun must train: not complete (by a checkpoint that verifies) and not being trained now by a task
-    holding the split's lease."""
-    return [s.split for s in split_statuses(store, verify) if s.state in ("incomplete", "not started")]
-
-
 def train_one_split(store_uri: str, split: int) -> int:
     """Train `split` with the experiment's recorded settings; returns the split id (the fan-in collects them)."""
     store = open_store(store_uri)

@@ -57,9 +57,7 @@ def read_lease(store: Store, split: int) -> Lease | None:
     """The split's lease, or None if there is none or it cannot be read (an unreadable lease protects nothing)."""
     try:
         return Lease.model_validate(json.loads(store.read_bytes(lease_key(split))))
-    except KeyError:
-        return None
-    except (ValueError, ValidationError):
+    except (KeyError, ValueError, ValidationError):
         return None
 
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from components.errors import UserError
-from components.experiment import incomplete_splits, load_settings, split_statuses
+from components.experiment import load_settings, split_statuses
 from components.settings import ClusterSettings, RunSettings
 from components.store import open_store
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
@@ -105,8 +105,9 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster:
     store = open_store(store_uri)
     store.ensure_ready()
     settings = load_settings(store)
-    todo = incomplete_splits(store)
-    busy = [s for s in split_statuses(store) if s.state == "training"]
+    statuses = split_statuses(store, verify=True)  # checksums: a damaged newest checkpoint is trained again
+    todo = [s.split for s in statuses if s.state in ("incomplete", "not started")]
+    busy = [s for s in statuses if s.state == "training"]
     if busy:
         described = ", ".join(f"{s.split} ({s.trainer})" for s in busy)
         if not todo:

@@ -13,7 +13,7 @@ from safetensors.torch import load as load_safetensors
 from components.checkpoint import checkpoint_prefix, latest_checkpoint
 from components.ensemble import assemble_ensemble, sample
 from components.errors import UserError
-from components.experiment import incomplete_splits
+from components.experiment import split_statuses
 from components.store import LocalStore
 from components.training.loop import train_split
 from tests.conftest import tiny_config
@@ -64,7 +64,7 @@ def test_every_damage_to_every_file_is_caught(trained, tmp_path, caplog, fault_r
             assemble_ensemble(store, 10)
         # The ensemble uses a checkpoint's generator and meta.json, and verifies exactly those.
         assert (f"split 0: {key}" in str(refused.value)) == (name != "train_state.safetensors")
-        assert 0 in incomplete_splits(store)  # a rerun trains it again
+        assert split_statuses(store, verify=True)[0].state == "incomplete"  # a rerun trains it again
         result = train_split(store, tiny_config(steps=10, checkpoint_every=5))
         assert result["resumed_from"] == 5
         assert latest_checkpoint(store, 0)[0] == 10
