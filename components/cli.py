@@ -91,7 +91,13 @@ def _submit(args: argparse.Namespace) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    from components.evaluation import METRICS_KEY, REPORT_KEY, EvalSettings, evaluate, flat_summary
+    from components.evaluation import (
+        METRICS_KEY,
+        REPORT_KEY,
+        EvalSettings,
+        evaluate,
+        flat_summary,
+    )
     from components.store import open_store
 
     settings = EvalSettings.model_validate(_given(args, EvalSettings.model_fields))
@@ -102,6 +108,26 @@ def _evaluate(args: argparse.Namespace) -> dict:
     for name, value in flat_summary(summary).items():
         print(f"{name:<48} {'n/a' if value is None else f'{value:.4f}'}", file=sys.stderr)
     return {"metrics": f"{store.uri}/{METRICS_KEY}", "report": f"{store.uri}/{REPORT_KEY}", "summary": summary}
+
+
+def _compare(args: argparse.Namespace) -> dict:
+    from components.evaluation import compare
+    from components.store import open_store
+
+    if len(args.stores) < 2:
+        raise UserError("give two or more stores, trained with different --classes-per-split and evaluated")
+    if args.out.suffix.lower() != ".png" or not args.out.parent.is_dir():
+        raise UserError(f"--out {args.out}: give a .png file name in an existing directory")
+    stores = [open_store(uri) for uri in args.stores]
+    for store in stores:
+        store.ensure_ready()
+    runs, png = compare(stores)
+    args.out.write_bytes(png)
+    print(f"{'classes per model':>17}  {'MS-SSIM':>8}  {'real':>6}  {'accuracy':>8}  store", file=sys.stderr)
+    for r in sorted(runs, key=lambda r: r["classes_per_model"]):
+        print(f"{r['classes_per_model']:>17.1f}  {r['ms_ssim_mean']:>8.3f}  {r['real_ms_ssim_mean']:>6.3f}  "
+              f"{r['accuracy']:>8.3f}  {r['store']}", file=sys.stderr)
+    return {"figure": str(args.out), "runs": runs}
 
 
 def _status(args: argparse.Namespace) -> dict | None:
@@ -173,6 +199,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split-ids", help="comma-separated split ids to train (default: all)")
     g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
     g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 100)")
+    g.add_argument("--classifier", help="evaluation: 'trained' (default) or a .safetensors classifier file")
     g.add_argument("--classifier-steps", type=int, help="evaluation: classifier training steps (default 1500)")
 
 
@@ -299,10 +326,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True)
     p.add_argument("--samples-per-class", type=int, help="default 100")
     p.add_argument("--pairs", type=int, help="MS-SSIM pairs per class (default 100)")
+    p.add_argument("--real-per-class", type=int, help="real images per class used, at most (default 200)")
+    p.add_argument("--classifier", help="'trained' (default: trained on the store's real images, saved in the store) "
+                                        "or a .safetensors file (local path or store key): another store's "
+                                        "eval/classifier.safetensors, or torchvision's Inception-v3 weights")
     p.add_argument("--classifier-steps", type=int, help="training steps of the classifier, if none is saved (1500)")
+    p.add_argument("--ms-ssim-threshold", type=float, help="joint analysis: low diversity at or above (default: the "
+                                                           "least diverse real class)")
+    p.add_argument("--accuracy-threshold", type=float, help="joint analysis: low accuracy at or below (0.01)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda")
     p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("compare", help="the class-split study: mean MS-SSIM against classes per model, over stores")
+    p.add_argument("stores", nargs="+", metavar="STORE", help="evaluated stores (acgan evaluate)")
+    p.add_argument("--out", type=Path, default=Path("ms-ssim-by-classes-per-model.png"), help="the figure (.png)")
+    p.set_defaults(run=_compare)
 
     p = sub.add_parser("sample", help="draw samples of one class, through the ensemble when assembled")
     p.add_argument("--store", required=True)

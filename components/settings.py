@@ -39,6 +39,8 @@ class RunSettings(BaseModel):
     samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
     pairs: int = Field(100, ge=1, le=1_000_000, description="evaluation: MS-SSIM pairs per class")
     classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="evaluation: training steps of the classifier")
+    classifier: str = Field("trained", min_length=1, description="evaluation: 'trained' (a CNN on the real images) or a "
+                                                                 ".safetensors file the pods can read, or a store key")
 
     @field_validator("source", mode="before")
     @classmethod

@@ -64,6 +64,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         samples_per_class: int = DEFAULTS["samples_per_class"],
         pairs: int = DEFAULTS["pairs"],
         classifier_steps: int = DEFAULTS["classifier_steps"],
+        classifier: str = DEFAULTS["classifier"],
     ):
         """1. Prepare: read the data set into one shard per class split in the store; output the splits to train.
         2. Train: one task per class split (at most `parallelism` at once), each resuming from its checkpoints.
@@ -75,6 +76,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
             num_classes=num_classes, images_per_class=images_per_class, steps=steps, batch_size=batch_size,
             checkpoint_every=checkpoint_every, seed=seed, width=width, d_dropout=d_dropout, split_ids=split_ids,
             samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
+            classifier=classifier,
         ).set_display_name("Prepare data and split plan")
         on_cluster(prepare, cluster, gpu=False)
 
@@ -86,7 +88,8 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)
 
         evaluate = evaluate_ensemble(store=store, ensemble=assemble.output, samples_per_class=samples_per_class,
-                                     pairs=pairs, classifier_steps=classifier_steps, seed=seed)
+                                     pairs=pairs, classifier_steps=classifier_steps, classifier=classifier,
+                                     seed=seed)
         on_cluster(evaluate.set_display_name("Evaluate the ensemble"), cluster, gpu=True)
 
     return acgan_ensemble

@@ -1,5 +1,7 @@
-"""Evaluation: metric functions on hand-made inputs, a collapsed generator flagged, bad input."""
+"""Evaluation: metric functions on hand-made inputs, a real evaluation of a tiny trained store, a collapsed generator
+flagged, user-supplied classifiers, the class-split comparison, bad input."""
 
+import io
 import json
 import math
 
@@ -8,8 +10,15 @@ import torch
 
 from components.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
 from components.errors import UserError
-from components.evaluation import EvalSettings, evaluate, pearson
+from components.evaluation import EvalSettings, compare, evaluate
 from components.metrics import compute_accuracy, compute_class_ms_ssim
+from components.metrics.classifier import Classifier
+from components.metrics.fidelity import frechet_distance, inception_score
+from components.metrics.joint import joint_fractions
+from components.metrics.overfitting import fixed_noise_across_classes, interpolation, nearest_neighbours
+from components.model import Generator, ModelConfig
+from components.sampling import to_uint8
+from components.metrics.joint import pearson
 from components.training.loop import train_split
 from tests.conftest import tiny_config
 
@@ -38,6 +47,61 @@ def test_class_ms_ssim_bad_input():
         compute_class_ms_ssim(images, labels, [0], pairs=4)
 
 
+def test_joint_fractions_by_hand():
+    accuracy = [0.0, 0.005, 0.5, 0.9, 0.0, 0.8]
+    ms_ssim = [0.3, 0.4, 0.25, 0.1, 0.1, 0.2]
+    out = joint_fractions(accuracy, ms_ssim, ms_ssim_threshold=0.25, accuracy_threshold=0.01)
+    assert out["classes_low_diversity"] == 3  # 0.3, 0.4 and 0.25 (at the threshold counts as low)
+    assert out["fraction_low_diversity_with_low_accuracy"] == pytest.approx(2 / 3)
+    assert out["fraction_high_diversity_with_high_accuracy"] == pytest.approx(2 / 3)
+    none_low = joint_fractions([0.5], [0.1], 0.25, 0.01)
+    assert none_low["fraction_low_diversity_with_low_accuracy"] is None
+    assert none_low["fraction_high_diversity_with_high_accuracy"] == 1.0
+
+
+def test_fid_is_zero_on_identical_sets_and_grows_with_distance():
+    torch.manual_seed(0)
+    model = Classifier(1, 10).eval()
+    real = torch.randint(0, 256, (200, 1, 32, 32), dtype=torch.uint8)
+    darker = (real // 2).to(torch.uint8)
+    assert frechet_distance(model, real, real) == pytest.approx(0, abs=1e-3)
+    assert frechet_distance(model, real, darker) > frechet_distance(model, real, real[:100]) + 1e-3
+
+
+def test_inception_score_is_one_when_every_image_gets_the_same_prediction():
+    model = Classifier(1, 2).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                m.bias.zero_()
+        model.head.bias.copy_(torch.tensor([3.0, -3.0]))  # zero features: the head's bias decides
+    ones = torch.full((20, 1, 32, 32), 255, dtype=torch.uint8)
+    mean, _ = inception_score(model, ones, splits=2)
+    assert mean == pytest.approx(1.0, abs=1e-4)
+
+
+def test_nearest_neighbours_find_the_copied_image():
+    torch.manual_seed(0)
+    real = torch.randint(0, 256, (30, 1, 32, 32), dtype=torch.uint8)
+    copies = real[[7, 21]].clone()
+    copies[:, :, :2, :2] = 0  # near-copies, not exact
+    for metric in ("l1", "ms_ssim"):
+        nearest = nearest_neighbours(copies, real, 3, metric)
+        assert nearest.shape == (2, 3) and nearest[:, 0].tolist() == [7, 21]
+
+
+def test_interpolation_ends_at_its_endpoints_and_fixed_z_spans_the_classes():
+    G = Generator(ModelConfig(resolution=32, channels=1, num_classes=3, width=0.0625)).eval()
+    z = torch.randn(2, 100)
+    path = interpolation(G, 1, z[0], z[1], 5)
+    ends = torch.from_numpy(to_uint8(G(z, torch.tensor([1, 1]))))
+    assert path.shape == (5, 1, 32, 32) and torch.equal(path[0], ends[0]) and torch.equal(path[-1], ends[1])
+    grid = fixed_noise_across_classes(G, z)
+    assert grid.shape == (6, 1, 32, 32)
+    assert torch.equal(grid[1], torch.from_numpy(to_uint8(G(z[:1], torch.tensor([1]))))[0])
+
+
 @pytest.fixture
 def trained_store(digits_store):
     for split in (0, 1):
@@ -49,8 +113,14 @@ def trained_store(digits_store):
 def test_evaluation_flags_a_collapsed_generator(trained_store):
     store = trained_store
     # Collapse split 0: G's output no longer depends on z (all samples of a class identical).
-    from components.checkpoint import checkpoint_prefix, load_checkpoint, save_checkpoint
-    from safetensors.torch import load as load_st, save as save_st
+    from safetensors.torch import load as load_st
+    from safetensors.torch import save as save_st
+
+    from components.checkpoint import (
+        checkpoint_prefix,
+        load_checkpoint,
+        save_checkpoint,
+    )
 
     files = load_checkpoint(store, 0, 5)
     weights = load_st(files["generator.safetensors"])
@@ -75,13 +145,99 @@ def test_evaluation_flags_a_collapsed_generator(trained_store):
     assert store.exists("eval/report.html") and store.exists("eval/samples-split-00000.png")
 
 
+SUMMARY_KEYS = {"accuracy", "real_accuracy", "ms_ssim_mean", "real_ms_ssim_mean", "real_ms_ssim_max",
+                "fraction_below_real_max", "accuracy_ms_ssim_correlation",
+                "fraction_more_discriminable_at_full_resolution", "inception_score", "fid",
+                "fraction_low_diversity_with_low_accuracy", "fraction_high_diversity_with_high_accuracy"}
+FIGURES = ["eval/figures/accuracy-by-resolution.png", "eval/figures/ms-ssim-samples-vs-real.png",
+           "eval/figures/accuracy-vs-ms-ssim.png", "eval/figures/ms-ssim-over-training.png",
+           "eval/overfitting/nearest-l1.png", "eval/overfitting/nearest-ms-ssim.png",
+           "eval/overfitting/interpolation.png", "eval/overfitting/fixed-z-split-00000.png",
+           "eval/overfitting/fixed-z-split-00001.png", "eval/samples-split-00000.png", "eval/samples-split-00001.png"]
+
+
+def test_end_to_end_evaluation_writes_every_analysis(trained_store, tmp_path):
+    from PIL import Image
+
+    store = trained_store
+    settings = EvalSettings(samples_per_class=6, pairs=10, classifier_steps=30, overfitting_classes=2, is_splits=2)
+    summary = evaluate(store, settings)
+    metrics = json.loads(store.read_bytes("eval/metrics.json"))
+    assert SUMMARY_KEYS <= set(summary) and metrics["summary"] == summary
+    assert 1.0 <= summary["inception_score"] <= 10.0 and summary["fid"] >= 0
+    assert 0 <= summary["accuracy"] <= 1 and 0 < summary["real_ms_ssim_max"] <= 1
+    assert [c["id"] for c in metrics["classes"]] == list(range(10))
+    for c in metrics["classes"]:
+        assert {"name", "split", "accuracy", "accuracy_by_resolution", "ms_ssim", "real_ms_ssim"} <= set(c)
+    on = metrics["computed_on"]
+    assert on["checkpoints"] == [[0, 5], [1, 5]] and on["samples_per_class"] == 6 and on["pairs_per_class"] == 10
+    assert on["classifier"]["kind"] == "trained" and "trained classifier" in on["fid"]
+    for key in FIGURES:
+        Image.open(io.BytesIO(store.read_bytes(key))).verify()  # a real PNG
+    report = store.read_bytes("eval/report.html").decode()
+    assert report.count("data:image/png;base64,") == len(FIGURES)
+    # Same seed, same classifier: the same numbers.
+    assert evaluate(store, settings) == summary
+
+    # A user-supplied classifier: this store's, as a file; recorded as such.
+    path = tmp_path / "classifier.safetensors"
+    path.write_bytes(store.read_bytes("eval/classifier.safetensors"))
+    again = evaluate(store, settings.model_copy(update={"classifier": str(path)}))
+    on = json.loads(store.read_bytes("eval/metrics.json"))["computed_on"]
+    assert on["classifier"]["kind"] == "file" and on["classifier"]["source"] == str(path)
+    assert again["accuracy"] == summary["accuracy"]  # the same network
+
+
+def test_classifier_file_bad_input(trained_store, tmp_path):
+    from safetensors.torch import save as save_st
+
+    store = trained_store
+    settings = EvalSettings(samples_per_class=4, pairs=3, classifier_steps=5)
+    wrong = tmp_path / "three-classes.safetensors"
+    wrong.write_bytes(save_st(Classifier(1, 3).state_dict()))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not safetensors at all")
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(save_st({"w": torch.zeros(2)}))
+    cases = {str(wrong): "has 3 classes, the store 10", str(garbage): "not a readable safetensors file",
+             str(other): "neither Inception-v3 weights nor an acgan classifier",
+             str(tmp_path / "model.pth"): "we never unpickle", str(tmp_path / "no.safetensors"): "no such file"}
+    for source, message in cases.items():
+        with pytest.raises(UserError, match=message):
+            evaluate(store, settings.model_copy(update={"classifier": source}))
+    assert not store.exists("eval/metrics.json")  # nothing written as if complete
+    with pytest.raises(UserError, match="--pairs 7 is more than the 6 distinct pairs"):
+        evaluate(store, EvalSettings(samples_per_class=4, pairs=7))
+
+
+def test_compare_plots_ms_ssim_against_classes_per_model(trained_store, tmp_path):
+    from components.data.prepare import PrepareConfig, prepare
+    from components.store import LocalStore
+
+    one_split = LocalStore(tmp_path / "ten-per-model")
+    prepare(PrepareConfig(dataset="digits", resolution=32, classes_per_split=10), one_split)
+    train_split(one_split, tiny_config(split=0, steps=5))
+    assemble_ensemble(one_split, 5)
+    settings = EvalSettings(samples_per_class=4, pairs=3, classifier_steps=5, overfitting_classes=1, is_splits=2)
+    with pytest.raises(UserError, match="has no evaluation"):
+        compare([trained_store, one_split])
+    for store in (trained_store, one_split):
+        evaluate(store, settings)
+    runs, png = compare([trained_store, one_split])
+    assert [r["classes_per_model"] for r in runs] == [5.0, 10.0]
+    assert png.startswith(b"\x89PNG")
+
+
 def test_evaluate_needs_an_ensemble(digits_store):
     with pytest.raises(UserError, match="has no ensemble"):
         evaluate(digits_store, EvalSettings())
 
 
 def test_resolution_study_sizes_and_resizing():
-    from components.metrics.discriminability import resize_down_and_up, study_resolutions
+    from components.metrics.discriminability import (
+        resize_down_and_up,
+        study_resolutions,
+    )
 
     assert study_resolutions(128) == [128, 64, 32, 16, 8]
     assert study_resolutions(32) == [32, 16, 8]

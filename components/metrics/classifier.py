@@ -1,9 +1,12 @@
-"""The classifier behind discriminability. The paper used a pretrained Inception-v3; by default we train a small CNN
-on the experiment's real training images (any data set, any resolution), holding out a fraction of each class to
-report its accuracy on real images: the ceiling that samples are compared against.
+"""The classifier behind discriminability, Inception Score and FID. The paper used a pretrained Inception-v3; by
+default we train a small CNN on the experiment's real training images (any data set, any resolution), holding out a
+fraction of each class to report its accuracy on real images: the ceiling that samples are compared against.
 
 Saved in the store as `eval/classifier.safetensors` + `eval/classifier.json`, so every evaluation of a store uses the
-same classifier.
+same classifier. A user may instead pass a safetensors file (a local path or a key in the store): either one of our
+classifiers (from another store), or torchvision's Inception-v3 ImageNet weights (needs torchvision installed; convert
+torchvision's `.pth` once with `safetensors.torch.save_file(torch.load(path, weights_only=True), out)`). Weights are
+never downloaded at run time and nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -11,16 +14,20 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
+from typing import Callable, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
-from components.store import Store
+from components.errors import UserError
+from components.store import Store, check_key
 
 log = logging.getLogger(__name__)
 WEIGHTS_KEY = "eval/classifier.safetensors"
@@ -28,19 +35,30 @@ INFO_KEY = "eval/classifier.json"
 
 
 class ClassifierInfo(BaseModel):
+    """What a classifier is and how good it is on real images; recorded beside every number computed with it."""
+
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = "trained"
+    kind: Literal["trained", "file", "inception-v3"] = "trained"
+    source: str | None = Field(None, description="the file it was loaded from (kinds file and inception-v3)")
     channels: int
     resolution: int
     num_classes: int
     width: int = 32
-    steps: int
-    batch_size: int
-    train_images: int
+    steps: int | None = None
+    batch_size: int | None = None
+    train_images: int | None = None
     heldout_images: int
-    heldout_accuracy: float
-    seed: int
+    heldout_accuracy: float = Field(description="accuracy on real images it was not trained on (for a file: on every "
+                                                "real image of the store, which it may have seen)")
+    seed: int | None = None
+
+    def describe(self) -> str:
+        if self.kind == "trained":
+            return (f"a CNN trained on the store's real images ({self.steps} steps of {self.batch_size}; held-out "
+                    f"accuracy {self.heldout_accuracy:.3f} on {self.heldout_images} real images)")
+        return (f"{'Inception-v3' if self.kind == 'inception-v3' else 'a CNN'} from {self.source} (accuracy "
+                f"{self.heldout_accuracy:.3f} on the store's {self.heldout_images} real images)")
 
 
 class Classifier(nn.Module):
@@ -58,7 +76,11 @@ class Classifier(nn.Module):
         self.head = nn.Linear(c_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean(dim=(2, 3)))  # (N, K) logits
+        return self.head(self.pooled(x))  # (N, K) logits
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features (N, 4 * width): FID's feature space when this classifier is the feature net."""
+        return self.features(x).mean(dim=(2, 3))
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
@@ -66,12 +88,55 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
+class UInt8Head(nn.Module):
+    """One output of a classifier as a module of uint8 images (N, C, H, W): what torchmetrics' IS and FID call."""
+
+    def __init__(self, model: nn.Module, output: Literal["logits", "features"]):
+        super().__init__()
+        self.model, self.output = model, output
+        if output == "features":  # torchmetrics' FID reads it instead of running a probe image through the model
+            self.num_features = model.head.in_features if isinstance(model, Classifier) else model.fc.in_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.model, Classifier):
+            x = to_input(images)
+            return self.model(x) if self.output == "logits" else self.model.pooled(x)
+        return _inception_forward(self.model, images, self.output)
+
+
+def _inception_forward(net: nn.Module, images: torch.Tensor, output: str) -> torch.Tensor:
+    """torchvision's Inception-v3 on uint8 images: to 3 channels, 299x299 bilinear, ImageNet normalisation."""
+    x = images.float() / 255.0
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    if output == "logits":
+        return net(x)
+    pooled: list[torch.Tensor] = []
+    hook = net.avgpool.register_forward_hook(lambda module, inputs, out: pooled.append(out.flatten(1)))
+    try:
+        net(x)
+    finally:
+        hook.remove()
+    return pooled[0]  # (N, 2048), the features FID is usually computed on
+
+
 @torch.no_grad()
-def predict(model: Classifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Predicted class for uint8 images (N, C, H, W)."""
+    return batched(UInt8Head(model, "logits"), images, batch_size).argmax(1)
+
+
+@torch.no_grad()
+def batched(head: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """`head` over uint8 images in batches on the model's device; the outputs on the CPU."""
+    model = head.model if isinstance(head, UInt8Head) else head
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(to_input(images[i:i + batch_size].to(device))).argmax(1).cpu()
+    return torch.cat([head(images[i:i + batch_size].to(device)).float().cpu()
                       for i in range(0, len(images), batch_size)])
 
 
@@ -122,3 +187,76 @@ def load_classifier(store: Store) -> tuple[Classifier, ClassifierInfo] | None:
     model = Classifier(info.channels, info.num_classes, info.width)
     model.load_state_dict(load_safetensors(store.read_bytes(WEIGHTS_KEY)))
     return model.eval(), info
+
+
+def read_classifier_file(source: str, store: Store) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors classifier file: a local path, else a key in the store."""
+    if not source.endswith(".safetensors"):
+        raise UserError(f"--classifier {source}: give a .safetensors file (we never unpickle .pth/.pt files; convert "
+                        f"once with safetensors.torch.save_file(torch.load(path, weights_only=True), out))")
+    path = Path(source)
+    if path.is_file():
+        data = path.read_bytes()
+    elif is_store_key(source) and store.exists(source):
+        data = store.read_bytes(source)
+    else:
+        raise UserError(f"--classifier {source}: no such file, nor a key of the store {store.uri}")
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError) as e:
+        raise UserError(f"--classifier {source} is not a readable safetensors file ({e}): check the file") from None
+
+
+def is_store_key(text: str) -> bool:
+    try:
+        check_key(text)
+    except UserError:
+        return False
+    return True
+
+
+def classifier_from_tensors(tensors: dict[str, torch.Tensor], source: str,
+                            channels: int) -> tuple[nn.Module, Literal["file", "inception-v3"]]:
+    """Build the network a weights file describes: torchvision's Inception-v3, or one of our classifiers."""
+    if any(k.startswith("Mixed_7c.") for k in tensors):
+        try:
+            from torchvision.models import inception_v3
+        except ImportError:
+            raise UserError(f"--classifier {source} holds Inception-v3 weights, which need torchvision: install the "
+                            f"`inception` extra (pip install 'acgan-ensemble[inception]')") from None
+        net = inception_v3(weights=None, aux_logits="AuxLogits.fc.weight" in tensors, init_weights=False,
+                           num_classes=tensors["fc.weight"].shape[0])
+        kind = "inception-v3"
+    elif "head.weight" in tensors and "features.0.weight" in tensors:
+        width, in_channels = tensors["features.0.weight"].shape[:2]
+        if in_channels != channels:
+            raise UserError(f"--classifier {source} takes {in_channels}-channel images, the store's have {channels}: "
+                            f"use a classifier trained on this data set")
+        net = Classifier(channels, tensors["head.weight"].shape[0], width)
+        kind = "file"
+    else:
+        raise UserError(f"--classifier {source} is neither Inception-v3 weights nor an acgan classifier: use "
+                        f"torchvision's Inception-v3 weights or another store's eval/classifier.safetensors")
+    try:
+        net.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise UserError(f"--classifier {source} does not fit the network it names ({first}): check the file") from None
+    return net.eval(), kind
+
+
+def load_classifier_file(source: str, store: Store, real_images: torch.Tensor, real_labels: torch.Tensor,
+                         num_classes: int, device: torch.device) -> tuple[nn.Module, ClassifierInfo]:
+    """A user-supplied classifier, checked against the store's classes and scored on its real images."""
+    net, kind = classifier_from_tensors(read_classifier_file(source, store), source, real_images.shape[1])
+    outputs = net.head.out_features if isinstance(net, Classifier) else net.fc.out_features
+    if outputs != num_classes:
+        raise UserError(f"--classifier {source} has {outputs} classes, the store {num_classes}: use a classifier of "
+                        f"this data set's classes (in the plan's order)")
+    net = net.to(device)
+    accuracy = (predict(net, real_images) == real_labels).float().mean().item()
+    info = ClassifierInfo(kind=kind, source=source, channels=real_images.shape[1], resolution=real_images.shape[-1],
+                          num_classes=num_classes, width=net.head.in_features // 4 if kind == "file" else 0,
+                          heldout_images=len(real_labels), heldout_accuracy=accuracy)
+    log.info("classifier %s: accuracy on the store's real images %.3f", source, accuracy)
+    return net, info

@@ -7,7 +7,8 @@ from components.settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
-def evaluate_ensemble(store: str, ensemble: str, samples_per_class: int, pairs: int, classifier_steps: int, seed: int,
+def evaluate_ensemble(store: str, ensemble: str, samples_per_class: int, pairs: int, classifier_steps: int,
+                      classifier: str, seed: int,
                       metrics: Output[Metrics], report: Output[HTML]):
     from components.evaluation import REPORT_KEY, EvalSettings, evaluate, flat_summary
     from components.steps import run_step
@@ -16,7 +17,7 @@ def evaluate_ensemble(store: str, ensemble: str, samples_per_class: int, pairs: 
     def run() -> None:
         s = open_store(store)
         summary = evaluate(s, EvalSettings(samples_per_class=samples_per_class, pairs=pairs, seed=seed,
-                                           classifier_steps=classifier_steps))
+                                           classifier_steps=classifier_steps, classifier=classifier))
         for name, value in flat_summary(summary).items():
             if value is not None:
                 metrics.log_metric(name, value)

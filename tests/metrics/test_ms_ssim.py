@@ -63,3 +63,16 @@ def test_shape_errors():
         ms_ssim(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8), 1.0)
     with pytest.raises(ValueError, match="at least two images"):
         mean_ms_ssim(torch.zeros(1, 1, 32, 32), 5, 1.0)
+
+
+def test_libraries_agree_where_the_window_never_shrinks():
+    """At 256 px every one of the 5 scales is at least 16 px wide, so no window is capped: there pytorch-msssim
+    (same window, 'valid' filtering, clamped terms, same weights) computes the same definition on grey images. (On
+    colour images it clamps and weights each channel on its own, where the paper's code pools the channels.)"""
+    from pytorch_msssim import ms_ssim as library_ms_ssim
+
+    a, b = _pairs(256, 1, seed=7)
+    x, y = torch.from_numpy(a).permute(0, 3, 1, 2).float(), torch.from_numpy(b).permute(0, 3, 1, 2).float()
+    ours = ms_ssim(x, y, 255)
+    theirs = library_ms_ssim(x, y, data_range=255, size_average=False)
+    assert torch.allclose(ours, theirs, atol=1e-4)
