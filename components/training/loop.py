@@ -32,8 +32,8 @@ from components.lease import SplitLease
 from components.metrics import mean_ms_ssim
 from components.model import Discriminator, Generator, ModelConfig
 from components.store import Store, write_json
-from components.training.losses import discriminator_loss, generator_loss, mode_seeking_loss
 from components.training.state import pack_checkpoint, unpack_checkpoint
+from components.training.step import FastPath, TrainStep, make_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ class TrainConfig(BaseModel):
                                                        "blocks another")
     lease_settle: float = Field(1.0, ge=0, le=60, description="wait after taking the lease before reading it back")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, float32 "
+                                                                            "on a CPU")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile G and D (auto: on a GPU)")
 
     @model_validator(mode="after")
     def _device_exists(self) -> "TrainConfig":
@@ -126,8 +129,8 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
     torch.manual_seed(cfg.seed)
     data_rng = torch.Generator(device).manual_seed(cfg.seed)
     G, D = Generator(model_cfg).to(device), Discriminator(model_cfg).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    fast = FastPath.resolve(device, cfg.precision, cfg.compile)
+    opt_g, opt_d = make_optimizers(G, D, cfg.lr, (cfg.beta1, cfg.beta2), fast)
 
     # Resume from the newest complete, intact checkpoint of this split.
     prefix = split_prefix(cfg.split)
@@ -154,7 +157,9 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
         log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
         return {"step": start, "steps": cfg.steps, "resumed_from": start}
     write_json(store, f"{prefix}/config.json", {"train": cfg.model_dump(), "model": model_cfg.model_dump(),
-                                                 "classes": members, "device": str(device)})
+                                                 "classes": members, "device": str(device),
+                                                 "fast_path": fast.model_dump()})
+    train_step = TrainStep(G, D, opt_g, opt_d, fast, cfg.d_fake_class_loss, cfg.mode_seeking)
 
     fixed_rng = torch.Generator(device).manual_seed(cfg.seed + 1)
     fixed_y = torch.arange(K, device=device).repeat_interleave(cfg.stats_samples_per_class)
@@ -178,21 +183,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
             y_fake = torch.cat([y_half, y_half])[:cfg.batch_size]
         else:
             y_fake = torch.randint(K, (cfg.batch_size,), generator=data_rng, device=device)
-        x_fake = G(z, y_fake)
-
-        loss_d, d_stats = discriminator_loss(D, x_real, y_real, x_fake.detach(), y_fake, cfg.d_fake_class_loss)
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-
-        loss_g = generator_loss(D, x_fake, y_fake)
-        if cfg.mode_seeking:
-            loss_g = loss_g + cfg.mode_seeking * mode_seeking_loss(x_fake, z)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-
-        sums += torch.cat([torch.stack([loss_d.detach(), loss_g.detach()]), d_stats])
+        sums += train_step(x_real, y_real, z, y_fake)
         bar.update(1)
         is_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
         if not (is_checkpoint or step % cfg.tick_every == 0):
@@ -224,7 +215,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
                                        f"to step {tick_step} are intact: lower --lr and run again")
             lease.check()  # a trainer that lost its split to another writes nothing
             meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
-                    "train": cfg.model_dump(), "time": time.time()}
+                    "train": cfg.model_dump(), "fast_path": fast.model_dump(), "time": time.time()}
             save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta))
             prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)
         sums.zero_()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from components.metrics import mean_ms_ssim, ms_ssim
-from tests.metrics.msssim_reference import ms_ssim_pair
+from components.metrics.ms_ssim_reference import ms_ssim_pair
 
 
 def _pairs(resolution, channels, seed):

@@ -138,3 +138,32 @@ def test_data_of_other_resolution_refused(digits_store):
 def test_mode_seeking_pairs_classes_and_trains(digits_store):
     result = train_split(digits_store, tiny_config(steps=5, mode_seeking=1.0))
     assert result["step"] == 5 and math.isfinite(result["loss_g"])
+
+
+def test_fast_path_defaults_per_device():
+    from components.training.step import FastPath
+
+    assert FastPath.resolve(torch.device("cpu")) == FastPath()  # the plain float32 eager step
+    assert FastPath.resolve(torch.device("cuda")) == FastPath(bf16=True, channels_last=True, fused_adam=True,
+                                                              compile=True)
+    assert FastPath.resolve(torch.device("cuda"), precision="fp32", compile="off").bf16 is False
+
+
+def test_bf16_is_recorded_and_trains_like_float32(digits_store, tmp_path, single_thread):
+    """bf16 autocast on the CPU: the saved config says so, and the loss curve follows the float32 one."""
+    import shutil
+
+    from components.store import LocalStore
+
+    other = LocalStore(tmp_path / "fp32")
+    shutil.copytree(digits_store.root, other.root, dirs_exist_ok=True)
+    curves = {}
+    for store, precision in ((digits_store, "bf16"), (other, "fp32")):
+        train_split(store, tiny_config(steps=40, tick_every=10, checkpoint_every=40, precision=precision))
+        config = json.loads(store.read_bytes("splits/split-00000/config.json"))
+        assert config["fast_path"]["bf16"] is (precision == "bf16")
+        lines = store.read_bytes("splits/split-00000/stats.jsonl").decode().splitlines()
+        curves[precision] = [json.loads(line)["loss_d"] for line in lines]
+    assert all(math.isfinite(v) for v in curves["bf16"])
+    for a, b in zip(curves["bf16"], curves["fp32"]):
+        assert abs(a - b) < 0.25 * b

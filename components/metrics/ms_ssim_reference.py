@@ -1,5 +1,6 @@
-"""Independent numpy/scipy implementation of PAPER.md's MS-SSIM (the classic tensorflow/models msssim.py, with the
-per-scale clamp at 0). Used only to check components.metrics.ms_ssim."""
+"""A straightforward numpy/scipy implementation of PAPER.md's MS-SSIM, one pair at a time (the classic
+tensorflow/models msssim.py, with the per-scale clamp at 0), independent of components.metrics.ms_ssim: the yardstick
+its tests check against and its benchmark is measured against. Not used by the evaluation."""
 
 import numpy as np
 from scipy import signal
