@@ -130,6 +130,28 @@ def _compare(args: argparse.Namespace) -> dict:
     return {"figure": str(args.out), "runs": runs}
 
 
+def _bench(args: argparse.Namespace) -> dict:
+    import torch
+
+    from components.benchmarks import BENCHMARKS, machine_record, run_benchmarks, table
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible; run on a GPU machine or use --device cpu")
+    only = [name.strip() for name in args.only.split(",")] if args.only else None
+    unknown = sorted(set(only or []) - set(BENCHMARKS))
+    if unknown:
+        raise UserError(f"--only {','.join(unknown)}: choose from {','.join(BENCHMARKS)}")
+    if not args.out.parent.is_dir():
+        raise UserError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    device = torch.device(args.device)
+    rows = run_benchmarks(device, only)
+    record = {"machine": machine_record(device), "rows": [r.model_dump() for r in rows]}
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(table(rows), file=sys.stderr)
+    print(f"written to {args.out}", file=sys.stderr)
+    return record["machine"]
+
+
 def _status(args: argparse.Namespace) -> dict | None:
     from components.experiment import split_statuses
     from components.store import open_store
@@ -337,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto | cpu | cuda")
     p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("bench", help="speed benchmarks against their targets: a table, and JSON")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation (default all)")
+    p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="the JSON results")
+    p.set_defaults(run=_bench)
 
     p = sub.add_parser("compare", help="the class-split study: mean MS-SSIM against classes per model, over stores")
     p.add_argument("stores", nargs="+", metavar="STORE", help="evaluated stores (acgan evaluate)")

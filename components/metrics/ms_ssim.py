@@ -26,22 +26,42 @@ def gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.d
     return g / g.sum()
 
 
+def band_matrix(length: int, g: torch.Tensor) -> torch.Tensor:
+    """(length, length - size + 1): `v @ band` is the 'valid' correlation of each row v with the window g."""
+    size = g.shape[0]
+    out = length - size + 1
+    band = torch.zeros(length, out, dtype=g.dtype, device=g.device)
+    cols = torch.arange(out, device=g.device)
+    for k in range(size):
+        band[cols + k, cols] = g[k]
+    return band
+
+
 def _ssim_terms(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ssim and cs per pair at one scale, for images already scaled to a dynamic range of 1."""
     n, c, h, w = x.shape
     size = min(WINDOW, h, w)
     g = gaussian_window(size, SIGMA * size / WINDOW, x.dtype, x.device)
-    maps = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (N, 5C, H, W)
-    groups = maps.shape[1]
-    maps = F.conv2d(maps, g.view(1, 1, size, 1).expand(groups, 1, size, 1), groups=groups)  # valid, separable
-    maps = F.conv2d(maps, g.view(1, 1, 1, size).expand(groups, 1, 1, size), groups=groups)
+    maps = torch.empty(n, 5, c, h, w, dtype=x.dtype, device=x.device)
+    maps[:, 0], maps[:, 1] = x, y
+    torch.mul(x, x, out=maps[:, 2])
+    torch.mul(y, y, out=maps[:, 3])
+    torch.mul(x, y, out=maps[:, 4])
+    # The separable 'valid' blur as two matrix products with banded matrices: far faster than a depthwise
+    # convolution on CPUs, and as fast on GPUs.
+    maps = band_matrix(h, g).T @ (maps.view(n, 5 * c, h, w) @ band_matrix(w, g))  # (N, 5C, H', W')
     mu_x, mu_y, xx, yy, xy = maps.split(c, dim=1)
-    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    # The memory-bound part, in place: cs = v1 / v2, ssim = cs * (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1).
     c1, c2 = K1**2, K2**2
-    v1, v2 = 2 * cov + c2, var_x + var_y + c2
-    cs_map = v1 / v2
-    ssim_map = (2 * mu_x * mu_y + c1) * v1 / ((mu_x**2 + mu_y**2 + c1) * v2)
-    return ssim_map.mean(dim=(1, 2, 3)), cs_map.mean(dim=(1, 2, 3))
+    mu_xy = mu_x * mu_y
+    v1 = xy.sub_(mu_xy).mul_(2).add_(c2)  # 2 cov + C2
+    mu_x.square_()
+    mu_y.square_()
+    v2 = xx.add_(yy).sub_(mu_x).sub_(mu_y).add_(c2)  # var_x + var_y + C2
+    cs_map = v1.div_(v2)
+    luminance = mu_xy.mul_(2).add_(c1).div_(mu_x.add_(mu_y).add_(c1))
+    cs = cs_map.mean(dim=(1, 2, 3))
+    return luminance.mul_(cs_map).mean(dim=(1, 2, 3)), cs
 
 
 def _downsample(x: torch.Tensor) -> torch.Tensor:
