@@ -183,7 +183,8 @@ def _plan(args: argparse.Namespace) -> dict | None:
 
     if args.images_per_second is None:
         raise UserError("give --images-per-second: one GPU's training throughput at the run's resolution "
-                        "(measure it: a few hundred steps of `acgan train-split` on one GPU report images/s)")
+                        "(measure it on one GPU: `acgan bench --device cuda --only training`, or the images/s a few "
+                        "hundred steps of `acgan train-split` report)")
     p = PlanInput.model_validate(_given(args, PlanInput.model_fields))
     plan = make_plan(p)
     if args.json:

@@ -1,0 +1,52 @@
+"""`acgan bench`: real (small) runs of the benchmarks; their speed is recorded in bench/RESULTS.md, never asserted."""
+
+import json
+import math
+import subprocess
+import sys
+
+import torch
+
+from components.benchmarks import Row, flops_per_image, table, train_throughput
+from components.training.step import FastPath
+
+
+def test_training_benchmark_steps_and_counts_flops():
+    images_per_second, losses = train_throughput(32, 4, FastPath(), torch.device("cpu"), warmup=1, steps=2)
+    assert images_per_second > 0 and len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    # One step runs G forward, D on real and fake, and both backward passes: several times D's forward alone.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from components.model import Discriminator, ModelConfig
+    D = Discriminator(ModelConfig(resolution=32, channels=3, num_classes=10))
+    with FlopCounterMode(display=False) as counter:
+        D(torch.zeros(1, 3, 32, 32))
+    assert flops_per_image(32, 2, torch.device("cpu")) > 4 * counter.get_total_flops()
+
+
+def test_bench_cli_writes_json_and_table(tmp_path):
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "components.cli", "bench", "--only", "ms_ssim", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    assert record["machine"]["cores"] >= 1 and record["machine"]["torch"] == torch.__version__
+    rows = [Row(**r) for r in record["rows"]]
+    assert {r.unit for r in rows} >= {"pairs/s", "x"} and all(r.measured and r.measured > 0 for r in rows)
+    assert "| MS-SSIM speed-up over numpy on the CPU | x | >= 10 |" in done.stderr
+
+
+def test_bench_bad_input_is_one_line(tmp_path):
+    for args, message in ((["--only", "speed"], "--only speed: choose from"),
+                          (["--device", "cuda"], "no CUDA GPU is visible"),
+                          (["--out", str(tmp_path / "no" / "r.json")], "does not exist")):
+        if args[0] == "--device" and torch.cuda.is_available():
+            continue
+        done = subprocess.run([sys.executable, "-m", "components.cli", "bench", *args], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_table_marks_unmeasured_rows_pending():
+    text = table([Row(figure="f", unit="s", target="< 1", measured=None, device="cpu", note="needs a GPU")])
+    assert "| f | s | < 1 | pending | cpu | needs a GPU |" in text
