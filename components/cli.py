@@ -196,6 +196,14 @@ def _plan(args: argparse.Namespace) -> dict | None:
     return None
 
 
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
 def _given(args: argparse.Namespace, fields: dict) -> dict:
     """Only the options the user gave, so the validated model's defaults apply to the rest."""
     return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
@@ -219,6 +227,11 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int)
     g.add_argument("--width", type=float, help="G's channel multiplier; the paper: 1.0")
     g.add_argument("--d-dropout", type=float, help="dropout after each D layer; the paper: 0.5")
+    g.add_argument("--d-noise-std", type=float, help="D's Gaussian activation noise; the paper's reading: 0.1")
+    g.add_argument("--d-fake-class-loss", type=_boolean, help="true | false: D's class term on generated images; "
+                                                              "the paper: true")
+    g.add_argument("--mode-seeking", type=float, help="weight of G's mode-seeking term; the paper: 0")
+    g.add_argument("--g-ema", type=float, help="moving-average decay of G for sampling; the paper: 0 (off)")
     g.add_argument("--split-ids", help="comma-separated split ids to train (default: all)")
     g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
     g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 100)")
@@ -278,8 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tick-every", type=int, help="steps between stats lines (default 100)")
     p.add_argument("--keep-checkpoints", type=int, help="newest complete checkpoints kept (default 2, at least 2)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--no-d-fake-class-loss", dest="d_fake_class_loss", action="store_false", default=None,
-                   help="drop D's class term on fake images (the paper keeps it)")
+    p.add_argument("--d-fake-class-loss", type=_boolean, help="true | false: D's class term on generated images "
+                                                              "(default true, the paper's)")
+    p.add_argument("--d-noise-std", type=float, help="D's Gaussian activation noise (default 0.1)")
+    p.add_argument("--g-ema", type=float, help="moving-average decay of G that samples come from (default 0: off)")
+    p.add_argument("--precision", help="auto | fp32 | bf16 (auto: bf16 autocast on a GPU)")
+    p.add_argument("--compile", help="auto | on | off: torch.compile G and D (auto: on a GPU)")
     p.add_argument("--width", type=float, help="multiplies G's channel counts, for CPU runs (default 1.0, the paper's network)")
     p.add_argument("--d-dropout", type=float, help="dropout after each D layer (default 0.5, the paper's)")
     p.add_argument("--mode-seeking", type=float, help="weight of G's mode-seeking term against within-class "
