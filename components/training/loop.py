@@ -20,7 +20,6 @@ import time
 from typing import Literal
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
@@ -57,8 +56,6 @@ class TrainConfig(BaseModel):
     d_fake_class_loss: bool = Field(True, description="D's class term on fake images (paper: on)")
     mode_seeking: float = Field(0.0, ge=0, le=100, description="weight of G's mode-seeking term against within-class "
                                                               "collapse (MSGAN; paper: 0, not used)")
-    g_ema: float = Field(0.0, ge=0, lt=1, description="decay of a moving average of G's weights that samples are "
-                                                      "drawn from (0: off, sample from G itself as the paper does)")
     noise_dim: int = Field(100, ge=1)
     d_noise_std: float = Field(0.1, ge=0, le=10)
     d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer (paper: 0.5)")
@@ -134,7 +131,6 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
     G, D = Generator(model_cfg).to(device), Discriminator(model_cfg).to(device)
     fast = FastPath.resolve(device, cfg.precision, cfg.compile)
     opt_g, opt_d = make_optimizers(G, D, cfg.lr, (cfg.beta1, cfg.beta2), fast)
-    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(cfg.g_ema), use_buffers=True) if cfg.g_ema else None
 
     # Resume from the newest complete, intact checkpoint of this split.
     prefix = split_prefix(cfg.split)
@@ -148,7 +144,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
         if saved.model_dump(include=set(shape)) != model_cfg.model_dump(include=set(shape)):
             raise UserError(f"split {cfg.split} has checkpoints of a different model ({_describe(saved)}) than "
                             f"requested ({_describe(model_cfg)}): use the original settings or a new store")
-        unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng, ema)
+        unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng)
         start = step
     for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
         quarantine_checkpoint(store, cfg.split, newer)  # failed verification: its step is trained again
@@ -188,8 +184,6 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
         else:
             y_fake = torch.randint(K, (cfg.batch_size,), generator=data_rng, device=device)
         sums += train_step(x_real, y_real, z, y_fake)
-        if ema is not None:
-            ema.update_parameters(G)
         bar.update(1)
         is_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
         if not (is_checkpoint or step % cfg.tick_every == 0):
@@ -201,7 +195,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
             raise TrainingDiverged(f"split {cfg.split} diverged between steps {tick_step} and {step} (loss_d="
                                    f"{means[0]}, loss_g={means[1]}); its checkpoints up to step {tick_step} are intact:"
                                    " lower --lr and run again")
-        diversity = class_diversity(G if ema is None else ema.module, fixed_z, fixed_y, K, cfg.stats_pairs)
+        diversity = class_diversity(G, fixed_z, fixed_y, K, cfg.stats_pairs)
         elapsed = time.perf_counter() - tick_start
         last = {"step": step, "loss_d": means[0], "loss_g": means[1], "d_source_acc_real": means[2],
                 "d_source_acc_fake": means[3], "d_class_acc_real": means[4], "d_class_acc_fake": means[5],
@@ -222,7 +216,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
             lease.check()  # a trainer that lost its split to another writes nothing
             meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
                     "train": cfg.model_dump(), "fast_path": fast.model_dump(), "time": time.time()}
-            save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta, ema))
+            save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta))
             prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)
         sums.zero_()
         tick_start, tick_step = time.perf_counter(), step

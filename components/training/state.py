@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import torch
-from torch.optim.swa_utils import AveragedModel
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -45,10 +44,8 @@ def load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], gr
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
-def pack_checkpoint(G, D, opt_g, opt_d, data_rng: torch.Generator, meta: dict,
-                    ema: AveragedModel | None = None) -> dict[str, bytes]:
-    """The files of one checkpoint: the sampling snapshot (generator + meta; the moving average of G where one is
-    kept) and the full training state."""
+def pack_checkpoint(G, D, opt_g, opt_d, data_rng: torch.Generator, meta: dict) -> dict[str, bytes]:
+    """The files of one checkpoint: the sampling snapshot (generator + meta) and the full training state."""
     g_opt, g_groups = optimizer_tensors(opt_g)
     d_opt, d_groups = optimizer_tensors(opt_d)
     tensors = {**_tensors("G", G.state_dict()), **_tensors("D", D.state_dict()),
@@ -56,26 +53,18 @@ def pack_checkpoint(G, D, opt_g, opt_d, data_rng: torch.Generator, meta: dict,
                "rng.torch": torch.get_rng_state(), "rng.data": data_rng.get_state()}
     if torch.cuda.is_available():
         tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    if ema is not None:
-        tensors.update(_tensors("G_ema", ema.state_dict()))
     meta = {**meta, "optimizer_groups": {"opt_g": g_groups, "opt_d": d_groups}}
-    sampler = G if ema is None else ema.module
-    return {GENERATOR_FILE: save_safetensors(_tensors("G", sampler.state_dict())),
+    return {GENERATOR_FILE: save_safetensors(_tensors("G", G.state_dict())),
             TRAIN_STATE_FILE: save_safetensors(tensors),
             META_FILE: json.dumps(meta, indent=2, sort_keys=True).encode()}
 
 
-def unpack_checkpoint(files: dict[str, bytes], G, D, opt_g, opt_d, data_rng: torch.Generator,
-                      ema: AveragedModel | None = None) -> dict:
-    """Restore everything saved by pack_checkpoint; returns the meta. A moving average the checkpoint lacks starts
-    again from G."""
+def unpack_checkpoint(files: dict[str, bytes], G, D, opt_g, opt_d, data_rng: torch.Generator) -> dict:
+    """Restore everything saved by pack_checkpoint; returns the meta."""
     meta = json.loads(files[META_FILE])
     tensors = load_safetensors(files[TRAIN_STATE_FILE])
     G.load_state_dict(_unprefix(tensors, "G"))
     D.load_state_dict(_unprefix(tensors, "D"))
-    saved_ema = _unprefix(tensors, "G_ema")
-    if ema is not None and saved_ema:
-        ema.load_state_dict(saved_ema)
     load_optimizer(opt_g, _unprefix(tensors, "opt_g"), meta["optimizer_groups"]["opt_g"])
     load_optimizer(opt_d, _unprefix(tensors, "opt_d"), meta["optimizer_groups"]["opt_d"])
     torch.set_rng_state(tensors["rng.torch"])
