@@ -231,7 +231,6 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--d-fake-class-loss", type=_boolean, help="true | false: D's class term on generated images; "
                                                               "the paper: true")
     g.add_argument("--mode-seeking", type=float, help="weight of G's mode-seeking term; the paper: 0")
-    g.add_argument("--g-ema", type=float, help="moving-average decay of G for sampling; the paper: 0 (off)")
     g.add_argument("--split-ids", help="comma-separated split ids to train (default: all)")
     g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
     g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 100)")
@@ -294,7 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-fake-class-loss", type=_boolean, help="true | false: D's class term on generated images "
                                                               "(default true, the paper's)")
     p.add_argument("--d-noise-std", type=float, help="D's Gaussian activation noise (default 0.1)")
-    p.add_argument("--g-ema", type=float, help="moving-average decay of G that samples come from (default 0: off)")
     p.add_argument("--precision", help="auto | fp32 | bf16 (auto: bf16 autocast on a GPU)")
     p.add_argument("--compile", help="auto | on | off: torch.compile G and D (auto: on a GPU)")
     p.add_argument("--width", type=float, help="multiplies G's channel counts, for CPU runs (default 1.0, the paper's network)")
@@ -380,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed benchmarks against their targets: a table, and JSON")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation (default all)")
+    p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run (default all)")
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="the JSON results")
     p.set_defaults(run=_bench)
 

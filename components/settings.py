@@ -39,8 +39,6 @@ class RunSettings(BaseModel):
     d_fake_class_loss: bool = Field(True, description="D's class term on generated images (the paper: on)")
     mode_seeking: float = Field(0.0, ge=0, le=100, description="weight of G's mode-seeking term against "
                                                               "within-class collapse (the paper: 0)")
-    g_ema: float = Field(0.0, ge=0, lt=1, description="decay of the moving average of G that samples come from "
-                                                      "(0: sample from G, as the paper does)")
     split_ids: list[int] = Field(default_factory=list, description="splits to train; empty = all")
     samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
     pairs: int = Field(100, ge=1, le=1_000_000, description="evaluation: MS-SSIM pairs per class")

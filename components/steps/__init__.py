@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -17,8 +18,11 @@ def run_step(name: str, fn: Callable[[], T]) -> T:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("urllib3", "minio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    start = time.perf_counter()
     try:
-        return fn()
+        result = fn()
+        logging.getLogger(name).info("%s: done in %.1f s", name, time.perf_counter() - start)
+        return result
     except Exception as e:
         message = explain(e)
         if message is None:
