@@ -141,12 +141,18 @@ def _bench(args: argparse.Namespace) -> dict:
     unknown = sorted(set(only or []) - set(BENCHMARKS))
     if unknown:
         raise UserError(f"--only {','.join(unknown)}: choose from {','.join(BENCHMARKS)}")
-    if not args.out.parent.is_dir():
-        raise UserError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    for path in (args.out, args.markdown):
+        if path is not None and not path.parent.is_dir():
+            raise UserError(f"{path}: directory {path.parent} does not exist")
     device = torch.device(args.device)
     rows = run_benchmarks(device, only)
     record = {"machine": machine_record(device), "rows": [r.model_dump() for r in rows]}
     args.out.write_text(json.dumps(record, indent=2) + "\n")
+    if args.markdown:
+        m = record["machine"]
+        args.markdown.write_text(f"## {m['device']}, {m['date']}, commit {m['commit']}\n\n{m['cpu']}, {m['cores']} "
+                                 f"cores, torch {m['torch']}, CUDA {m['cuda'] or '-'}, {m['threads']} threads. "
+                                 f"`acgan bench --device {args.device}`.\n\n{table(rows)}\n")
     print(table(rows), file=sys.stderr)
     print(f"written to {args.out}", file=sys.stderr)
     return record["machine"]
@@ -380,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run (default all)")
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="the JSON results")
+    p.add_argument("--markdown", type=Path, help="also the table as Markdown, with the machine and commit")
     p.set_defaults(run=_bench)
 
     p = sub.add_parser("compare", help="the class-split study: mean MS-SSIM against classes per model, over stores")

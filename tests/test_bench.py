@@ -26,20 +26,22 @@ def test_training_benchmark_steps_and_counts_flops():
 
 def test_bench_cli_writes_json_and_table(tmp_path):
     out = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "components.cli", "bench", "--only", "ms_ssim", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "components.cli", "bench", "--only", "ms_ssim", "--out", str(out),
+                           "--markdown", str(tmp_path / "results.md")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     record = json.loads(out.read_text())
     assert record["machine"]["cores"] >= 1 and record["machine"]["torch"] == torch.__version__
     rows = [Row(**r) for r in record["rows"]]
     assert {r.unit for r in rows} >= {"pairs/s", "x"} and all(r.measured and r.measured > 0 for r in rows)
     assert "| MS-SSIM speed-up over numpy on the CPU | x | >= 10 |" in done.stderr
+    assert "| MS-SSIM speed-up over numpy on the CPU | x | >= 10 |" in (tmp_path / "results.md").read_text()
 
 
 def test_bench_bad_input_is_one_line(tmp_path):
     for args, message in ((["--only", "speed"], "--only speed: choose from"),
                           (["--device", "cuda"], "no CUDA GPU is visible"),
-                          (["--out", str(tmp_path / "no" / "r.json")], "does not exist")):
+                          (["--out", str(tmp_path / "no" / "r.json")], "does not exist"),
+                          (["--markdown", str(tmp_path / "no" / "r.md")], "does not exist")):
         if args[0] == "--device" and torch.cuda.is_available():
             continue
         done = subprocess.run([sys.executable, "-m", "components.cli", "bench", *args], capture_output=True, text=True)
