@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
+from tqdm import tqdm
 
 from components.errors import UserError
 from components.metrics.ms_ssim import mean_ms_ssim
@@ -12,7 +15,7 @@ def compute_class_ms_ssim(images: torch.Tensor, labels: torch.Tensor, classes: l
                           seed: int = 0) -> list[float]:
     """Mean MS-SSIM of each class in `classes` over `pairs` random pairs of its uint8 images (data range 255)."""
     out = []
-    for c in classes:
+    for c in tqdm(classes, desc="MS-SSIM", unit="class", disable=not sys.stderr.isatty() or len(classes) < 50):
         members = images[labels == c]
         if len(members) < 2:
             raise UserError(f"class {c} has {len(members)} image(s): MS-SSIM needs at least two")
