@@ -267,7 +267,6 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
 def bench_embedded_run(device: torch.device) -> list[Row]:
     """`acgan run` with its defaults in a fresh directory, as a user runs it; where its time goes, from kfp.local's
     task log (a task's wall time) and each step's own `done in` line (the work inside the task)."""
-    import re
     import sys
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,18 +277,21 @@ def bench_embedded_run(device: torch.device) -> list[Row]:
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"acgan run failed: {tail[0]}")
-    log = re.sub(r"\x1b\[[0-9;]*m", "", done.stderr)
-    clock = [(m.group(2), _seconds(m.group(1))) for m in re.finditer(
-        r"^(\d\d:\d\d:\d\d\.\d+) - INFO - (?:Executing task|Task) '([^']+)'", log, re.M)]
-    walls: dict[str, float] = {}
-    for (task, t0), (_, t1) in zip(clock[::2], clock[1::2]):
-        walls[task] = walls.get(task, 0.0) + t1 - t0
+    return run_breakdown(done.stdout + done.stderr, total, device_name(device))
+
+
+def run_breakdown(log: str, total: float, name: str) -> list[Row]:
+    """Rows from a kfp.local run's log: its tasks' wall times and the work their steps report."""
+    import re
+
+    log = re.sub(r"\x1b\[[0-9;]*m", "", log)
+    starts = [_seconds(m.group(1)) for m in re.finditer(r"^(\S+) - INFO - Executing task '", log, re.M)]
+    ends = [_seconds(m.group(1)) for m in re.finditer(r"^(\S+) - INFO - Task '[^']+' finished", log, re.M)]
     work: dict[str, float] = {}
     for m in re.finditer(r"INFO ([\w-]+): [\w-]+: done in ([\d.]+) s", log):
         work[m.group(1)] = work.get(m.group(1), 0.0) + float(m.group(2))
-    tasks = len(clock) // 2
-    overhead = sum(walls.values()) - sum(work.values())
-    name = device_name(device)
+    tasks = min(len(starts), len(ends))
+    overhead = sum(e - s for s, e in zip(starts, ends)) - sum(work.values())
     rows = [Row(figure="acgan run (embedded default), wall time", unit="s", target="< 600 on 2 cores",
                 measured=total, device=name, note=f"{tasks} tasks")]
     for step in ("prepare-data", "train-split", "assemble-ensemble", "evaluate-ensemble"):

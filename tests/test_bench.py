@@ -52,3 +52,22 @@ def test_bench_bad_input_is_one_line(tmp_path):
 def test_table_marks_unmeasured_rows_pending():
     text = table([Row(figure="f", unit="s", target="< 1", measured=None, device="cpu", note="needs a GPU")])
     assert "| f | s | < 1 | pending | cpu | needs a GPU |" in text
+
+
+def test_run_breakdown_from_a_kfp_local_log():
+    from components.benchmarks import run_breakdown
+
+    log = """10:00:00.000 - INFO - Executing task \x1b[96m'prepare-data'\x1b[0m
+    2026-11-23 10:00:01,000 INFO prepare-data: prepare-data: done in 0.5 s
+10:00:02.000 - INFO - Task \x1b[96m'prepare-data'\x1b[0m finished with status SUCCESS
+10:00:02.000 - INFO - Task 'prepare-data' outputs:
+10:00:02.500 - INFO - Executing task 'train-split'
+    2026-11-23 10:01:00,000 INFO train-split: train-split: done in 50.0 s
+10:01:00.500 - INFO - Task 'train-split' finished with status SUCCESS
+"""
+    rows = {r.figure.strip(): r.measured for r in run_breakdown(log, 70.0, "cpu")}
+    assert rows["acgan run (embedded default), wall time"] == 70.0
+    assert rows["of which prepare-data (work inside the tasks)"] == 0.5
+    assert rows["of which train-split (work inside the tasks)"] == 50.0
+    # (2 s + 58 s of task wall time) - (0.5 s + 50 s of work) over 2 tasks
+    assert rows["of which task start-up (process, imports, kfp executor), per task"] == 4.75
