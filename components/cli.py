@@ -152,7 +152,7 @@ def _bench(args: argparse.Namespace) -> dict:
         m = record["machine"]
         args.markdown.write_text(f"## {m['device']}, {m['date']}, commit {m['commit']}\n\n{m['cpu']}, {m['cores']} "
                                  f"cores, torch {m['torch']}, CUDA {m['cuda'] or '-'}, {m['threads']} threads. "
-                                 f"`acgan bench --device {args.device}`.\n\n{table(rows)}\n")
+                                 f"`acgan bench --device {args.device}{f' --only {args.only}' if args.only else ''}`.\n\n{table(rows)}\n")
     print(table(rows), file=sys.stderr)
     print(f"written to {args.out}", file=sys.stderr)
     return record["machine"]
