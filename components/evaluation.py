@@ -143,15 +143,15 @@ def overfitting_grids(store: Store, manifest: EnsembleManifest, plan: SplitPlan,
     """PNG grids for a few classes spread over the plan; each row starts with a sample or a class."""
     chosen = sorted({int(c) for c in np.linspace(0, plan.num_classes - 1, settings.overfitting_classes).round()})
     rows_per_class = 2
+    k = min([settings.neighbours] + [int((real_labels == c).sum()) for c in chosen])  # one row length for all
     grids = {}
     for metric in ("l1", "ms_ssim"):
         rows = []
         for c in chosen:
             mine, real = samples[sample_labels == c][:rows_per_class], real_images[real_labels == c]
-            nearest = nearest_neighbours(mine, real, settings.neighbours, metric)
+            nearest = nearest_neighbours(mine, real, k, metric)
             rows += [torch.cat([s[None], real[idx]]) for s, idx in zip(mine, nearest)]
-        grids[f"eval/overfitting/nearest-{metric.replace('_', '-')}.png"] = _grid(torch.cat(rows),
-                                                                                  1 + len(nearest[0]))
+        grids[f"eval/overfitting/nearest-{metric.replace('_', '-')}.png"] = _grid(torch.cat(rows), 1 + k)
     gen = torch.Generator(device).manual_seed(settings.seed)
     rows, fixed = [], []
     for c in chosen:
