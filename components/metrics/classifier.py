@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -126,17 +126,10 @@ def _inception_forward(net: nn.Module, images: torch.Tensor, output: str) -> tor
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Predicted class for uint8 images (N, C, H, W)."""
-    return batched(UInt8Head(model, "logits"), images, batch_size).argmax(1)
-
-
-@torch.no_grad()
-def batched(head: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """`head` over uint8 images in batches on the model's device; the outputs on the CPU."""
-    model = head.model if isinstance(head, UInt8Head) else head
+    """Predicted class for uint8 images (N, C, H, W), in batches on the model's device; the result on the CPU."""
     model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([head(images[i:i + batch_size].to(device)).float().cpu()
+    head, device = UInt8Head(model, "logits"), next(model.parameters()).device
+    return torch.cat([head(images[i:i + batch_size].to(device)).argmax(1).cpu()
                       for i in range(0, len(images), batch_size)])
 
 
