@@ -76,3 +76,13 @@ def test_libraries_agree_where_the_window_never_shrinks():
     ours = ms_ssim(x, y, 255)
     theirs = library_ms_ssim(x, y, data_range=255, size_average=False)
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_batches_score_like_single_pairs():
+    """CPU batches run in chunks and the blur in tiles: neither may change a pair's score."""
+    x, y = torch.rand(40, 3, 64, 64), torch.rand(40, 3, 64, 64)
+    y[:20] = (x[:20] + 0.1 * y[:20]).clamp(0, 1)
+    batched = ms_ssim(x, y, 1.0)
+    single = torch.cat([ms_ssim(x[i:i + 1], y[i:i + 1], 1.0) for i in range(40)])
+    assert torch.allclose(batched, single, atol=1e-6)
+    assert batched[:20].min() > 0.5 > batched[20:].max()
