@@ -130,6 +130,8 @@ def _ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float, dtype: torch.d
         if not last:
             x, y = _downsample(x), _downsample(y)
     return score
+
+
 def mean_ms_ssim(images: torch.Tensor, pairs: int, data_range: float, generator: torch.Generator | None = None,
                  batch_size: int = 256) -> float:
     """Mean MS-SSIM over `pairs` random pairs of distinct images of one class (the paper's diversity figure)."""
