@@ -237,6 +237,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--d-fake-class-loss", type=_boolean, help="true | false: D's class term on generated images; "
                                                               "the paper: true")
     g.add_argument("--mode-seeking", type=float, help="weight of G's mode-seeking term; the paper: 0")
+    g.add_argument("--augment", help="DiffAugment policy for D's inputs: translation, cutout, both comma-separated, "
+                                     "or none (the paper's)")
     g.add_argument("--split-ids", help="comma-separated split ids to train (default: all)")
     g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
     g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 100)")
@@ -305,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-dropout", type=float, help="dropout after each D layer (default 0.5, the paper's)")
     p.add_argument("--mode-seeking", type=float, help="weight of G's mode-seeking term against within-class "
                    "collapse (default 0: the paper's objective)")
+    p.add_argument("--augment", help="DiffAugment policy for D's inputs: translation, cutout, both comma-separated, "
+                                     "or none (default: none, the paper's)")
     p.add_argument("--lease-seconds", type=float, help="the split's lease lifetime: how long a killed trainer on "
                    "another host blocks a new one (default 300)")
     p.add_argument("--device", help="auto | cpu | cuda")

@@ -49,7 +49,7 @@ def train_config(settings: RunSettings, split: int) -> TrainConfig:
                        checkpoint_every=settings.checkpoint_every, tick_every=min(100, settings.checkpoint_every),
                        seed=settings.seed, width=settings.width, d_dropout=settings.d_dropout,
                        d_noise_std=settings.d_noise_std, d_fake_class_loss=settings.d_fake_class_loss,
-                       mode_seeking=settings.mode_seeking)
+                       mode_seeking=settings.mode_seeking, augment=settings.augment)
 
 
 class SplitStatus(BaseModel):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -15,6 +15,21 @@ _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 _IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
                     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+
+AUGMENTATIONS = ("translation", "cutout")
+
+
+def parse_policy(policy: str) -> str:
+    """Normalises a policy string ("cutout, translation" -> "translation,cutout"; "none" -> "")."""
+    names = {name.strip() for name in policy.split(",")} - {"", "none"}
+    unknown = sorted(names - set(AUGMENTATIONS))
+    if unknown:
+        raise ValueError(f"unknown augmentation {', '.join(unknown)}: use a comma-separated subset of "
+                         f"{', '.join(AUGMENTATIONS)}, or none")
+    return ",".join(op for op in AUGMENTATIONS if op in names)
+
+
+AugmentPolicy = Annotated[str, AfterValidator(parse_policy)]
 
 
 class RunSettings(BaseModel):
@@ -42,6 +57,8 @@ class RunSettings(BaseModel):
     d_fake_class_loss: bool = Field(False, description="D's class term on generated images; the paper: on")
     mode_seeking: float = Field(1.0, ge=0, le=100, description="weight of G's mode-seeking term against "
                                                               "within-class collapse; the paper: 0")
+    augment: AugmentPolicy = Field("", description="DiffAugment policy for D's inputs: a comma-separated subset "
+                                                  "of translation, cutout; empty (none) is the paper's")
     split_ids: list[int] = Field(default_factory=list, description="splits to train; empty = all")
     samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
     pairs: int = Field(100, ge=1, le=1_000_000, description="evaluation: MS-SSIM pairs per class")

@@ -32,6 +32,7 @@ from components.lease import SplitLease
 from components.metrics import mean_ms_ssim
 from components.model import Discriminator, Generator, ModelConfig
 from components.store import Store, write_json
+from components.settings import AugmentPolicy
 from components.training.state import pack_checkpoint, unpack_checkpoint
 from components.training.step import FastPath, TrainStep, make_optimizers
 
@@ -56,6 +57,8 @@ class TrainConfig(BaseModel):
     d_fake_class_loss: bool = Field(True, description="D's class term on fake images (paper: on)")
     mode_seeking: float = Field(0.0, ge=0, le=100, description="weight of G's mode-seeking term against within-class "
                                                               "collapse (MSGAN; paper: 0, not used)")
+    augment: AugmentPolicy = Field("", description="DiffAugment policy for D's inputs: a comma-separated subset of "
+                                                   "translation, cutout (paper: none)")
     noise_dim: int = Field(100, ge=1)
     d_noise_std: float = Field(0.1, ge=0, le=10)
     d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer (paper: 0.5)")
@@ -159,7 +162,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
     write_json(store, f"{prefix}/config.json", {"train": cfg.model_dump(), "model": model_cfg.model_dump(),
                                                  "classes": members, "device": str(device),
                                                  "fast_path": fast.model_dump()})
-    train_step = TrainStep(G, D, opt_g, opt_d, fast, cfg.d_fake_class_loss, cfg.mode_seeking)
+    train_step = TrainStep(G, D, opt_g, opt_d, fast, cfg.d_fake_class_loss, cfg.mode_seeking, cfg.augment, data_rng)
 
     fixed_rng = torch.Generator(device).manual_seed(cfg.seed + 1)
     fixed_y = torch.arange(K, device=device).repeat_interleave(cfg.stats_samples_per_class)

@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from components.model import Discriminator, Generator
+from components.training.augment import diff_augment
 from components.training.losses import discriminator_loss, generator_loss, mode_seeking_loss
 
 Toggle = Literal["auto", "on", "off"]
@@ -47,10 +48,13 @@ def make_optimizers(G: Generator, D: Discriminator, lr: float, betas: tuple[floa
 class TrainStep:
     """`step(x_real, y_real, z, y_fake)` -> on-device (loss_d, loss_g, D's source acc real/fake, class acc real/fake).
 
-    Checkpoints keep using the original G and D: the compiled wrappers share their parameters."""
+    With an `augment` policy, D sees real and generated images through it, drawing from `generator` (the loop's data
+    generator, so a resumed run draws what an uninterrupted one would). Checkpoints keep using the original G and D:
+    the compiled wrappers share their parameters."""
 
     def __init__(self, G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-                 fast: FastPath, d_fake_class_loss: bool = True, mode_seeking: float = 0.0):
+                 fast: FastPath, d_fake_class_loss: bool = True, mode_seeking: float = 0.0, augment: str = "",
+                 generator: torch.Generator | None = None):
         if fast.channels_last:
             G.to(memory_format=torch.channels_last)
             D.to(memory_format=torch.channels_last)
@@ -58,7 +62,11 @@ class TrainStep:
         self.D = torch.compile(D) if fast.compile else D
         self.opt_g, self.opt_d, self.fast = opt_g, opt_d, fast
         self.d_fake_class_loss, self.mode_seeking = d_fake_class_loss, mode_seeking
+        self.augment, self.generator = augment, generator
         self.device_type = next(G.parameters()).device.type
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.augment, self.generator) if self.augment else x
 
     def _autocast(self):
         return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.fast.bf16)
@@ -69,14 +77,14 @@ class TrainStep:
             x_real = x_real.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             x_fake = self.G(z, y_fake)
-            loss_d, d_stats = discriminator_loss(self.D, x_real, y_real, x_fake.detach(), y_fake,
-                                                 self.d_fake_class_loss)
+            loss_d, d_stats = discriminator_loss(self.D, self._view(x_real), y_real, self._view(x_fake.detach()),
+                                                 y_fake, self.d_fake_class_loss)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
 
         with self._autocast():
-            loss_g = generator_loss(self.D, x_fake, y_fake)
+            loss_g = generator_loss(self.D, self._view(x_fake), y_fake)
             if self.mode_seeking:
                 loss_g = loss_g + self.mode_seeking * mode_seeking_loss(x_fake.float(), z)
         self.opt_g.zero_grad(set_to_none=True)

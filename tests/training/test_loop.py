@@ -68,16 +68,18 @@ def test_stats_lines_and_resume_with_larger_steps(digits_store):
     assert train_split(digits_store, tiny_config(steps=15))["resumed_from"] == 20
 
 
-def test_resumed_run_equals_uninterrupted(digits_store, tmp_path, single_thread):
+@pytest.mark.parametrize("augment", ["", "translation,cutout"])
+def test_resumed_run_equals_uninterrupted(digits_store, tmp_path, single_thread, augment):
+    """With augmentation too: its draws come from the checkpointed data generator."""
     import shutil
 
     from components.store import LocalStore
 
     other = LocalStore(tmp_path / "other")
     shutil.copytree(digits_store.root, other.root)
-    train_split(digits_store, tiny_config(steps=20))
-    train_split(other, tiny_config(steps=10))
-    train_split(other, tiny_config(steps=20))
+    train_split(digits_store, tiny_config(steps=20, augment=augment))
+    train_split(other, tiny_config(steps=10, augment=augment))
+    train_split(other, tiny_config(steps=20, augment=augment))
     a, b = _weights(digits_store), _weights(other)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
