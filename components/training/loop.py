@@ -31,8 +31,8 @@ from components.errors import UserError
 from components.lease import SplitLease
 from components.metrics import mean_ms_ssim
 from components.model import Discriminator, Generator, ModelConfig
-from components.store import Store, write_json
 from components.settings import AugmentPolicy
+from components.store import Store, write_json
 from components.training.state import pack_checkpoint, unpack_checkpoint
 from components.training.step import FastPath, TrainStep, make_optimizers
 

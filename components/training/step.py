@@ -66,7 +66,7 @@ class TrainStep:
         self.device_type = next(G.parameters()).device.type
 
     def _view(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.augment, self.generator) if self.augment else x
+        return diff_augment(x, self.augment, self.generator)
 
     def _autocast(self):
         return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.fast.bf16)
