@@ -241,7 +241,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                                      "or none (the paper's)")
     g.add_argument("--split-ids", help="comma-separated split ids to train (default: all)")
     g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
-    g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 100)")
+    g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 1000; the paper: 100)")
     g.add_argument("--classifier", help="evaluation: 'trained' (default) or a .safetensors classifier file")
     g.add_argument("--classifier-steps", type=int, help="evaluation: classifier training steps (default 1500)")
 
@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="the paper's discriminability and diversity analyses of the ensemble")
     p.add_argument("--store", required=True)
     p.add_argument("--samples-per-class", type=int, help="default 100")
-    p.add_argument("--pairs", type=int, help="MS-SSIM pairs per class (default 100)")
+    p.add_argument("--pairs", type=int, help="MS-SSIM pairs per class (default 1000; the paper: 100)")
     p.add_argument("--real-per-class", type=int, help="real images per class used, at most (default 200)")
     p.add_argument("--classifier", help="'trained' (default: trained on the store's real images, saved in the store) "
                                         "or a .safetensors file (local path or store key): another store's "

@@ -61,7 +61,7 @@ class EvalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     samples_per_class: int = Field(100, ge=2, le=100_000)
-    pairs: int = Field(100, ge=1, le=1_000_000, description="random pairs per class for mean MS-SSIM")
+    pairs: int = Field(1000, ge=1, le=1_000_000, description="random pairs per class for mean MS-SSIM (the paper: 100)")
     real_per_class: int = Field(200, ge=2, le=100_000, description="real images per class used (at most)")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -208,8 +208,8 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     smallest = min(by_resolution)
 
     # Diversity.
-    ms_samples = compute_class_ms_ssim(samples, sample_labels, classes, settings.pairs, settings.seed)
-    ms_real = compute_class_ms_ssim(real_images, real_labels, classes, settings.pairs, settings.seed)
+    ms_samples, se_samples = compute_class_ms_ssim(samples, sample_labels, classes, settings.pairs, settings.seed)
+    ms_real, se_real = compute_class_ms_ssim(real_images, real_labels, classes, settings.pairs, settings.seed)
     real_max = max(ms_real)
     ms_threshold = settings.ms_ssim_threshold or real_max
     correlation = pearson(per_class_accuracy, ms_samples)
@@ -244,6 +244,8 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
         "checkpoints": sorted({(m.split, m.step) for m in manifest.classes}),
         "samples_per_class": settings.samples_per_class, "pairs_per_class": settings.pairs, "seed": settings.seed,
         "real_images": int(len(real_labels)), "real_per_class_at_most": settings.real_per_class,
+        "ms_ssim_standard_error": "per class, the standard deviation of the pair scores over the square root of the "
+                                  "number of pairs",
         "classifier": info.model_dump(), "ms_ssim_data_range": 255,
         "resolution_study": f"down to each size (antialiased bilinear), back up bilinearly; real accuracy is over the "
                             f"real images used, the classifier's training images included; smallest {smallest}px",
@@ -259,7 +261,8 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
                   "accuracy_by_resolution": {str(size): acc[1][c.id] for size, acc in by_resolution.items()},
                   "real_accuracy": real_by_resolution[plan.resolution][1][c.id],
                   "real_accuracy_by_resolution": {str(size): acc[1][c.id] for size, acc in real_by_resolution.items()},
-                  "ms_ssim": ms_samples[c.id], "real_ms_ssim": ms_real[c.id],
+                  "ms_ssim": ms_samples[c.id], "ms_ssim_se": se_samples[c.id],
+                  "real_ms_ssim": ms_real[c.id], "real_ms_ssim_se": se_real[c.id],
                   # Less diverse than the least diverse real class: collapsing (the paper's threshold).
                   "low_diversity": ms_samples[c.id] >= real_max} for c in plan.classes]
 
@@ -318,7 +321,8 @@ def render_report(summary: dict, per_class: list[dict], computed_on: dict, pictu
     rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in flat_summary(summary).items())
     class_rows = "".join(
         f"<tr><td>{c['id']}</td><td>{html.escape(c['name'])}</td><td>{c['split']}</td><td>{_fmt(c['accuracy'])}</td>"
-        f"<td>{_fmt(c['real_accuracy'])}</td><td>{_fmt(c['ms_ssim'])}</td><td>{_fmt(c['real_ms_ssim'])}</td>"
+        f"<td>{_fmt(c['real_accuracy'])}</td><td>{_fmt(c['ms_ssim'])} &plusmn; {_fmt(c['ms_ssim_se'])}</td>"
+        f"<td>{_fmt(c['real_ms_ssim'])} &plusmn; {_fmt(c['real_ms_ssim_se'])}</td>"
         f"<td>{'yes' if c['low_diversity'] else ''}</td></tr>" for c in per_class)
     figs = "".join(_img(key.rsplit("/", 1)[1].removesuffix(".png").replace("-", " "), png)
                    for key, png in pictures.items() if key.startswith("eval/figures/"))
@@ -343,7 +347,8 @@ Score and FID use this classifier as their feature network: they compare runs ev
 class. Interpolation: one row per class, z moving in a straight line. Fixed z: one row per z, one column per class.</p>
 {checks}
 <h2>Per class</h2><table><tr><th>id</th><th>name</th><th>split</th><th>accuracy</th><th>real accuracy</th>
-<th>MS-SSIM</th><th>real MS-SSIM</th><th>low diversity</th></tr>{class_rows}</table></body></html>
+<th>MS-SSIM &plusmn; s.e.</th><th>real MS-SSIM &plusmn; s.e.</th><th>low diversity</th></tr>{class_rows}</table>
+</body></html>
 """
 
 

@@ -47,6 +47,23 @@ def test_class_ms_ssim_bad_input():
         compute_class_ms_ssim(images, labels, [0], pairs=4)
 
 
+def test_class_ms_ssim_standard_error_predicts_the_spread_of_estimates():
+    from components.data.sources import digits_source
+
+    source = digits_source(32)
+    ones, threes = torch.from_numpy(source.load_class(1)), torch.from_numpy(source.load_class(3))
+    images, labels = torch.cat([ones, threes]), torch.tensor([1] * len(ones) + [3] * len(threes))
+    estimates = torch.tensor([compute_class_ms_ssim(images, labels, [1, 3], pairs=40, seed=seed)[0]
+                              for seed in range(0, 60, 2)])  # (30 draws, 2 classes); seed + c never repeats
+    means, errors = compute_class_ms_ssim(images, labels, [1, 3], pairs=40, seed=1000)
+    for k in range(2):
+        assert 0.5 < estimates[:, k].std().item() / errors[k] < 1.6  # the error is the spread of a 40-pair estimate
+    assert abs(means[0] - estimates[:, 0].mean().item()) < 3 * errors[0]
+    identical = torch.zeros(4, 1, 32, 32, dtype=torch.uint8) + 128
+    same_means, same_errors = compute_class_ms_ssim(identical, torch.zeros(4, dtype=torch.long), [0], pairs=5)
+    assert same_means == [pytest.approx(1.0, abs=1e-4)] and same_errors == [pytest.approx(0.0, abs=1e-6)]
+
+
 def test_joint_fractions_by_hand():
     accuracy = [0.0, 0.005, 0.5, 0.9, 0.0, 0.8]
     ms_ssim = [0.3, 0.4, 0.25, 0.1, 0.1, 0.2]
@@ -169,6 +186,7 @@ def test_end_to_end_evaluation_writes_every_analysis(trained_store, tmp_path):
     assert [c["id"] for c in metrics["classes"]] == list(range(10))
     for c in metrics["classes"]:
         assert {"name", "split", "accuracy", "accuracy_by_resolution", "ms_ssim", "real_ms_ssim"} <= set(c)
+        assert 0 <= c["ms_ssim_se"] < 0.5 and 0 < c["real_ms_ssim_se"] < 0.5
     on = metrics["computed_on"]
     assert on["checkpoints"] == [[0, 5], [1, 5]] and on["samples_per_class"] == 6 and on["pairs_per_class"] == 10
     assert on["classifier"]["kind"] == "trained" and "trained classifier" in on["fid"]

@@ -3,6 +3,6 @@ pair."""
 
 from components.metrics.discriminability import compute_accuracy
 from components.metrics.diversity import compute_class_ms_ssim
-from components.metrics.ms_ssim import mean_ms_ssim, ms_ssim
+from components.metrics.ms_ssim import mean_ms_ssim, ms_ssim, pair_ms_ssim
 
-__all__ = ["compute_accuracy", "compute_class_ms_ssim", "mean_ms_ssim", "ms_ssim"]
+__all__ = ["compute_accuracy", "compute_class_ms_ssim", "mean_ms_ssim", "ms_ssim", "pair_ms_ssim"]

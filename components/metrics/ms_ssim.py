@@ -132,9 +132,9 @@ def _ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float, dtype: torch.d
     return score
 
 
-def mean_ms_ssim(images: torch.Tensor, pairs: int, data_range: float, generator: torch.Generator | None = None,
-                 batch_size: int = 256) -> float:
-    """Mean MS-SSIM over `pairs` random pairs of distinct images of one class (the paper's diversity figure)."""
+def pair_ms_ssim(images: torch.Tensor, pairs: int, data_range: float, generator: torch.Generator | None = None,
+                 batch_size: int = 256) -> torch.Tensor:
+    """MS-SSIM of `pairs` random pairs of distinct images of one class: one score per pair, shape (pairs,)."""
     n = images.shape[0]
     if n < 2:
         raise ValueError(f"mean MS-SSIM needs at least two images, got {n}")
@@ -142,6 +142,11 @@ def mean_ms_ssim(images: torch.Tensor, pairs: int, data_range: float, generator:
     # A second index drawn from the n-1 others keeps every pair distinct without rejection sampling.
     second = (first + 1 + torch.randint(n - 1, (pairs,), generator=generator)) % n
     first, second = first.to(images.device), second.to(images.device)
-    scores = [ms_ssim(images[first[i:i + batch_size]], images[second[i:i + batch_size]], data_range)
-              for i in range(0, pairs, batch_size)]
-    return torch.cat(scores).mean().item()
+    return torch.cat([ms_ssim(images[first[i:i + batch_size]], images[second[i:i + batch_size]], data_range)
+                      for i in range(0, pairs, batch_size)])
+
+
+def mean_ms_ssim(images: torch.Tensor, pairs: int, data_range: float, generator: torch.Generator | None = None,
+                 batch_size: int = 256) -> float:
+    """Mean MS-SSIM over `pairs` random pairs of distinct images of one class (the paper's diversity figure)."""
+    return pair_ms_ssim(images, pairs, data_range, generator, batch_size).mean().item()
