@@ -232,6 +232,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint-every", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--width", type=float, help="G's channel multiplier; the paper: 1.0")
+    g.add_argument("--d-width", type=float, help="D's channel multiplier; the paper: 1.0")
     g.add_argument("--d-dropout", type=float, help="dropout after each D layer; the paper: 0.5")
     g.add_argument("--d-noise-std", type=float, help="D's Gaussian activation noise; the paper's reading: 0.1")
     g.add_argument("--d-fake-class-loss", type=_boolean, help="true | false: D's class term on generated images; "
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help="auto | fp32 | bf16 (auto: bf16 autocast on a GPU)")
     p.add_argument("--compile", help="auto | on | off: torch.compile G and D (auto: on a GPU)")
     p.add_argument("--width", type=float, help="multiplies G's channel counts, for CPU runs (default 1.0, the paper's network)")
+    p.add_argument("--d-width", type=float, help="multiplies D's channel counts (default 1.0, the paper's network)")
     p.add_argument("--d-dropout", type=float, help="dropout after each D layer (default 0.5, the paper's)")
     p.add_argument("--mode-seeking", type=float, help="weight of G's mode-seeking term against within-class "
                    "collapse (default 0: the paper's objective)")

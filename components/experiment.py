@@ -41,14 +41,18 @@ def load_settings(store: Store) -> RunSettings:
     if not store.exists(EXPERIMENT_KEY):
         raise UserError(f"store {store.uri} has no experiment settings (experiment.json): start it with "
                         "`acgan run` or `acgan submit` first")
-    return RunSettings.model_validate(read_json(store, EXPERIMENT_KEY))
+    saved = read_json(store, EXPERIMENT_KEY)
+    if isinstance(saved, dict):  # stores written before D's width was a setting trained the full-width D
+        saved.setdefault("d_width", 1.0)
+    return RunSettings.model_validate(saved)
 
 
 def train_config(settings: RunSettings, split: int) -> TrainConfig:
     return TrainConfig(split=split, steps=settings.steps, batch_size=settings.batch_size,
                        checkpoint_every=settings.checkpoint_every, tick_every=min(100, settings.checkpoint_every),
-                       seed=settings.seed, width=settings.width, d_dropout=settings.d_dropout,
-                       d_noise_std=settings.d_noise_std, d_fake_class_loss=settings.d_fake_class_loss,
+                       seed=settings.seed, width=settings.width, d_width=settings.d_width,
+                       d_dropout=settings.d_dropout, d_noise_std=settings.d_noise_std,
+                       d_fake_class_loss=settings.d_fake_class_loss,
                        mode_seeking=settings.mode_seeking, augment=settings.augment)
 
 

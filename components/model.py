@@ -30,7 +30,7 @@ RESOLUTIONS = (32, 64, 128)
 class ModelConfig(BaseModel):
     """The shapes of G and D (a checkpoint only loads into a model of the same shapes) and D's regularisation."""
 
-    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ("resolution", "channels", "num_classes", "noise_dim", "width")
+    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ("resolution", "channels", "num_classes", "noise_dim", "width", "d_width")
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,6 +41,7 @@ class ModelConfig(BaseModel):
     d_noise_std: float = Field(0.1, ge=0.0, description="std of D's Gaussian activation noise while training")
     d_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout after each D layer (paper: 0.5)")
     width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies G's channel counts; 1.0 is the paper's network")
+    d_width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies D's channel counts; 1.0 is the paper's network")
 
     @field_validator("resolution")
     @classmethod
@@ -100,7 +101,7 @@ class Discriminator(nn.Module):
         self.cfg = cfg
         layers: list[nn.Module] = []
         c_in = cfg.channels
-        for i, (c_out, stride) in enumerate(zip(D_WIDTHS, D_STRIDES)):
+        for i, (c_out, stride) in enumerate(zip((scaled(c, cfg.d_width) for c in D_WIDTHS), D_STRIDES)):
             layers += [GaussianNoise(cfg.d_noise_std), nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)]
             if i > 0:
                 layers.append(nn.BatchNorm2d(c_out))

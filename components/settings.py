@@ -51,6 +51,7 @@ class RunSettings(BaseModel):
     checkpoint_every: int = Field(300, ge=1)
     seed: int = Field(0, ge=0)
     width: float = Field(0.125, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
+    d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
     d_dropout: float = Field(0.25, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")
     d_noise_std: float = Field(0.0, ge=0, le=10, description="D's Gaussian activation noise while training; the "
                                                             "paper's (our reading): 0.1")

@@ -59,6 +59,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         checkpoint_every: int = DEFAULTS["checkpoint_every"],
         seed: int = DEFAULTS["seed"],
         width: float = DEFAULTS["width"],
+        d_width: float = DEFAULTS["d_width"],
         d_dropout: float = DEFAULTS["d_dropout"],
         d_noise_std: float = DEFAULTS["d_noise_std"],
         d_fake_class_loss: bool = DEFAULTS["d_fake_class_loss"],
@@ -78,7 +79,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         prepare = prepare_data(
             store=store, dataset=dataset, source=source, resolution=resolution, classes_per_split=classes_per_split,
             num_classes=num_classes, images_per_class=images_per_class, steps=steps, batch_size=batch_size,
-            checkpoint_every=checkpoint_every, seed=seed, width=width, d_dropout=d_dropout, d_noise_std=d_noise_std,
+            checkpoint_every=checkpoint_every, seed=seed, width=width, d_width=d_width, d_dropout=d_dropout, d_noise_std=d_noise_std,
             d_fake_class_loss=d_fake_class_loss, mode_seeking=mode_seeking, augment=augment, split_ids=split_ids,
             samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
             classifier=classifier,

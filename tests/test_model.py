@@ -37,6 +37,16 @@ def test_paper_architecture_at_128():
     assert all((m.bias == 0).all() for m in convs + d_convs)
 
 
+def test_d_width_scales_every_discriminator_layer():
+    D = Discriminator(ModelConfig(resolution=32, channels=1, num_classes=5, d_width=0.5))
+    d_convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.out_channels for m in d_convs] == [8, 16, 32, 64, 128, 256]
+    assert D.head.in_features == 256 * 4 * 4 and D.head.out_features == 6
+    source, classes = D(torch.randn(2, 1, 32, 32))
+    assert source.shape == (2,) and classes.shape == (2, 5)
+    assert "d_width" in ModelConfig.SHAPE_FIELDS  # a checkpoint of one D width never loads into another
+
+
 def test_activation_noise_only_while_training():
     cfg = ModelConfig(resolution=32, channels=1, num_classes=2, width=0.125, d_noise_std=0.5)
     D = Discriminator(cfg).eval()

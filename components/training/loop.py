@@ -63,6 +63,7 @@ class TrainConfig(BaseModel):
     d_noise_std: float = Field(0.1, ge=0, le=10)
     d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer (paper: 0.5)")
     width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; 1.0 is the paper's network")
+    d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; 1.0 is the paper's network")
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
     stats_pairs: int = Field(100, ge=1)
     lease_seconds: float = Field(300, ge=1, description="the split's lease expires this long after its last renewal "
@@ -90,7 +91,7 @@ def model_config_for(store: Store, cfg: TrainConfig) -> tuple[ModelConfig, list[
     members = plan.check_split(cfg.split)
     return ModelConfig(resolution=plan.resolution, channels=plan.channels, num_classes=len(members),
                        noise_dim=cfg.noise_dim, d_noise_std=cfg.d_noise_std, d_dropout=cfg.d_dropout,
-                       width=cfg.width), members
+                       width=cfg.width, d_width=cfg.d_width), members
 
 
 @torch.no_grad()

@@ -7,13 +7,21 @@ import pytest
 
 from components.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from components.errors import UserError
-from components.experiment import split_statuses
+from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config
 from components.settings import ClusterSettings, RunSettings
 from components.store import open_store
 from pipelines import runs
 
 TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
             width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
+
+
+def test_settings_written_before_d_width_keep_the_full_width_discriminator(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    saved = RunSettings(store=store.uri, **TINY).model_dump()
+    del saved["d_width"]  # as an experiment.json from before D's width was a setting
+    store.write_bytes(EXPERIMENT_KEY, json.dumps(saved).encode())
+    assert train_config(load_settings(store), 0).d_width == 1.0  # what its checkpoints were trained with
 
 
 @pytest.fixture(scope="module")
