@@ -178,10 +178,11 @@ def _status(args: argparse.Namespace) -> dict | None:
 
 
 def _rerun(args: argparse.Namespace) -> dict:
+    from components.settings import LOCAL_PARALLELISM
     from pipelines.runs import rerun
 
     return rerun(args.store, args.host, args.local, _cluster_settings(args), args.pipeline_root, args.namespace,
-                 args.parallelism or 1, args.service_account or None)
+                 args.parallelism or LOCAL_PARALLELISM, args.service_account or None)
 
 
 def _plan(args: argparse.Namespace) -> dict | None:
@@ -265,6 +266,8 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--store-secret", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
     g.add_argument("--store-config-map", help="ConfigMap with ACGAN_S3_ENDPOINT")
     g.add_argument("--timeout-seconds", type=int, help="limit for one training task (default 86400)")
+    g.add_argument("--train-threads", type=int, help="CPU threads of each training task (OMP_NUM_THREADS; default: "
+                                                     "torch's, one per core of the node)")
     g.add_argument("--kueue-queue", help="admit every task's pod through this Kueue LocalQueue (default: no Kueue)")
 
 
@@ -277,6 +280,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from components.settings import LOCAL_PARALLELISM
+
     parser = _Parser(prog="acgan", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -319,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the whole pipeline on this machine (kfp.local): the embedded default")
     p.add_argument("--store", default="./acgan-store", help="default ./acgan-store")
     _run_options(p)
-    p.add_argument("--parallelism", type=int, default=1, help="training tasks at once on this machine (default 1)")
+    p.add_argument("--parallelism", type=int, default=LOCAL_PARALLELISM, help="training tasks at once on this "
+                   f"machine, sharing its cores (default {LOCAL_PARALLELISM})")
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"), help="kfp.local's task outputs")
     p.set_defaults(run=_run)
 

@@ -17,6 +17,7 @@ _IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-
                     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
 
 AUGMENTATIONS = ("translation", "cutout")
+LOCAL_PARALLELISM = 2  # `acgan run`: training tasks at once on one machine, sharing its cores
 
 
 def parse_policy(policy: str) -> str:
@@ -93,6 +94,12 @@ class RunSettings(BaseModel):
         """The class count before reading any data (None for a folder data set)."""
         return self.num_classes if self.dataset == "synthetic" else KNOWN_CLASS_COUNTS.get(self.dataset)
 
+    @property
+    def splits_to_train(self) -> int | None:
+        """The training tasks of this run, where known before any data is read (None for a folder data set)."""
+        classes = self.known_class_count
+        return len(self.split_ids) or (math.ceil(classes / self.classes_per_split) if classes else None)
+
 
 class ClusterSettings(BaseModel):
     """How the pipeline's tasks run on Kubernetes; chosen at compile time (`acgan compile`)."""
@@ -109,6 +116,9 @@ class ClusterSettings(BaseModel):
     store_config_map: str = Field("acgan-store", description="ConfigMap with ACGAN_S3_ENDPOINT")
     timeout_seconds: int = Field(24 * 3600, ge=60, description="limit for one training task")
     train_cpu: str = "8"
+    train_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of each training task "
+                                      "(OMP_NUM_THREADS); None: torch's default, one per core of the node, which "
+                                      "oversubscribes a pod given fewer")
     train_memory: str = "32G"
     kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit every task's pod through (label "
                                                       "kueue.x-k8s.io/queue-name); None when Kueue is not used")

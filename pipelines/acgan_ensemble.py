@@ -89,6 +89,8 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         with dsl.ParallelFor(items=prepare.output, parallelism=cluster.parallelism, name="class-splits") as split:
             train = train_split(store=store, split=split).set_display_name("Train one class split")
             on_cluster(train, cluster, gpu=True)
+            if cluster.train_threads:
+                train.set_env_variable("OMP_NUM_THREADS", str(cluster.train_threads))
 
         assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.output))
         on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)

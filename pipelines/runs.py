@@ -13,7 +13,7 @@ from pathlib import Path
 
 from components.errors import UserError
 from components.experiment import load_settings, split_statuses
-from components.settings import ClusterSettings, RunSettings
+from components.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
 from components.store import open_store
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
 
@@ -35,9 +35,10 @@ def compile_pipeline(cluster: ClusterSettings, out: Path) -> Path:
     return out
 
 
-def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = 1) -> dict:
+def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOCAL_PARALLELISM) -> dict:
     """The whole pipeline on this machine through kfp.local: every task a subprocess of this Python.
-    `parallelism` training tasks run at once (each uses every core, so 1 is best on a small machine)."""
+    `parallelism` training tasks run at once and share the cores. Small convolutions use threads poorly: two splits
+    on one thread each train about 1.27x faster on 2 cores than one after the other on two threads each."""
     from kfp import local
 
     if not settings.store.startswith("s3://"):
@@ -45,7 +46,9 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = 1) 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
                raise_on_error=True)
     try:
-        build_pipeline(ClusterSettings(parallelism=parallelism))(**pipeline_arguments(settings))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
+        build_pipeline(ClusterSettings(parallelism=parallelism, train_threads=threads))(**pipeline_arguments(settings))
     except RuntimeError as e:
         failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
         raise UserError(f"the local pipeline run failed (task {failed or 'unknown'}); its log is above. Completed "
@@ -97,7 +100,8 @@ def describe_kfp_error(e: Exception, host: str) -> str:
 
 
 def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster: ClusterSettings | None = None,
-          pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None, parallelism: int = 1,
+          pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None,
+          parallelism: int = LOCAL_PARALLELISM,
           service_account: str | None = SERVICE_ACCOUNT) -> dict:
     """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble."""
     if (host is None) == (not local):

@@ -162,7 +162,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
         return {"step": start, "steps": cfg.steps, "resumed_from": start}
     write_json(store, f"{prefix}/config.json", {"train": cfg.model_dump(), "model": model_cfg.model_dump(),
                                                  "classes": members, "device": str(device),
-                                                 "fast_path": fast.model_dump()})
+                                                 "fast_path": fast.model_dump(), "threads": torch.get_num_threads()})
     train_step = TrainStep(G, D, opt_g, opt_d, fast, cfg.d_fake_class_loss, cfg.mode_seeking, cfg.augment, data_rng)
 
     fixed_rng = torch.Generator(device).manual_seed(cfg.seed + 1)

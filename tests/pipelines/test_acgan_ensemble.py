@@ -56,6 +56,16 @@ def test_training_task_kubernetes_settings(compiled):
     assert "nodeSelector" not in k8s["exec-prepare-data"]  # only training needs the GPU pool
 
 
+def test_training_threads_only_where_set(compiled, tmp_path):
+    _, spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    assert not any(e["name"] == "OMP_NUM_THREADS" for x in executors.values() for e in x["container"].get("env", []))
+    path = compile_pipeline(ClusterSettings(train_threads=3), tmp_path / "threads.yaml")
+    executors = next(yaml.safe_load_all(path.read_text()))["deploymentSpec"]["executors"]
+    assert {"name": "OMP_NUM_THREADS", "value": "3"} in executors["exec-train-split"]["container"]["env"]
+    assert "env" not in executors["exec-evaluate-ensemble"]["container"]  # only training is pinned
+
+
 def test_no_runtime_install_and_no_credentials(compiled):
     path, spec, _ = compiled
     text = path.read_text()

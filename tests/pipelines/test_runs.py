@@ -1,6 +1,7 @@
 """A real local run through kfp.local, status, rerun of a damaged split, and submit with a recorded kfp.Client."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -48,6 +49,10 @@ def test_local_run_trains_every_split_and_assembles(local_run):
     assert [(m.class_id, m.split, m.local_index, m.step) for m in manifest.classes] == [
         (c, c // 5, c % 5, 4) for c in range(10)]
     assert json.loads(store.read_bytes("experiment.json"))["steps"] == 4
+    # The two training tasks ran side by side, sharing the cores.
+    cores = len(os.sched_getaffinity(0))
+    for split in (0, 1):
+        assert json.loads(store.read_bytes(f"splits/split-{split:05d}/config.json"))["threads"] == max(1, cores // 2)
     # The evaluation step ran on the assembled ensemble.
     metrics = json.loads(store.read_bytes("eval/metrics.json"))
     assert len(metrics["classes"]) == 10 and 0 <= metrics["summary"]["accuracy"] <= 1
@@ -67,6 +72,8 @@ def test_rerun_trains_exactly_the_damaged_split(finished_store, tmp_path):
     assert [s.state for s in split_statuses(store)] == ["complete", "complete"]
     assert {k: store.read_bytes(k) for k in store.list("splits/split-00000/")} == keep  # never retrained
     assert load_ensemble(store).member(7).step == 4
+    # Alone, the retrained split had every core.
+    assert json.loads(store.read_bytes("splits/split-00001/config.json"))["threads"] == len(os.sched_getaffinity(0))
 
 
 def test_rerun_of_a_complete_experiment_trains_nothing(finished_store, tmp_path):
