@@ -52,12 +52,12 @@ class RunSettings(BaseModel):
     checkpoint_every: int = Field(300, ge=1)
     seed: int = Field(0, ge=0)
     width: float = Field(0.125, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
-    d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
+    d_width: float = Field(0.5, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
     d_dropout: float = Field(0.25, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")
     d_noise_std: float = Field(0.0, ge=0, le=10, description="D's Gaussian activation noise while training; the "
                                                             "paper's (our reading): 0.1")
     d_fake_class_loss: bool = Field(False, description="D's class term on generated images; the paper: on")
-    mode_seeking: float = Field(1.0, ge=0, le=100, description="weight of G's mode-seeking term against "
+    mode_seeking: float = Field(0.2, ge=0, le=100, description="weight of G's mode-seeking term against "
                                                               "within-class collapse; the paper: 0")
     augment: AugmentPolicy = Field("", description="DiffAugment policy for D's inputs: a comma-separated subset "
                                                   "of translation, cutout; empty (none) is the paper's")
