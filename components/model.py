@@ -6,7 +6,7 @@ Our readings of the paper, where it is silent:
   we drop the last hidden stride-2 stages (192, then 256 channels): the 8x8 start and 768/384 widths stay.
 - D keeps all six 3x3 convolutions at every resolution; only the input of its final linear layer shrinks.
 - `width` and `d_width` scale G's and D's channel counts, for CPU runs; 1.0 is the paper's network. At 32 px with G
-  at width 0.125, the full D is three quarters of a training step; at half width a step costs half as much. At a
+  at width 0.125, the full D is nine tenths of a training step; at half width a step costs half as much. At a
   quarter (4 channels in D's first layer) D no longer tells real from fake well enough for recognisable digits.
 - "Weights from N(0, 0.02), biases 0": batch-norm scales are drawn from N(1, 0.02) instead (a zero scale would switch
   the layer off), as in DCGAN.
