@@ -161,7 +161,7 @@ def test_bf16_is_recorded_and_trains_like_float32(digits_store, tmp_path, single
     shutil.copytree(digits_store.root, other.root, dirs_exist_ok=True)
     curves = {}
     for store, precision in ((digits_store, "bf16"), (other, "fp32")):
-        train_split(store, tiny_config(steps=40, tick_every=10, checkpoint_every=40, precision=precision))
+        train_split(store, tiny_config(steps=40, tick_every=10, checkpoint_every=40, precision=precision, d_width=0.25))
         config = json.loads(store.read_bytes("splits/split-00000/config.json"))
         assert config["fast_path"]["bf16"] is (precision == "bf16")
         lines = store.read_bytes("splits/split-00000/stats.jsonl").decode().splitlines()
