@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from components.checkpoint import complete_steps, latest_checkpoint, split_prefix
 from components.data.plan import load_plan
@@ -44,7 +44,13 @@ def load_settings(store: Store) -> RunSettings:
     saved = read_json(store, EXPERIMENT_KEY)
     if isinstance(saved, dict):  # stores written before D's width was a setting trained the full-width D
         saved.setdefault("d_width", 1.0)
-    return RunSettings.model_validate(saved)
+    try:
+        return RunSettings.model_validate(saved)
+    except ValidationError as e:  # the value came from the store, not the command line: name the file and the key
+        err = e.errors()[0]
+        key = ".".join(str(part) for part in err["loc"]) or "its settings"
+        raise UserError(f"{store.uri}/{EXPERIMENT_KEY}: {key}: {err['msg']}; correct the file or start a new "
+                        "store") from None
 
 
 def train_config(settings: RunSettings, split: int) -> TrainConfig:

@@ -25,6 +25,14 @@ def test_settings_written_before_d_width_keep_the_full_width_discriminator(tmp_p
     assert train_config(load_settings(store), 0).d_width == 1.0  # what its checkpoints were trained with
 
 
+def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    saved = RunSettings(store=store.uri, **TINY).model_dump()
+    store.write_bytes(EXPERIMENT_KEY, json.dumps({**saved, "d_width": -1}).encode())
+    with pytest.raises(UserError, match=r"experiment\.json: d_width: Input should be greater than 0; correct the file"):
+        load_settings(store)
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     """One real pipeline run (prepare -> 2 training tasks -> assemble) through kfp.local, shared by the tests."""
