@@ -28,7 +28,8 @@ def compute_class_ms_ssim(images: torch.Tensor, labels: torch.Tensor, classes: l
         if pairs > len(members) * (len(members) - 1) // 2:
             raise UserError(f"--pairs {pairs} is more than the {len(members) * (len(members) - 1) // 2} distinct pairs "
                             f"of class {c}'s {len(members)} images: lower --pairs")
-        scores = pair_ms_ssim(members.float(), pairs, data_range=255.0, generator=torch.Generator().manual_seed(seed + c))
+        scores = pair_ms_ssim(members.float(), pairs, data_range=255.0,
+                              generator=torch.Generator().manual_seed(seed + c))
         means.append(scores.mean().item())
         errors.append(scores.std().item() / math.sqrt(pairs) if pairs > 1 else math.nan)
     return means, errors

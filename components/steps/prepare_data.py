@@ -18,7 +18,7 @@ def prepare_data(store: str, dataset: str, source: str, resolution: int, classes
     return run_step("prepare-data", lambda: prepare_experiment(RunSettings(
         store=store, dataset=dataset, source=source, resolution=resolution, classes_per_split=classes_per_split,
         num_classes=num_classes, images_per_class=images_per_class, steps=steps, batch_size=batch_size,
-        checkpoint_every=checkpoint_every, seed=seed, width=width, d_width=d_width, d_dropout=d_dropout, d_noise_std=d_noise_std,
-        d_fake_class_loss=d_fake_class_loss, mode_seeking=mode_seeking, augment=augment, split_ids=split_ids,
-        samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
+        checkpoint_every=checkpoint_every, seed=seed, width=width, d_width=d_width, d_dropout=d_dropout,
+        d_noise_std=d_noise_std, d_fake_class_loss=d_fake_class_loss, mode_seeking=mode_seeking, augment=augment,
+        split_ids=split_ids, samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
         classifier=classifier)))
