@@ -6,6 +6,7 @@ uses the in-cluster service account token or the local kube config, as it does b
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import re
@@ -45,6 +46,9 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
         settings = settings.model_copy(update={"store": str(Path(settings.store).expanduser().resolve())})
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
                raise_on_error=True)
+    # kfp.local indents each task's output by swapping builtins.print and restoring the one it saw; tasks running at
+    # once save each other's wrapper, and the last to finish can leave print indented for the rest of this process.
+    original_print = builtins.print
     try:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
@@ -53,6 +57,8 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
         failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
         raise UserError(f"the local pipeline run failed (task {failed or 'unknown'}); its log is above. Completed "
                         f"splits are kept: `acgan rerun --store {settings.store} --local` trains only the rest") from None
+    finally:
+        builtins.print = original_print
     uri = open_store(settings.store).uri
     return {"store": settings.store, "ensemble": f"{uri}/ensemble.json", "samples": f"{uri}/eval/samples-split-*.png",
             "metrics": f"{uri}/eval/metrics.json", "report": f"{uri}/eval/report.html",

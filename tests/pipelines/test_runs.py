@@ -1,5 +1,6 @@
 """A real local run through kfp.local, status, rerun of a damaged split, and submit with a recorded kfp.Client."""
 
+import builtins
 import json
 import os
 import shutil
@@ -37,7 +38,9 @@ def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
 def local_run(tmp_path_factory):
     """One real pipeline run (prepare -> 2 training tasks -> assemble) through kfp.local, shared by the tests."""
     root = tmp_path_factory.mktemp("run")
+    original_print = builtins.print
     result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local")
+    assert builtins.print is original_print  # kfp.local's indenting print never outlives the run
     return root, result
 
 
