@@ -62,12 +62,18 @@ def test_run_breakdown_from_a_kfp_local_log():
 10:00:02.000 - INFO - Task \x1b[96m'prepare-data'\x1b[0m finished with status SUCCESS
 10:00:02.000 - INFO - Task 'prepare-data' outputs:
 10:00:02.500 - INFO - Executing task 'train-split'
+10:00:03.000 - INFO - Executing task 'train-split'
     2026-11-23 10:01:00,000 INFO train-split: train-split: done in 50.0 s
 10:01:00.500 - INFO - Task 'train-split' finished with status SUCCESS
+    2026-11-23 10:01:01,000 INFO train-split: train-split: done in 51.0 s
+10:01:02.500 - INFO - Task 'train-split' finished with status SUCCESS
 """
-    rows = {r.figure.strip(): r.measured for r in run_breakdown(log, 70.0, "cpu")}
-    assert rows["acgan run (embedded default), wall time"] == 70.0
-    assert rows["of which prepare-data (work inside the tasks)"] == 0.5
-    assert rows["of which train-split (work inside the tasks)"] == 50.0
-    # (2 s + 58 s of task wall time) - (0.5 s + 50 s of work) over 2 tasks
-    assert rows["of which task start-up (process, imports, kfp executor), per task"] == 4.75
+    rows = {r.figure.strip(): r for r in run_breakdown(log, 70.0, "cpu")}
+    assert rows["acgan run (embedded default), wall time"].measured == 70.0
+    assert rows["of which prepare-data (work inside the tasks)"].measured == 0.5
+    assert rows["of which prepare-data (work inside the tasks)"].note == ""
+    train = rows["of which train-split (work inside the tasks)"]
+    assert train.measured == 101.0
+    assert train.note == "summed over 2 tasks; 60 s from the first start to the last end"
+    # (2 s + 58 s + 59.5 s of task wall time) - (0.5 s + 50 s + 51 s of work) over 3 tasks
+    assert rows["of which task start-up (process, imports, kfp executor), per task"].measured == 6.0
