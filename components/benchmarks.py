@@ -285,10 +285,10 @@ def run_breakdown(log: str, total: float, name: str) -> list[Row]:
     import re
 
     log = re.sub(r"\x1b\[[0-9;]*m", "", log)
-    starts = [(m.group(2), _seconds(m.group(1)))
-              for m in re.finditer(r"^(\S+) - INFO - Executing task '([^']+)'", log, re.M)]
-    ends = [(m.group(2), _seconds(m.group(1)))
-            for m in re.finditer(r"^(\S+) - INFO - Task '([^']+)' finished", log, re.M)]
+    # kfp.local's format; with tasks side by side, a line can come out in the root logger's format instead
+    line = r"^(?:\S+ )?(\d+:\d+:\d+[.,]\d+) (?:- INFO - |INFO root: )"
+    starts = [(m.group(2), _seconds(m.group(1))) for m in re.finditer(line + r"Executing task '([^']+)'", log, re.M)]
+    ends = [(m.group(2), _seconds(m.group(1))) for m in re.finditer(line + r"Task '([^']+)' finished", log, re.M)]
     work: dict[str, list[float]] = {}
     for m in re.finditer(r"INFO ([\w-]+): [\w-]+: done in ([\d.]+) s", log):
         work.setdefault(m.group(1), []).append(float(m.group(2)))
@@ -312,7 +312,7 @@ def run_breakdown(log: str, total: float, name: str) -> list[Row]:
 
 
 def _seconds(clock: str) -> float:
-    h, m, s = clock.split(":")
+    h, m, s = clock.replace(",", ".").split(":")
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 

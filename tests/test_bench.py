@@ -66,7 +66,7 @@ def test_run_breakdown_from_a_kfp_local_log():
     2026-11-23 10:01:00,000 INFO train-split: train-split: done in 50.0 s
 10:01:00.500 - INFO - Task 'train-split' finished with status SUCCESS
     2026-11-23 10:01:01,000 INFO train-split: train-split: done in 51.0 s
-10:01:02.500 - INFO - Task 'train-split' finished with status SUCCESS
+2026-11-23 10:01:02,500 INFO root: Task 'train-split' finished with status SUCCESS
 """
     rows = {r.figure.strip(): r for r in run_breakdown(log, 70.0, "cpu")}
     assert rows["acgan run (embedded default), wall time"].measured == 70.0
