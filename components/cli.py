@@ -245,7 +245,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
     g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 1000; the paper: 100)")
     g.add_argument("--classifier", help="evaluation: 'trained' (default) or a .safetensors classifier file")
-    g.add_argument("--classifier-steps", type=int, help="evaluation: classifier training steps (default 750)")
+    g.add_argument("--classifier-steps", type=int, help="evaluation: classifier training steps (default 1500)")
 
 
 def _service_account_option(p: argparse.ArgumentParser) -> None:
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier", help="'trained' (default: trained on the store's real images, saved in the store) "
                                         "or a .safetensors file (local path or store key): another store's "
                                         "eval/classifier.safetensors, or torchvision's Inception-v3 weights")
-    p.add_argument("--classifier-steps", type=int, help="training steps of the classifier, if none is saved (750)")
+    p.add_argument("--classifier-steps", type=int, help="training steps of the classifier, if none is saved (1500)")
     p.add_argument("--ms-ssim-threshold", type=float, help="joint analysis: low diversity at or above (default: the "
                                                            "least diverse real class)")
     p.add_argument("--accuracy-threshold", type=float, help="joint analysis: low accuracy at or below (0.01)")

@@ -67,7 +67,7 @@ class EvalSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     classifier: str = Field("trained", min_length=1, description="'trained' (train one on the store's real images, "
                                                                  "or reuse it) or a .safetensors file")
-    classifier_steps: int = Field(750, ge=1, le=1_000_000, description="training steps of the default classifier")
+    classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="training steps of the default classifier")
     ms_ssim_threshold: float | None = Field(None, gt=0, le=1, description="joint analysis: a class is low-diversity "
                                                                          "at or above it (default: the max real class)")
     accuracy_threshold: float = Field(0.01, ge=0, lt=1, description="joint analysis: low accuracy at or below it "

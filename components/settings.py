@@ -64,7 +64,7 @@ class RunSettings(BaseModel):
     split_ids: list[int] = Field(default_factory=list, description="splits to train; empty = all")
     samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
     pairs: int = Field(1000, ge=1, le=1_000_000, description="evaluation: MS-SSIM pairs per class; the paper: 100")
-    classifier_steps: int = Field(750, ge=1, le=1_000_000, description="evaluation: training steps of the classifier")
+    classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="evaluation: training steps of the classifier")
     classifier: str = Field("trained", min_length=1, description="evaluation: 'trained' (a CNN on the real images) or a "
                                                                  ".safetensors file the pods can read, or a store key")
 

@@ -133,7 +133,7 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> to
                       for i in range(0, len(images), batch_size)])
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 750,
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 1500,
                      heldout_fraction: float = 0.2, seed: int = 0, device: str | torch.device = "cpu",
                      batch_size: int = 64) -> tuple[Classifier, ClassifierInfo]:
     """Train on all but a held-out fraction of each class; report accuracy on the held-out images."""
