@@ -11,6 +11,7 @@ images (see PAPER.md). This is the classic definition, batched over pairs:
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,9 @@ WINDOW = 11
 SIGMA = 1.5
 K1, K2 = 0.01, 0.03
 TILES = 2  # the blurred maps are computed in TILES x TILES tiles (see blur)
-CPU_CHUNK = 16  # pairs per pass on a CPU: their maps stay in cache, twice as fast as batches of 256
+# Pixel values per pass on a CPU: 16 pairs of 3x128x128 images, whose maps stay in cache (twice as fast as 256
+# pairs at once). Smaller images take more pairs per pass: 768 of 1x32x32 run 5x faster than 16 would.
+CPU_CHUNK_VALUES = 16 * 3 * 128 * 128
 
 
 def gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -112,9 +115,10 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float, dtype: torch.dt
         raise ValueError(f"ms_ssim needs two (N, C, H, W) batches of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < 2 ** (len(WEIGHTS) - 1):
         raise ValueError(f"ms_ssim needs images of at least 16x16 for 5 scales, got {tuple(x.shape[-2:])}")
-    if x.device.type == "cpu" and x.shape[0] > CPU_CHUNK:
-        return torch.cat([_ms_ssim(x[i:i + CPU_CHUNK], y[i:i + CPU_CHUNK], data_range, dtype)
-                          for i in range(0, x.shape[0], CPU_CHUNK)])
+    chunk = max(1, CPU_CHUNK_VALUES // math.prod(x.shape[1:]))
+    if x.device.type == "cpu" and x.shape[0] > chunk:
+        return torch.cat([_ms_ssim(x[i:i + chunk], y[i:i + chunk], data_range, dtype)
+                          for i in range(0, x.shape[0], chunk)])
     return _ms_ssim(x, y, data_range, dtype)
 
 

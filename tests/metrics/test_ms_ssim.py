@@ -80,9 +80,9 @@ def test_libraries_agree_where_the_window_never_shrinks():
 
 def test_batches_score_like_single_pairs():
     """CPU batches run in chunks and the blur in tiles: neither may change a pair's score."""
-    x, y = torch.rand(40, 3, 64, 64), torch.rand(40, 3, 64, 64)
-    y[:20] = (x[:20] + 0.1 * y[:20]).clamp(0, 1)
+    x, y = torch.rand(100, 3, 64, 64), torch.rand(100, 3, 64, 64)  # two chunks of 64 pairs at 3x64x64
+    y[:50] = (x[:50] + 0.1 * y[:50]).clamp(0, 1)
     batched = ms_ssim(x, y, 1.0)
-    single = torch.cat([ms_ssim(x[i:i + 1], y[i:i + 1], 1.0) for i in range(40)])
+    single = torch.cat([ms_ssim(x[i:i + 1], y[i:i + 1], 1.0) for i in range(100)])
     assert torch.allclose(batched, single, atol=1e-6)
-    assert batched[:20].min() > 0.5 > batched[20:].max()
+    assert batched[:50].min() > 0.5 > batched[50:].max()
