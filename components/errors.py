@@ -14,12 +14,17 @@ def explain(e: Exception) -> str | None:
     if isinstance(e, UserError):
         return one_line(str(e))
     if isinstance(e, ValidationError):
-        err = e.errors()[0]
-        loc = ".".join(str(part) for part in err["loc"])
+        loc, msg = first_problem(e)
         option = f"--{loc.replace('_', '-')}" if loc else "settings"
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        return one_line(f"{option}: {err['msg'].removeprefix('Value error, ')}{more}")
+        return one_line(f"{option}: {msg}{more}")
     return None
+
+
+def first_problem(e) -> tuple[str, str]:
+    """(dotted location, message) of a pydantic ValidationError's first problem."""
+    err = e.errors()[0]
+    return ".".join(str(part) for part in err["loc"]), err["msg"].removeprefix("Value error, ")
 
 
 def one_line(text: str) -> str:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from components.checkpoint import complete_steps, latest_checkpoint, split_prefix
 from components.data.plan import load_plan
 from components.data.prepare import PrepareConfig, prepare
-from components.errors import UserError
+from components.errors import UserError, first_problem
 from components.lease import live_lease
 from components.settings import RunSettings
 from components.store import Store, open_store, read_json, write_json
@@ -47,10 +47,9 @@ def load_settings(store: Store) -> RunSettings:
     try:
         return RunSettings.model_validate(saved)
     except ValidationError as e:  # the value came from the store, not the command line: name the file and the key
-        err = e.errors()[0]
-        key = ".".join(str(part) for part in err["loc"]) or "its settings"
-        raise UserError(f"{store.uri}/{EXPERIMENT_KEY}: {key}: {err['msg']}; correct the file or start a new "
-                        "store") from None
+        key, msg = first_problem(e)
+        raise UserError(f"{store.uri}/{EXPERIMENT_KEY}: {key or 'its settings'}: {msg}; correct the file or start a "
+                        "new store") from None
 
 
 def train_config(settings: RunSettings, split: int) -> TrainConfig:
