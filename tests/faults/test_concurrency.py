@@ -73,10 +73,16 @@ def test_trainer_that_loses_its_lease_stops_without_writing(digits_store, fault_
     deadline = time.time() + 120
     while not complete_steps(digits_store, 0) and time.time() < deadline:
         time.sleep(0.01)
-    # Another trainer (say, a second pod after this one's node stopped answering) takes the split over.
-    other = Lease(owner="other-node/1/feedbeef", expires=time.time() + 600, acquired=time.time())
-    digits_store.write_bytes(lease_key(0), other.model_dump_json().encode())
-    taken_at = complete_steps(digits_store, 0)[-1]
+    # Another trainer (say, a second pod after this one's node stopped answering) takes the split over. Like a real
+    # one (SplitLease.acquire) it reads its lease back after a settle: a renewal that read the lease just before this
+    # write and wrote just after it wins, and then the taker tries again rather than the running trainer stopping.
+    for _attempt in range(20):
+        other = Lease(owner="other-node/1/feedbeef", expires=time.time() + 600, acquired=time.time())
+        digits_store.write_bytes(lease_key(0), other.model_dump_json().encode())
+        taken_at = complete_steps(digits_store, 0)[-1]
+        time.sleep(1.0)  # two renewal periods
+        if json.loads(digits_store.read_bytes(lease_key(0)))["owner"] == other.owner or proc.poll() is not None:
+            break
     code, err = proc.wait(120), proc.communicate()[1]
     assert code == 2 and "split 0 is being trained by other-node/1/feedbeef" in err, err[-1500:]
     steps = _one_valid_sequence(digits_store)
