@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import sys
-import warnings
 from typing import Literal
 
 import numpy as np
@@ -35,13 +34,13 @@ from components.errors import UserError
 from components.metrics import compute_accuracy, compute_class_ms_ssim
 from components.metrics.classifier import (
     ClassifierInfo,
+    classify,
     load_classifier,
     load_classifier_file,
-    predict,
     save_classifier,
     train_classifier,
 )
-from components.metrics.discriminability import resize_down_and_up, study_resolutions
+from components.metrics.discriminability import study_resolutions
 from components.metrics.fidelity import frechet_distance, inception_score
 from components.metrics.joint import joint_fractions, pearson
 from components.metrics.overfitting import (
@@ -197,13 +196,17 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     model, info = get_classifier(store, plan, settings, real_images, real_labels, device)
     samples, sample_labels = draw_samples(store, manifest, plan, settings.samples_per_class, settings.seed, device)
 
-    # Discriminability and the resolution study.
-    by_resolution, real_by_resolution = {}, {}
-    for size in study_resolutions(plan.resolution):
-        by_resolution[size] = compute_accuracy(predict(model, resize_down_and_up(samples, size)), sample_labels,
-                                               plan.num_classes)
-        real_by_resolution[size] = compute_accuracy(predict(model, resize_down_and_up(real_images, size)),
-                                                    real_labels, plan.num_classes)
+    # Discriminability and the resolution study. One pass over each image set at full resolution also gives the
+    # Inception Score's logits and FID's features; each smaller size is one more pass.
+    full = classify(model, samples, logits=True, features=True, desc="classify samples")
+    real_full = classify(model, real_images, features=True, desc="classify real images")
+    by_resolution = {plan.resolution: compute_accuracy(full.predicted, sample_labels, plan.num_classes)}
+    real_by_resolution = {plan.resolution: compute_accuracy(real_full.predicted, real_labels, plan.num_classes)}
+    for size in study_resolutions(plan.resolution)[1:]:
+        by_resolution[size] = compute_accuracy(classify(model, samples, size=size, desc=f"samples at {size}px")
+                                               .predicted, sample_labels, plan.num_classes)
+        real_by_resolution[size] = compute_accuracy(classify(model, real_images, size=size, desc=f"real at {size}px")
+                                                    .predicted, real_labels, plan.num_classes)
     accuracy, per_class_accuracy = by_resolution[plan.resolution]
     smallest = min(by_resolution)
 
@@ -215,10 +218,8 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     correlation = pearson(per_class_accuracy, ms_samples)
 
     # Inception Score and FID in the classifier's feature space.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        is_mean, is_std = inception_score(model, samples, settings.is_splits, settings.seed)
-        fid = frechet_distance(model, real_images, samples)
+    is_mean, is_std = inception_score(full.logits, settings.is_splits, settings.seed)
+    fid = frechet_distance(real_full.features, full.features)
 
     summary = {
         "accuracy": accuracy,

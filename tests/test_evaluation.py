@@ -12,7 +12,9 @@ from components.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
 from components.errors import UserError
 from components.evaluation import EvalSettings, compare, evaluate
 from components.metrics import compute_accuracy, compute_class_ms_ssim
-from components.metrics.classifier import Classifier
+from components.metrics import classifier
+from components.metrics.classifier import Classifier, classify
+from components.metrics.discriminability import resize_down_and_up
 from components.metrics.fidelity import frechet_distance, inception_score
 from components.metrics.joint import joint_fractions
 from components.metrics.overfitting import fixed_noise_across_classes, interpolation, nearest_neighbours
@@ -76,13 +78,31 @@ def test_joint_fractions_by_hand():
     assert none_low["fraction_high_diversity_with_high_accuracy"] == 1.0
 
 
+def test_one_classifier_pass_gives_every_output_in_cpu_sized_batches(monkeypatch):
+    torch.manual_seed(0)
+    model = Classifier(1, 10).eval()
+    images = torch.randint(0, 256, (50, 1, 32, 32), dtype=torch.uint8)
+    monkeypatch.setattr(classifier, "CPU_BATCH_VALUES", 7 * 32 * 32 * 32)  # batches of 7: the last one short
+    out = classify(model, images, logits=True, features=True)
+    with torch.no_grad():
+        x = images.float() / 127.5 - 1
+        assert torch.allclose(out.features, model.pooled(x), atol=1e-5)
+        assert torch.allclose(out.logits, model(x), atol=1e-5)
+        assert torch.equal(out.predicted, model(x).argmax(1))
+        small = classify(model, images, size=8, logits=True)
+        assert small.features is None and classify(model, images).logits is None  # only what was asked for
+        assert torch.allclose(small.logits, model(resize_down_and_up(images, 8).float() / 127.5 - 1), atol=1e-5)
+    assert not torch.allclose(small.logits, out.logits, atol=1e-3)  # the resize reached the classifier
+
+
 def test_fid_is_zero_on_identical_sets_and_grows_with_distance():
     torch.manual_seed(0)
     model = Classifier(1, 10).eval()
     real = torch.randint(0, 256, (200, 1, 32, 32), dtype=torch.uint8)
-    darker = (real // 2).to(torch.uint8)
-    assert frechet_distance(model, real, real) == pytest.approx(0, abs=1e-3)
-    assert frechet_distance(model, real, darker) > frechet_distance(model, real, real[:100]) + 1e-3
+    features = classify(model, real, features=True).features
+    darker = classify(model, (real // 2).to(torch.uint8), features=True).features
+    assert frechet_distance(features, features) == pytest.approx(0, abs=1e-3)
+    assert frechet_distance(features, darker) > frechet_distance(features, features[:100]) + 1e-3
 
 
 def test_inception_score_is_one_when_every_image_gets_the_same_prediction():
@@ -94,8 +114,10 @@ def test_inception_score_is_one_when_every_image_gets_the_same_prediction():
                 m.bias.zero_()
         model.head.bias.copy_(torch.tensor([3.0, -3.0]))  # zero features: the head's bias decides
     ones = torch.full((20, 1, 32, 32), 255, dtype=torch.uint8)
-    mean, _ = inception_score(model, ones, splits=2)
+    mean, _ = inception_score(classify(model, ones, logits=True).logits, splits=2)
     assert mean == pytest.approx(1.0, abs=1e-4)
+    spread = torch.tensor([[4.0, -4.0], [-4.0, 4.0]]).repeat(10, 1)  # confident and balanced: IS near its maximum 2
+    assert inception_score(spread, splits=1)[0] == pytest.approx(2.0, abs=0.01)
 
 
 def test_nearest_neighbours_find_the_copied_image():

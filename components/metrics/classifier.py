@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -27,11 +27,16 @@ from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
 from components.errors import UserError
+from components.metrics.discriminability import resize_down_and_up
 from components.store import Store, check_key
 
 log = logging.getLogger(__name__)
 WEIGHTS_KEY = "eval/classifier.safetensors"
 INFO_KEY = "eval/classifier.json"
+# On a CPU a batch's widest activation stays within this many values (8 MiB): larger buffers pass glibc's mmap
+# threshold, so every batch maps and page-faults them in afresh (at 500 images of 32 px: twice the wall time, half of
+# it in the kernel).
+CPU_BATCH_VALUES = 2**21
 
 
 class ClassifierInfo(BaseModel):
@@ -88,23 +93,15 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
-class UInt8Head(nn.Module):
-    """One output of a classifier as a module of uint8 images (N, C, H, W): what torchmetrics' IS and FID call."""
-
-    def __init__(self, model: nn.Module, output: Literal["logits", "features"]):
-        super().__init__()
-        self.model, self.output = model, output
-        if output == "features":  # torchmetrics' FID reads it instead of running a probe image through the model
-            self.num_features = model.head.in_features if isinstance(model, Classifier) else model.fc.in_features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.model, Classifier):
-            x = to_input(images)
-            return self.model(x) if self.output == "logits" else self.model.pooled(x)
-        return _inception_forward(self.model, images, self.output)
+def _forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, pooled features) of uint8 images (N, C, H, W) from one forward pass."""
+    if isinstance(model, Classifier):
+        pooled = model.pooled(to_input(images))
+        return model.head(pooled), pooled
+    return _inception_forward(model, images)
 
 
-def _inception_forward(net: nn.Module, images: torch.Tensor, output: str) -> torch.Tensor:
+def _inception_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """torchvision's Inception-v3 on uint8 images: to 3 channels, 299x299 bilinear, ImageNet normalisation."""
     x = images.float() / 255.0
     if x.shape[1] == 1:
@@ -113,24 +110,52 @@ def _inception_forward(net: nn.Module, images: torch.Tensor, output: str) -> tor
     mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
-    if output == "logits":
-        return net(x)
     pooled: list[torch.Tensor] = []
     hook = net.avgpool.register_forward_hook(lambda module, inputs, out: pooled.append(out.flatten(1)))
     try:
-        net(x)
+        logits = net(x)
     finally:
         hook.remove()
-    return pooled[0]  # (N, 2048), the features FID is usually computed on
+    return logits, pooled[0]  # pooled: (N, 2048), the features FID is usually computed on
+
+
+def batch_size(model: nn.Module, images: torch.Tensor, device: torch.device) -> int:
+    """Images per forward pass: 500 on a GPU; on a CPU as many as keep the widest activation (the first convolution's
+    output) within CPU_BATCH_VALUES."""
+    if device.type != "cpu":
+        return 500
+    if isinstance(model, Classifier):
+        widest = model.features[0].out_channels * images.shape[-2] * images.shape[-1]
+    else:
+        widest = 32 * 149 * 149  # Inception-v3's first convolution on its 299x299 input
+    return max(1, CPU_BATCH_VALUES // widest)
+
+
+class Outputs(NamedTuple):
+    predicted: torch.Tensor  # (N,) class ids
+    logits: torch.Tensor | None  # (N, K), when asked for: the Inception Score's input
+    features: torch.Tensor | None  # (N, F) pooled features, when asked for: FID's feature space
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Predicted class for uint8 images (N, C, H, W), in batches on the model's device; the result on the CPU."""
+def classify(model: nn.Module, images: torch.Tensor, *, logits: bool = False, features: bool = False,
+             size: int | None = None, desc: str | None = None) -> Outputs:
+    """The classifier on uint8 images (N, C, H, W), in batches on its device, one forward pass serving every output;
+    the results on the CPU. With `size`, each batch is first taken down to size x size and back up (the resolution
+    study). `desc` names a progress bar."""
     model.eval()
-    head, device = UInt8Head(model, "logits"), next(model.parameters()).device
-    return torch.cat([head(images[i:i + batch_size].to(device)).argmax(1).cpu()
-                      for i in range(0, len(images), batch_size)])
+    device = next(model.parameters()).device
+    step = batch_size(model, images, device)
+    kept: dict[str, list[torch.Tensor]] = {"predicted": [], "logits": [], "features": []}
+    for i in tqdm(range(0, len(images), step), desc=desc, unit="batch", disable=desc is None or not sys.stderr.isatty()):
+        batch = images[i:i + step] if size is None else resize_down_and_up(images[i:i + step], size)
+        batch_logits, batch_features = _forward(model, batch.to(device))
+        kept["predicted"].append(batch_logits.argmax(1).cpu())
+        if logits:
+            kept["logits"].append(batch_logits.float().cpu())
+        if features:
+            kept["features"].append(batch_features.float().cpu())
+    return Outputs(*(torch.cat(parts) if parts else None for parts in kept.values()))
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 1500,
@@ -160,7 +185,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
         loss.backward()
         opt.step()
         sched.step()
-    accuracy = (predict(model, images[heldout]) == labels[heldout]).float().mean().item()
+    accuracy = (classify(model, images[heldout]).predicted == labels[heldout]).float().mean().item()
     info = ClassifierInfo(channels=images.shape[1], resolution=images.shape[-1], num_classes=num_classes,
                           steps=steps, batch_size=batch_size, train_images=int((~heldout).sum()), heldout_images=int(heldout.sum()),
                           heldout_accuracy=accuracy, seed=seed)
@@ -247,7 +272,7 @@ def load_classifier_file(source: str, store: Store, real_images: torch.Tensor, r
         raise UserError(f"--classifier {source} has {outputs} classes, the store {num_classes}: use a classifier of "
                         f"this data set's classes (in the plan's order)")
     net = net.to(device)
-    accuracy = (predict(net, real_images) == real_labels).float().mean().item()
+    accuracy = (classify(net, real_images).predicted == real_labels).float().mean().item()
     info = ClassifierInfo(kind=kind, source=source, channels=real_images.shape[1], resolution=real_images.shape[-1],
                           num_classes=num_classes, width=net.head.in_features // 4 if kind == "file" else 0,
                           heldout_images=len(real_labels), heldout_accuracy=accuracy)

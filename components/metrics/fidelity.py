@@ -2,28 +2,35 @@
 
 The paper reports the Inception Score (CIFAR-10: 8.25); both figures depend on the network that computes them, so the
 results always name it: our trained classifier (logits for IS, its pooled features for FID) unless the user supplied
-Inception-v3 weights. Scores from different feature networks are not comparable.
+Inception-v3 weights. Scores from different feature networks are not comparable. The evaluation classifies each image
+set once (`classifier.classify`) and hands the outputs here, so torchmetrics' feature network is the identity.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn as nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 
-from components.metrics.classifier import UInt8Head
+
+class _Computed(nn.Identity):
+    """torchmetrics' feature-network slot for features computed beforehand; FID reads their width from it."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
 
 
 @torch.no_grad()
-def inception_score(model: nn.Module, samples: torch.Tensor, splits: int = 10, seed: int = 0,
-                    batch_size: int = 500) -> tuple[float, float]:
-    """(mean, std) over `splits` equal parts of the uint8 samples (N, C, H, W)."""
-    metric = InceptionScore(feature=UInt8Head(model, "logits"), splits=splits)
-    device = next(model.parameters()).device
-    metric = metric.to(device)
-    for i in range(0, len(samples), batch_size):
-        metric.update(samples[i:i + batch_size].to(device))
+def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
+    """(mean, std) over `splits` equal parts of the samples' classifier logits (N, K)."""
+    with warnings.catch_warnings():  # it keeps every logit, as the caller already does
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        metric = InceptionScore(feature=_Computed(logits.shape[1]), splits=splits)
+    metric.update(logits)
     with torch.random.fork_rng(devices=[]):  # torchmetrics shuffles the parts with the global generator
         torch.manual_seed(seed)
         mean, std = metric.compute()
@@ -31,12 +38,9 @@ def inception_score(model: nn.Module, samples: torch.Tensor, splits: int = 10, s
 
 
 @torch.no_grad()
-def frechet_distance(model: nn.Module, real: torch.Tensor, samples: torch.Tensor, batch_size: int = 500) -> float:
-    """FID between uint8 real images and samples (N, C, H, W) in the feature space of `model`."""
-    metric = FrechetInceptionDistance(feature=UInt8Head(model, "features"), input_img_size=tuple(real.shape[1:]))
-    device = next(model.parameters()).device
-    metric = metric.to(device)
-    for images, is_real in ((real, True), (samples, False)):
-        for i in range(0, len(images), batch_size):
-            metric.update(images[i:i + batch_size].to(device), real=is_real)
+def frechet_distance(real_features: torch.Tensor, sample_features: torch.Tensor) -> float:
+    """FID between the classifier's pooled features (N, F) of real images and of samples."""
+    metric = FrechetInceptionDistance(feature=_Computed(real_features.shape[1]))
+    metric.update(real_features, real=True)
+    metric.update(sample_features, real=False)
     return float(metric.compute())
