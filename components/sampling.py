@@ -17,6 +17,10 @@ from components.model import Generator, ModelConfig
 from components.store import Store
 from components.training.state import GENERATOR_FILE, META_FILE, load_generator_weights
 
+# Output pixels per batch on a CPU: 8 images of 128x128 (the paper's G: 10% faster than 100 at once, whose buffers
+# are mapped and page-faulted in afresh each call), 128 of 32x32.
+CPU_BATCH_PIXELS = 2**17
+
 
 def load_split_generator(store: Store, split: int, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
     """The sampling snapshot of a split's newest complete, intact checkpoint, in eval mode, and its meta."""
@@ -37,11 +41,14 @@ def generator_from_files(files: dict[str, bytes], device: str | torch.device = "
 
 @torch.no_grad()
 def generate(G: Generator, local_index: int, n: int, seed: int = 0) -> np.ndarray:
-    """n images of the split-local class `local_index` as uint8 (n, C, H, W); the same seed gives the same images."""
+    """n images of the split-local class `local_index` as uint8 (n, C, H, W); the same seed gives the same images,
+    drawn in batches (500 on a GPU; on a CPU, CPU_BATCH_PIXELS output pixels) so that any n fits in memory."""
     device = next(G.parameters()).device
     rng = torch.Generator(device).manual_seed(seed)
     z = torch.randn(n, G.cfg.noise_dim, generator=rng, device=device)
-    return to_uint8(G(z, torch.full((n,), local_index, dtype=torch.long, device=device)))
+    y = torch.full((n,), local_index, dtype=torch.long, device=device)
+    step = 500 if device.type != "cpu" else max(1, CPU_BATCH_PIXELS // G.cfg.resolution**2)
+    return np.concatenate([to_uint8(G(z[i:i + step], y[i:i + step])) for i in range(0, n, step)])
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
