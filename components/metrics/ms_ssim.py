@@ -115,6 +115,8 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float, dtype: torch.dt
         raise ValueError(f"ms_ssim needs two (N, C, H, W) batches of one shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < 2 ** (len(WEIGHTS) - 1):
         raise ValueError(f"ms_ssim needs images of at least 16x16 for 5 scales, got {tuple(x.shape[-2:])}")
+    if x.shape[0] == 0:  # no pairs, no scores
+        return torch.empty(0, dtype=dtype, device=x.device)
     chunk = max(1, CPU_CHUNK_VALUES // math.prod(x.shape[1:]))
     if x.device.type == "cpu" and x.shape[0] > chunk:
         return torch.cat([_ms_ssim(x[i:i + chunk], y[i:i + chunk], data_range, dtype)

@@ -47,6 +47,7 @@ def test_identical_images_score_one_and_never_nan():
     noise = torch.rand(64, 1, 32, 32) * 255
     scores = ms_ssim(noise, torch.rand(64, 1, 32, 32) * 255, 255)
     assert torch.isfinite(scores).all() and (scores >= 0).all()
+    assert ms_ssim(noise[:0], noise[:0], 255).shape == (0,)  # no pairs: no scores
 
 
 def test_collapsed_class_scores_near_one():
