@@ -13,8 +13,10 @@ T = TypeVar("T")
 
 
 def run_step(name: str, fn: Callable[[], T]) -> T:
+    from components import allocator
     from components.errors import explain
 
+    allocator.tune()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("urllib3", "minio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
