@@ -18,10 +18,12 @@ import sys
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 MMAP_THRESHOLD = 64 << 20
 TRIM_THRESHOLD = 1 << 30
+tuned = False  # whether this process runs with the settings above (benchmarks record it)
 
 
 def tune() -> bool:
     """Apply the settings above to this process; True if they took effect."""
+    global tuned
     if not sys.platform.startswith("linux") or any(k == "GLIBC_TUNABLES" or k.startswith("MALLOC_")
                                                    for k in os.environ):
         return False
@@ -29,4 +31,5 @@ def tune() -> bool:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc (musl, for one)
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    tuned = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return tuned

@@ -31,6 +31,7 @@ def test_bench_cli_writes_json_and_table(tmp_path):
     assert done.returncode == 0, done.stderr
     record = json.loads(out.read_text())
     assert record["machine"]["cores"] >= 1 and record["machine"]["torch"] == torch.__version__
+    assert record["machine"]["malloc"] == "tuned (components/allocator.py)"  # the CLI tunes it (glibc here)
     rows = [Row(**r) for r in record["rows"]]
     assert {r.unit for r in rows} >= {"pairs/s", "x"} and all(r.measured and r.measured > 0 for r in rows)
     assert "| MS-SSIM speed-up over numpy on the CPU | x | >= 10 |" in done.stderr
