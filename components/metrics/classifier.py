@@ -119,7 +119,7 @@ def _inception_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tens
     return logits, pooled[0]  # pooled: (N, 2048), the features FID is usually computed on
 
 
-def batch_size(model: nn.Module, images: torch.Tensor, device: torch.device) -> int:
+def _images_per_pass(model: nn.Module, images: torch.Tensor, device: torch.device) -> int:
     """Images per forward pass: 500 on a GPU; on a CPU as many as keep the widest activation (the first convolution's
     output) within CPU_BATCH_VALUES."""
     if device.type != "cpu":
@@ -145,7 +145,7 @@ def classify(model: nn.Module, images: torch.Tensor, *, logits: bool = False, fe
     study). `desc` names a progress bar."""
     model.eval()
     device = next(model.parameters()).device
-    step = batch_size(model, images, device)
+    step = _images_per_pass(model, images, device)
     kept: dict[str, list[torch.Tensor]] = {"predicted": [], "logits": [], "features": []}
     for i in tqdm(range(0, len(images), step), desc=desc, unit="batch", disable=desc is None or not sys.stderr.isatty()):
         batch = images[i:i + step] if size is None else resize_down_and_up(images[i:i + step], size)
@@ -155,7 +155,7 @@ def classify(model: nn.Module, images: torch.Tensor, *, logits: bool = False, fe
             kept["logits"].append(batch_logits.float().cpu())
         if features:
             kept["features"].append(batch_features.float().cpu())
-    return Outputs(*(torch.cat(parts) if parts else None for parts in kept.values()))
+    return Outputs(**{name: torch.cat(parts) if parts else None for name, parts in kept.items()})
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 1500,
