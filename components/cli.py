@@ -69,12 +69,23 @@ def _cluster_settings(args: argparse.Namespace):
     return ClusterSettings.model_validate(given)
 
 
-def _run(args: argparse.Namespace) -> dict:
+def _run(args: argparse.Namespace) -> dict | None:
+    from components.evaluation import METRICS_KEY
+    from components.store import LocalStore, open_store
+    from pipelines.console import summary_text
     from pipelines.runs import run_local
 
     if args.parallelism < 1:
         raise UserError(f"--parallelism {args.parallelism}: run at least one task at a time")
-    return run_local(_run_settings(args), args.pipeline_root, args.parallelism)
+    result = run_local(_run_settings(args), args.pipeline_root, args.parallelism, quiet=not args.verbose)
+    store = open_store(result["store"])
+    local_report = Path(store.root) / "eval" / "report.html" if isinstance(store, LocalStore) else None
+    print(summary_text(json.loads(store.read_bytes(METRICS_KEY)), result["report"], result["samples"],
+                       local_report))
+    if not args.verbose:
+        print(f"task logs:    {result['logs']}")
+        return None
+    return result
 
 
 def _compile(args: argparse.Namespace) -> dict:
@@ -328,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallelism", type=int, default=LOCAL_PARALLELISM, help="training tasks at once on this "
                    f"machine, sharing its cores (default {LOCAL_PARALLELISM})")
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"), help="kfp.local's task outputs")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="every task's full log here, and the result as JSON (default: a progress display, task logs in "
+                        "files under PIPELINE_ROOT/logs/, and a summary)")
     p.set_defaults(run=_run)
 
     p = sub.add_parser("compile", help="compile the pipeline to a YAML file to upload in the KFP UI")

@@ -7,9 +7,12 @@ uses the in-cluster service account token or the local kube config, as it does b
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import os
 import re
+import sys
+import time
 from pathlib import Path
 
 from components.errors import UserError
@@ -36,11 +39,16 @@ def compile_pipeline(cluster: ClusterSettings, out: Path) -> Path:
     return out
 
 
-def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOCAL_PARALLELISM) -> dict:
+def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOCAL_PARALLELISM,
+              quiet: bool = False) -> dict:
     """The whole pipeline on this machine through kfp.local: every task a subprocess of this Python.
     `parallelism` training tasks run at once and share the cores. Small convolutions use threads poorly: two splits
-    on one thread each train about 1.27x faster on 2 cores than one after the other on two threads each."""
+    on one thread each train about 1.27x faster on 2 cores than one after the other on two threads each.
+    `quiet`: each task's output goes to a log file under `pipeline_root/logs/`, and one progress display to stderr
+    (pipelines/console.py); a failed task's last lines are shown."""
     from kfp import local
+
+    from pipelines.console import quiet_run, tail
 
     if not settings.store.startswith("s3://"):
         settings = settings.model_copy(update={"store": str(Path(settings.store).expanduser().resolve())})
@@ -49,20 +57,30 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     # kfp.local indents each task's output by swapping builtins.print and restoring the one it saw; tasks running at
     # once save each other's wrapper, and the last to finish can leave print indented for the rest of this process.
     original_print = builtins.print
+    logs_folder = pipeline_root.resolve() / "logs" / time.strftime("%Y%m%d-%H%M%S")
+    console = (quiet_run(logs_folder, settings.splits_to_train, settings.steps, sys.stderr) if quiet
+               else contextlib.nullcontext())
     try:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
-        build_pipeline(ClusterSettings(parallelism=parallelism, train_threads=threads))(**pipeline_arguments(settings))
+        with console as logs:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
+            build_pipeline(ClusterSettings(parallelism=parallelism, train_threads=threads))(
+                **pipeline_arguments(settings))
     except RuntimeError as e:
         failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
-        raise UserError(f"the local pipeline run failed (task {failed or 'unknown'}); its log is above. Completed "
+        where = "its log is above"
+        failed_log = logs.failed_log(failed.strip("'")) if quiet else None
+        if failed_log is not None:
+            print(f"the last lines of {failed_log}:\n{tail(failed_log)}", file=sys.stderr)
+            where = f"its log: {failed_log}"
+        raise UserError(f"the local pipeline run failed (task {failed or 'unknown'}); {where}. Completed "
                         f"splits are kept: `acgan rerun --store {settings.store} --local` trains only the rest") from None
     finally:
         builtins.print = original_print
     uri = open_store(settings.store).uri
     return {"store": settings.store, "ensemble": f"{uri}/ensemble.json", "samples": f"{uri}/eval/samples-split-*.png",
             "metrics": f"{uri}/eval/metrics.json", "report": f"{uri}/eval/report.html",
-            "pipeline_root": str(pipeline_root)}
+            "pipeline_root": str(pipeline_root), **({"logs": str(logs_folder)} if quiet else {})}
 
 
 def kfp_client(host: str, namespace: str | None):

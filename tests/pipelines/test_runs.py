@@ -1,9 +1,12 @@
 """A real local run through kfp.local, status, rerun of a damaged split, and submit with a recorded kfp.Client."""
 
 import builtins
+import contextlib
+import io
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses,
 from components.settings import ClusterSettings, RunSettings
 from components.store import open_store
 from pipelines import runs
+from pipelines.console import summary_text
 
 TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
             width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
@@ -36,12 +40,14 @@ def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """One real pipeline run (prepare -> 2 training tasks -> assemble) through kfp.local, shared by the tests."""
+    """One real pipeline run (prepare -> 2 training tasks -> assemble -> evaluate) through kfp.local, as `acgan run`
+    makes it (task logs in files, progress on stderr), shared by the tests."""
     root = tmp_path_factory.mktemp("run")
-    original_print = builtins.print
-    result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local")
+    original_print, console = builtins.print, io.StringIO()
+    with contextlib.redirect_stderr(console):
+        result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local", quiet=True)
     assert builtins.print is original_print  # kfp.local's indenting print never outlives the run
-    return root, result
+    return root, {**result, "console": console.getvalue()}
 
 
 @pytest.fixture
@@ -70,6 +76,48 @@ def test_local_run_trains_every_split_and_assembles(local_run):
     assert metrics["computed_on"]["samples_per_class"] == 6
     assert store.exists("eval/report.html") and store.exists("eval/samples-split-00001.png")
     assert result["report"] == f"{store.uri}/eval/report.html"
+
+
+def test_a_quiet_run_shows_progress_and_files_each_task_log(local_run):
+    root, result = local_run
+    console = result["console"].splitlines()
+    assert console[0] == "preparing the data..." and "training..." in console
+    assert [line for line in console if line.endswith("step 4/4")] == ["  split 0: step 4/4", "  split 1: step 4/4"]
+    assert [line.split(":")[0] for line in console if ": done in " in line] == [
+        "preparing the data", "training", "assembling", "evaluating"]
+    assert "Executing task" not in result["console"] and "executor_input" not in result["console"]
+    logs = sorted(p.name for p in (root / "kfp-local" / "logs").glob("*/*.log"))
+    assert logs == ["01-prepare-data.log", "02-train-split.log", "03-train-split.log", "04-assemble-ensemble.log",
+                    "05-evaluate-ensemble.log", "run.log"]
+    trained = "".join((Path(result["logs"]) / name).read_text() for name in logs[1:3])
+    assert "split 0 step 4/4" in trained and "split 1 step 4/4" in trained
+    assert "finished with status SUCCESS" in (Path(result["logs"]) / "05-evaluate-ensemble.log").read_text()
+
+
+def test_the_summary_names_accuracy_diversity_and_where_to_look(local_run):
+    root, result = local_run
+    metrics = json.loads(open_store(str(root / "store")).read_bytes("eval/metrics.json"))
+    text = summary_text(metrics, result["report"], result["samples"], root / "store" / "eval" / "report.html")
+    s = metrics["summary"]
+    assert text.startswith(f"{s['accuracy']:.1%} of samples are recognised as their class")
+    rows = [line.split() for line in text.splitlines() if line[:1].isdigit() and "±" in line]
+    assert [row[0] for row in rows] == [str(c) for c in range(10)]
+    for row, c in zip(rows, metrics["classes"]):
+        assert row[1] == f"{c['accuracy']:.1%}" and row[2] == f"{c['ms_ssim']:.2f}"
+        assert (row[-1] == "collapsing") == c["low_diversity"]
+    assert f"report:       {result['report']}" in text
+    assert f"python -m webbrowser {(root / 'store' / 'eval' / 'report.html').as_uri()}" in text
+
+
+def test_a_failing_task_shows_the_end_of_its_log(tmp_path):
+    console = io.StringIO()
+    settings = RunSettings(store=str(tmp_path / "store"), **{**TINY, "dataset": "folder"},
+                           source=str(tmp_path / "no-such-folder"))
+    with contextlib.redirect_stderr(console), pytest.raises(UserError, match=r"task 'prepare-data'.*its log: "):
+        runs.run_local(settings, tmp_path / "kfp-local", quiet=True)
+    shown = console.getvalue()
+    assert "the last lines of" in shown and "01-prepare-data.log" in shown
+    assert "no-such-folder" in shown  # the step's own one-line error, from its log
 
 
 def test_rerun_trains_exactly_the_damaged_split(finished_store, tmp_path):

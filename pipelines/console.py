@@ -1,0 +1,204 @@
+"""What `acgan run` shows a person: one progress display for the whole run, each task's log in its own file, and a
+closing summary of the evaluation in words and a small table.
+
+kfp.local streams every task's output, and its own executor JSON, into this process's stdout, from one thread per
+running task. During a run `TaskLogs` stands in for stdout: it files each thread's lines under the task that thread
+announced ("Executing task 'train-split'"), and reads the progress of the run from the same lines. `--verbose`
+leaves stdout alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from tqdm import tqdm
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXECUTING = re.compile(r"Executing task '([^']+)'")
+_FAILED = re.compile(r"Task '([^']+)' finished with status FAILURE")
+_DONE = re.compile(r"INFO ([a-z-]+): [a-z-]+: done in ")  # a step's own last line (components/steps/run_step)
+_TRAINING = re.compile(r"split (\d+) step (\d+)/(\d+)")
+_RESUMED = re.compile(r"split (\d+): (?:resuming from|already at) step (\d+)")
+STAGES = {"prepare-data": "preparing the data", "train-split": "training", "assemble-ensemble": "assembling",
+          "evaluate-ensemble": "evaluating"}
+
+
+class TaskLogs:
+    """A file-like stdout that writes each task's lines to `folder/NN-task.log` and updates `progress`."""
+
+    def __init__(self, folder: Path, progress: "RunProgress"):
+        self.folder, self.progress = folder, progress
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._files: dict[int, TextIO] = {}  # thread -> the log of the task it runs
+        self._pending: dict[int, str] = {}
+        self.logs: list[Path] = []
+        self.failed: list[Path] = []
+        self._run_log = open(self.folder / "run.log", "a")
+
+    def write(self, text: str) -> int:
+        thread = threading.get_ident()
+        with self._lock:
+            lines = (self._pending.pop(thread, "") + text).split("\n")
+            self._pending[thread] = lines.pop()
+            for line in lines:
+                self._line(thread, _ANSI.sub("", line))
+        return len(text)
+
+    def _line(self, thread: int, line: str) -> None:
+        started = _EXECUTING.search(line)
+        if started:
+            path = self.folder / f"{len(self.logs) + 1:02d}-{started[1]}.log"
+            self.logs.append(path)
+            self._files[thread] = open(path, "w")
+            self.progress.task_started(started[1])
+        log = self._files.get(thread, self._run_log)
+        log.write(line + "\n")
+        log.flush()
+        # A task's end is read from its own process's output, which always comes through here; kfp.local's
+        # "finished" lines are logged through a root logger that concurrent tasks reconfigure under each other.
+        done, failed = _DONE.search(line), _FAILED.search(line)
+        if done:
+            self.progress.task_finished(done[1], ok=True)
+        elif failed and thread in self._files:
+            self.failed.append(Path(self._files[thread].name))
+            self.progress.task_finished(failed[1], ok=False)
+        else:
+            self.progress.read(line)
+
+    def failed_log(self, task: str) -> Path | None:
+        """The log of the task that failed: one seen failing, else one of `task` that never finished."""
+        unfinished = [path for path in self.logs if path.name.endswith(f"-{task}.log")
+                      and not _DONE.search(path.read_text(errors="replace"))]
+        return next(iter(self.failed + unfinished), None)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        for f in [*self._files.values(), self._run_log]:
+            f.close()
+
+
+class RunProgress:
+    """The run's stages, and one bar over every training step of the run (per split: the step it last reported)."""
+
+    def __init__(self, splits: int | None, steps: int, out: TextIO):
+        self.out, self.steps, self.splits = out, steps, splits
+        self.tty = out.isatty()
+        self.at: dict[int, int] = {}
+        self.started: dict[str, float] = {}
+        self.running: dict[str, int] = {}
+        self.bar: tqdm | None = None
+
+    def say(self, text: str) -> None:
+        # Never print(): kfp.local swaps builtins.print for one that writes its indent to sys.stdout, which is
+        # TaskLogs, whose lock this thread holds.
+        if self.bar is not None:
+            self.bar.clear()
+        self.out.write(text + "\n")
+        self.out.flush()
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def task_started(self, task: str) -> None:
+        if not self.running.get(task):
+            self.started[task] = time.perf_counter()
+            self.say(f"{STAGES.get(task, task)}...")
+            if task == "train-split" and self.tty and self.splits:
+                self.bar = tqdm(total=self.splits * self.steps, desc="training", unit="step", file=self.out,
+                                dynamic_ncols=True)
+        self.running[task] = self.running.get(task, 0) + 1
+
+    def task_finished(self, task: str, ok: bool) -> None:
+        self.running[task] = self.running.get(task, 1) - 1
+        if not ok:
+            self.say(f"{STAGES.get(task, task)} failed")
+        elif not self.running[task]:
+            if task == "train-split" and self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            seconds = time.perf_counter() - self.started.get(task, time.perf_counter())
+            self.say(f"{STAGES.get(task, task)}: done in {_duration(seconds)}")
+
+    def read(self, line: str) -> None:
+        step = _TRAINING.search(line) or _RESUMED.search(line)
+        if not step:
+            return
+        split, at = int(step[1]), int(step[2])
+        self.at[split] = at
+        if self.bar is not None:
+            self.bar.update(sum(self.at.values()) - self.bar.n)
+        elif _TRAINING.search(line):
+            self.say(f"  split {split}: step {at}/{step[3]}")
+
+
+@contextlib.contextmanager
+def quiet_run(folder: Path, splits: int | None, steps: int, out: TextIO) -> Iterator[TaskLogs]:
+    """Inside: task output goes to log files under `folder`, progress to `out`; kfp.local's warnings that our image
+    is "non-Python" (it is the image this very environment was built from) and that Kubernetes settings (GPU, CPU
+    request, display name) do nothing on one machine are silenced."""
+    logs = TaskLogs(folder, RunProgress(splits, steps, out))
+    stdout, root = sys.stdout, logging.getLogger()
+    handlers = root.handlers[:]
+    # kfp.local sets the root logger's handler per task and puts back what it found when the task ends; with tasks
+    # running at once, what it finds must be TaskLogs too, or a task's closing lines reach the terminal.
+    level, root.level = root.level, logging.INFO
+    root.handlers = [logging.StreamHandler(logs)]
+    sys.stdout = logs
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*", category=UserWarning)
+            yield logs
+    finally:
+        sys.stdout, root.handlers, root.level = stdout, handlers, level
+        logs.close()
+        if logs.progress.bar is not None:
+            logs.progress.bar.close()
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def summary_text(metrics: dict, report: str, grids: str, local_report: Path | None) -> str:
+    """The evaluation in words and a per-class table, with where to look next."""
+    s, classes = metrics["summary"], metrics["classes"]
+    low = [c["name"] for c in classes if c["low_diversity"]]
+    weak = [c["name"] for c in classes if c["accuracy"] < 0.9]
+    lines = [
+        f"{s['accuracy']:.1%} of samples are recognised as their class by a classifier trained on the real images "
+        f"(real images: {s['real_accuracy']:.1%}).",
+        f"Diversity (mean MS-SSIM of same-class pairs, lower is more varied): samples {s['ms_ssim_mean']:.2f}, "
+        f"real images {s['real_ms_ssim_mean']:.2f}; {s['fraction_below_real_max']:.0%} of classes are below the "
+        f"least diverse real class ({s['real_ms_ssim_max']:.2f}).",
+        f"Flagged as collapsing (at or above {s['real_ms_ssim_max']:.2f}): {', '.join(low) if low else 'none'}. "
+        f"Recognised under 90%: {', '.join(weak) if weak else 'none'}.",
+        "",
+        f"{'class':<12} {'recognised':>10}  {'MS-SSIM samples':>16}  {'MS-SSIM real':>14}  flag",
+    ]
+    for c in classes:
+        flag = "collapsing" if c["low_diversity"] else ""
+        lines.append(f"{c['name'][:12]:<12} {c['accuracy']:>10.1%}  {c['ms_ssim']:>9.2f} ± {c['ms_ssim_se']:.2f}  "
+                     f"{c['real_ms_ssim']:>7.2f} ± {c['real_ms_ssim_se']:.2f}  {flag}".rstrip())
+    lines += ["", f"report:       {report}", f"sample grids: {grids}"]
+    if local_report is not None:
+        lines.append(f"open it with: python -m webbrowser {local_report.as_uri()}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
