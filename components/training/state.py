@@ -42,6 +42,12 @@ def load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], gr
     groups = [{**saved, **{k: own[k] for k in implementation if k in own}}
               for saved, own in zip(groups, opt.param_groups)]
     opt.load_state_dict({"state": state, "param_groups": groups})
+    # Saved moments are contiguous; a channels-last weight needs them in its own layout, or fused Adam, which walks
+    # both as flat memory, pairs each moment with another weight element.
+    for p, fields in opt.state.items():
+        for field, v in fields.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                fields[field] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def pack_checkpoint(G, D, opt_g, opt_d, data_rng: torch.Generator, meta: dict) -> dict[str, bytes]:

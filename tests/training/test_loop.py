@@ -85,6 +85,29 @@ def test_resumed_run_equals_uninterrupted(digits_store, tmp_path, single_thread,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_on_the_gpu_fast_path_layout_equals_uninterrupted(digits_store, tmp_path, single_thread,
+                                                                  monkeypatch):
+    """A GPU's channels-last weights and fused Adam, switched on here on the CPU: the restored Adam moments must
+    pair with the same weight elements as in an uninterrupted run."""
+    import shutil
+
+    from components.store import LocalStore
+    from components.training import loop
+    from components.training.step import FastPath
+
+    gpu_layout = FastPath(channels_last=True, fused_adam=True)
+    monkeypatch.setattr(loop.FastPath, "resolve", classmethod(lambda cls, *args: gpu_layout))
+    other = LocalStore(tmp_path / "other")
+    shutil.copytree(digits_store.root, other.root)
+    train_split(digits_store, tiny_config(steps=20, lr=0.01, d_width=0.25))
+    train_split(other, tiny_config(steps=10, lr=0.01, d_width=0.25))
+    train_split(other, tiny_config(steps=20, lr=0.01, d_width=0.25))
+    assert json.loads(other.read_bytes("splits/split-00000/config.json"))["fast_path"] == gpu_layout.model_dump()
+    a, b = _weights(digits_store), _weights(other)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
+
+
 def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path, single_thread):
     """SIGKILL a real `acgan train-split` process after its first checkpoint; the resumed run ends bit-identical."""
     import shutil
