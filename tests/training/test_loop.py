@@ -108,6 +108,32 @@ def test_resume_on_the_gpu_fast_path_layout_equals_uninterrupted(digits_store, t
     assert all(torch.equal(a[k], b[k]) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["meta-says-cuda", "older-meta"])
+def test_split_started_on_a_gpu_continues_on_the_cpu(digits_store, caplog, recorded):
+    """A checkpoint as a GPU writes it: a CUDA generator's state (seed and offset, 16 bytes), and the device in the
+    meta (checkpoints from before the device was recorded only have the state's shape to tell)."""
+    import logging
+
+    cfg = tiny_config(steps=10, d_width=0.25)
+    train_split(digits_store, cfg)
+    step, files = latest_checkpoint(digits_store, 0)
+    assert json.loads(files["meta.json"])["device"] == "cpu"
+    tensors = load_safetensors(files[TRAIN_STATE_FILE])
+    tensors["rng.data"] = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)
+    meta = json.loads(files["meta.json"])
+    if recorded:
+        meta["device"] = "cuda"
+    else:
+        del meta["device"]
+    save_checkpoint(digits_store, 0, step + 1, {**files, TRAIN_STATE_FILE: save_safetensors(tensors),
+                                                 "meta.json": json.dumps(meta).encode()})
+    with caplog.at_level(logging.INFO):
+        result = train_split(digits_store, cfg.model_copy(update={"steps": 15}))
+    assert result["resumed_from"] == step + 1 and result["step"] == 15
+    moved = [r.getMessage() for r in caplog.records if "not bit-identical" in r.getMessage()]
+    assert len(moved) == 1 and "on cpu" in moved[0], moved
+
+
 def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path, single_thread):
     """SIGKILL a real `acgan train-split` process after its first checkpoint; the resumed run ends bit-identical."""
     import shutil
