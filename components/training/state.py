@@ -12,6 +12,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from components.training.step import match_param_layouts
+
 GENERATOR_FILE = "generator.safetensors"
 TRAIN_STATE_FILE = "train_state.safetensors"
 META_FILE = "meta.json"
@@ -45,12 +47,7 @@ def load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], gr
     groups = [{**saved, **{k: own[k] for k in implementation if k in own}}
               for saved, own in zip(groups, opt.param_groups)]
     opt.load_state_dict({"state": state, "param_groups": groups})
-    # Saved moments are contiguous; a channels-last weight needs them in its own layout, or fused Adam, which walks
-    # both as flat memory, pairs each moment with another weight element.
-    for p, fields in opt.state.items():
-        for field, v in fields.items():
-            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
-                fields[field] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+    match_param_layouts(opt)  # saved moments are contiguous; a channels-last weight needs them channels-last
 
 
 def pack_checkpoint(G, D, opt_g, opt_d, data_rng: torch.Generator, meta: dict) -> dict[str, bytes]:

@@ -45,6 +45,15 @@ def make_optimizers(G: Generator, D: Discriminator, lr: float, betas: tuple[floa
             torch.optim.Adam(D.parameters(), lr=lr, betas=betas, **fused))
 
 
+def match_param_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each Adam moment its weight's memory layout (channels-last or not). Fused Adam walks both as flat memory:
+    a moment restored or created in another layout would pair with other weight elements."""
+    for p, fields in opt.state.items():
+        for field, v in fields.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                fields[field] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 class TrainStep:
     """`step(x_real, y_real, z, y_fake)` -> on-device (loss_d, loss_g, D's source acc real/fake, class acc real/fake).
 
@@ -58,6 +67,8 @@ class TrainStep:
         if fast.channels_last:
             G.to(memory_format=torch.channels_last)
             D.to(memory_format=torch.channels_last)
+            match_param_layouts(opt_g)
+            match_param_layouts(opt_d)
         self.G = torch.compile(G) if fast.compile else G
         self.D = torch.compile(D) if fast.compile else D
         self.opt_g, self.opt_d, self.fast = opt_g, opt_d, fast
