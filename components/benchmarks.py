@@ -114,23 +114,25 @@ def _precision_of(fast: FastPath):
 
 
 def train_throughput(resolution: int, batch: int, fast: FastPath, device: torch.device, warmup: int,
-                     steps: int) -> tuple[float, list[float]]:
-    """(images per second, loss_d of every timed step)."""
+                     steps: int) -> tuple[float, list[float], float]:
+    """(images per second, loss_d of every timed step, seconds of the warm-up steps)."""
     with _precision_of(fast):
         return _timed_steps(resolution, batch, fast, device, warmup, steps)
 
 
 def _timed_steps(resolution: int, batch: int, fast: FastPath, device: torch.device, warmup: int,
-                 steps: int) -> tuple[float, list[float]]:
+                 steps: int) -> tuple[float, list[float], float]:
     one, _, _ = _train_rig(resolution, batch, fast, device)
+    start = time.perf_counter()
     for _ in range(warmup):  # compilation and autotuning happen here
         one()
     _sync(device)
+    warmup_seconds = time.perf_counter() - start
     start = time.perf_counter()
     stats = [one() for _ in range(steps)]
     _sync(device)
     elapsed = time.perf_counter() - start
-    return steps * batch / elapsed, [s[0].item() for s in stats]
+    return steps * batch / elapsed, [s[0].item() for s in stats], warmup_seconds
 
 
 def loss_agreement(resolution: int, batch: int, fast: FastPath, device: torch.device, steps: int) -> float:
@@ -152,8 +154,8 @@ def bench_training(device: torch.device, steps: int | None = None) -> list[Row]:
     warmup = 20 if gpu else 2
     fast = FastPath.resolve(device)
     name = device_name(device)
-    fast_ips, _ = train_throughput(resolution, batch, fast, device, warmup, steps)
-    ref_ips, _ = train_throughput(resolution, batch, FastPath(), device, warmup, steps)
+    fast_ips, _, fast_warmup = train_throughput(resolution, batch, fast, device, warmup, steps)
+    ref_ips, _, ref_warmup = train_throughput(resolution, batch, FastPath(), device, warmup, steps)
     flops = flops_per_image(resolution, batch, device)
     shape = f"paper network, {resolution}x{resolution}, batch {batch}"
     rows = [
@@ -163,6 +165,10 @@ def bench_training(device: torch.device, steps: int | None = None) -> list[Row]:
             measured=ref_ips, device=name, note="TF32 off"),
         Row(figure="fast path / reference", unit="x", target=">= 3 on a GPU", measured=fast_ips / ref_ips,
             device=name, note="" if gpu else "on a CPU the fast path is the float32 eager step itself"),
+        Row(figure=f"training step, fast path warm-up: first {warmup} steps", unit="s", target="-",
+            measured=fast_warmup, device=name,
+            note=f"torch.compile of G and D and autotuning; the reference's first {warmup} steps: {ref_warmup:.1f} s"
+            if fast.compile else "no torch.compile on this device"),
         Row(figure=f"model FLOPs per image ({resolution}px, one D and one G update)", unit="GFLOP", target="-",
             measured=flops / 1e9, device="-"),
     ]

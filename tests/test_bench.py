@@ -12,8 +12,10 @@ from components.training.step import FastPath
 
 
 def test_training_benchmark_steps_and_counts_flops():
-    images_per_second, losses = train_throughput(32, 4, FastPath(), torch.device("cpu"), warmup=1, steps=2)
+    images_per_second, losses, warmup_seconds = train_throughput(32, 4, FastPath(), torch.device("cpu"), warmup=1,
+                                                                 steps=2)
     assert images_per_second > 0 and len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert warmup_seconds > 0
     # One step runs G forward, D on real and fake, and both backward passes: several times D's forward alone.
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -88,7 +88,14 @@ class TrainStep:
             x_real = x_real.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             x_fake = self.G(z, y_fake)
-            loss_d, d_stats = discriminator_loss(self.D, self._view(x_real), y_real, self._view(x_fake.detach()),
+            # torch.compile builds D once per input signature (dtype, layout, requires_grad): real images in G's
+            # output dtype (autocast casts them at D's first convolution anyway) and D-step inputs that ask for a
+            # gradient, like the G step's fakes, make D's three calls one signature. That gradient costs one
+            # input-gradient of D's first convolution; an eager step does not need it.
+            x_real, fake_for_d = x_real.to(x_fake.dtype), x_fake.detach()
+            if self.fast.compile:
+                x_real, fake_for_d = x_real.detach().requires_grad_(), fake_for_d.requires_grad_()
+            loss_d, d_stats = discriminator_loss(self.D, self._view(x_real), y_real, self._view(fake_for_d),
                                                  y_fake, self.d_fake_class_loss)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()

@@ -218,3 +218,32 @@ def test_bf16_is_recorded_and_trains_like_float32(digits_store, tmp_path, single
     assert all(math.isfinite(v) for v in curves["bf16"])
     for a, b in zip(curves["bf16"], curves["fp32"]):
         assert abs(a - b) < 0.25 * b
+
+
+def test_compiled_d_is_built_once_per_step(monkeypatch):
+    """torch.compile guards on each input's dtype, layout and requires_grad: real images in float32, detached fakes
+    and fakes with grad in bf16 made it build D three times. Counted with dynamo's own frame counter (its tracing
+    and guards are real; only the code generation is left out)."""
+    from torch._dynamo.testing import CompileCounter
+
+    from components.model import ModelConfig
+    from components.training.step import FastPath, TrainStep, make_optimizers
+
+    torch._dynamo.reset()
+    counters, real_compile = {}, torch.compile
+
+    def counting_compile(model):
+        counters[type(model).__name__] = CompileCounter()
+        return real_compile(model, backend=counters[type(model).__name__])
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    fast = FastPath(bf16=True, channels_last=True, fused_adam=True, compile=True)
+    cfg = ModelConfig(resolution=32, channels=3, num_classes=4, width=0.0625, d_width=0.125)
+    G, D = Generator(cfg), Discriminator(cfg)
+    step = TrainStep(G, D, *make_optimizers(G, D, 2e-4, (0.5, 0.999), fast), fast)
+    for _ in range(2):
+        stats = step(torch.rand(8, 3, 32, 32) * 2 - 1, torch.randint(4, (8,)), torch.randn(8, cfg.noise_dim),
+                     torch.randint(4, (8,)))
+    assert torch.isfinite(stats).all()
+    assert counters["Discriminator"].frame_count == 1 and counters["Generator"].frame_count == 1
+    torch._dynamo.reset()
