@@ -8,6 +8,8 @@ measured: it proves nothing about a GPU) are listed as pending with the reason.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import platform
 import subprocess
@@ -32,6 +34,8 @@ BF16_PEAK_TFLOPS = {"H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756
                     "H200": 989.4, "A100": 312.0, "L4": 121.0}
 PAPER_RUN_IMAGES = 100 * 50_000 * 100  # 100 splits x 50,000 steps x batch 100
 
+log = logging.getLogger(__name__)
+
 
 class Row(BaseModel):
     figure: str
@@ -40,6 +44,7 @@ class Row(BaseModel):
     measured: float | None
     device: str
     note: str = ""
+    error: str | None = None  # the one-line reason a benchmark failed; its other figures are then missing
 
 
 def device_name(device: torch.device) -> str:
@@ -93,26 +98,50 @@ def flops_per_image(resolution: int, batch: int, device: torch.device) -> float:
     return counter.get_total_flops() / batch
 
 
+@contextlib.contextmanager
+def _precision_of(fast: FastPath):
+    """The reference is float32 proper: TF32 off in matmuls and cuDNN convolutions (cuDNN's default is on), or the
+    fast path's speed-up would compare bf16 with TF32."""
+    if fast != FastPath():
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def train_throughput(resolution: int, batch: int, fast: FastPath, device: torch.device, warmup: int,
-                     steps: int) -> tuple[float, list[float]]:
-    """(images per second, loss_d of every timed step)."""
+                     steps: int) -> tuple[float, list[float], float]:
+    """(images per second, loss_d of every timed step, seconds of the warm-up steps)."""
+    with _precision_of(fast):
+        return _timed_steps(resolution, batch, fast, device, warmup, steps)
+
+
+def _timed_steps(resolution: int, batch: int, fast: FastPath, device: torch.device, warmup: int,
+                 steps: int) -> tuple[float, list[float], float]:
     one, _, _ = _train_rig(resolution, batch, fast, device)
+    start = time.perf_counter()
     for _ in range(warmup):  # compilation and autotuning happen here
         one()
     _sync(device)
+    warmup_seconds = time.perf_counter() - start
     start = time.perf_counter()
     stats = [one() for _ in range(steps)]
     _sync(device)
     elapsed = time.perf_counter() - start
-    return steps * batch / elapsed, [s[0].item() for s in stats]
+    return steps * batch / elapsed, [s[0].item() for s in stats], warmup_seconds
 
 
 def loss_agreement(resolution: int, batch: int, fast: FastPath, device: torch.device, steps: int) -> float:
     """Largest gap between the fast and reference loss_d curves (50-step means), relative to the reference."""
     curves = []
     for path in (fast, FastPath()):
-        one, _, _ = _train_rig(resolution, batch, path, device)
-        curves.append(torch.stack([one()[0] for _ in range(steps)]).float().cpu())
+        with _precision_of(path):
+            one, _, _ = _train_rig(resolution, batch, path, device)
+            curves.append(torch.stack([one()[0] for _ in range(steps)]).float().cpu())
     window = max(1, min(50, steps // 4))
     means = [c[: len(c) // window * window].view(-1, window).mean(1) for c in curves]
     return float(((means[0] - means[1]).abs() / means[1].abs()).max())
@@ -125,17 +154,21 @@ def bench_training(device: torch.device, steps: int | None = None) -> list[Row]:
     warmup = 20 if gpu else 2
     fast = FastPath.resolve(device)
     name = device_name(device)
-    fast_ips, _ = train_throughput(resolution, batch, fast, device, warmup, steps)
-    ref_ips, _ = train_throughput(resolution, batch, FastPath(), device, warmup, steps)
+    fast_ips, _, fast_warmup = train_throughput(resolution, batch, fast, device, warmup, steps)
+    ref_ips, _, ref_warmup = train_throughput(resolution, batch, FastPath(), device, warmup, steps)
     flops = flops_per_image(resolution, batch, device)
     shape = f"paper network, {resolution}x{resolution}, batch {batch}"
     rows = [
         Row(figure=f"training step, fast path ({shape})", unit="images/s", target=">= 8000 on one H100 at 128px",
             measured=fast_ips, device=name, note=f"fast path: {fast.model_dump()}"),
         Row(figure=f"training step, eager float32 reference ({shape})", unit="images/s", target="-",
-            measured=ref_ips, device=name),
+            measured=ref_ips, device=name, note="TF32 off"),
         Row(figure="fast path / reference", unit="x", target=">= 3 on a GPU", measured=fast_ips / ref_ips,
             device=name, note="" if gpu else "on a CPU the fast path is the float32 eager step itself"),
+        Row(figure=f"training step, fast path warm-up: first {warmup} steps", unit="s", target="-",
+            measured=fast_warmup, device=name,
+            note=f"torch.compile of G and D and autotuning; the reference's first {warmup} steps: {ref_warmup:.1f} s"
+            if fast.compile else "no torch.compile on this device"),
         Row(figure=f"model FLOPs per image ({resolution}px, one D and one G update)", unit="GFLOP", target="-",
             measured=flops / 1e9, device="-"),
     ]
@@ -322,11 +355,22 @@ BENCHMARKS = {"training": bench_training, "data": bench_data_preparation, "ms_ss
 
 
 def run_benchmarks(device: torch.device, only: list[str] | None = None) -> list[Row]:
+    """Every benchmark on its own: one that fails (out of memory, a missing package) becomes a row saying why, and
+    the others still run."""
     rows: list[Row] = []
     names = only or list(BENCHMARKS)
     for name in tqdm(names, desc="benchmarks", unit="benchmark"):
         fn = BENCHMARKS[name]
-        rows += fn() if name == "data" else fn(device)
+        try:
+            rows += fn() if name == "data" else fn(device)
+        except Exception as e:  # noqa: BLE001 - any failure of one benchmark is reported in its row
+            reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+            log.warning("benchmark %s failed: %s", name, reason)
+            rows.append(Row(figure=f"{name} benchmark", unit="-", target="-", measured=None,
+                            device=device_name(device), note=f"failed: {reason}", error=reason))
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # a failed benchmark's memory must not fail the next one
     return rows
 
 

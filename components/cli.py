@@ -167,6 +167,10 @@ def _bench(args: argparse.Namespace) -> dict:
                                  f"`acgan bench --device {args.device}{f' --only {args.only}' if args.only else ''}`.\n\n{table(rows)}\n")
     print(table(rows), file=sys.stderr)
     print(f"written to {args.out}", file=sys.stderr)
+    failed = [r for r in rows if r.error]
+    if failed:
+        raise UserError(f"{len(failed)} benchmark(s) failed ({'; '.join(f'{r.figure}: {r.error}' for r in failed)}); "
+                        f"the other rows are in {args.out}")
     return record["machine"]
 
 

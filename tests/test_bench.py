@@ -12,8 +12,10 @@ from components.training.step import FastPath
 
 
 def test_training_benchmark_steps_and_counts_flops():
-    images_per_second, losses = train_throughput(32, 4, FastPath(), torch.device("cpu"), warmup=1, steps=2)
+    images_per_second, losses, warmup_seconds = train_throughput(32, 4, FastPath(), torch.device("cpu"), warmup=1,
+                                                                 steps=2)
     assert images_per_second > 0 and len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    assert warmup_seconds > 0
     # One step runs G forward, D on real and fake, and both backward passes: several times D's forward alone.
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -78,3 +80,51 @@ def test_run_breakdown_from_a_kfp_local_log():
     assert train.note == "summed over 2 tasks; 60 s from the first start to the last end"
     # (2 s + 58 s + 59.5 s of task wall time) - (0.5 s + 50 s + 51 s of work) over 3 tasks
     assert rows["of which task start-up (process, imports, kfp executor), per task"].measured == 6.0
+
+
+def test_eager_reference_runs_with_tf32_off():
+    """cuDNN's TF32 default is on: the float32 reference turns it off for its steps only (the flags exist on a CPU
+    build too, so the step's convolutions can be watched here)."""
+    from torch.overrides import TorchFunctionMode
+
+    seen = []
+
+    class WatchConvolutions(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in (torch.nn.functional.conv2d, torch.nn.functional.conv_transpose2d):
+                seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+            return func(*args, **(kwargs or {}))
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        with WatchConvolutions():
+            train_throughput(32, 2, FastPath(), torch.device("cpu"), warmup=0, steps=1)
+        assert seen and set(seen) == {(False, False)}
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+        seen.clear()
+        with WatchConvolutions():  # the fast path keeps the machine's setting
+            train_throughput(32, 2, FastPath(channels_last=True), torch.device("cpu"), warmup=0, steps=1)
+        assert set(seen) == {(True, True)}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_a_failing_benchmark_is_a_row_and_the_others_are_written(tmp_path, monkeypatch, capsys):
+    from components import benchmarks
+    from components.cli import main
+
+    def out_of_memory(device):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+
+    monkeypatch.setitem(benchmarks.BENCHMARKS, "training", out_of_memory)
+    out = tmp_path / "results.json"
+    assert main(["bench", "--only", "training,ms_ssim", "--out", str(out)]) == 2
+    rows = [Row(**r) for r in json.loads(out.read_text())["rows"]]
+    failed = [r for r in rows if r.error]
+    assert [(r.figure, r.error) for r in failed] == [
+        ("training benchmark", "RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB")]
+    assert any(r.figure.startswith("MS-SSIM speed-up") and r.measured > 0 for r in rows)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("acgan bench: error: 1 benchmark(s) failed (training benchmark: RuntimeError: CUDA out")
+    assert "Traceback" not in "\n".join(err)

@@ -135,6 +135,8 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
     G, D = Generator(model_cfg).to(device), Discriminator(model_cfg).to(device)
     fast = FastPath.resolve(device, cfg.precision, cfg.compile)
     opt_g, opt_d = make_optimizers(G, D, cfg.lr, (cfg.beta1, cfg.beta2), fast)
+    # Before the restore: the step puts G and D in their memory layout, which the restored Adam moments must match.
+    train_step = TrainStep(G, D, opt_g, opt_d, fast, cfg.d_fake_class_loss, cfg.mode_seeking, cfg.augment, data_rng)
 
     # Resume from the newest complete, intact checkpoint of this split.
     prefix = split_prefix(cfg.split)
@@ -163,7 +165,6 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
     write_json(store, f"{prefix}/config.json", {"train": cfg.model_dump(), "model": model_cfg.model_dump(),
                                                  "classes": members, "device": str(device),
                                                  "fast_path": fast.model_dump(), "threads": torch.get_num_threads()})
-    train_step = TrainStep(G, D, opt_g, opt_d, fast, cfg.d_fake_class_loss, cfg.mode_seeking, cfg.augment, data_rng)
 
     fixed_rng = torch.Generator(device).manual_seed(cfg.seed + 1)
     fixed_y = torch.arange(K, device=device).repeat_interleave(cfg.stats_samples_per_class)

@@ -45,6 +45,15 @@ def make_optimizers(G: Generator, D: Discriminator, lr: float, betas: tuple[floa
             torch.optim.Adam(D.parameters(), lr=lr, betas=betas, **fused))
 
 
+def match_param_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give each Adam moment its weight's memory layout (channels-last or not). Fused Adam walks both as flat memory:
+    a moment restored or created in another layout would pair with other weight elements."""
+    for p, fields in opt.state.items():
+        for field, v in fields.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                fields[field] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 class TrainStep:
     """`step(x_real, y_real, z, y_fake)` -> on-device (loss_d, loss_g, D's source acc real/fake, class acc real/fake).
 
@@ -58,6 +67,8 @@ class TrainStep:
         if fast.channels_last:
             G.to(memory_format=torch.channels_last)
             D.to(memory_format=torch.channels_last)
+            match_param_layouts(opt_g)
+            match_param_layouts(opt_d)
         self.G = torch.compile(G) if fast.compile else G
         self.D = torch.compile(D) if fast.compile else D
         self.opt_g, self.opt_d, self.fast = opt_g, opt_d, fast
@@ -77,7 +88,14 @@ class TrainStep:
             x_real = x_real.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             x_fake = self.G(z, y_fake)
-            loss_d, d_stats = discriminator_loss(self.D, self._view(x_real), y_real, self._view(x_fake.detach()),
+            # torch.compile builds D once per input signature (dtype, layout, requires_grad): real images in G's
+            # output dtype (autocast casts them at D's first convolution anyway) and D-step inputs that ask for a
+            # gradient, like the G step's fakes, make D's three calls one signature. That gradient costs one
+            # input-gradient of D's first convolution; an eager step does not need it.
+            x_real, fake_for_d = x_real.to(x_fake.dtype), x_fake.detach()
+            if self.fast.compile:
+                x_real, fake_for_d = x_real.detach().requires_grad_(), fake_for_d.requires_grad_()
+            loss_d, d_stats = discriminator_loss(self.D, self._view(x_real), y_real, self._view(fake_for_d),
                                                  y_fake, self.d_fake_class_loss)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()

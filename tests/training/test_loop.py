@@ -85,6 +85,55 @@ def test_resumed_run_equals_uninterrupted(digits_store, tmp_path, single_thread,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_on_the_gpu_fast_path_layout_equals_uninterrupted(digits_store, tmp_path, single_thread,
+                                                                  monkeypatch):
+    """A GPU's channels-last weights and fused Adam, switched on here on the CPU: the restored Adam moments must
+    pair with the same weight elements as in an uninterrupted run."""
+    import shutil
+
+    from components.store import LocalStore
+    from components.training import loop
+    from components.training.step import FastPath
+
+    gpu_layout = FastPath(channels_last=True, fused_adam=True)
+    monkeypatch.setattr(loop.FastPath, "resolve", classmethod(lambda cls, *args: gpu_layout))
+    other = LocalStore(tmp_path / "other")
+    shutil.copytree(digits_store.root, other.root)
+    train_split(digits_store, tiny_config(steps=20, lr=0.01, d_width=0.25))
+    train_split(other, tiny_config(steps=10, lr=0.01, d_width=0.25))
+    train_split(other, tiny_config(steps=20, lr=0.01, d_width=0.25))
+    assert json.loads(other.read_bytes("splits/split-00000/config.json"))["fast_path"] == gpu_layout.model_dump()
+    a, b = _weights(digits_store), _weights(other)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["meta-says-cuda", "older-meta"])
+def test_split_started_on_a_gpu_continues_on_the_cpu(digits_store, caplog, recorded):
+    """A checkpoint as a GPU writes it: a CUDA generator's state (seed and offset, 16 bytes), and the device in the
+    meta (checkpoints from before the device was recorded only have the state's shape to tell)."""
+    import logging
+
+    cfg = tiny_config(steps=10, d_width=0.25)
+    train_split(digits_store, cfg)
+    step, files = latest_checkpoint(digits_store, 0)
+    assert json.loads(files["meta.json"])["device"] == "cpu"
+    tensors = load_safetensors(files[TRAIN_STATE_FILE])
+    tensors["rng.data"] = torch.tensor([7, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0], dtype=torch.uint8)
+    meta = json.loads(files["meta.json"])
+    if recorded:
+        meta["device"] = "cuda"
+    else:
+        del meta["device"]
+    save_checkpoint(digits_store, 0, step + 1, {**files, TRAIN_STATE_FILE: save_safetensors(tensors),
+                                                 "meta.json": json.dumps(meta).encode()})
+    with caplog.at_level(logging.INFO):
+        result = train_split(digits_store, cfg.model_copy(update={"steps": 15}))
+    assert result["resumed_from"] == step + 1 and result["step"] == 15
+    moved = [r.getMessage() for r in caplog.records if "not bit-identical" in r.getMessage()]
+    assert len(moved) == 1 and "on cpu" in moved[0], moved
+
+
 def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path, single_thread):
     """SIGKILL a real `acgan train-split` process after its first checkpoint; the resumed run ends bit-identical."""
     import shutil
@@ -169,3 +218,32 @@ def test_bf16_is_recorded_and_trains_like_float32(digits_store, tmp_path, single
     assert all(math.isfinite(v) for v in curves["bf16"])
     for a, b in zip(curves["bf16"], curves["fp32"]):
         assert abs(a - b) < 0.25 * b
+
+
+def test_compiled_d_is_built_once_per_step(monkeypatch):
+    """torch.compile guards on each input's dtype, layout and requires_grad: real images in float32, detached fakes
+    and fakes with grad in bf16 made it build D three times. Counted with dynamo's own frame counter (its tracing
+    and guards are real; only the code generation is left out)."""
+    from torch._dynamo.testing import CompileCounter
+
+    from components.model import ModelConfig
+    from components.training.step import FastPath, TrainStep, make_optimizers
+
+    torch._dynamo.reset()
+    counters, real_compile = {}, torch.compile
+
+    def counting_compile(model):
+        counters[type(model).__name__] = CompileCounter()
+        return real_compile(model, backend=counters[type(model).__name__])
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    fast = FastPath(bf16=True, channels_last=True, fused_adam=True, compile=True)
+    cfg = ModelConfig(resolution=32, channels=3, num_classes=4, width=0.0625, d_width=0.125)
+    G, D = Generator(cfg), Discriminator(cfg)
+    step = TrainStep(G, D, *make_optimizers(G, D, 2e-4, (0.5, 0.999), fast), fast)
+    for _ in range(2):
+        stats = step(torch.rand(8, 3, 32, 32) * 2 - 1, torch.randint(4, (8,)), torch.randn(8, cfg.noise_dim),
+                     torch.randint(4, (8,)))
+    assert torch.isfinite(stats).all()
+    assert counters["Discriminator"].frame_count == 1 and counters["Generator"].frame_count == 1
+    torch._dynamo.reset()
