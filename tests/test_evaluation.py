@@ -179,14 +179,18 @@ def test_evaluation_flags_a_collapsed_generator(trained_store):
     assert summary["classes_low_diversity"] >= 5
     assert set(summary["accuracy_by_resolution"]) == {"32", "16", "8"}
     assert set(classes[0]["accuracy_by_resolution"]) == {"32", "16", "8"}
-    assert 0 <= summary["fraction_more_discriminable_at_full_resolution"] <= 1
+    # The headline is the paper's pair, full resolution against a quarter of it (32 px against 8 here).
+    per_class = {size: [c["accuracy_by_resolution"][str(size)] for c in classes] for size in (32, 16, 8)}
+    assert summary["fraction_more_discriminable_than_at_quarter_resolution"] == pytest.approx(
+        sum(full > low for full, low in zip(per_class[32], per_class[8])) / 10)
+    assert set(summary["fraction_more_discriminable_than_at_resolution"]) == {"16", "8"}
     assert 0 <= summary["fraction_below_real_max"] <= 0.5
     assert store.exists("eval/report.html") and store.exists("eval/samples-split-00000.png")
 
 
 SUMMARY_KEYS = {"accuracy", "real_accuracy", "ms_ssim_mean", "real_ms_ssim_mean", "real_ms_ssim_max",
                 "fraction_below_real_max", "accuracy_ms_ssim_correlation",
-                "fraction_more_discriminable_at_full_resolution", "inception_score", "fid",
+                "fraction_more_discriminable_than_at_quarter_resolution", "inception_score", "fid",
                 "fraction_low_diversity_with_low_accuracy", "fraction_high_diversity_with_high_accuracy"}
 FIGURES = ["eval/figures/accuracy-by-resolution.png", "eval/figures/ms-ssim-samples-vs-real.png",
            "eval/figures/accuracy-vs-ms-ssim.png", "eval/figures/ms-ssim-over-training.png",
@@ -271,6 +275,17 @@ def test_compare_plots_ms_ssim_against_classes_per_model(trained_store, tmp_path
 def test_evaluate_needs_an_ensemble(digits_store):
     with pytest.raises(UserError, match="has no ensemble"):
         evaluate(digits_store, EvalSettings())
+
+
+def test_headline_compares_full_resolution_with_a_quarter_of_it():
+    from components.metrics.discriminability import fractions_more_discriminable
+
+    # Four classes at 128 px: against 32 px (the paper's pair) 3 of 4 lose accuracy; against 8 px every one does.
+    table = {128: [0.5, 0.4, 0.3, 0.2], 64: [0.5, 0.5, 0.2, 0.1], 32: [0.4, 0.3, 0.2, 0.2], 16: [0.1, 0.1, 0.1, 0.1],
+             8: [0.0, 0.0, 0.0, 0.0]}
+    fractions = fractions_more_discriminable(table)
+    assert fractions == {64: 0.5, 32: 0.75, 16: 1.0, 8: 1.0}
+    assert fractions_more_discriminable({32: [0.5, float("nan")], 16: [0.6, 0.1], 8: [0.1, 0.1]}) == {16: 0.0, 8: 0.5}
 
 
 def test_resolution_study_sizes_and_resizing():
