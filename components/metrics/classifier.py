@@ -101,15 +101,21 @@ def _forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torc
     return _inception_forward(model, images)
 
 
-def _inception_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """torchvision's Inception-v3 on uint8 images: to 3 channels, 299x299 bilinear, ImageNet normalisation."""
+def inception_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> Inception-v3's input (N, 3, 299, 299): grey to 3 channels, bilinear to 299x299, and the
+    [-1, 1] scale its ImageNet weights (ported from Google's) were trained on. That is what torchvision feeds them with
+    `transform_input=True` after the usual ImageNet normalisation; built from a weights file (`weights=None`)
+    torchvision leaves that flag off, so we build the network with it off and give it this scale ourselves."""
     x = images.float() / 255.0
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    return x * 2.0 - 1.0
+
+
+def _inception_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's Inception-v3 on uint8 images: logits and the pooled features."""
+    x = inception_input(images)
     pooled: list[torch.Tensor] = []
     hook = net.avgpool.register_forward_hook(lambda module, inputs, out: pooled.append(out.flatten(1)))
     try:
@@ -243,7 +249,7 @@ def classifier_from_tensors(tensors: dict[str, torch.Tensor], source: str,
             raise UserError(f"--classifier {source} holds Inception-v3 weights, which need torchvision: install the "
                             f"`inception` extra (pip install 'acgan-ensemble[inception]')") from None
         net = inception_v3(weights=None, aux_logits="AuxLogits.fc.weight" in tensors, init_weights=False,
-                           num_classes=tensors["fc.weight"].shape[0])
+                           num_classes=tensors["fc.weight"].shape[0], transform_input=False)  # see inception_input
         kind = "inception-v3"
     elif "head.weight" in tensors and "features.0.weight" in tensors:
         width, in_channels = tensors["features.0.weight"].shape[:2]
