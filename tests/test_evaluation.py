@@ -343,3 +343,119 @@ def test_resolution_study_sizes_and_resizing():
     assert (blurred[..., 2:-2].float() - 127.5).abs().max() < 10  # the stripes are gone (edges aside)
     flat = torch.full((1, 3, 32, 32), 77, dtype=torch.uint8)
     assert torch.equal(resize_down_and_up(flat, 8), flat)  # no information lost, none invented
+
+
+def _synthetic_ensemble(root, num_classes: int):
+    """A synthetic 32 px store of `num_classes` classes in splits of 2, each split trained one step and assembled,
+    with a store classifier trained beforehand (so an evaluation streams from its start)."""
+    from components.data.prepare import PrepareConfig, prepare
+    from components.evaluation import load_real
+    from components.metrics.classifier import save_classifier, train_classifier
+    from components.store import LocalStore
+
+    store = LocalStore(root)
+    plan = prepare(PrepareConfig(dataset="synthetic", num_classes=num_classes, images_per_class=10, resolution=32,
+                                 classes_per_split=2), store)
+    for split in range(len(plan.splits)):
+        train_split(store, tiny_config(split=split, steps=1, checkpoint_every=1, tick_every=1))
+    assemble_ensemble(store, 1)
+    real, labels = load_real(store, plan, 6, 0)
+    model, info = train_classifier(real, labels, num_classes, steps=2)
+    save_classifier(store, model, info)
+    return store
+
+
+STREAM_SETTINGS = EvalSettings(samples_per_class=4, pairs=3, real_per_class=6, overfitting_classes=1, is_splits=2,
+                               neighbours=2, device="cpu")
+
+
+def _count_resident(monkeypatch, name: str) -> dict[str, int]:
+    """Wraps evaluation.<name> (a loader returning (images, labels)): counts the images it returned that are still
+    alive (freed tensors are finalised at once), and the most alive at one time."""
+    import weakref
+
+    from components import evaluation
+
+    count = {"now": 0, "peak": 0, "calls": 0}
+    loader = getattr(evaluation, name)
+
+    def freed(n):
+        count["now"] -= n
+
+    def counted(*args, **kwargs):
+        images, labels = loader(*args, **kwargs)
+        count["now"] += len(images)
+        count["calls"] += 1
+        count["peak"] = max(count["peak"], count["now"])
+        weakref.finalize(images, freed, len(images))
+        return images, labels
+
+    monkeypatch.setattr(evaluation, name, counted)
+    return count
+
+
+def test_evaluation_streams_split_by_split_and_memory_stays_flat(tmp_path, monkeypatch):
+    peaks = {}
+    for num_classes in (2, 8):
+        store = _synthetic_ensemble(tmp_path / f"{num_classes}-classes", num_classes)
+        with monkeypatch.context() as patch:
+            real = _count_resident(patch, "real_of_split")
+            samples = _count_resident(patch, "split_samples")
+            evaluate(store, STREAM_SETTINGS)
+        assert real["calls"] == samples["calls"] == num_classes // 2  # every split loaded once
+        peaks[num_classes] = real["peak"], samples["peak"]
+    # One split's images at a time (2 classes: 12 real images, 8 samples), whatever the number of classes.
+    assert peaks[2] == peaks[8] == (12, 8)
+
+
+def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path):
+    from components.data.plan import load_plan
+    from components.evaluation import load_real, split_samples
+    from components.metrics.classifier import load_classifier
+
+    store = _synthetic_ensemble(tmp_path / "store", 8)
+    summary = evaluate(store, STREAM_SETTINGS)
+    metrics = json.loads(store.read_bytes("eval/metrics.json"))
+    assert metrics["computed_on"]["peak_host_memory_bytes"] > 0  # the bench prints it
+    assert metrics["computed_on"]["peak_device_memory_bytes"] is None  # on the CPU
+    # The same analyses on every real image and every sample at once (the evaluation before streaming).
+    plan, manifest, model = load_plan(store), load_ensemble(store), load_classifier(store)[0]
+    real, real_labels = load_real(store, plan, 6, 0)
+    drawn = [split_samples(store, manifest, members, 4, 0, torch.device("cpu")) for members in plan.splits]
+    samples, sample_labels = torch.cat([s for s, _ in drawn]), torch.cat([y for _, y in drawn])
+    classes = list(range(8))
+    assert [c["ms_ssim"] for c in metrics["classes"]] == compute_class_ms_ssim(samples, sample_labels, classes, 3)[0]
+    assert [c["real_ms_ssim"] for c in metrics["classes"]] == compute_class_ms_ssim(real, real_labels, classes, 3)[0]
+    full, real_full = classify(model, samples, features=True), classify(model, real, features=True)
+    assert summary["accuracy"] == compute_accuracy(full.predicted, sample_labels, 8)[0]
+    assert summary["real_accuracy_by_resolution"]["8"] == compute_accuracy(
+        classify(model, real, size=8).predicted, real_labels, 8)[0]
+    assert summary["fid"] == pytest.approx(frechet_distance(real_full.features, full.features), rel=1e-4)
+    assert metrics["computed_on"]["real_images"] == len(real_labels) == 48
+
+
+def test_every_analysis_gets_its_images_on_the_evaluation_device(tmp_path, monkeypatch):
+    from components import evaluation
+    from components.data.plan import load_plan
+
+    store = _synthetic_ensemble(tmp_path / "store", 4)
+
+    seen: dict[str, set] = {}
+
+    def spy(fn):
+        def recording(*args, **kwargs):
+            devices = {a.device for a in args if isinstance(a, torch.Tensor)}
+            if fn.__name__ == "classify":
+                devices.add(next(args[0].parameters()).device)
+            seen.setdefault(fn.__name__, set()).update(devices)
+            return fn(*args, **kwargs)
+        return recording
+
+    for name in ("compute_class_ms_ssim", "nearest_neighbours", "classify"):
+        monkeypatch.setattr(evaluation, name, spy(getattr(evaluation, name)))
+    evaluate(store, STREAM_SETTINGS)
+    assert seen == {name: {torch.device("cpu")} for name in ("compute_class_ms_ssim", "nearest_neighbours",
+                                                              "classify")}
+    # Real images go to the device asked for (meta: a device without data, the one other than the CPU here).
+    for images, labels in evaluation.real_by_split(store, load_plan(store), 3, 0, torch.device("meta")):
+        assert images.device.type == labels.device.type == "meta" and images.shape[0] == 6  # 2 classes of 3

@@ -269,18 +269,23 @@ def classifier_from_tensors(tensors: dict[str, torch.Tensor], source: str,
     return net.eval(), kind
 
 
-def load_classifier_file(source: str, store: Store, real_images: torch.Tensor, real_labels: torch.Tensor,
-                         num_classes: int, device: torch.device) -> tuple[nn.Module, ClassifierInfo]:
-    """A user-supplied classifier, checked against the store's classes and scored on its real images."""
-    net, kind = classifier_from_tensors(read_classifier_file(source, store), source, real_images.shape[1])
+def load_classifier_file(source: str, store: Store, channels: int, num_classes: int,
+                         device: torch.device) -> tuple[nn.Module, Literal["file", "inception-v3"]]:
+    """A user-supplied classifier on `device`, checked against the store's classes; the evaluation scores it on the
+    real images as it streams them (file_classifier_info)."""
+    net, kind = classifier_from_tensors(read_classifier_file(source, store), source, channels)
     outputs = net.head.out_features if isinstance(net, Classifier) else net.fc.out_features
     if outputs != num_classes:
         raise UserError(f"--classifier {source} has {outputs} classes, the store {num_classes}: use a classifier of "
                         f"this data set's classes (in the plan's order)")
-    net = net.to(device)
-    accuracy = (classify(net, real_images).predicted == real_labels).float().mean().item()
-    info = ClassifierInfo(kind=kind, source=source, channels=real_images.shape[1], resolution=real_images.shape[-1],
-                          num_classes=num_classes, width=net.head.in_features // 4 if kind == "file" else 0,
-                          heldout_images=len(real_labels), heldout_accuracy=accuracy)
-    log.info("classifier %s: accuracy on the store's real images %.3f", source, accuracy)
-    return net, info
+    return net.to(device), kind
+
+
+def file_classifier_info(net: nn.Module, kind: Literal["file", "inception-v3"], source: str, channels: int,
+                         resolution: int, real_images: int, real_accuracy: float) -> ClassifierInfo:
+    """What a user-supplied classifier is, with its accuracy on the store's real images."""
+    log.info("classifier %s: accuracy on the store's real images %.3f", source, real_accuracy)
+    return ClassifierInfo(kind=kind, source=source, channels=channels, resolution=resolution,
+                          num_classes=net.head.out_features if kind == "file" else net.fc.out_features,
+                          width=net.head.in_features // 4 if kind == "file" else 0, heldout_images=real_images,
+                          heldout_accuracy=real_accuracy)
