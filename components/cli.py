@@ -410,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "least diverse real class)")
     p.add_argument("--accuracy-threshold", type=float, help="joint analysis: low accuracy at or below (0.01)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--device", help="auto | cpu | cuda: where samples are drawn and every analysis runs (classifier, "
+                                    "MS-SSIM, nearest neighbours)")
     p.set_defaults(run=_evaluate)
 
     p = sub.add_parser("bench", help="speed benchmarks against their targets: a table, and JSON")

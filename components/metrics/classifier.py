@@ -101,15 +101,21 @@ def _forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torc
     return _inception_forward(model, images)
 
 
-def _inception_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """torchvision's Inception-v3 on uint8 images: to 3 channels, 299x299 bilinear, ImageNet normalisation."""
+def inception_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> Inception-v3's input (N, 3, 299, 299): grey to 3 channels, bilinear to 299x299, and the
+    [-1, 1] scale its ImageNet weights (ported from Google's) were trained on. That is what torchvision feeds them with
+    `transform_input=True` after the usual ImageNet normalisation; built from a weights file (`weights=None`)
+    torchvision leaves that flag off, so we build the network with it off and give it this scale ourselves."""
     x = images.float() / 255.0
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=x.device).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    return x * 2.0 - 1.0
+
+
+def _inception_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's Inception-v3 on uint8 images: logits and the pooled features."""
+    x = inception_input(images)
     pooled: list[torch.Tensor] = []
     hook = net.avgpool.register_forward_hook(lambda module, inputs, out: pooled.append(out.flatten(1)))
     try:
@@ -243,7 +249,7 @@ def classifier_from_tensors(tensors: dict[str, torch.Tensor], source: str,
             raise UserError(f"--classifier {source} holds Inception-v3 weights, which need torchvision: install the "
                             f"`inception` extra (pip install 'acgan-ensemble[inception]')") from None
         net = inception_v3(weights=None, aux_logits="AuxLogits.fc.weight" in tensors, init_weights=False,
-                           num_classes=tensors["fc.weight"].shape[0])
+                           num_classes=tensors["fc.weight"].shape[0], transform_input=False)  # see inception_input
         kind = "inception-v3"
     elif "head.weight" in tensors and "features.0.weight" in tensors:
         width, in_channels = tensors["features.0.weight"].shape[:2]
@@ -263,18 +269,23 @@ def classifier_from_tensors(tensors: dict[str, torch.Tensor], source: str,
     return net.eval(), kind
 
 
-def load_classifier_file(source: str, store: Store, real_images: torch.Tensor, real_labels: torch.Tensor,
-                         num_classes: int, device: torch.device) -> tuple[nn.Module, ClassifierInfo]:
-    """A user-supplied classifier, checked against the store's classes and scored on its real images."""
-    net, kind = classifier_from_tensors(read_classifier_file(source, store), source, real_images.shape[1])
+def load_classifier_file(source: str, store: Store, channels: int, num_classes: int,
+                         device: torch.device) -> tuple[nn.Module, Literal["file", "inception-v3"]]:
+    """A user-supplied classifier on `device`, checked against the store's classes; the evaluation scores it on the
+    real images as it streams them (file_classifier_info)."""
+    net, kind = classifier_from_tensors(read_classifier_file(source, store), source, channels)
     outputs = net.head.out_features if isinstance(net, Classifier) else net.fc.out_features
     if outputs != num_classes:
         raise UserError(f"--classifier {source} has {outputs} classes, the store {num_classes}: use a classifier of "
                         f"this data set's classes (in the plan's order)")
-    net = net.to(device)
-    accuracy = (classify(net, real_images).predicted == real_labels).float().mean().item()
-    info = ClassifierInfo(kind=kind, source=source, channels=real_images.shape[1], resolution=real_images.shape[-1],
-                          num_classes=num_classes, width=net.head.in_features // 4 if kind == "file" else 0,
-                          heldout_images=len(real_labels), heldout_accuracy=accuracy)
-    log.info("classifier %s: accuracy on the store's real images %.3f", source, accuracy)
-    return net, info
+    return net.to(device), kind
+
+
+def file_classifier_info(net: nn.Module, kind: Literal["file", "inception-v3"], source: str, channels: int,
+                         resolution: int, real_images: int, real_accuracy: float) -> ClassifierInfo:
+    """What a user-supplied classifier is, with its accuracy on the store's real images."""
+    log.info("classifier %s: accuracy on the store's real images %.3f", source, real_accuracy)
+    return ClassifierInfo(kind=kind, source=source, channels=channels, resolution=resolution,
+                          num_classes=net.head.out_features if kind == "file" else net.fc.out_features,
+                          width=net.head.in_features // 4 if kind == "file" else 0, heldout_images=real_images,
+                          heldout_accuracy=real_accuracy)

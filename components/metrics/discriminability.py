@@ -1,9 +1,11 @@
 """Discriminability (paper section 4.1): the fraction of samples of class k that a classifier labels k, and the
 resolution study: the same after resizing images down and back up, which tells whether the model's full
-resolution carries class information (paper: 10.1% at 128, 7.0% at 64, 5.0% at 32 px)."""
+resolution carries class information (paper: 10.1% at 128, 7.0% at 64, 5.0% at 32 px). The paper's headline compares
+full resolution with a quarter of it: 84.4% of classes are more discriminable at 128 than at 32 px."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,6 +24,14 @@ def study_resolutions(resolution: int, smallest: int = 8) -> list[int]:
     while sizes[-1] // 2 >= smallest:
         sizes.append(sizes[-1] // 2)
     return sizes
+
+
+def fractions_more_discriminable(per_class_by_size: dict[int, list[float]]) -> dict[int, float]:
+    """For each size below full resolution (the largest key): the fraction of classes more accurately classified at
+    full resolution than at that size. A class with no images (NaN accuracy) counts as not more discriminable."""
+    full = per_class_by_size[max(per_class_by_size)]
+    return {size: float(np.mean([f > low for f, low in zip(full, per_class)]))
+            for size, per_class in per_class_by_size.items() if size != max(per_class_by_size)}
 
 
 def resize_down_and_up(images: torch.Tensor, size: int) -> torch.Tensor:
