@@ -15,13 +15,16 @@ from components.errors import UserError, explain
 
 
 def _prepare(args: argparse.Namespace) -> dict:
-    from components.data.prepare import PrepareConfig, prepare
+    from components.data.prepare import PrepareConfig, prepare, shard_info
     from components.store import open_store
 
     cfg = PrepareConfig.model_validate(_given(args, PrepareConfig.model_fields))
-    plan = prepare(cfg, open_store(args.store))
+    store = open_store(args.store)
+    plan = prepare(cfg, store)
+    infos = [shard_info(store, split) for split in range(len(plan.splits))]
     return {"store": args.store, "classes": plan.num_classes, "splits": len(plan.splits),
-            "images": sum(c.images for c in plan.classes), "resolution": plan.resolution}
+            "images": sum(sum(i.images.values()) for i in infos),
+            "skipped": sum(sum(i.skipped.values()) for i in infos), "resolution": plan.resolution}
 
 
 def _train_split(args: argparse.Namespace) -> dict:

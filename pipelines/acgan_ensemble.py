@@ -12,6 +12,7 @@ from components.settings import ClusterSettings, RunSettings
 from components.steps.assemble_ensemble import assemble_ensemble
 from components.steps.evaluate_ensemble import evaluate_ensemble
 from components.steps.prepare_data import prepare_data
+from components.steps.prepare_split_data import prepare_split_data
 from components.steps.train_split import train_split
 
 PIPELINE_NAME = "acgan-ensemble"
@@ -71,8 +72,9 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         classifier_steps: int = DEFAULTS["classifier_steps"],
         classifier: str = DEFAULTS["classifier"],
     ):
-        """1. Prepare: read the data set into one shard per class split in the store; output the splits to train.
-        2. Train: one task per class split (at most `parallelism` at once), each resuming from its checkpoints.
+        """1. Plan: list the data set's classes, group them into class splits; output the splits to train.
+        2. Per class split (at most `parallelism` at once): build its data shard from that split's classes (skipped
+           when complete), then train it, resuming from its checkpoints.
         3. Assemble: map every class to its split's newest verified checkpoint, or fail naming the splits not ready.
         4. Evaluate: sample every class through the ensemble; discriminability and diversity as metrics and a report.
         """
@@ -83,11 +85,13 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
             d_noise_std=d_noise_std, d_fake_class_loss=d_fake_class_loss, mode_seeking=mode_seeking, augment=augment,
             split_ids=split_ids, samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
             classifier=classifier,
-        ).set_display_name("Prepare data and split plan")
+        ).set_display_name("Plan the class splits")
         on_cluster(prepare, cluster, gpu=False)
 
         with dsl.ParallelFor(items=prepare.output, parallelism=cluster.parallelism, name="class-splits") as split:
-            train = train_split(store=store, split=split).set_display_name("Train one class split")
+            shard = prepare_split_data(store=store, split=split).set_display_name("Prepare one split's data")
+            on_cluster(shard, cluster, gpu=False)
+            train = train_split(store=store, split=shard.output).set_display_name("Train one class split")
             on_cluster(train, cluster, gpu=True)
             if cluster.train_threads:
                 train.set_env_variable("OMP_NUM_THREADS", str(cluster.train_threads))

@@ -1,4 +1,5 @@
-"""Component: read the data set into per-split shards, record the run's settings; output the split ids to train."""
+"""Component: make the split plan from a listing of the data set's classes, record the run's settings; output the
+split ids to train (each split's shard is built inside the fan-out, by `prepare_split_data`)."""
 
 from kfp import dsl
 

@@ -29,9 +29,12 @@ def test_fan_out_over_splits_with_parallelism(compiled):
     assert tasks["assemble-ensemble"]["dependentTasks"] == [loop_key]
     assert tasks["evaluate-ensemble"]["dependentTasks"] == ["assemble-ensemble"]
     names = {t["taskInfo"]["name"] for t in tasks.values()}
-    assert {"Prepare data and split plan", "Assemble the ensemble", "Evaluate the ensemble"} <= names
+    assert {"Plan the class splits", "Assemble the ensemble", "Evaluate the ensemble"} <= names
     inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    # Each split's data is prepared by its own task inside the fan-out; its training waits for it.
+    assert inner["prepare-split-data"]["taskInfo"]["name"] == "Prepare one split's data"
     assert inner["train-split"]["taskInfo"]["name"] == "Train one class split"
+    assert inner["train-split"]["dependentTasks"] == ["prepare-split-data"]
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) == set(RunSettings.model_fields)  # every run setting can be changed from the KFP UI
 
@@ -47,7 +50,8 @@ def test_training_task_kubernetes_settings(compiled):
     assert train_k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "h100-pool"}
     assert train_k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert train_k8s["activeDeadlineSeconds"] == "7200"
-    for executor in ("exec-prepare-data", "exec-train-split", "exec-assemble-ensemble", "exec-evaluate-ensemble"):
+    for executor in ("exec-prepare-data", "exec-prepare-split-data", "exec-train-split", "exec-assemble-ensemble",
+                     "exec-evaluate-ensemble"):
         secret = k8s[executor]["secretAsEnv"][0]
         assert secret["secretName"] == "acgan-store-credentials"
         assert {e["envVar"] for e in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
