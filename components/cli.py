@@ -222,7 +222,10 @@ def _given(args: argparse.Namespace, fields: dict) -> dict:
 
 def _data_options(g) -> None:
     g.add_argument("--dataset", help="digits | cifar10 | folder | synthetic (default digits)")
-    g.add_argument("--source", help="cifar10: directory or .tar.gz; folder: root with a sub-folder per class")
+    g.add_argument("--source", help="cifar10: directory or .tar.gz; folder: root with a sub-folder per class, a "
+                                    "path or s3://BUCKET/PREFIX")
+    g.add_argument("--class-list", help="folder: text file of class folder names, one a line: only these classes, "
+                                        "in this order (a path or s3://BUCKET/KEY)")
     g.add_argument("--resolution", type=int, help="32 | 64 | 128 (default 32)")
     g.add_argument("--classes-per-split", type=int, help="classes per sub-model (the paper: 10)")
     g.add_argument("--num-classes", type=int, help="synthetic: number of classes (default 10)")

@@ -26,7 +26,7 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     """Make the split plan (a no-op if already made), record the settings; return the split ids to train. Each
     split's shard is then built by its own task in the fan-out (`prepare_split_data`)."""
     store = open_store(settings.store)
-    plan = plan_data(PrepareConfig(dataset=settings.dataset, source=settings.source,
+    plan = plan_data(PrepareConfig(dataset=settings.dataset, source=settings.source, class_list=settings.class_list,
                                    resolution=settings.resolution, classes_per_split=settings.classes_per_split,
                                    num_classes=settings.num_classes, images_per_class=settings.images_per_class,
                                    seed=settings.seed), store)

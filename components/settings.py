@@ -40,7 +40,11 @@ class RunSettings(BaseModel):
 
     store: str = Field(min_length=1, description="a directory or s3://BUCKET/PREFIX")
     dataset: Literal["digits", "cifar10", "folder", "synthetic"] = "digits"
-    source: str | None = Field(None, description="cifar10/folder input path, as the training pods see it")
+    source: str | None = Field(None, description="cifar10/folder input: a path as the preparation pods see it (a "
+                                                 "volume mounted with `acgan compile --data-pvc`), or for folder "
+                                                 "also s3://BUCKET/PREFIX")
+    class_list: str | None = Field(None, description="folder: a text file of class folder names, one a line: only "
+                                                     "these classes, in this order (a path, or s3://BUCKET/KEY)")
     resolution: Literal[32, 64, 128] = 32
     classes_per_split: int = Field(5, ge=1)
     num_classes: int = Field(10, ge=1, le=100_000, description="synthetic only")
@@ -68,7 +72,7 @@ class RunSettings(BaseModel):
     classifier: str = Field("trained", min_length=1, description="evaluation: 'trained' (a CNN on the real images) or a "
                                                                  ".safetensors file the pods can read, or a store key")
 
-    @field_validator("source", mode="before")
+    @field_validator("source", "class_list", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return v or None  # the KFP UI sends "" for an unset string
@@ -77,6 +81,8 @@ class RunSettings(BaseModel):
     def _consistent(self) -> "RunSettings":
         if self.dataset in ("cifar10", "folder") and not self.source:
             raise ValueError(f"dataset {self.dataset} needs a source path")
+        if self.class_list and self.dataset != "folder":
+            raise ValueError("class_list selects class folders: it needs dataset folder")
         classes = self.known_class_count
         if classes is not None and self.classes_per_split > classes:
             raise ValueError(f"classes_per_split {self.classes_per_split} is larger than the {classes} classes of "

@@ -51,6 +51,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         store: str,
         dataset: str = DEFAULTS["dataset"],
         source: str = "",
+        class_list: str = "",
         resolution: int = DEFAULTS["resolution"],
         classes_per_split: int = DEFAULTS["classes_per_split"],
         num_classes: int = DEFAULTS["num_classes"],
@@ -84,7 +85,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
             checkpoint_every=checkpoint_every, seed=seed, width=width, d_width=d_width, d_dropout=d_dropout,
             d_noise_std=d_noise_std, d_fake_class_loss=d_fake_class_loss, mode_seeking=mode_seeking, augment=augment,
             split_ids=split_ids, samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
-            classifier=classifier,
+            classifier=classifier, class_list=class_list,
         ).set_display_name("Plan the class splits")
         on_cluster(prepare, cluster, gpu=False)
 
