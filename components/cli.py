@@ -276,6 +276,13 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-threads", type=int, help="CPU threads of each training task (OMP_NUM_THREADS; default: "
                                                      "torch's, one per core of the node)")
     g.add_argument("--kueue-queue", help="admit every task's pod through this Kueue LocalQueue (default: no Kueue)")
+    g.add_argument("--prepare-cpu", help="CPU request and limit of the tasks that read the source (default 4)")
+    g.add_argument("--prepare-memory", help="memory request of the tasks that read the source (default 8G)")
+    g.add_argument("--data-pvc", help="NAME:/MOUNT: mount this PersistentVolumeClaim into the tasks that read the "
+                                      "source, for a --source on a volume (e.g. imagenet:/data)")
+    g.add_argument("--source-endpoint", help="http(s)://host:port of an S3 source not on the store's endpoint")
+    g.add_argument("--source-secret", help="Secret with the S3 source's own AWS_ACCESS_KEY_ID / "
+                                           "AWS_SECRET_ACCESS_KEY (default: the store's)")
 
 
 class _Parser(argparse.ArgumentParser):

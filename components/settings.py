@@ -13,6 +13,7 @@ KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_PVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS subdomain, as Kubernetes names objects
 _IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
                     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
 
@@ -128,6 +129,16 @@ class ClusterSettings(BaseModel):
     train_memory: str = "32G"
     kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit every task's pod through (label "
                                                       "kueue.x-k8s.io/queue-name); None when Kueue is not used")
+    prepare_cpu: str = Field("4", description="CPU request and limit of each task that reads the source (the plan "
+                                              "and each split's data); decoding uses this many cores")
+    prepare_memory: str = Field("8G", description="memory request of each task that reads the source: a split's "
+                                                  "images at 128 px (13k ImageNet images: 0.7 GB) several times over")
+    data_pvc: str | None = Field(None, description="NAME:/MOUNT: a PersistentVolumeClaim mounted into the tasks "
+                                                   "that read the source, for a --source on a volume")
+    source_endpoint: str | None = Field(None, description="http(s)://host:port of an S3 source on another "
+                                                          "endpoint than the store's (ACGAN_SOURCE_S3_ENDPOINT)")
+    source_secret: str | None = Field(None, description="Secret with the S3 source's own AWS_ACCESS_KEY_ID / "
+                                                        "AWS_SECRET_ACCESS_KEY; None: the store's keys")
 
     @field_validator("image")
     @classmethod
@@ -149,6 +160,17 @@ class ClusterSettings(BaseModel):
     def _queue_name(cls, v: str | None) -> str | None:
         if v is not None and not _LABEL_VALUE.match(v):
             raise ValueError(f"Kueue queue {v!r} is not a valid queue name (a Kubernetes label value)")
+        return v
+
+    @field_validator("data_pvc")
+    @classmethod
+    def _pvc_mount(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        name, _, mount = v.partition(":")
+        if not _PVC_NAME.match(name) or not mount.startswith("/"):
+            raise ValueError(f"--data-pvc {v!r}: give NAME:/MOUNT, a PersistentVolumeClaim's name and an absolute "
+                             "path to mount it at, e.g. imagenet:/data")
         return v
 
     @field_validator("gpu_toleration")

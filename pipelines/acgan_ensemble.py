@@ -18,6 +18,8 @@ from components.steps.train_split import train_split
 PIPELINE_NAME = "acgan-ensemble"
 DEFAULTS = {name: field.get_default(call_default_factory=True) for name, field in RunSettings.model_fields.items()}
 STORE_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+SOURCE_ENV = {"AWS_ACCESS_KEY_ID": "ACGAN_SOURCE_AWS_ACCESS_KEY_ID",
+              "AWS_SECRET_ACCESS_KEY": "ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"}
 STORE_ACCESS_LABEL = ("acgan.ai/store-access", "true")  # manifests/base/minio/network-policy.yaml admits these pods
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
@@ -42,6 +44,21 @@ def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> d
         for key, value in cluster.node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         kubernetes.set_timeout(task, cluster.timeout_seconds)
+    return task
+
+
+def reads_source(task: dsl.PipelineTask, cluster: ClusterSettings) -> dsl.PipelineTask:
+    """A task that reads the data source: its CPU (request and limit, so decoding sizes its pool to the quota) and
+    memory, the source's volume, and an S3 source's own endpoint and Secret when it is not on the store's."""
+    task.set_cpu_request(cluster.prepare_cpu).set_cpu_limit(cluster.prepare_cpu)
+    task.set_memory_request(cluster.prepare_memory)
+    if cluster.data_pvc:
+        name, _, mount = cluster.data_pvc.partition(":")
+        kubernetes.mount_pvc(task, pvc_name=name, mount_path=mount)
+    if cluster.source_endpoint:
+        task.set_env_variable("ACGAN_SOURCE_S3_ENDPOINT", cluster.source_endpoint)
+    if cluster.source_secret:
+        kubernetes.use_secret_as_env(task, secret_name=cluster.source_secret, secret_key_to_env=SOURCE_ENV)
     return task
 
 
@@ -87,11 +104,11 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
             split_ids=split_ids, samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
             classifier=classifier, class_list=class_list,
         ).set_display_name("Plan the class splits")
-        on_cluster(prepare, cluster, gpu=False)
+        reads_source(on_cluster(prepare, cluster, gpu=False), cluster)
 
         with dsl.ParallelFor(items=prepare.output, parallelism=cluster.parallelism, name="class-splits") as split:
             shard = prepare_split_data(store=store, split=split).set_display_name("Prepare one split's data")
-            on_cluster(shard, cluster, gpu=False)
+            reads_source(on_cluster(shard, cluster, gpu=False), cluster)
             train = train_split(store=store, split=shard.output).set_display_name("Train one class split")
             on_cluster(train, cluster, gpu=True)
             if cluster.train_threads:

@@ -46,7 +46,8 @@ class PrepareConfig(BaseModel):
                                                      "these classes, in this order (a path, or s3://BUCKET/KEY)")
     resolution: Literal[32, 64, 128] = 32
     classes_per_split: int = Field(10, ge=1)
-    plan_file: Path | None = Field(None, description="JSON {'splits': [[class, ...], ...]}; overrides classes_per_split")
+    plan_file: Path | None = Field(None, description="JSON {'splits': [[class, ...], ...]}; overrides "
+                                                     "classes_per_split")
     num_classes: int = Field(10, ge=1, le=100_000, description="synthetic only")
     images_per_class: int = Field(100, ge=2, le=100_000, description="synthetic only")
     strict: bool = Field(False, description="folder: fail on the first unreadable image instead of skipping it")

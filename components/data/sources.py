@@ -225,7 +225,8 @@ def _read_class_list(path: str) -> list[str]:
             data = Path(path).read_bytes()
         lines = data.decode("utf-8").splitlines()
     except (KeyError, FileNotFoundError, IsADirectoryError):
-        raise UserError(f"class list {path} does not exist: give a text file of class folder names, one a line") from None
+        raise UserError(f"class list {path} does not exist: give a text file of class folder names, one a "
+                        "line") from None
     except UnicodeDecodeError:
         raise UserError(f"class list {path} is not UTF-8 text: give class folder names, one a line") from None
     return [line.strip() for line in lines if line.strip()]

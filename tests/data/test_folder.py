@@ -67,6 +67,7 @@ def test_local_folder(tmp_path, caplog):
     with caplog.at_level("INFO"):
         _check_prepared(LocalStore(tmp_path / "store"), str(write_local(tmp_path / "train", image_tree())))
     assert "class n03: skipped 1 unreadable file(s)" in caplog.text
+    assert "decoded 7 / 7 images" in caplog.text and "decoded 3 / 3 images" in caplog.text  # progress, with images/s
     assert "skipped 1 unreadable file(s)" in [r for r in caplog.messages if r.startswith("split 1:")][0]
 
 
