@@ -22,11 +22,11 @@ def _jpeg(rng, mode="RGB", fmt="JPEG", size=(60, 45)) -> bytes:
     return out.getvalue()
 
 
-def image_tree(per_class: int = 2) -> dict[str, bytes]:
+def image_tree(classes=CLASSES, per_class: int = 2) -> dict[str, bytes]:
     """Relative path -> bytes of a class-folder tree of real images, with what ImageNet's train set holds besides
     plain RGB JPEGs: a CMYK JPEG, a PNG named .jpg, a greyscale JPEG, and a file no decoder reads."""
     rng = np.random.default_rng(0)
-    files = {f"{c}/{c}_{i}.JPEG": _jpeg(rng) for c in CLASSES for i in range(per_class)}
+    files = {f"{c}/{c}_{i}.JPEG": _jpeg(rng) for c in classes for i in range(per_class)}
     files["n01/n01_cmyk.JPEG"] = _jpeg(rng, mode="CMYK")
     files["n02/n02_png.JPEG"] = _jpeg(rng, fmt="PNG")
     files["n02/n02_grey.jpg"] = _jpeg(rng, mode="L")
