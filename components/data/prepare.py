@@ -148,7 +148,7 @@ def prepare_shard(store: Store, split: int) -> ShardInfo:
         raise UserError(f"store {store.uri} has no {PREPARE_KEY}: run `acgan prepare --store {store.uri}` again")
     cfg = PrepareConfig.model_validate(read_json(store, PREPARE_KEY))
     source = open_source(cfg)
-    if source.class_names[:plan.num_classes] != [c.name for c in plan.classes]:
+    if source.class_names != [c.name for c in plan.classes]:
         raise UserError(f"the source {cfg.source} no longer has the classes of {store.uri}/{PLAN_KEY}: restore it "
                         "or use a new --store")
     per_class = source.load_classes(members)
