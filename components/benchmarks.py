@@ -210,6 +210,7 @@ def _write_jpegs(root: Path, classes: int, per_class: int, seed: int = 0) -> int
 def bench_data_preparation(classes: int = 4, per_class: int = 250) -> list[Row]:
     """JPEGs (500x375) to 128x128 uint8 shards in a local store, through `acgan prepare`'s code, on every core."""
     from components.data.prepare import PrepareConfig, prepare
+    from components.data.sources import usable_cores
     from components.store import LocalStore
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,7 +219,7 @@ def bench_data_preparation(classes: int = 4, per_class: int = 250) -> list[Row]:
         prepare(PrepareConfig(dataset="folder", source=Path(tmp) / "jpegs", resolution=128,
                               classes_per_split=classes), LocalStore(Path(tmp) / "store"))
         elapsed = time.perf_counter() - start
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     return [Row(figure="data preparation, 500x375 JPEG -> 128x128 shards", unit="images/s per core",
                 target=">= 400", measured=n / elapsed / cores, device=f"{cpu_model()} x {cores}",
                 note=f"{n} images, {n / elapsed:.0f} images/s on {cores} cores")]

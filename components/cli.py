@@ -15,13 +15,16 @@ from components.errors import UserError, explain
 
 
 def _prepare(args: argparse.Namespace) -> dict:
-    from components.data.prepare import PrepareConfig, prepare
+    from components.data.prepare import PrepareConfig, prepare, shard_info
     from components.store import open_store
 
     cfg = PrepareConfig.model_validate(_given(args, PrepareConfig.model_fields))
-    plan = prepare(cfg, open_store(args.store))
+    store = open_store(args.store)
+    plan = prepare(cfg, store)
+    infos = [shard_info(store, split) for split in range(len(plan.splits))]
     return {"store": args.store, "classes": plan.num_classes, "splits": len(plan.splits),
-            "images": sum(c.images for c in plan.classes), "resolution": plan.resolution}
+            "images": sum(sum(i.images.values()) for i in infos),
+            "skipped": sum(sum(i.skipped.values()) for i in infos), "resolution": plan.resolution}
 
 
 def _train_split(args: argparse.Namespace) -> dict:
@@ -234,7 +237,10 @@ def _given(args: argparse.Namespace, fields: dict) -> dict:
 
 def _data_options(g) -> None:
     g.add_argument("--dataset", help="digits | cifar10 | folder | synthetic (default digits)")
-    g.add_argument("--source", help="cifar10: directory or .tar.gz; folder: root with a sub-folder per class")
+    g.add_argument("--source", help="cifar10: directory or .tar.gz; folder: root with a sub-folder per class, a "
+                                    "path or s3://BUCKET/PREFIX")
+    g.add_argument("--class-list", help="folder: text file of class folder names, one a line: only these classes, "
+                                        "in this order (a path or s3://BUCKET/KEY)")
     g.add_argument("--resolution", type=int, help="32 | 64 | 128 (default 32)")
     g.add_argument("--classes-per-split", type=int, help="classes per sub-model (the paper: 10)")
     g.add_argument("--num-classes", type=int, help="synthetic: number of classes (default 10)")
@@ -285,6 +291,13 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-threads", type=int, help="CPU threads of each training task (OMP_NUM_THREADS; default: "
                                                      "torch's, one per core of the node)")
     g.add_argument("--kueue-queue", help="admit every task's pod through this Kueue LocalQueue (default: no Kueue)")
+    g.add_argument("--prepare-cpu", help="CPU request and limit of the tasks that read the source (default 4)")
+    g.add_argument("--prepare-memory", help="memory request of the tasks that read the source (default 8G)")
+    g.add_argument("--data-pvc", help="NAME:/MOUNT: mount this PersistentVolumeClaim into the tasks that read the "
+                                      "source, for a --source on a volume (e.g. imagenet:/data)")
+    g.add_argument("--source-endpoint", help="http(s)://host:port of an S3 source not on the store's endpoint")
+    g.add_argument("--source-secret", help="Secret with the S3 source's own AWS_ACCESS_KEY_ID / "
+                                           "AWS_SECRET_ACCESS_KEY (default: the store's)")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,14 +6,13 @@ rerun by asking the store which splits are not complete and training only those;
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ValidationError
 
 from components.checkpoint import complete_steps, latest_checkpoint, split_prefix
 from components.data.plan import load_plan
-from components.data.prepare import PrepareConfig, prepare
+from components.data.prepare import PrepareConfig, plan_data, prepare_shard
 from components.errors import UserError, first_problem
 from components.lease import live_lease
 from components.settings import RunSettings
@@ -24,12 +23,13 @@ EXPERIMENT_KEY = "experiment.json"
 
 
 def prepare_experiment(settings: RunSettings) -> list[int]:
-    """Prepare the data (a no-op if already prepared), record the settings; return the split ids to train."""
+    """Make the split plan (a no-op if already made), record the settings; return the split ids to train. Each
+    split's shard is then built by its own task in the fan-out (`prepare_split_data`)."""
     store = open_store(settings.store)
-    plan = prepare(PrepareConfig(dataset=settings.dataset, source=Path(settings.source) if settings.source else None,
-                                 resolution=settings.resolution, classes_per_split=settings.classes_per_split,
-                                 num_classes=settings.num_classes, images_per_class=settings.images_per_class,
-                                 seed=settings.seed), store)
+    plan = plan_data(PrepareConfig(dataset=settings.dataset, source=settings.source, class_list=settings.class_list,
+                                   resolution=settings.resolution, classes_per_split=settings.classes_per_split,
+                                   num_classes=settings.num_classes, images_per_class=settings.images_per_class,
+                                   seed=settings.seed), store)
     outside = [s for s in settings.split_ids if s >= len(plan.splits)]
     if outside:
         raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
@@ -92,6 +92,12 @@ def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
         out.append(SplitStatus(split=split, classes=members, step=step, target=target,
                                state="training" if lease else state, trainer=lease.owner if lease else None))
     return out
+
+
+def prepare_split_data(store_uri: str, split: int) -> int:
+    """Build the shard of `split` unless it is complete; returns the split id (training waits for it)."""
+    prepare_shard(open_store(store_uri), split)
+    return split
 
 
 def train_one_split(store_uri: str, split: int) -> int:

@@ -13,6 +13,7 @@ KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_PVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS subdomain, as Kubernetes names objects
 _IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
                     r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
 
@@ -40,7 +41,11 @@ class RunSettings(BaseModel):
 
     store: str = Field(min_length=1, description="a directory or s3://BUCKET/PREFIX")
     dataset: Literal["digits", "cifar10", "folder", "synthetic"] = "digits"
-    source: str | None = Field(None, description="cifar10/folder input path, as the training pods see it")
+    source: str | None = Field(None, description="cifar10/folder input: a path as the preparation pods see it (a "
+                                                 "volume mounted with `acgan compile --data-pvc`), or for folder "
+                                                 "also s3://BUCKET/PREFIX")
+    class_list: str | None = Field(None, description="folder: a text file of class folder names, one a line: only "
+                                                     "these classes, in this order (a path, or s3://BUCKET/KEY)")
     resolution: Literal[32, 64, 128] = 32
     classes_per_split: int = Field(5, ge=1)
     num_classes: int = Field(10, ge=1, le=100_000, description="synthetic only")
@@ -68,7 +73,7 @@ class RunSettings(BaseModel):
     classifier: str = Field("trained", min_length=1, description="evaluation: 'trained' (a CNN on the real images) or a "
                                                                  ".safetensors file the pods can read, or a store key")
 
-    @field_validator("source", mode="before")
+    @field_validator("source", "class_list", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return v or None  # the KFP UI sends "" for an unset string
@@ -77,6 +82,8 @@ class RunSettings(BaseModel):
     def _consistent(self) -> "RunSettings":
         if self.dataset in ("cifar10", "folder") and not self.source:
             raise ValueError(f"dataset {self.dataset} needs a source path")
+        if self.class_list and self.dataset != "folder":
+            raise ValueError("class_list selects class folders: it needs dataset folder")
         classes = self.known_class_count
         if classes is not None and self.classes_per_split > classes:
             raise ValueError(f"classes_per_split {self.classes_per_split} is larger than the {classes} classes of "
@@ -122,6 +129,16 @@ class ClusterSettings(BaseModel):
     train_memory: str = "32G"
     kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit every task's pod through (label "
                                                       "kueue.x-k8s.io/queue-name); None when Kueue is not used")
+    prepare_cpu: str = Field("4", description="CPU request and limit of each task that reads the source (the plan "
+                                              "and each split's data); decoding uses this many cores")
+    prepare_memory: str = Field("8G", description="memory request of each task that reads the source: a split's "
+                                                  "images at 128 px (13k ImageNet images: 0.7 GB) several times over")
+    data_pvc: str | None = Field(None, description="NAME:/MOUNT: a PersistentVolumeClaim mounted into the tasks "
+                                                   "that read the source, for a --source on a volume")
+    source_endpoint: str | None = Field(None, description="http(s)://host:port of an S3 source on another "
+                                                          "endpoint than the store's (ACGAN_SOURCE_S3_ENDPOINT)")
+    source_secret: str | None = Field(None, description="Secret with the S3 source's own AWS_ACCESS_KEY_ID / "
+                                                        "AWS_SECRET_ACCESS_KEY; None: the store's keys")
 
     @field_validator("image")
     @classmethod
@@ -143,6 +160,17 @@ class ClusterSettings(BaseModel):
     def _queue_name(cls, v: str | None) -> str | None:
         if v is not None and not _LABEL_VALUE.match(v):
             raise ValueError(f"Kueue queue {v!r} is not a valid queue name (a Kubernetes label value)")
+        return v
+
+    @field_validator("data_pvc")
+    @classmethod
+    def _pvc_mount(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        name, _, mount = v.partition(":")
+        if not _PVC_NAME.match(name) or not mount.startswith("/"):
+            raise ValueError(f"--data-pvc {v!r}: give NAME:/MOUNT, a PersistentVolumeClaim's name and an absolute "
+                             "path to mount it at, e.g. imagenet:/data")
         return v
 
     @field_validator("gpu_toleration")

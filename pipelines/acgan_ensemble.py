@@ -12,11 +12,14 @@ from components.settings import ClusterSettings, RunSettings
 from components.steps.assemble_ensemble import assemble_ensemble
 from components.steps.evaluate_ensemble import evaluate_ensemble
 from components.steps.prepare_data import prepare_data
+from components.steps.prepare_split_data import prepare_split_data
 from components.steps.train_split import train_split
 
 PIPELINE_NAME = "acgan-ensemble"
 DEFAULTS = {name: field.get_default(call_default_factory=True) for name, field in RunSettings.model_fields.items()}
 STORE_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
+SOURCE_ENV = {"AWS_ACCESS_KEY_ID": "ACGAN_SOURCE_AWS_ACCESS_KEY_ID",
+              "AWS_SECRET_ACCESS_KEY": "ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"}
 STORE_ACCESS_LABEL = ("acgan.ai/store-access", "true")  # manifests/base/minio/network-policy.yaml admits these pods
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
@@ -44,12 +47,28 @@ def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> d
     return task
 
 
+def reads_source(task: dsl.PipelineTask, cluster: ClusterSettings) -> dsl.PipelineTask:
+    """A task that reads the data source: its CPU (request and limit, so decoding sizes its pool to the quota) and
+    memory, the source's volume, and an S3 source's own endpoint and Secret when it is not on the store's."""
+    task.set_cpu_request(cluster.prepare_cpu).set_cpu_limit(cluster.prepare_cpu)
+    task.set_memory_request(cluster.prepare_memory)
+    if cluster.data_pvc:
+        name, _, mount = cluster.data_pvc.partition(":")
+        kubernetes.mount_pvc(task, pvc_name=name, mount_path=mount)
+    if cluster.source_endpoint:
+        task.set_env_variable("ACGAN_SOURCE_S3_ENDPOINT", cluster.source_endpoint)
+    if cluster.source_secret:
+        kubernetes.use_secret_as_env(task, secret_name=cluster.source_secret, secret_key_to_env=SOURCE_ENV)
+    return task
+
+
 def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
     @dsl.pipeline(name=PIPELINE_NAME, description="Class-split AC-GAN ensemble (Odena, Olah & Shlens 2016)")
     def acgan_ensemble(
         store: str,
         dataset: str = DEFAULTS["dataset"],
         source: str = "",
+        class_list: str = "",
         resolution: int = DEFAULTS["resolution"],
         classes_per_split: int = DEFAULTS["classes_per_split"],
         num_classes: int = DEFAULTS["num_classes"],
@@ -71,8 +90,9 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         classifier_steps: int = DEFAULTS["classifier_steps"],
         classifier: str = DEFAULTS["classifier"],
     ):
-        """1. Prepare: read the data set into one shard per class split in the store; output the splits to train.
-        2. Train: one task per class split (at most `parallelism` at once), each resuming from its checkpoints.
+        """1. Plan: list the data set's classes, group them into class splits; output the splits to train.
+        2. Per class split (at most `parallelism` at once): build its data shard from that split's classes (skipped
+           when complete), then train it, resuming from its checkpoints.
         3. Assemble: map every class to its split's newest verified checkpoint, or fail naming the splits not ready.
         4. Evaluate: sample every class through the ensemble; discriminability and diversity as metrics and a report.
         """
@@ -82,12 +102,14 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
             checkpoint_every=checkpoint_every, seed=seed, width=width, d_width=d_width, d_dropout=d_dropout,
             d_noise_std=d_noise_std, d_fake_class_loss=d_fake_class_loss, mode_seeking=mode_seeking, augment=augment,
             split_ids=split_ids, samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
-            classifier=classifier,
-        ).set_display_name("Prepare data and split plan")
-        on_cluster(prepare, cluster, gpu=False)
+            classifier=classifier, class_list=class_list,
+        ).set_display_name("Plan the class splits")
+        reads_source(on_cluster(prepare, cluster, gpu=False), cluster)
 
         with dsl.ParallelFor(items=prepare.output, parallelism=cluster.parallelism, name="class-splits") as split:
-            train = train_split(store=store, split=split).set_display_name("Train one class split")
+            shard = prepare_split_data(store=store, split=split).set_display_name("Prepare one split's data")
+            reads_source(on_cluster(shard, cluster, gpu=False), cluster)
+            train = train_split(store=store, split=shard.output).set_display_name("Train one class split")
             on_cluster(train, cluster, gpu=True)
             if cluster.train_threads:
                 train.set_env_variable("OMP_NUM_THREADS", str(cluster.train_threads))

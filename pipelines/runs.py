@@ -27,7 +27,7 @@ SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
 
 def pipeline_arguments(settings: RunSettings) -> dict:
     """Pipeline parameters from validated settings (KFP strings have no None)."""
-    return {**settings.model_dump(), "source": settings.source or ""}
+    return {**settings.model_dump(), "source": settings.source or "", "class_list": settings.class_list or ""}
 
 
 def compile_pipeline(cluster: ClusterSettings, out: Path) -> Path:

@@ -53,7 +53,7 @@ def test_class_ms_ssim_standard_error_predicts_the_spread_of_estimates():
     from components.data.sources import digits_source
 
     source = digits_source(32)
-    ones, threes = torch.from_numpy(source.load_class(1)), torch.from_numpy(source.load_class(3))
+    ones, threes = (torch.from_numpy(a) for a in source.load_classes([1, 3]))
     images, labels = torch.cat([ones, threes]), torch.tensor([1] * len(ones) + [3] * len(threes))
     estimates = torch.tensor([compute_class_ms_ssim(images, labels, [1, 3], pairs=40, seed=seed)[0]
                               for seed in range(0, 60, 2)])  # (30 draws, 2 classes); seed + c never repeats

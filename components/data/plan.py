@@ -23,7 +23,7 @@ class ClassInfo(BaseModel):
 
     id: int = Field(ge=0)
     name: str = Field(min_length=1, max_length=256)
-    images: int = Field(ge=0)
+    images: int | None = Field(None, ge=0, description="not known from a listing: each shard's sidecar counts them")
 
 
 class SplitPlan(BaseModel):

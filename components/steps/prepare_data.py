@@ -1,4 +1,5 @@
-"""Component: read the data set into per-split shards, record the run's settings; output the split ids to train."""
+"""Component: make the split plan from a listing of the data set's classes, record the run's settings; output the
+split ids to train (each split's shard is built inside the fan-out, by `prepare_split_data`)."""
 
 from kfp import dsl
 
@@ -10,7 +11,7 @@ def prepare_data(store: str, dataset: str, source: str, resolution: int, classes
                  images_per_class: int, steps: int, batch_size: int, checkpoint_every: int, seed: int, width: float,
                  d_width: float, d_dropout: float, d_noise_std: float, d_fake_class_loss: bool, mode_seeking: float,
                  augment: str, split_ids: list, samples_per_class: int, pairs: int, classifier_steps: int,
-                 classifier: str) -> list:
+                 classifier: str, class_list: str) -> list:
     from components.experiment import prepare_experiment
     from components.settings import RunSettings
     from components.steps import run_step
@@ -21,4 +22,4 @@ def prepare_data(store: str, dataset: str, source: str, resolution: int, classes
         checkpoint_every=checkpoint_every, seed=seed, width=width, d_width=d_width, d_dropout=d_dropout,
         d_noise_std=d_noise_std, d_fake_class_loss=d_fake_class_loss, mode_seeking=mode_seeking, augment=augment,
         split_ids=split_ids, samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
-        classifier=classifier)))
+        classifier=classifier, class_list=class_list)))

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from components.data.plan import contiguous_splits, load_plan, SplitPlan
-from components.data.prepare import PrepareConfig, load_shard, prepare
+from components.data.prepare import PrepareConfig, load_shard, prepare, shard_info
 from components.data.sources import synthetic_source
 from components.errors import UserError
 from components.store import LocalStore
@@ -33,7 +33,7 @@ def test_digits(tmp_path):
     store = LocalStore(tmp_path)
     plan = prepare(PrepareConfig(dataset="digits", resolution=32, classes_per_split=5), store)
     assert plan.splits == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]] and plan.channels == 1
-    assert sum(c.images for c in plan.classes) == 1797
+    assert sum(sum(shard_info(store, s).images.values()) for s in (0, 1)) == 1797
     images, labels = load_shard(store, 1)
     assert images.shape[1:] == (1, 32, 32) and images.dtype.is_floating_point is False
     assert set(labels.tolist()) == {5, 6, 7, 8, 9}
@@ -53,7 +53,8 @@ def test_cifar10_directory_and_tarball(tmp_path, packed):
     assert [c.name for c in plan.classes] == ["airplane", "automobile", "bird"]
     assert plan.splits == [[0, 1], [2]]
     expected = {c: sum(b[b"labels"].count(c) for b in (_cifar_batch(12, 1), _cifar_batch(12, 2))) for c in range(3)}
-    assert {c.id: c.images for c in plan.classes} == expected
+    counts = {**shard_info(store, 0).images, **shard_info(store, 1).images}
+    assert {c.id: counts[c.name] for c in plan.classes} == expected
     images, _ = load_shard(store, 0)
     assert images.shape[1:] == (3, 64, 64)
 
@@ -87,7 +88,8 @@ def test_folder_resizes_crops_and_skips_corrupt(tmp_path):
     store = LocalStore(tmp_path / "store")
     plan = prepare(PrepareConfig(dataset="folder", source=root, resolution=32, classes_per_split=2), store)
     assert [c.name for c in plan.classes] == ["n01", "n02", "n03"]
-    assert [c.images for c in plan.classes] == [3, 3, 3]  # the corrupt file was skipped and counted
+    assert shard_info(store, 0).images == {"n01": 3, "n02": 3}  # the corrupt file was skipped and counted
+    assert shard_info(store, 0).skipped == {"n02": 1} and shard_info(store, 1).skipped == {}
     images, _ = load_shard(store, 0)
     assert images.shape == (6, 3, 32, 32)
     with pytest.raises(UserError, match="broken.jpg.*--strict"):
@@ -105,9 +107,9 @@ def test_folder_class_without_images(tmp_path):
 
 def test_synthetic_classes_are_distinct(tmp_path):
     source = synthetic_source(num_classes=60, images_per_class=8, resolution=32, seed=0)
-    means = np.stack([source.load_class(c).reshape(8, -1).astype(float).mean(0) for c in range(60)])
-    within = np.mean([np.abs(source.load_class(c)[0].astype(float) - source.load_class(c)[1]).mean()
-                      for c in range(60)])
+    images = source.load_classes(list(range(60)))
+    means = np.stack([images[c].reshape(8, -1).astype(float).mean(0) for c in range(60)])
+    within = np.mean([np.abs(images[c][0].astype(float) - images[c][1]).mean() for c in range(60)])
     dists = np.abs(means[:, None] - means[None]).mean(-1)
     np.fill_diagonal(dists, np.inf)
     assert dists.min() > 5, "two synthetic classes look alike on average"

@@ -29,9 +29,12 @@ def test_fan_out_over_splits_with_parallelism(compiled):
     assert tasks["assemble-ensemble"]["dependentTasks"] == [loop_key]
     assert tasks["evaluate-ensemble"]["dependentTasks"] == ["assemble-ensemble"]
     names = {t["taskInfo"]["name"] for t in tasks.values()}
-    assert {"Prepare data and split plan", "Assemble the ensemble", "Evaluate the ensemble"} <= names
+    assert {"Plan the class splits", "Assemble the ensemble", "Evaluate the ensemble"} <= names
     inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    # Each split's data is prepared by its own task inside the fan-out; its training waits for it.
+    assert inner["prepare-split-data"]["taskInfo"]["name"] == "Prepare one split's data"
     assert inner["train-split"]["taskInfo"]["name"] == "Train one class split"
+    assert inner["train-split"]["dependentTasks"] == ["prepare-split-data"]
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) == set(RunSettings.model_fields)  # every run setting can be changed from the KFP UI
 
@@ -47,7 +50,8 @@ def test_training_task_kubernetes_settings(compiled):
     assert train_k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-nodepool": "h100-pool"}
     assert train_k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert train_k8s["activeDeadlineSeconds"] == "7200"
-    for executor in ("exec-prepare-data", "exec-train-split", "exec-assemble-ensemble", "exec-evaluate-ensemble"):
+    for executor in ("exec-prepare-data", "exec-prepare-split-data", "exec-train-split", "exec-assemble-ensemble",
+                     "exec-evaluate-ensemble"):
         secret = k8s[executor]["secretAsEnv"][0]
         assert secret["secretName"] == "acgan-store-credentials"
         assert {e["envVar"] for e in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
@@ -92,3 +96,46 @@ def test_loads_with_kfp_loader(compiled):
 def test_bad_cluster_settings(settings, message):
     with pytest.raises(ValueError, match=message):
         ClusterSettings(**settings)
+
+
+def test_tasks_that_read_the_source_get_cpu_memory_the_volume_and_the_source_secret(compiled, tmp_path):
+    _, spec, platform = compiled
+    readers = ("exec-prepare-data", "exec-prepare-split-data")
+    for executor in readers:
+        resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+        assert (resources["resourceCpuRequest"], resources["resourceCpuLimit"]) == ("4", "4")
+        assert resources["resourceMemoryRequest"] == "8G"
+        assert "pvcMount" not in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor]
+    cluster = ClusterSettings(data_pvc="imagenet:/data", prepare_cpu="16", prepare_memory="24Gi",
+                              source_endpoint="https://s3.example.com", source_secret="imagenet-reader")
+    path = compile_pipeline(cluster, tmp_path / "pvc.yaml")
+    spec, platform = yaml.safe_load_all(path.read_text())
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in readers:
+        container = spec["deploymentSpec"]["executors"][executor]["container"]
+        assert (container["resources"]["resourceCpuRequest"], container["resources"]["resourceMemoryRequest"]) == (
+            "16", "24Gi")
+        assert {"name": "ACGAN_SOURCE_S3_ENDPOINT", "value": "https://s3.example.com"} in container["env"]
+        assert [(m["constant"], m["mountPath"]) for m in k8s[executor]["pvcMount"]] == [("imagenet", "/data")]
+        source_secret = next(s for s in k8s[executor]["secretAsEnv"] if s["secretName"] == "imagenet-reader")
+        assert {e["envVar"] for e in source_secret["keyToEnv"]} == {"ACGAN_SOURCE_AWS_ACCESS_KEY_ID",
+                                                                   "ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"}
+    for executor in ("exec-train-split", "exec-assemble-ensemble", "exec-evaluate-ensemble"):
+        assert "pvcMount" not in k8s[executor]  # only the tasks that read the source mount it
+
+
+@pytest.mark.parametrize("pvc", ["imagenet", "imagenet:data", "Bad_Name:/data", ":/data"])
+def test_a_bad_data_pvc_names_the_flag(pvc):
+    with pytest.raises(ValueError, match="--data-pvc .* give NAME:/MOUNT"):
+        ClusterSettings(data_pvc=pvc)
+
+
+def test_compile_with_a_data_pvc_from_the_command_line(tmp_path):
+    from components.cli import main
+
+    out = tmp_path / "p.yaml"
+    assert main(["compile", "--data-pvc", "imagenet:/data", "--prepare-cpu", "8", "-o", str(out)]) == 0
+    spec, platform = yaml.safe_load_all(out.read_text())
+    assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-prepare-split-data"][
+        "pvcMount"][0]["mountPath"] == "/data"
+    assert spec["deploymentSpec"]["executors"]["exec-prepare-data"]["container"]["resources"]["resourceCpuLimit"] == "8"

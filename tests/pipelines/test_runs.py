@@ -62,6 +62,7 @@ def test_local_run_trains_every_split_and_assembles(local_run):
     store = open_store(str(root / "store"))
     assert result["ensemble"] == f"{store.uri}/ensemble.json"
     assert [s.state for s in split_statuses(store)] == ["complete", "complete"]
+    assert store.exists("data/split-00000.json") and store.exists("data/split-00001.json")  # built in the fan-out
     manifest = load_ensemble(store)
     assert [(m.class_id, m.split, m.local_index, m.step) for m in manifest.classes] == [
         (c, c // 5, c % 5, 4) for c in range(10)]

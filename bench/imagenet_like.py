@@ -1,0 +1,137 @@
+"""The ImageNet path at full class count, on one machine: a synthetic ImageNet-like tree (class folders of 500x375
+JPEGs) served by the S3-protocol test server (moto) or written to a local folder, then `acgan run --dataset folder`
+on it: the plan from the listing, one shard task per split inside the fan-out, training, assembly, evaluation.
+
+    python bench/imagenet_like.py --source s3 --out /tmp/imagenet-like    # 1000 classes x 20 JPEGs, 100 splits
+    python bench/imagenet_like.py --source local --out /tmp/imagenet-like # the same tree from a local folder
+    python bench/imagenet_like.py --classes 6 --per-class 3 --classes-per-split 3 --out /tmp/x -- --classifier-steps 20
+
+Prints one JSON line: wall times (tree, run), the images the shards hold, and the shard tasks' decoding rates from
+their "decoded N / N images, R images/s" log lines. The run's full log is written beside the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from components.data.sources import usable_cores  # noqa: E402
+from components.store import open_store  # noqa: E402
+
+
+def synset(c: int) -> str:
+    return f"n{1440764 + 37 * c:08d}"  # ImageNet-like folder names, sorted in class order
+
+
+def class_jpegs(job: tuple[int, int]) -> list[tuple[str, bytes]]:
+    """Class c's JPEGs: 500x375, smooth structure of the class plus noise, quality 90 (the benchmark's JPEGs)."""
+    import io
+
+    c, per_class = job
+    rng = np.random.default_rng(c)
+    yy, xx = np.mgrid[:375, :500] / 500.0
+    f = rng.uniform(2, 12, 3)
+    out = []
+    for i in range(per_class):
+        img = np.stack([127 + 100 * np.sin(f[k] * xx + f[(k + 1) % 3] * yy + i) for k in range(3)], axis=-1)
+        img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(img).save(buffer, "JPEG", quality=90)
+        out.append((f"{synset(c)}/{synset(c)}_{i}.JPEG", buffer.getvalue()))
+    return out
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("moto server did not start: install the test extras (pip install -e .[test])")
+
+
+def write_tree(source: str, classes: int, per_class: int) -> int:
+    """The tree at `source` (a directory or s3:// prefix); returns the number of images."""
+    bucket = open_store(source) if source.startswith("s3://") else None
+    if bucket:
+        bucket.ensure_ready(create=True)
+    n = 0
+    with Pool(usable_cores()) as pool, ThreadPoolExecutor(8) as uploads:
+        for files in pool.imap_unordered(class_jpegs, [(c, per_class) for c in range(classes)], chunksize=4):
+            if bucket:
+                list(uploads.map(lambda f: bucket.write_bytes(*f), files))
+            else:
+                for name, data in files:
+                    (Path(source) / name).parent.mkdir(parents=True, exist_ok=True)
+                    (Path(source) / name).write_bytes(data)
+            n += len(files)
+    return n
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", choices=["s3", "local"], default="s3")
+    p.add_argument("--out", type=Path, required=True, help="working directory: the local tree, store, kfp outputs")
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--per-class", type=int, default=20)
+    p.add_argument("--classes-per-split", type=int, default=10)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("run_options", nargs=argparse.REMAINDER, help="after --: more `acgan run` options")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    moto = None
+    if args.source == "s3":
+        moto, endpoint = start_moto()
+        os.environ.update(ACGAN_S3_ENDPOINT=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
+        source, store = "s3://imagenet-like/train", "s3://acgan-bench/run"
+        open_store(store).ensure_ready(create=True)
+    else:
+        source, store = str(args.out / "train"), str(args.out / "store")
+    try:
+        start = time.perf_counter()
+        images = write_tree(source, args.classes, args.per_class)
+        tree_s = time.perf_counter() - start
+        command = ["acgan", "run", "--store", store, "--dataset", "folder", "--source", source,
+                   "--classes-per-split", str(args.classes_per_split), "--resolution", str(args.resolution),
+                   "--steps", str(args.steps), "--pipeline-root", str(args.out / "kfp-local"),
+                   *[o for o in args.run_options if o != "--"]]
+        log_path = args.out / f"run-{args.source}.log"
+        start = time.perf_counter()
+        with open(log_path, "w") as log:
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+        run_s = time.perf_counter() - start
+        finished = re.findall(r"decoded (\d+) / \1 images, ([\d.]+) images/s", log_path.read_text())
+        rates = [float(rate) for _, rate in finished]
+        print(json.dumps({"source": args.source, "classes": args.classes, "images": images, "tree_s": round(tree_s, 1),
+                          "run_s": round(run_s, 1), "exit": code, "shard_tasks": len(rates),
+                          "decode_images_per_s_per_task": round(float(np.mean(rates)), 1) if rates else None,
+                          "cores": usable_cores(), "command": " ".join(command), "log": str(log_path)}))
+    finally:
+        if moto:
+            moto.terminate()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Class-folder sources on a local path and under an S3 prefix (the S3-protocol test server), with real JPEGs."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components.data.prepare import PrepareConfig, load_shard, plan_data, prepare, prepare_shard, shard_info
+from components.data.sources import usable_cores
+from components.errors import UserError
+from components.store import LocalStore, open_store
+
+CLASSES = ["n03", "n01", "n02"]  # created out of order: the class index is the sorted folder name
+
+
+def _jpeg(rng, mode="RGB", fmt="JPEG", size=(60, 45)) -> bytes:
+    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    img = Image.fromarray(pixels).convert(mode)
+    out = io.BytesIO()
+    img.save(out, fmt, quality=85)
+    return out.getvalue()
+
+
+def image_tree(classes=CLASSES, per_class: int = 2) -> dict[str, bytes]:
+    """Relative path -> bytes of a class-folder tree of real images, with what ImageNet's train set holds besides
+    plain RGB JPEGs: a CMYK JPEG, a PNG named .jpg, a greyscale JPEG, and a file no decoder reads."""
+    rng = np.random.default_rng(0)
+    files = {f"{c}/{c}_{i}.JPEG": _jpeg(rng) for c in classes for i in range(per_class)}
+    files["n01/n01_cmyk.JPEG"] = _jpeg(rng, mode="CMYK")
+    files["n02/n02_png.JPEG"] = _jpeg(rng, fmt="PNG")
+    files["n02/n02_grey.jpg"] = _jpeg(rng, mode="L")
+    files["n03/n03_truncated.JPEG"] = _jpeg(rng)[:300]
+    files["n03/notes.txt"] = b"not an image"
+    return files
+
+
+def write_local(root, files):
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def bucket_source(s3_env):
+    """The tree uploaded under an S3 prefix; returns its s3:// URI."""
+    uri = f"{s3_env}/imagenet/train"
+    bucket = open_store(uri)
+    for name, data in image_tree().items():
+        bucket.write_bytes(name, data)
+    return uri
+
+
+def _check_prepared(store, source):
+    plan = prepare(PrepareConfig(dataset="folder", source=source, resolution=32, classes_per_split=2), store)
+    assert [c.name for c in plan.classes] == ["n01", "n02", "n03"] and plan.splits == [[0, 1], [2]]
+    first, second = shard_info(store, 0), shard_info(store, 1)
+    # CMYK, PNG-as-JPEG and greyscale decode to RGB; the truncated file is skipped and counted.
+    assert first.images == {"n01": 3, "n02": 4} and first.skipped == {}
+    assert second.images == {"n03": 2} and second.skipped == {"n03": 1}
+    images, labels = load_shard(store, 0)
+    assert images.shape == (7, 3, 32, 32) and labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
+
+
+def test_local_folder(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        _check_prepared(LocalStore(tmp_path / "store"), str(write_local(tmp_path / "train", image_tree())))
+    assert "class n03: skipped 1 unreadable file(s)" in caplog.text
+    assert "decoded 7 / 7 images" in caplog.text and "decoded 3 / 3 images" in caplog.text  # progress, with images/s
+    assert "skipped 1 unreadable file(s)" in [r for r in caplog.messages if r.startswith("split 1:")][0]
+
+
+def test_bucket_folder_with_the_stores_endpoint(bucket_source, tmp_path):
+    _check_prepared(LocalStore(tmp_path / "store"), bucket_source)
+
+
+def test_bucket_folder_on_its_own_endpoint_and_keys(bucket_source, s3_server, tmp_path, monkeypatch):
+    # The store's keys are not the source's: the source reads with its own.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "store-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "store-secret")
+    monkeypatch.setenv("ACGAN_SOURCE_S3_ENDPOINT", s3_server["endpoint"])
+    monkeypatch.setenv("ACGAN_SOURCE_AWS_ACCESS_KEY_ID", s3_server["access_key"])
+    monkeypatch.setenv("ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
+    _check_prepared(LocalStore(tmp_path / "store"), bucket_source)
+    monkeypatch.setenv("ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(UserError, match="rejected the credentials"):
+        plan_data(PrepareConfig(dataset="folder", source=bucket_source), LocalStore(tmp_path / "other"))
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_class_list_takes_a_subset_in_its_order(where, tmp_path, request):
+    if where == "s3":
+        source = request.getfixturevalue("bucket_source")
+        open_store(source.rsplit("/", 1)[0]).write_bytes("classes.txt", b"n03\n\nn01\n")
+        class_list = f"{source.rsplit('/', 1)[0]}/classes.txt"
+    else:
+        source = str(write_local(tmp_path / "train", image_tree()))
+        class_list = str(tmp_path / "classes.txt")
+        (tmp_path / "classes.txt").write_text("n03\n\nn01\n")
+    store = LocalStore(tmp_path / "store")
+    plan = plan_data(PrepareConfig(dataset="folder", source=source, class_list=class_list, classes_per_split=1), store)
+    assert [c.name for c in plan.classes] == ["n03", "n01"]
+    prepare_shard(store, 1)
+    assert shard_info(store, 1).images == {"n01": 3}
+
+
+def test_class_list_errors_name_the_line(tmp_path):
+    source = str(write_local(tmp_path / "train", image_tree()))
+    (tmp_path / "classes.txt").write_text("n01\nn09\n")
+    with pytest.raises(UserError, match=r"classes.txt, line 2: 'n09' is not a class folder of"):
+        plan_data(PrepareConfig(dataset="folder", source=source, class_list=str(tmp_path / "classes.txt")),
+                  LocalStore(tmp_path / "s"))
+    with pytest.raises(UserError, match="class list .*missing.txt does not exist"):
+        plan_data(PrepareConfig(dataset="folder", source=source, class_list=str(tmp_path / "missing.txt")),
+                  LocalStore(tmp_path / "s"))
+
+
+def test_a_class_with_no_readable_image_fails_naming_it(tmp_path):
+    files = image_tree()
+    files.update({"n04/a.JPEG": b"\xff\xd8 broken", "n04/b.JPEG": b""})
+    source = str(write_local(tmp_path / "train", files))
+    store = LocalStore(tmp_path / "store")
+    plan_data(PrepareConfig(dataset="folder", source=source, classes_per_split=3), store)
+    with pytest.raises(UserError, match=r"class folder .*train/n04 has no readable JPEG/PNG images"):
+        prepare_shard(store, 1)
+
+
+def test_usable_cores_follow_the_cgroup_quota(tmp_path):
+    cpu_max, affinity = tmp_path / "cpu.max", len(__import__("os").sched_getaffinity(0))
+    cpu_max.write_text("150000 100000\n")  # a pod limited to 1.5 CPUs
+    assert usable_cores(cpu_max) == min(2, affinity)
+    cpu_max.write_text("max 100000\n")  # no limit: the cores the process may run on
+    assert usable_cores(cpu_max) == affinity
+    assert usable_cores(tmp_path / "absent") == affinity
