@@ -1,6 +1,8 @@
 """The README's first lines are the two set-up commands, and CI runs the second one."""
 
+import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,7 +13,7 @@ def test_readme_starts_with_the_two_commands():
     assert lines[0] == "```bash" and lines[3] == "```"
     install_and_run, install_and_test = lines[1], lines[2]
     for line in (install_and_run, install_and_test):
-        assert "pip install -c constraints.txt" in line  # torch pinned to the CPU wheel in every install
+        assert re.search(r"pip install (-q )?-c constraints\.txt", line)  # torch pinned to the CPU wheel in every install
     assert "acgan " in install_and_run and install_and_test.endswith("python -m pytest")
     assert "apt-get install -y -qq kubectl" in install_and_test  # tests/deploy renders the manifests with it
 
@@ -21,3 +23,24 @@ def test_ci_runs_the_readme_test_command():
     assert "sed -n '3p' README.md" in script and 'bash -c "$test_command"' in script
     line = subprocess.run(["sed", "-n", "3p", str(ROOT / "README.md")], capture_output=True, text=True).stdout.strip()
     assert line == (ROOT / "README.md").read_text().splitlines()[2]
+
+
+def _dependency_table() -> dict[str, bool]:
+    """Every package the README's dependency table names -> whether its row says it is for tests only."""
+    text = (ROOT / "README.md").read_text()
+    table = text.partition("## Dependencies")[2].split("\n\n")[1]
+    named = {}
+    for row in table.splitlines()[2:]:
+        cell = row.split("|")[1]
+        tests_only = "(tests only)" in cell
+        for name in cell.replace("(tests only)", "").split(","):
+            named[name.strip()] = tests_only
+    return named
+
+
+def test_the_dependency_table_names_every_dependency_where_it_is_installed():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    name = lambda requirement: re.split(r"[<>=!~ ;]", requirement)[0]  # noqa: E731
+    runtime = {name(r) for r in project["dependencies"]}
+    test_only = {name(r) for r in project["optional-dependencies"]["test"]}
+    assert _dependency_table() == {**{n: False for n in runtime}, **{n: True for n in test_only}}
