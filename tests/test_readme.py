@@ -1,9 +1,12 @@
-"""The README's first lines are the two set-up commands, and CI runs the second one."""
+"""The README's first lines are the two set-up commands, and CI runs the second one; its dependency list matches
+pyproject.toml; no link or path in the README or docs/ leads outside the repository."""
 
 import re
 import subprocess
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,22 +48,61 @@ def test_ci_refuses_a_readme_whose_third_line_is_not_the_test_command(tmp_path):
     assert ci.stderr.startswith(".ci/run: README.md line 3 is not the test command: ")
 
 
-def _dependency_table() -> dict[str, bool]:
-    """Every package the README's dependency table names -> whether its row says it is for tests only."""
-    text = (ROOT / "README.md").read_text()
-    table = text.partition("## Dependencies")[2].split("\n\n")[1]
+def _dependency_list() -> dict[str, bool]:
+    """Every package the README's dependency list names -> whether its entry says it is for tests only."""
+    section = (ROOT / "README.md").read_text().partition("## Dependencies")[2]
     named = {}
-    for row in table.splitlines()[2:]:
-        cell = row.split("|")[1]
-        tests_only = "(tests only)" in cell
-        for name in cell.replace("(tests only)", "").split(","):
-            named[name.strip()] = tests_only
+    for names, note in re.findall(r"^- \*\*([^*]+)\*\*( \(tests only\))?:", section, re.MULTILINE):
+        for name in names.split(","):
+            named[name.strip()] = bool(note)
     return named
 
 
-def test_the_dependency_table_names_every_dependency_where_it_is_installed():
+def test_the_dependency_list_names_every_dependency_where_it_is_installed():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     name = lambda requirement: re.split(r"[<>=!~ ;]", requirement)[0]  # noqa: E731
     runtime = {name(r) for r in project["dependencies"]}
     test_only = {name(r) for r in project["optional-dependencies"]["test"]}
-    assert _dependency_table() == {**{n: False for n in runtime}, **{n: True for n in test_only}}
+    assert _dependency_list() == {**{n: False for n in runtime}, **{n: True for n in test_only}}
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+_FENCED = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+_CODE_SPAN = re.compile(r"`[^`]*`")  # a code span may run over a line break
+_INLINE_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+_REFERENCE = re.compile(r"^\s*\[(?!\^)[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.MULTILINE)
+_BARE_URL = re.compile(r"<?\b((?:https?|ftp)://[^\s)>]+)|<(mailto:[^>]+)>")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, code marks and punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", "")).replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    prose = _FENCED.sub("", path.read_text())
+    return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", prose, re.MULTILINE)}
+
+
+def _links(path: Path) -> list[str]:
+    prose = _CODE_SPAN.sub("", _FENCED.sub("", path.read_text()))
+    urls = [url or mail for url, mail in _BARE_URL.findall(prose)]
+    return _INLINE_LINK.findall(prose) + _REFERENCE.findall(prose) + urls
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_link_stays_inside_the_repository(doc):
+    for target in _links(doc):
+        assert not re.match(r"[a-z][a-z0-9+.-]*:", target), f"{doc.name}: {target} leaves the repository"
+        file, _, anchor = target.partition("#")
+        resolved = (doc.parent / file).resolve() if file else doc
+        assert resolved.is_relative_to(ROOT) and resolved.exists(), f"{doc.name}: {target} is not a file here"
+        if anchor and resolved.suffix == ".md":
+            assert anchor in _anchors(resolved), f"{doc.name}: {target} names no heading of {resolved.name}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_path_named_in_the_docs_leads_outside_the_repository(doc):
+    """Paths in code marks count too: a reader follows `../shared/PAPER.md` as readily as a link."""
+    for path in re.findall(r"(?<![\w.])((?:\.\./)+[\w./-]*)", doc.read_text()):
+        assert (doc.parent / path).resolve().is_relative_to(ROOT), f"{doc.name}: {path} is outside the repository"
