@@ -58,11 +58,14 @@ def _dependency_list() -> dict[str, bool]:
     return named
 
 
+def _package(requirement: str) -> str:
+    return re.split(r"[<>=!~ ;]", requirement)[0]  # "moto[server]>=5.0" -> "moto[server]", as the README names it
+
+
 def test_the_dependency_list_names_every_dependency_where_it_is_installed():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    name = lambda requirement: re.split(r"[<>=!~ ;]", requirement)[0]  # noqa: E731
-    runtime = {name(r) for r in project["dependencies"]}
-    test_only = {name(r) for r in project["optional-dependencies"]["test"]}
+    runtime = {_package(r) for r in project["dependencies"]}
+    test_only = {_package(r) for r in project["optional-dependencies"]["test"]}
     assert _dependency_list() == {**{n: False for n in runtime}, **{n: True for n in test_only}}
 
 
