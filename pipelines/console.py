@@ -28,8 +28,9 @@ _FAILED = re.compile(r"Task '([^']+)' finished with status FAILURE")
 _DONE = re.compile(r"INFO ([a-z-]+): [a-z-]+: done in ")  # a step's own last line (components/steps/run_step)
 _TRAINING = re.compile(r"split (\d+) step (\d+)/(\d+)")
 _RESUMED = re.compile(r"split (\d+): (?:resuming from|already at) step (\d+)")
-STAGES = {"prepare-data": "preparing the data", "train-split": "training", "assemble-ensemble": "assembling",
-          "evaluate-ensemble": "evaluating"}
+STAGES = {"prepare-data": "planning the class splits", "prepare-split-data": "preparing each split's data",
+          "train-split": "training", "assemble-ensemble": "assembling", "evaluate-ensemble": "evaluating"}
+PER_SPLIT = {"prepare-split-data", "train-split"}  # one task per split, inside the fan-out
 
 
 class TaskLogs:
@@ -101,6 +102,7 @@ class RunProgress:
         self.at: dict[int, int] = {}
         self.started: dict[str, float] = {}
         self.running: dict[str, int] = {}
+        self.finished: dict[str, int] = {}
         self.bar: tqdm | None = None
 
     def say(self, text: str) -> None:
@@ -114,7 +116,7 @@ class RunProgress:
             self.bar.refresh()
 
     def task_started(self, task: str) -> None:
-        if not self.running.get(task):
+        if task not in self.started:
             self.started[task] = time.perf_counter()
             self.say(f"{STAGES.get(task, task)}...")
             if task == "train-split" and self.tty and self.splits:
@@ -123,10 +125,14 @@ class RunProgress:
         self.running[task] = self.running.get(task, 0) + 1
 
     def task_finished(self, task: str, ok: bool) -> None:
+        """A stage is done when all its tasks are: one per split inside the fan-out (where the plan's split count
+        is known before the run), else one."""
         self.running[task] = self.running.get(task, 1) - 1
+        self.finished[task] = self.finished.get(task, 0) + 1
+        expected = self.splits if task in PER_SPLIT and self.splits else None
         if not ok:
             self.say(f"{STAGES.get(task, task)} failed")
-        elif not self.running[task]:
+        elif self.finished[task] == expected or (expected is None and not self.running[task]):
             if task == "train-split" and self.bar is not None:
                 self.bar.close()
                 self.bar = None
