@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from components import figures
 from components.data.plan import SplitPlan, load_plan
-from components.data.prepare import load_shard
+from components.data.prepare import load_shard, shard_info
 from components.ensemble import EnsembleManifest, load_ensemble, load_member_generator
 from components.errors import UserError
 from components.metrics import compute_accuracy, compute_class_ms_ssim
@@ -230,6 +230,17 @@ def analyse_split(model: torch.nn.Module, sizes: list[int], settings: EvalSettin
         kept[f"{name}_se"] += errors
 
 
+def class_image_counts(store: Store, plan: SplitPlan) -> dict[int, int]:
+    """Real images per class id: from the plan where it counted them, else from each split's shard sidecar (a plan
+    made from a listing knows names only)."""
+    counts = {c.id: c.images for c in plan.classes if c.images is not None}
+    for split, members in enumerate(plan.splits):
+        if any(c not in counts for c in members):
+            by_name = shard_info(store, split).images
+            counts.update({c: by_name[plan.classes[c].name] for c in members})
+    return counts
+
+
 def evaluate(store: Store, settings: EvalSettings) -> dict:
     plan = load_plan(store)
     manifest = load_ensemble(store)
@@ -238,7 +249,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
                         f"{store.uri}` to train and assemble it first")
     device = evaluation_device(settings)
     classes = [c.id for c in plan.classes]
-    used = {c.id: min(c.images, settings.real_per_class) for c in plan.classes}  # real images per class
+    used = {c: min(n, settings.real_per_class) for c, n in class_image_counts(store, plan).items()}  # real per class
     # Checked before any work: every class needs two real images and enough distinct pairs.
     for c in classes:
         if used[c] < 2:
