@@ -272,7 +272,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
             rows[c] = nearest_rows(samples[sample_labels == c][:2], real[real_labels == c], k)
         grids[f"eval/samples-split-{split:05d}.png"] = _grid(torch.cat(
             [samples[sample_labels == c][:columns] for c in members]), columns)
-        del samples, sample_labels, real, real_labels  # before the next split's arrive
+        del samples, sample_labels, real, real_labels  # freed before the next split is loaded
 
     sample_labels, real_labels = torch.cat(kept["sample_labels"]), torch.cat(kept["real_labels"])
     by_resolution = {size: compute_accuracy(torch.cat(kept[f"predicted_{size}"]), sample_labels, plan.num_classes)
