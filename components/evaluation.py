@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torchmetrics.image.fid import FrechetInceptionDistance
 from tqdm import tqdm
 
 from components import figures
@@ -38,6 +39,7 @@ from components.metrics import compute_accuracy, compute_class_ms_ssim
 from components.metrics.classifier import (
     ClassifierInfo,
     classify,
+    feature_width,
     file_classifier_info,
     load_classifier,
     load_classifier_file,
@@ -45,7 +47,7 @@ from components.metrics.classifier import (
     train_classifier,
 )
 from components.metrics.discriminability import fractions_more_discriminable, study_resolutions
-from components.metrics.fidelity import frechet_distance, inception_score
+from components.metrics.fidelity import frechet_accumulator, inception_score
 from components.metrics.joint import joint_fractions, pearson
 from components.metrics.overfitting import (
     fixed_noise_across_classes,
@@ -206,16 +208,16 @@ def peak_memory(device: torch.device) -> dict[str, int | None]:
 
 def analyse_split(model: torch.nn.Module, sizes: list[int], settings: EvalSettings, samples: torch.Tensor,
                   sample_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor, members: list[int],
-                  kept: dict[str, list]) -> None:
-    """Everything the evaluation needs from one split's samples and real images, on their device, appended to `kept`
-    (small outputs on the CPU), so that the images themselves can be dropped."""
+                  kept: dict[str, list], fid_sums: FrechetInceptionDistance) -> None:
+    """Everything the evaluation needs from one split's samples and real images, on their device: small outputs
+    appended to `kept` (on the CPU), features summed into `fid_sums`, so that the images themselves can be dropped."""
     # Discriminability and the resolution study. One pass over each image set at full resolution also gives the
     # Inception Score's logits and FID's features; each smaller size is one more pass.
     full = classify(model, samples, logits=True, features=True)
     real_full = classify(model, real, features=True)
     kept["logits"].append(full.logits)
-    kept["features"].append(full.features)
-    kept["real_features"].append(real_full.features)
+    fid_sums.update(real_full.features, real=True)
+    fid_sums.update(full.features, real=False)
     kept[f"predicted_{sizes[0]}"].append(full.predicted)
     kept[f"real_predicted_{sizes[0]}"].append(real_full.predicted)
     for size in sizes[1:]:
@@ -268,6 +270,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     columns = min(settings.grid_columns, settings.samples_per_class)
     # One split's samples and real images at a time, on the device; what later steps need is kept on the CPU.
     kept: dict[str, list] = defaultdict(list)
+    fid_sums = frechet_accumulator(feature_width(model))  # no features kept
     rows, grids = {}, {}
     splits = tqdm(plan.splits, desc="evaluate", unit="split", disable=not sys.stderr.isatty())
     reals = real_by_split(store, plan, settings.real_per_class, settings.seed, device)
@@ -275,12 +278,12 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
         real, real_labels = next(reals)  # not zip(): its reused result tuple would hold the last split's images
         samples, sample_labels = split_samples(store, manifest, members, settings.samples_per_class, settings.seed,
                                                device)
-        analyse_split(model, sizes, settings, samples, sample_labels, real, real_labels, members, kept)
+        analyse_split(model, sizes, settings, samples, sample_labels, real, real_labels, members, kept, fid_sums)
         for c in set(chosen) & set(members):
             rows[c] = nearest_rows(samples[sample_labels == c][:2], real[real_labels == c], k)
         grids[f"eval/samples-split-{split:05d}.png"] = _grid(torch.cat(
             [samples[sample_labels == c][:columns] for c in members]), columns)
-        del samples, sample_labels, real, real_labels  # before the next split's arrive
+        del samples, sample_labels, real, real_labels  # freed before the next split is loaded
 
     sample_labels, real_labels = torch.cat(kept["sample_labels"]), torch.cat(kept["real_labels"])
     by_resolution = {size: compute_accuracy(torch.cat(kept[f"predicted_{size}"]), sample_labels, plan.num_classes)
@@ -304,7 +307,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
 
     # Inception Score and FID in the classifier's feature space.
     is_mean, is_std = inception_score(torch.cat(kept["logits"]), settings.is_splits, settings.seed)
-    fid = frechet_distance(torch.cat(kept["real_features"]), torch.cat(kept["features"]))
+    fid = float(fid_sums.compute())
 
     summary = {
         "accuracy": accuracy,

@@ -137,6 +137,11 @@ def _images_per_pass(model: nn.Module, images: torch.Tensor, device: torch.devic
     return max(1, CPU_BATCH_VALUES // widest)
 
 
+def feature_width(model: nn.Module) -> int:
+    """The width of the pooled features `classify` returns: FID's feature space."""
+    return model.head.in_features if isinstance(model, Classifier) else model.fc.in_features
+
+
 class Outputs(NamedTuple):
     predicted: torch.Tensor  # (N,) class ids
     logits: torch.Tensor | None  # (N, K), when asked for: the Inception Score's input

@@ -37,10 +37,16 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tu
     return float(mean), float(std)
 
 
+def frechet_accumulator(num_features: int) -> FrechetInceptionDistance:
+    """FID over features (N, F) given part by part (`update(features, real=...)`, then `compute()`): it keeps running
+    sums of each side's features and their products, so its memory does not grow with the number of images."""
+    return FrechetInceptionDistance(feature=_Computed(num_features))
+
+
 @torch.no_grad()
 def frechet_distance(real_features: torch.Tensor, sample_features: torch.Tensor) -> float:
     """FID between the classifier's pooled features (N, F) of real images and of samples."""
-    metric = FrechetInceptionDistance(feature=_Computed(real_features.shape[1]))
+    metric = frechet_accumulator(real_features.shape[1])
     metric.update(real_features, real=True)
     metric.update(sample_features, real=False)
     return float(metric.compute())
