@@ -1,7 +1,8 @@
 """An experiment is a store: its settings (`experiment.json`), plan, data, and each split's checkpoints.
 
-The store is the source of truth for what is done. KFP ignores `set_retry` inside `ParallelFor`, so a failed split is
-rerun by asking the store which splits are not complete and training only those; each resumes from its checkpoints.
+The store is the source of truth for what is done. A failed task is retried by the cluster; what its retries did not
+finish is rerun by asking the store which splits are not complete and training only those (`acgan rerun`, or a clone
+of the run in the KFP UI, whose complete splits return at once); each resumes from its checkpoints.
 """
 
 from __future__ import annotations

@@ -120,6 +120,11 @@ class ClusterSettings(BaseModel):
                                       "(OMP_NUM_THREADS); None: torch's default, one per core of the node, which "
                                       "oversubscribes a pod given fewer")
     train_memory: str = "32G"
+    retries: int = Field(4, ge=0, le=20, description="retries of a failed task (set_retry); the backend's Argo "
+                         "retries failures (exit non-zero), not pods deleted without one (docs/operators.md)")
+    retry_backoff_seconds: int = Field(120, ge=0, le=3600, description="wait before the first retry, doubled for "
+                                       "each next one; 120 s then 240 s outlast the 300 s lease of a trainer "
+                                       "killed without a chance to release it")
     kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit every task's pod through (label "
                                                       "kueue.x-k8s.io/queue-name); None when Kueue is not used")
 

@@ -19,13 +19,29 @@ DEFAULTS = {name: field.get_default(call_default_factory=True) for name, field i
 STORE_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 STORE_ACCESS_LABEL = ("acgan.ai/store-access", "true")  # manifests/base/minio/network-policy.yaml admits these pods
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Karpenter does not voluntarily disrupt (consolidate, drift-replace) a node running such a pod; spot reclaims and
+# the NodePool's terminationGracePeriod still do, which the retries and the split's checkpoints cover.
+DO_NOT_DISRUPT = ("karpenter.sh/do-not-disrupt", "true")
 
 
 def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> dsl.PipelineTask:
     """The project's image, the store's endpoint and credentials from the cluster, the label that lets the pod
-    reach the store, no caching (the store decides what is done); training tasks also get a GPU, the GPU pool's
-    label and taint toleration, and a time limit."""
+    reach the store, no caching (the store decides what is done), retries (every step is safe to run again: the
+    store says what is done); training tasks also get a GPU, the GPU pool's label and taint toleration, Karpenter's
+    do-not-disrupt annotation and a time limit.
+
+    The retry holds inside ParallelFor on the backend at KFP 2.17.0: the Argo compiler visits every DAG component
+    (backend/src/v2/compiler/visitor.go, pipelineDFS.dfs), compiles each task of the loop body's DAG with its own
+    PipelineTaskSpec (argocompiler/dag.go, workflowCompiler.task -> containerExecutorTask), and
+    argocompiler/container.go, addContainerExecutorTemplate, puts a retryStrategy on the task's
+    `retry-system-container-impl` template whenever task.GetRetryPolicy() is set, at any depth. kfp.local honours
+    it per iteration too (tests/pipelines/test_runs.py)."""
     task.set_container_image(cluster.image).set_caching_options(False)
+    if cluster.retries:
+        # Argo stops retrying once backoff.maxDuration has passed since the first attempt ended (KFP's default is
+        # an hour): long enough here for every attempt to run to its time limit.
+        task.set_retry(cluster.retries, backoff_duration=f"{cluster.retry_backoff_seconds}s", backoff_factor=2.0,
+                       backoff_max_duration=f"{cluster.timeout_seconds * (cluster.retries + 1)}s")
     kubernetes.add_pod_label(task, *STORE_ACCESS_LABEL)
     if cluster.kueue_queue:
         kubernetes.add_pod_label(task, KUEUE_QUEUE_LABEL, cluster.kueue_queue)
@@ -41,6 +57,7 @@ def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> d
         for key, value in cluster.node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         kubernetes.set_timeout(task, cluster.timeout_seconds)
+        kubernetes.add_pod_annotation(task, *DO_NOT_DISRUPT)
     return task
 
 

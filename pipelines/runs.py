@@ -20,6 +20,7 @@ from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
 
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
+LOCAL_RETRIES = 1  # `acgan run`: one more attempt of a failed task (a bad input fails twice, fast)
 
 
 def pipeline_arguments(settings: RunSettings) -> dict:
@@ -52,7 +53,10 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     try:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
-        build_pipeline(ClusterSettings(parallelism=parallelism, train_threads=threads))(**pipeline_arguments(settings))
+        # A retry at once: a lease left by a killed local trainer is stale as soon as its process is gone.
+        cluster = ClusterSettings(parallelism=parallelism, train_threads=threads, retries=LOCAL_RETRIES,
+                                  retry_backoff_seconds=0)
+        build_pipeline(cluster)(**pipeline_arguments(settings))
     except RuntimeError as e:
         failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
         raise UserError(f"the local pipeline run failed (task {failed or 'unknown'}); its log is above. Completed "

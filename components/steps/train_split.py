@@ -1,7 +1,8 @@
 """Component: train one class split to the run's target steps, resuming from its own checkpoints in the store.
 
-KFP ignores set_retry inside ParallelFor, so this task is made safe to run again instead: a split already at its
-target trains nothing, and an interrupted one continues from its newest complete checkpoint."""
+The task is safe to run again, which its retries (pipelines/acgan_ensemble.py) and a clone of the run in the KFP UI
+rely on: a split already at its target returns at once, and an interrupted one continues from its newest complete
+checkpoint (after SIGTERM, one saved at the step it reached)."""
 
 from kfp import dsl
 

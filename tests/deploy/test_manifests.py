@@ -2,6 +2,7 @@
 Kubernetes schemas offline, and the compiled pipeline agrees with the manifests (labels, taint, Secret, ConfigMap,
 ServiceAccount, namespace, quota, Kueue queue)."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -142,6 +143,11 @@ def test_gpu_pools_match_the_training_task(rendered, compiled):
     assert [(t["key"], t["effect"]) for t in template["spec"]["taints"]] == [(toleration["key"], toleration["effect"])]
     node_class = template["spec"]["nodeClassRef"]
     assert node_class["name"] in objects(rendered["karpenter"], "EC2NodeClass")
+    # A pinned AMI: @latest drifts every node (and the tasks on it) to each new release.
+    for term in objects(rendered["karpenter"], "EC2NodeClass")[node_class["name"]]["spec"]["amiSelectorTerms"]:
+        assert re.fullmatch(r"al2023@v\d{8}", term["alias"]), term
+    # Karpenter leaves nodes whose training pods carry do-not-disrupt alone.
+    assert train["podMetadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
     assert pool["spec"]["limits"]["nvidia.com/gpu"] == objects(rendered["karpenter"], "ResourceQuota")[
         "acgan-gpu"]["spec"]["hard"]["requests.nvidia.com/gpu"]
     # Kueue: the flavor is the same pool, the local queue is the one the pods are labelled with.

@@ -56,6 +56,23 @@ def test_training_task_kubernetes_settings(compiled):
     assert "nodeSelector" not in k8s["exec-prepare-data"]  # only training needs the GPU pool
 
 
+def test_every_task_retries_and_training_is_not_disrupted(compiled):
+    """Retries on every task, inside the class-splits loop too (the backend's Argo compiler keeps a loop body task's
+    retryPolicy: pipelines/acgan_ensemble.py, on_cluster); Karpenter's do-not-disrupt on the GPU tasks only."""
+    _, spec, platform = compiled
+    cluster = ClusterSettings()
+    inner = {k: t for c in spec["components"].values() if "dag" in c for k, t in c["dag"]["tasks"].items()}
+    tasks = {**spec["root"]["dag"]["tasks"], **inner}
+    for name in ("prepare-data", "train-split", "assemble-ensemble", "evaluate-ensemble"):
+        assert tasks[name]["retryPolicy"] == {
+            "maxRetryCount": cluster.retries, "backoffDuration": f"{cluster.retry_backoff_seconds}s",
+            "backoffFactor": 2.0, "backoffMaxDuration": f"{7200 * (cluster.retries + 1)}s"}, name
+    assert "train-split" in spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["exec-train-split"]["podMetadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
+    assert "annotations" not in k8s["exec-prepare-data"]["podMetadata"]
+
+
 def test_training_threads_only_where_set(compiled, tmp_path):
     _, spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]

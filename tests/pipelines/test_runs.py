@@ -2,14 +2,19 @@
 
 import builtins
 import json
+import logging
 import os
 import shutil
+import socket
+import subprocess
+import time
 
 import pytest
 
 from components.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from components.errors import UserError
 from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config
+from components.lease import Lease, lease_key
 from components.settings import ClusterSettings, RunSettings
 from components.store import open_store
 from pipelines import runs
@@ -34,13 +39,43 @@ def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
         load_settings(store)
 
 
+class EndHolderOnFirstFailure(logging.Filter):
+    """When kfp.local reports split training's first failed attempt, ends the process that held the split. A
+    filter on the root logger, which kfp.local logs to: it replaces the root's handlers while it runs."""
+
+    def __init__(self, holder: subprocess.Popen):
+        super().__init__()
+        self.holder, self.failures = holder, []
+
+    def filter(self, record):
+        message = record.getMessage()
+        if message.startswith("Task train-split failed (attempt 1/"):
+            self.failures.append(message)
+            self.holder.kill()
+            self.holder.wait()
+        return True
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """One real pipeline run (prepare -> 2 training tasks -> assemble) through kfp.local, shared by the tests."""
+    """One real pipeline run (prepare -> 2 training tasks -> assemble) through kfp.local, shared by the tests.
+    Split 1's first attempt fails: a live process of this host holds its lease (as a trainer still running would),
+    so the trainer exits non-zero; the holder ends then, and the task's retry inside ParallelFor trains the split."""
     root = tmp_path_factory.mktemp("run")
-    original_print = builtins.print
-    result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local")
+    holder = subprocess.Popen(["sleep", "600"])
+    lease = Lease(owner=f"{socket.gethostname()}/{holder.pid}/holder", expires=time.time() + 600,
+                  acquired=time.time())
+    open_store(str(root / "store")).write_bytes(lease_key(1), lease.model_dump_json().encode())
+    watcher, original_print = EndHolderOnFirstFailure(holder), builtins.print
+    logging.getLogger().addFilter(watcher)
+    try:
+        result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local")
+    finally:
+        logging.getLogger().removeFilter(watcher)
+        holder.kill()
+        holder.wait()
     assert builtins.print is original_print  # kfp.local's indenting print never outlives the run
+    assert len(watcher.failures) == 1, "split 1's first attempt did not fail"
     return root, result
 
 
@@ -181,8 +216,6 @@ def test_submit_to_unreachable_host_with_the_real_client():
 
 def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
     import time
-
-    from components.lease import Lease, lease_key
 
     for key in finished_store.list("splits/split-00001/checkpoints/"):
         finished_store.delete(key)
