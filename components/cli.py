@@ -179,11 +179,13 @@ def _status(args: argparse.Namespace) -> dict | None:
 
 
 def _rerun(args: argparse.Namespace) -> dict:
-    from components.settings import LOCAL_PARALLELISM
+    from components.settings import ClusterSettings, LOCAL_PARALLELISM
     from pipelines.runs import rerun
 
-    return rerun(args.store, args.host, args.local, _cluster_settings(args), args.pipeline_root, args.namespace,
-                 args.parallelism or LOCAL_PARALLELISM, args.service_account or None)
+    options = _cluster_settings(args).model_dump(include=set(_given(args, ClusterSettings.model_fields)))
+    return rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
+                 args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
+                 args.pipeline_id)
 
 
 def _plan(args: argparse.Namespace) -> dict | None:
@@ -270,6 +272,9 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-threads", type=int, help="CPU threads of each training task (OMP_NUM_THREADS; default: "
                                                      "torch's, one per core of the node)")
     g.add_argument("--kueue-queue", help="admit every task's pod through this Kueue LocalQueue (default: no Kueue)")
+    g.add_argument("--retries", type=int, help="retries of a failed task (default 4)")
+    g.add_argument("--retry-backoff-seconds", type=int, help="wait before the first retry, doubled for each next "
+                                                             "(default 120)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -354,12 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "checksums (reads the weights) instead of trusting its completion marker")
     p.set_defaults(run=_status)
 
-    p = sub.add_parser("rerun", help="train only the splits that are not complete, then re-assemble the ensemble")
+    p = sub.add_parser("rerun", help="train only the splits that are not complete, then re-assemble the ensemble; "
+                       "on a cluster with the settings `acgan submit` recorded in the store, each option given "
+                       "replacing its recorded value")
     p.add_argument("--store", required=True)
     p.add_argument("--host", help="a KFP server to run on")
     p.add_argument("--local", action="store_true", help="run on this machine through kfp.local")
-    p.add_argument("--namespace")
-    _service_account_option(p)
+    p.add_argument("--namespace", help="default: the recorded one")
+    p.add_argument("--experiment", help="KFP experiment name (default: the recorded one)")
+    p.add_argument("--run-name")
+    p.add_argument("--pipeline-id", help="run this uploaded pipeline (default: the recorded one, else compile here)")
+    p.add_argument("--service-account", help="the run's ServiceAccount (default: the recorded one; '' for KFP's)")
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"))
     _cluster_options(p)
     p.set_defaults(run=_rerun)

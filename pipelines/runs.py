@@ -12,14 +12,17 @@ import os
 import re
 from pathlib import Path
 
-from components.errors import UserError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from components.errors import UserError, first_problem
 from components.experiment import load_settings, split_statuses
 from components.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
-from components.store import open_store
+from components.store import Store, open_store, read_json, write_json
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
 
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
+SUBMISSION_KEY = "cluster.json"  # in the store: how its experiment was compiled and submitted, for `acgan rerun`
 LOCAL_RETRIES = 1  # `acgan run`: one more attempt of a failed task (a bad input fails twice, fast)
 
 
@@ -75,6 +78,38 @@ def kfp_client(host: str, namespace: str | None):
     return kfp.Client(host=host, namespace=namespace, existing_token=os.environ.get("KFP_TOKEN"))
 
 
+class Submission(BaseModel):
+    """What `acgan submit` used, kept in the store so that `acgan rerun` runs the same pipeline the same way."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: ClusterSettings
+    namespace: str | None
+    experiment: str
+    pipeline_id: str | None
+    service_account: str | None
+
+
+def load_submission(store: Store) -> Submission | None:
+    if not store.exists(SUBMISSION_KEY):
+        return None
+    try:
+        return Submission.model_validate(read_json(store, SUBMISSION_KEY))
+    except ValidationError as e:
+        key, msg = first_problem(e)
+        raise UserError(f"{store.uri}/{SUBMISSION_KEY}: {key or 'its settings'}: {msg}; correct the file, or delete "
+                        "it and give the compile options to `acgan rerun`") from None
+
+
+def record_submission(store_uri: str, submission: Submission) -> None:
+    """Best effort: the store may be reachable only from the cluster's pods; then rerun needs the options again."""
+    try:
+        write_json(open_store(store_uri), SUBMISSION_KEY, submission.model_dump())
+    except Exception as e:  # noqa: BLE001 - the run is started either way; say what rerun will lack
+        log.warning("could not record the cluster settings in %s/%s (%s): `acgan rerun` will need the compile "
+                    "options again", store_uri, SUBMISSION_KEY, type(e).__name__)
+
+
 def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace: str | None = None,
            experiment: str = PIPELINE_NAME, run_name: str | None = None, pipeline_id: str | None = None,
            service_account: str | None = SERVICE_ACCOUNT) -> dict:
@@ -97,6 +132,8 @@ def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace
                                                        namespace=namespace, service_account=service_account)
     except Exception as e:
         raise UserError(describe_kfp_error(e, host)) from None
+    record_submission(settings.store, Submission(cluster=cluster, namespace=namespace, experiment=experiment,
+                                                 pipeline_id=pipeline_id, service_account=service_account))
     return {"run_id": run.run_id, "host": host, "store": settings.store}
 
 
@@ -109,11 +146,13 @@ def describe_kfp_error(e: Exception, host: str) -> str:
     return f"KFP at {host} is unreachable ({type(e).__name__}): check --host and your network"
 
 
-def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster: ClusterSettings | None = None,
+def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_options: dict | None = None,
           pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None,
-          parallelism: int = LOCAL_PARALLELISM,
-          service_account: str | None = SERVICE_ACCOUNT) -> dict:
-    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble."""
+          parallelism: int = LOCAL_PARALLELISM, service_account: str | None = None,
+          experiment: str | None = None, run_name: str | None = None, pipeline_id: str | None = None) -> dict:
+    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. On a
+    cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and the
+    other arguments given (not None) replace them one by one; service_account "" is KFP's default account."""
     if (host is None) == (not local):
         raise UserError("rerun needs exactly one of --host URL (a KFP server) or --local (this machine)")
     store = open_store(store_uri)
@@ -135,6 +174,18 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster:
         return {"trained": [], "ensemble": f"{store.uri}/ensemble.json", "classes": len(manifest.classes)}
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
     settings = settings.model_copy(update={"split_ids": todo, "store": store_uri})
-    result = run_local(settings, pipeline_root, parallelism) if local else submit(settings, cluster or ClusterSettings(), host,
-                                                                     namespace, service_account=service_account)
+    if local:
+        result = run_local(settings, pipeline_root, parallelism)
+    else:
+        recorded = load_submission(store) or Submission(cluster=ClusterSettings(), namespace=None,
+                                                        experiment=PIPELINE_NAME, pipeline_id=None,
+                                                        service_account=SERVICE_ACCOUNT)
+        try:
+            cluster = ClusterSettings.model_validate({**recorded.cluster.model_dump(), **(cluster_options or {})})
+        except ValidationError as e:
+            key, msg = first_problem(e)
+            raise UserError(f"--{key.replace('_', '-')}: {msg}") from None
+        account = recorded.service_account if service_account is None else service_account or None
+        result = submit(settings, cluster, host, namespace or recorded.namespace, experiment or recorded.experiment,
+                        run_name, pipeline_id or recorded.pipeline_id, account)
     return {**result, "trained": todo, "left_to_their_trainers": [s.split for s in busy]}

@@ -10,10 +10,11 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from components.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from components.errors import UserError
-from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config
+from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config, train_one_split
 from components.lease import Lease, lease_key
 from components.settings import ClusterSettings, RunSettings
 from components.store import open_store
@@ -122,6 +123,64 @@ def test_rerun_trains_exactly_the_damaged_split(finished_store, tmp_path):
     assert json.loads(store.read_bytes("splits/split-00001/config.json"))["threads"] == len(os.sched_getaffinity(0))
 
 
+def test_a_complete_split_returns_at_once(finished_store):
+    """What a retry or a clone of the run in the KFP UI does with a finished split: nothing is trained or written."""
+    before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
+    assert train_one_split(finished_store.uri, 0) == 0
+    assert {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")} == before
+
+
+def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env, monkeypatch, tmp_path):
+    """`acgan submit` records how it compiled and submitted in the store; `acgan rerun` on the cluster reuses that
+    (image, node selector, toleration, experiment, uploaded pipeline), an option given replacing its value."""
+    from kfp import compiler
+
+    s3 = open_store(s3_env)
+    for key in finished_store.list(""):
+        if not key.startswith("splits/split-00001/checkpoints/"):  # split 1 lost its checkpoints
+            s3.write_bytes(key, finished_store.read_bytes(key))
+    client = RecordingClient()
+    client.calls = []
+    monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: client)
+    cluster = ClusterSettings(image="registry.example.com/acgan:7", node_selector={"pool": "h100"},
+                              gpu_toleration="gpu-taint")
+    runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster, "https://kfp.example", "team-a",
+                experiment="exp-a")
+    assert json.loads(s3.read_bytes(runs.SUBMISSION_KEY))["cluster"]["image"] == "registry.example.com/acgan:7"
+
+    result = runs.rerun(s3_env, host="https://kfp.example", run_name="again")
+    assert result["trained"] == [1]
+    kind, pipeline_func, arguments, run_name, experiment, namespace, account = client.calls[1]
+    assert (kind, run_name, experiment, namespace, account) == ("from_func", "again", "exp-a", "team-a",
+                                                                "acgan-pipeline")
+    assert arguments["split_ids"] == [1]
+    path = tmp_path / "rerun.yaml"
+    compiler.Compiler().compile(pipeline_func, str(path))
+    spec, platform = yaml.safe_load_all(path.read_text())
+    assert spec["deploymentSpec"]["executors"]["exec-train-split"]["container"]["image"] == "registry.example.com/acgan:7"
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-split"]
+    assert train["nodeSelector"]["labels"] == {"pool": "h100"} and train["tolerations"][0]["key"] == "gpu-taint"
+
+    # Options given replace the recorded ones; an uploaded pipeline's id is kept for the next rerun.
+    runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster, "https://kfp.example",
+                experiment="exp-a", pipeline_id="pl-9")
+    runs.rerun(s3_env, host="https://kfp.example", experiment="exp-b", service_account="")
+    assert client.calls[-1][:4] == ("uploaded", "exp-1", f"acgan-ensemble {s3_env}", "pl-9")
+    assert client.calls[-1][-1] is None and client.experiments[-1] == "exp-b"
+    runs.rerun(s3_env, host="https://kfp.example", pipeline_id="pl-10", cluster_options={"image": "r.example/a:8"})
+    assert client.calls[-1][3] == "pl-10"
+    assert runs.load_submission(s3).cluster.image == "r.example/a:8"
+
+
+def test_a_bad_recorded_submission_names_the_file(finished_store):
+    finished_store.write_bytes(runs.SUBMISSION_KEY, json.dumps({"cluster": {"image": "Not An Image!"},
+                                                                 "namespace": None, "experiment": "e",
+                                                                 "pipeline_id": None,
+                                                                 "service_account": None}).encode())
+    with pytest.raises(UserError, match=r"cluster\.json: cluster\.image: .*not an image reference"):
+        runs.load_submission(finished_store)
+
+
 def test_rerun_of_a_complete_experiment_trains_nothing(finished_store, tmp_path):
     before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
     result = runs.rerun(finished_store.uri, local=True, pipeline_root=tmp_path / "kfp")
@@ -163,17 +222,18 @@ class RecordingClient:
     calls: list = []
 
     def __init__(self, fail_with=None):
-        self.fail_with = fail_with
+        self.fail_with, self.experiments = fail_with, []
 
     def create_run_from_pipeline_func(self, pipeline_func, arguments, run_name, experiment_name, namespace,
                                       service_account):
         if self.fail_with:
             raise self.fail_with
-        self.calls.append(("from_func", pipeline_func.name, arguments, run_name, experiment_name, namespace,
+        self.calls.append(("from_func", pipeline_func, arguments, run_name, experiment_name, namespace,
                            service_account))
         return type("Run", (), {"run_id": "run-123"})()
 
     def create_experiment(self, name, namespace=None):
+        self.experiments.append(name)
         return type("Experiment", (), {"experiment_id": "exp-1"})()
 
     def run_pipeline(self, experiment_id, job_name, pipeline_id, params, service_account):
@@ -190,7 +250,7 @@ def test_submit_passes_the_run_settings(monkeypatch):
     result = runs.submit(settings, ClusterSettings(parallelism=16), "https://kfp.example/pipeline", "team-a")
     assert result == {"run_id": "run-123", "host": "https://kfp.example/pipeline", "store": "s3://acgan/exp1"}
     kind, name, arguments, run_name, experiment, namespace, service_account = client.calls[0]
-    assert (kind, name, experiment, namespace) == ("from_func", "acgan-ensemble", "acgan-ensemble", "team-a")
+    assert (kind, name.name, experiment, namespace) == ("from_func", "acgan-ensemble", "acgan-ensemble", "team-a")
     assert service_account == "acgan-pipeline"  # the ServiceAccount that manifests/ creates
     assert arguments["steps"] == 50_000 and arguments["split_ids"] == [3] and arguments["source"] == ""
     runs.submit(settings, ClusterSettings(), "https://kfp.example/pipeline", pipeline_id="pl-9")
