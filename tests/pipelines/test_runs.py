@@ -285,3 +285,98 @@ def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
     with pytest.raises(UserError, match=r"splits 1 \(gpu-node-7/1/0abc\) are being trained now"):
         runs.rerun(finished_store.uri, local=True, pipeline_root=tmp_path / "kfp")
     assert not finished_store.list("splits/split-00001/checkpoints/")  # nothing started
+
+
+class RecordedKfpClient:
+    """kfp.Client's constructor, recording its arguments: there is no KFP API server here."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+@pytest.fixture
+def recorded_client(monkeypatch, tmp_path):
+    import kfp
+
+    monkeypatch.setattr(kfp, "Client", RecordedKfpClient)
+    for name in ("KFP_TOKEN", "KFP_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kube-config"))
+    return tmp_path
+
+
+def test_kfp_client_authenticates_each_way_kfp_client_supports(recorded_client, monkeypatch):
+    from kfp.client import ServiceAccountTokenVolumeCredentials
+    from kubernetes.client import Configuration
+
+    tmp = recorded_client
+    host = "https://kfp.example/pipeline"
+    assert runs.kfp_client(host, "team-a").kwargs == {"host": host, "namespace": "team-a"}  # nothing to send
+
+    # The kube config's current context: a token, as a bearer token (kfp.Client ignores it once a host is given).
+    (tmp / "kube-config").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "clusters": [{"name": "k", "cluster": {"server": "https://k8s.example:6443"}}],
+        "users": [{"name": "u", "user": {"token": "kube-config-token"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(tmp / "kube-config"))
+    assert runs.kfp_client(host, None).kwargs["existing_token"] == "kube-config-token"
+
+    # In a pod: the projected KFP service account token wins over the kube config, read on every refresh.
+    (tmp / "sa-token").write_text("projected-token-1")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp / "sa-token"))
+    kwargs = runs.kfp_client(host, None).kwargs
+    assert isinstance(kwargs["credentials"], ServiceAccountTokenVolumeCredentials) and "existing_token" not in kwargs
+    (tmp / "sa-token").write_text("projected-token-2")  # the kubelet rotated it
+    config = Configuration()
+    kwargs["credentials"].refresh_api_key_hook(config)
+    assert config.api_key["authorization"] == "projected-token-2"
+
+    # KFP_TOKEN wins over both; a CA bundle for a private TLS certificate.
+    (tmp / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("KFP_TOKEN", "explicit-token")
+    monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp / "ca.pem"))
+    kwargs = runs.kfp_client(host, None).kwargs
+    assert kwargs["existing_token"] == "explicit-token" and kwargs["ssl_ca_cert"] == str(tmp / "ca.pem")
+    assert "credentials" not in kwargs
+    monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp / "missing.pem"))
+    with pytest.raises(UserError, match=r"KFP_CA_BUNDLE=.*missing\.pem: no such file"):
+        runs.kfp_client(host, None)
+
+
+def test_the_real_client_sends_the_token_and_trusts_the_ca_bundle(monkeypatch, tmp_path):
+    """kfp.Client itself, built by kfp_client, against a recorded KFP health check on loopback: the bearer token
+    reaches the server and the CA file is in the client's TLS settings."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = b'{"commit_sha": "recorded", "tag_name": "2.17.0", "multi_user": false}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("KFP_TOKEN", "explicit-token")
+    monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    try:
+        client = runs.kfp_client(f"http://127.0.0.1:{server.server_port}", None)
+        client.get_kfp_healthz()
+    finally:
+        server.shutdown()
+    assert seen and all(auth == "Bearer explicit-token" for _, auth in seen), seen
+    assert seen[-1][0] == "/apis/v2beta1/healthz"
+    assert client._run_api.api_client.configuration.ssl_ca_cert == str(tmp_path / "ca.pem")
