@@ -88,7 +88,8 @@ def _submit(args: argparse.Namespace) -> dict:
     from pipelines.runs import submit
 
     return submit(_run_settings(args), _cluster_settings(args), args.host, args.namespace, args.experiment,
-                  args.run_name, args.pipeline_id, args.service_account or None)
+                  args.run_name, args.pipeline_id, args.service_account or None, not args.no_preflight,
+                  args.require_gpu_quota)
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
@@ -348,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name")
     p.add_argument("--pipeline-id", help="run this already uploaded pipeline instead of compiling one")
     _service_account_option(p)
+    p.add_argument("--no-preflight", action="store_true", help="skip asking the Kubernetes API (your kube config) "
+                   "whether the namespace has the store's Secret and ConfigMap and the Kueue LocalQueue")
+    p.add_argument("--require-gpu-quota", action="store_true", help="preflight: also require a ResourceQuota on "
+                   "requests.nvidia.com/gpu that admits a training task")
     _run_options(p)
     _cluster_options(p)
     p.set_defaults(run=_submit)

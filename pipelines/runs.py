@@ -154,12 +154,19 @@ def record_submission(store_uri: str, submission: Submission) -> None:
 
 def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace: str | None = None,
            experiment: str = PIPELINE_NAME, run_name: str | None = None, pipeline_id: str | None = None,
-           service_account: str | None = SERVICE_ACCOUNT) -> dict:
+           service_account: str | None = SERVICE_ACCOUNT, preflight: bool = False,
+           require_gpu_quota: bool = False) -> dict:
     """Start a run on a KFP server: from an uploaded pipeline when `pipeline_id` is given, else compiled here.
-    The run's pods use `service_account` (manifests/base/core/rbac.yaml); None leaves KFP's default."""
+    The run's pods use `service_account` (manifests/base/core/rbac.yaml); None leaves KFP's default. `preflight`
+    first asks the Kubernetes API whether the namespace holds what the pods need (pipelines/preflight.py); the
+    pods of standalone KFP run in `kubeflow`."""
     if not settings.store.startswith("s3://"):
         raise UserError(f"--store {settings.store}: a cluster run needs object storage (s3://BUCKET/PREFIX), "
                         "which every training pod can reach")
+    if preflight:
+        from pipelines.preflight import preflight as check_namespace
+
+        check_namespace(cluster, namespace or "kubeflow", require_gpu_quota)
     arguments = pipeline_arguments(settings)
     run_name = run_name or f"{PIPELINE_NAME} {settings.store}"
     try:
