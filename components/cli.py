@@ -272,7 +272,7 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout-seconds", type=int, help="limit for one training task (default 86400)")
     g.add_argument("--train-threads", type=int, help="CPU threads of each training task (OMP_NUM_THREADS; default: "
                                                      "torch's, one per core of the node)")
-    g.add_argument("--kueue-queue", help="admit every task's pod through this Kueue LocalQueue (default: no Kueue)")
+    g.add_argument("--kueue-queue", help="admit the GPU tasks' pods through this Kueue LocalQueue (default: no Kueue)")
     g.add_argument("--retries", type=int, help="retries of a failed task (default 4)")
     g.add_argument("--retry-backoff-seconds", type=int, help="wait before the first retry, doubled for each next "
                                                              "(default 120)")

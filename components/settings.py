@@ -125,7 +125,7 @@ class ClusterSettings(BaseModel):
     retry_backoff_seconds: int = Field(120, ge=0, le=3600, description="wait before the first retry, doubled for "
                                        "each next one; 120 s then 240 s outlast the 300 s lease of a trainer "
                                        "killed without a chance to release it")
-    kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit every task's pod through (label "
+    kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit the GPU tasks' pods through (label "
                                                       "kueue.x-k8s.io/queue-name); None when Kueue is not used")
 
     @field_validator("image")

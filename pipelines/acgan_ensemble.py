@@ -27,8 +27,8 @@ DO_NOT_DISRUPT = ("karpenter.sh/do-not-disrupt", "true")
 def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> dsl.PipelineTask:
     """The project's image, the store's endpoint and credentials from the cluster, the label that lets the pod
     reach the store, no caching (the store decides what is done), retries (every step is safe to run again: the
-    store says what is done); training tasks also get a GPU, the GPU pool's label and taint toleration, Karpenter's
-    do-not-disrupt annotation and a time limit.
+    store says what is done); GPU tasks also get a GPU, the GPU pool's label and taint toleration, the Kueue queue
+    label, Karpenter's do-not-disrupt annotation and a time limit.
 
     The retry holds inside ParallelFor on the backend at KFP 2.17.0: the Argo compiler visits every DAG component
     (backend/src/v2/compiler/visitor.go, pipelineDFS.dfs), compiles each task of the loop body's DAG with its own
@@ -43,12 +43,12 @@ def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> d
         task.set_retry(cluster.retries, backoff_duration=f"{cluster.retry_backoff_seconds}s", backoff_factor=2.0,
                        backoff_max_duration=f"{cluster.timeout_seconds * (cluster.retries + 1)}s")
     kubernetes.add_pod_label(task, *STORE_ACCESS_LABEL)
-    if cluster.kueue_queue:
-        kubernetes.add_pod_label(task, KUEUE_QUEUE_LABEL, cluster.kueue_queue)
     kubernetes.use_secret_as_env(task, secret_name=cluster.store_secret, secret_key_to_env=STORE_ENV)
     kubernetes.use_config_map_as_env(task, config_map_name=cluster.store_config_map,
                                      config_map_key_to_env={"ACGAN_S3_ENDPOINT": "ACGAN_S3_ENDPOINT"})
     if gpu:
+        if cluster.kueue_queue:  # only GPU pods queue: the CPU steps run at once on any node, outside Kueue's quota
+            kubernetes.add_pod_label(task, KUEUE_QUEUE_LABEL, cluster.kueue_queue)
         task.set_cpu_request(cluster.train_cpu).set_memory_request(cluster.train_memory)
         if cluster.gpus_per_task:
             task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(cluster.gpus_per_task)
