@@ -170,12 +170,18 @@ def _status(args: argparse.Namespace) -> dict | None:
     if args.json:
         return {"store": store.uri, "splits": [s.model_dump() for s in statuses]}
     print(f"{'split':>5}  {'classes':<24} {'step / target':>15}  state")
+    from components.collapse import describe
+
     for s in statuses:
         classes = ",".join(map(str, s.classes))
         progress = f"{s.step if s.step is not None else '-'} / {s.target if s.target is not None else '?'}"
-        print(f"{s.split:>5}  {classes[:24]:<24} {progress:>15}  {s.state}{f' by {s.trainer}' if s.trainer else ''}")
+        print(f"{s.split:>5}  {classes[:24]:<24} {progress:>15}  {s.state}{f' by {s.trainer}' if s.trainer else ''}"
+              f"{', COLLAPSING' if s.collapse else ''}")
     done = sum(s.state == "complete" for s in statuses)
     print(f"{done} of {len(statuses)} splits complete")
+    for s in statuses:
+        if s.collapse:
+            print(f"split {s.split}: {describe(s.collapse)}")
     return None
 
 

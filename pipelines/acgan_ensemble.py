@@ -61,8 +61,13 @@ def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> d
     return task
 
 
+def parameter_docs() -> str:
+    """The `Args:` section of the pipeline's docstring, from RunSettings' field descriptions: kfp takes each
+    parameter's description in the KFP UI from it, so the UI and `acgan --help`'s settings share one source."""
+    return "Args:\n" + "\n".join(f"    {name}: {field.description}" for name, field in RunSettings.model_fields.items())
+
+
 def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
-    @dsl.pipeline(name=PIPELINE_NAME, description="Class-split AC-GAN ensemble (Odena, Olah & Shlens 2016)")
     def acgan_ensemble(
         store: str,
         dataset: str = DEFAULTS["dataset"],
@@ -109,12 +114,14 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
             if cluster.train_threads:
                 train.set_env_variable("OMP_NUM_THREADS", str(cluster.train_threads))
 
-        assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.output))
+        assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.outputs["Output"]))
         on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)
 
-        evaluate = evaluate_ensemble(store=store, ensemble=assemble.output, samples_per_class=samples_per_class,
-                                     pairs=pairs, classifier_steps=classifier_steps, classifier=classifier,
-                                     seed=seed)
+        evaluate = evaluate_ensemble(store=store, ensemble=assemble.outputs["Output"],
+                                     samples_per_class=samples_per_class, pairs=pairs,
+                                     classifier_steps=classifier_steps, classifier=classifier, seed=seed)
         on_cluster(evaluate.set_display_name("Evaluate the ensemble"), cluster, gpu=True)
 
-    return acgan_ensemble
+    acgan_ensemble.__doc__ += "\n" + parameter_docs()
+    return dsl.pipeline(name=PIPELINE_NAME, description="Class-split AC-GAN ensemble (Odena, Olah & Shlens 2016)")(
+        acgan_ensemble)

@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 
+from components.checkpoint import complete_steps
 from components.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from components.errors import UserError
 from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config, train_one_split
@@ -121,6 +122,49 @@ def test_rerun_trains_exactly_the_damaged_split(finished_store, tmp_path):
     assert load_ensemble(store).member(7).step == 4
     # Alone, the retrained split had every core.
     assert json.loads(store.read_bytes("splits/split-00001/config.json"))["threads"] == len(os.sched_getaffinity(0))
+
+
+def test_the_ui_artifacts_of_the_local_run(local_run):
+    """kfp.local wrote each split's sample page (a grid per class, embedded PNG) and the ensemble manifest."""
+    root, _ = local_run
+    store = open_store(str(root / "store"))
+    pages = sorted((root / "kfp-local").rglob("samples"))
+    assert len(pages) == 2  # one per split; split 1's retry wrote its own
+    for page in pages:
+        text = page.read_text()
+        assert text.count("data:image/png;base64,") == 2 and "samples per class" in text
+    (manifest,) = (root / "kfp-local").rglob("manifest")
+    assert json.loads(manifest.read_text()) == json.loads(store.read_bytes("ensemble.json"))
+    real = json.loads(store.read_bytes("real_ms_ssim.json"))["classes"]
+    assert sorted(map(int, real)) == list(range(10)) and all(0 < v < 1 for v in real.values())
+
+
+def test_the_collapse_alarm_names_the_last_healthy_checkpoint(finished_store, capsys):
+    """Split 1's stats as a trainer writes them: healthy at step 2, class 7 as alike as copies at step 4."""
+    from components.cli import main
+    from components.split_report import split_metrics
+
+    store = finished_store
+    assert complete_steps(store, 1) == [2, 4]
+    lines = [json.loads(line) for line in store.read_bytes("splits/split-00001/stats.jsonl").decode().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]
+    lines[0]["ms_ssim"] = {str(c): 0.0 for c in range(5, 10)}
+    lines[1]["ms_ssim"] = {**{str(c): 0.0 for c in range(5, 10)}, "7": 0.99}
+    store.write_bytes("splits/split-00001/stats.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode())
+    threshold = max(json.loads(store.read_bytes("real_ms_ssim.json"))["classes"].values())
+
+    (status0, status1) = split_statuses(store)
+    assert status1.collapse.model_dump() == {"step": 4, "classes": {"7": 0.99}, "threshold": threshold,
+                                             "last_healthy_checkpoint": 2}
+    assert status0.collapse is None or status0.collapse.step == 4  # split 0's stats are the run's own
+    assert main(["status", "--store", store.uri]) == 0
+    out = capsys.readouterr().out
+    assert "complete, COLLAPSING" in out
+    assert (f"split 1: collapsing at step 4: class 7 MS-SSIM 0.990 > {threshold:.3f} (real data's least diverse "
+            "class); last healthy checkpoint step 2") in out
+    metrics = split_metrics(store, 1)
+    assert metrics["collapsing"] == 1.0 and metrics["last_healthy_checkpoint"] == 2.0
+    assert metrics["ms_ssim_real_least_diverse"] == threshold and metrics["step"] == 4
 
 
 def test_a_complete_split_returns_at_once(finished_store):
