@@ -1,9 +1,11 @@
 """A real local run through kfp.local, status, rerun of a damaged split, and submit with a recorded kfp.Client."""
 
 import builtins
+import html
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -424,3 +426,44 @@ def test_the_real_client_sends_the_token_and_trusts_the_ca_bundle(monkeypatch, t
     assert seen and all(auth == "Bearer explicit-token" for _, auth in seen), seen
     assert seen[-1][0] == "/apis/v2beta1/healthz"
     assert client._run_api.api_client.configuration.ssl_ca_cert == str(tmp_path / "ca.pem")
+
+
+CATCH_ERRORS = ("<script>window.__errors = []; window.addEventListener('error', e => window.__errors.push("
+                "String(e.message || (e.target && e.target.src))), true);</script>")
+CHECK_IMAGES = ("<script>window.addEventListener('load', () => { const images = [...document.images]; "
+                "document.body.setAttribute('data-check', JSON.stringify({images: images.length, loaded: "
+                "images.filter(i => i.complete && i.naturalWidth > 0).length, errors: window.__errors})); });</script>")
+
+
+def open_in_chromium(page, tmp_path) -> dict:
+    """Loads a copy of `page` in headless Chromium (a fresh profile, nothing fetched but the page) with a script that
+    records every error (script or resource) and, once loaded, how many images decoded; returns that record."""
+    if shutil.which("chromium") is None:
+        pytest.fail("chromium is not installed: the README's test command installs it (Debian's `chromium`)")
+    text = page.read_text()
+    assert "<head>" in text and "</body>" in text
+    copy = tmp_path / f"checked-{page.name}.html"
+    copy.write_text(text.replace("<head>", "<head>" + CATCH_ERRORS, 1).replace("</body>", CHECK_IMAGES + "</body>", 1))
+    done = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+         "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False)
+    match = re.search(r'data-check="([^"]*)"', done.stdout)
+    assert match, f"the page never finished loading: {done.stderr[-2000:]}"
+    return json.loads(html.unescape(match.group(1)))
+
+
+def test_the_reports_open_in_a_real_browser(local_run, tmp_path):
+    """report.html and each split's sample page: every image decodes and no script error occurs. The same check
+    catches a broken image and a throwing script in a control page."""
+    root, _ = local_run
+    control = tmp_path / "control.html"
+    control.write_text("<!doctype html><html><head></head><body><img src='data:image/png;base64,AAAA'>"
+                       "<script>undefinedFunction()</script></body></html>")
+    checked = open_in_chromium(control, tmp_path)
+    assert checked["loaded"] == 0 and len(checked["errors"]) == 2, checked
+    pages = [root / "store" / "eval" / "report.html", *sorted((root / "kfp-local").rglob("samples"))]
+    for page in pages:
+        checked = open_in_chromium(page, tmp_path)
+        assert checked["errors"] == [] and checked["images"] == checked["loaded"] > 0, (page, checked)
