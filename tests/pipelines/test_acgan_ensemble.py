@@ -86,7 +86,8 @@ def test_what_the_ui_shows(compiled):
     """Per split a Metrics artifact and an HTML page (its sample grid); assembly outputs the ensemble manifest;
     evaluation its summary as Metrics and the report as HTML; the fan-in still collects the split ids."""
     _, spec, _ = compiled
-    outputs = {name: {k: v["artifactType"]["schemaTitle"] for k, v in c["outputDefinitions"].get("artifacts", {}).items()}
+    outputs = {name: {k: v["artifactType"]["schemaTitle"]
+                      for k, v in c["outputDefinitions"].get("artifacts", {}).items()}
                for name, c in spec["components"].items() if "outputDefinitions" in c}
     assert outputs["comp-train-split"] == {"metrics": "system.Metrics", "samples": "system.HTML"}
     assert outputs["comp-assemble-ensemble"] == {"manifest": "system.Artifact"}

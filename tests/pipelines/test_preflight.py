@@ -38,7 +38,8 @@ def recorded_objects() -> dict[str, dict]:
         f"/api/v1/namespaces/{NS}/resourcequotas": {
             "kind": "ResourceQuotaList", "apiVersion": "v1", "metadata": {"resourceVersion": "812"},
             "items": [{"metadata": {"name": "acgan-gpu", **meta}, "spec": {"hard": {"requests.nvidia.com/gpu": "16"}},
-                       "status": {"hard": {"requests.nvidia.com/gpu": "16"}, "used": {"requests.nvidia.com/gpu": "0"}}}]},
+                       "status": {"hard": {"requests.nvidia.com/gpu": "16"},
+                                  "used": {"requests.nvidia.com/gpu": "0"}}}]},
     }
 
 

@@ -203,7 +203,8 @@ def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env
     path = tmp_path / "rerun.yaml"
     compiler.Compiler().compile(pipeline_func, str(path))
     spec, platform = yaml.safe_load_all(path.read_text())
-    assert spec["deploymentSpec"]["executors"]["exec-train-split"]["container"]["image"] == "registry.example.com/acgan:7"
+    image = spec["deploymentSpec"]["executors"]["exec-train-split"]["container"]["image"]
+    assert image == "registry.example.com/acgan:7"
     train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-split"]
     assert train["nodeSelector"]["labels"] == {"pool": "h100"} and train["tolerations"][0]["key"] == "gpu-taint"
 
