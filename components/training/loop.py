@@ -1,8 +1,9 @@
 """`train_split`: train the AC-GAN of one class split, resumable from its own checkpoints in the store.
 
 The task's identity is (store, split), not a run id: starting it again continues from the newest complete, intact
-checkpoint, so a killed or preempted task loses at most one checkpoint interval. With a fixed seed on CPU and one
-thread (OMP_NUM_THREADS=1), a run killed after a checkpoint and resumed ends with the same weights as an
+checkpoint, so a killed or preempted task loses at most one checkpoint interval; one stopped with SIGTERM first
+saves the step it reached and exits non-zero (`Preempted`), so that its retry resumes there. With a fixed seed on CPU
+and one thread (OMP_NUM_THREADS=1), a run killed after a checkpoint and resumed ends with the same weights as an
 uninterrupted one; with several threads on a loaded machine, the last bits may differ.
 
 Progress is counted in steps (one D update and one G update on a batch). Every tick appends one JSON line to
@@ -260,8 +261,9 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
     if stop.is_set() and done < cfg.steps:
         if done > saved:
             checkpoint(done, saved)
-        raise Preempted(f"split {cfg.split}: stopped by SIGTERM at step {done} of {cfg.steps} with its checkpoint "
-                        f"saved; a retry (or `acgan rerun`) resumes from step {done}")
+        saved_now = "with its checkpoint saved" if done > start else "before training a step"
+        raise Preempted(f"split {cfg.split}: stopped by SIGTERM at step {done} of {cfg.steps} {saved_now}; a retry "
+                        f"(or `acgan rerun`) resumes from step {done}")
     return {**last, "steps": cfg.steps, "resumed_from": start}
 
 
