@@ -102,7 +102,8 @@ def _submit(args: argparse.Namespace) -> dict:
     from pipelines.runs import submit
 
     return submit(_run_settings(args), _cluster_settings(args), args.host, args.namespace, args.experiment,
-                  args.run_name, args.pipeline_id, args.service_account or None)
+                  args.run_name, args.pipeline_id, args.service_account or None, not args.no_preflight,
+                  args.require_gpu_quota)
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
@@ -187,21 +188,29 @@ def _status(args: argparse.Namespace) -> dict | None:
     if args.json:
         return {"store": store.uri, "splits": [s.model_dump() for s in statuses]}
     print(f"{'split':>5}  {'classes':<24} {'step / target':>15}  state")
+    from components.collapse import describe
+
     for s in statuses:
         classes = ",".join(map(str, s.classes))
         progress = f"{s.step if s.step is not None else '-'} / {s.target if s.target is not None else '?'}"
-        print(f"{s.split:>5}  {classes[:24]:<24} {progress:>15}  {s.state}{f' by {s.trainer}' if s.trainer else ''}")
+        print(f"{s.split:>5}  {classes[:24]:<24} {progress:>15}  {s.state}{f' by {s.trainer}' if s.trainer else ''}"
+              f"{', COLLAPSING' if s.collapse else ''}")
     done = sum(s.state == "complete" for s in statuses)
     print(f"{done} of {len(statuses)} splits complete")
+    for s in statuses:
+        if s.collapse:
+            print(f"split {s.split}: {describe(s.collapse)}")
     return None
 
 
 def _rerun(args: argparse.Namespace) -> dict:
-    from components.settings import LOCAL_PARALLELISM
+    from components.settings import ClusterSettings, LOCAL_PARALLELISM
     from pipelines.runs import rerun
 
-    return rerun(args.store, args.host, args.local, _cluster_settings(args), args.pipeline_root, args.namespace,
-                 args.parallelism or LOCAL_PARALLELISM, args.service_account or None)
+    options = _cluster_settings(args).model_dump(include=set(_given(args, ClusterSettings.model_fields)))
+    return rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
+                 args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
+                 args.pipeline_id)
 
 
 def _plan(args: argparse.Namespace) -> dict | None:
@@ -290,7 +299,10 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout-seconds", type=int, help="limit for one training task (default 86400)")
     g.add_argument("--train-threads", type=int, help="CPU threads of each training task (OMP_NUM_THREADS; default: "
                                                      "torch's, one per core of the node)")
-    g.add_argument("--kueue-queue", help="admit every task's pod through this Kueue LocalQueue (default: no Kueue)")
+    g.add_argument("--kueue-queue", help="admit the GPU tasks' pods through this Kueue LocalQueue (default: no Kueue)")
+    g.add_argument("--retries", type=int, help="retries of a failed task (default 4)")
+    g.add_argument("--retry-backoff-seconds", type=int, help="wait before the first retry, doubled for each next "
+                                                             "(default 120)")
     g.add_argument("--prepare-cpu", help="CPU request and limit of the tasks that read the source (default 4)")
     g.add_argument("--prepare-memory", help="memory request of the tasks that read the source (default 8G)")
     g.add_argument("--data-pvc", help="NAME:/MOUNT: mount this PersistentVolumeClaim into the tasks that read the "
@@ -374,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name")
     p.add_argument("--pipeline-id", help="run this already uploaded pipeline instead of compiling one")
     _service_account_option(p)
+    p.add_argument("--no-preflight", action="store_true", help="skip asking the Kubernetes API (your kube config) "
+                   "whether the namespace has the store's Secret and ConfigMap and the Kueue LocalQueue")
+    p.add_argument("--require-gpu-quota", action="store_true", help="preflight: also require a ResourceQuota on "
+                   "requests.nvidia.com/gpu that admits a training task")
     _run_options(p)
     _cluster_options(p)
     p.set_defaults(run=_submit)
@@ -385,12 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "checksums (reads the weights) instead of trusting its completion marker")
     p.set_defaults(run=_status)
 
-    p = sub.add_parser("rerun", help="train only the splits that are not complete, then re-assemble the ensemble")
+    p = sub.add_parser("rerun", help="train only the splits that are not complete, then re-assemble the ensemble; "
+                       "on a cluster with the settings `acgan submit` recorded in the store, each option given "
+                       "replacing its recorded value")
     p.add_argument("--store", required=True)
     p.add_argument("--host", help="a KFP server to run on")
     p.add_argument("--local", action="store_true", help="run on this machine through kfp.local")
-    p.add_argument("--namespace")
-    _service_account_option(p)
+    p.add_argument("--namespace", help="default: the recorded one")
+    p.add_argument("--experiment", help="KFP experiment name (default: the recorded one)")
+    p.add_argument("--run-name")
+    p.add_argument("--pipeline-id", help="run this uploaded pipeline (default: the recorded one, else compile here)")
+    p.add_argument("--service-account", help="the run's ServiceAccount (default: the recorded one; '' for KFP's)")
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"))
     _cluster_options(p)
     p.set_defaults(run=_rerun)

@@ -1,7 +1,8 @@
 """An experiment is a store: its settings (`experiment.json`), plan, data, and each split's checkpoints.
 
-The store is the source of truth for what is done. KFP ignores `set_retry` inside `ParallelFor`, so a failed split is
-rerun by asking the store which splits are not complete and training only those; each resumes from its checkpoints.
+The store is the source of truth for what is done. A failed task is retried by the cluster; what its retries did not
+finish is rerun by asking the store which splits are not complete and training only those (`acgan rerun`, or a clone
+of the run in the KFP UI, whose complete splits return at once); each resumes from its checkpoints.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from components.checkpoint import complete_steps, latest_checkpoint, split_prefix
+from components.collapse import CollapseAlarm, collapse_alarm, collapse_threshold, record_real_diversity
 from components.data.plan import load_plan
 from components.data.prepare import PrepareConfig, plan_data, prepare_shard
 from components.errors import UserError, first_problem
@@ -33,6 +35,7 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     outside = [s for s in settings.split_ids if s >= len(plan.splits)]
     if outside:
         raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
+    record_real_diversity(store, settings.seed)  # the collapse alarm's threshold
     write_json(store, EXPERIMENT_KEY, settings.model_dump())
     return settings.split_ids or list(range(len(plan.splits)))
 
@@ -68,6 +71,7 @@ class SplitStatus(BaseModel):
     target: int | None
     state: Literal["complete", "incomplete", "not started", "training"]
     trainer: str | None = None  # owner of a live lease: a task training the split now
+    collapse: CollapseAlarm | None = None  # a class of its newest tick is less diverse than every real class
 
 
 def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
@@ -75,6 +79,7 @@ def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
     the newest checkpoint that passes its checksums counts (what a resumed task would start from)."""
     plan = load_plan(store)
     experiment_target = load_settings(store).steps if store.exists(EXPERIMENT_KEY) else None
+    threshold = collapse_threshold(store)
     out = []
     for split, members in enumerate(plan.splits):
         if verify:
@@ -90,7 +95,8 @@ def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
         state = "not started" if step is None else "complete" if target is not None and step >= target else "incomplete"
         lease = live_lease(store, split) if state != "complete" else None
         out.append(SplitStatus(split=split, classes=members, step=step, target=target,
-                               state="training" if lease else state, trainer=lease.owner if lease else None))
+                               state="training" if lease else state, trainer=lease.owner if lease else None,
+                               collapse=collapse_alarm(store, split, threshold) if step is not None else None))
     return out
 
 

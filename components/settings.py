@@ -39,23 +39,29 @@ class RunSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    store: str = Field(min_length=1, description="a directory or s3://BUCKET/PREFIX")
-    dataset: Literal["digits", "cifar10", "folder", "synthetic"] = "digits"
+    store: str = Field(min_length=1, description="where the experiment lives: a directory, or s3://BUCKET/PREFIX "
+                                                  "on a cluster; rerunning with the same store trains only what "
+                                                  "is not complete")
+    dataset: Literal["digits", "cifar10", "folder", "synthetic"] = Field(
+        "digits", description="digits (ships with scikit-learn), cifar10, folder (a sub-folder per class) or "
+                              "synthetic")
     source: str | None = Field(None, description="cifar10/folder input: a path as the preparation pods see it (a "
                                                  "volume mounted with `acgan compile --data-pvc`), or for folder "
                                                  "also s3://BUCKET/PREFIX")
     class_list: str | None = Field(None, description="folder: a text file of class folder names, one a line: only "
                                                      "these classes, in this order (a path, or s3://BUCKET/KEY)")
-    resolution: Literal[32, 64, 128] = 32
-    classes_per_split: int = Field(5, ge=1)
-    num_classes: int = Field(10, ge=1, le=100_000, description="synthetic only")
-    images_per_class: int = Field(100, ge=2, le=100_000, description="synthetic only")
+    resolution: Literal[32, 64, 128] = Field(32, description="image size in pixels: 32, 64 or 128 (the paper's)")
+    classes_per_split: int = Field(5, ge=1, description="classes per AC-GAN of the ensemble; the paper: 10")
+    num_classes: int = Field(10, ge=1, le=100_000, description="synthetic only: number of classes")
+    images_per_class: int = Field(100, ge=2, le=100_000, description="synthetic only: images per class")
     # Defaults: the embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (README, "The embedded
     # run"); the paper's values are in each description.
-    steps: int = Field(900, ge=1, description="the paper: 50000")
-    batch_size: int = Field(64, ge=1, le=65_536, description="the paper: 100")
-    checkpoint_every: int = Field(300, ge=1)
-    seed: int = Field(0, ge=0)
+    steps: int = Field(900, ge=1, description="training steps per split (one D and one G update each); the "
+                                              "paper: 50000")
+    batch_size: int = Field(64, ge=1, le=65_536, description="images per training step; the paper: 100")
+    checkpoint_every: int = Field(300, ge=1, description="steps between checkpoints: at most this much is lost "
+                                                         "when a training pod is preempted")
+    seed: int = Field(0, ge=0, description="seed of the data order, the weights and the evaluation samples")
     width: float = Field(0.125, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
     d_width: float = Field(0.5, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
     d_dropout: float = Field(0.25, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")
@@ -127,7 +133,12 @@ class ClusterSettings(BaseModel):
                                       "(OMP_NUM_THREADS); None: torch's default, one per core of the node, which "
                                       "oversubscribes a pod given fewer")
     train_memory: str = "32G"
-    kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit every task's pod through (label "
+    retries: int = Field(4, ge=0, le=20, description="retries of a failed task (set_retry); the backend's Argo "
+                         "retries failures (exit non-zero), not pods deleted without one (docs/operators.md)")
+    retry_backoff_seconds: int = Field(120, ge=0, le=3600, description="wait before the first retry, doubled for "
+                                       "each next one; 120 s then 240 s outlast the 300 s lease of a trainer "
+                                       "killed without a chance to release it")
+    kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit the GPU tasks' pods through (label "
                                                       "kueue.x-k8s.io/queue-name); None when Kueue is not used")
     prepare_cpu: str = Field("4", description="CPU request and limit of each task that reads the source (the plan "
                                               "and each split's data); decoding uses this many cores")

@@ -22,20 +22,36 @@ SOURCE_ENV = {"AWS_ACCESS_KEY_ID": "ACGAN_SOURCE_AWS_ACCESS_KEY_ID",
               "AWS_SECRET_ACCESS_KEY": "ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"}
 STORE_ACCESS_LABEL = ("acgan.ai/store-access", "true")  # manifests/base/minio/network-policy.yaml admits these pods
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# Karpenter does not voluntarily disrupt (consolidate, drift-replace) a node running such a pod; spot reclaims and
+# the NodePool's terminationGracePeriod still do, which the retries and the split's checkpoints cover.
+DO_NOT_DISRUPT = ("karpenter.sh/do-not-disrupt", "true")
 
 
 def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> dsl.PipelineTask:
     """The project's image, the store's endpoint and credentials from the cluster, the label that lets the pod
-    reach the store, no caching (the store decides what is done); training tasks also get a GPU, the GPU pool's
-    label and taint toleration, and a time limit."""
+    reach the store, no caching (the store decides what is done), retries (every step is safe to run again: the
+    store says what is done); GPU tasks also get a GPU, the GPU pool's label and taint toleration, the Kueue queue
+    label, Karpenter's do-not-disrupt annotation and a time limit.
+
+    The retry holds inside ParallelFor on the backend at KFP 2.17.0: the Argo compiler visits every DAG component
+    (backend/src/v2/compiler/visitor.go, pipelineDFS.dfs), compiles each task of the loop body's DAG with its own
+    PipelineTaskSpec (argocompiler/dag.go, workflowCompiler.task -> containerExecutorTask), and
+    argocompiler/container.go, addContainerExecutorTemplate, puts a retryStrategy on the task's
+    `retry-system-container-impl` template whenever task.GetRetryPolicy() is set, at any depth. kfp.local honours
+    it per iteration too (tests/pipelines/test_runs.py)."""
     task.set_container_image(cluster.image).set_caching_options(False)
+    if cluster.retries:
+        # Argo stops retrying once backoff.maxDuration has passed since the first attempt ended (KFP's default is
+        # an hour): long enough here for every attempt to run to its time limit.
+        task.set_retry(cluster.retries, backoff_duration=f"{cluster.retry_backoff_seconds}s", backoff_factor=2.0,
+                       backoff_max_duration=f"{cluster.timeout_seconds * (cluster.retries + 1)}s")
     kubernetes.add_pod_label(task, *STORE_ACCESS_LABEL)
-    if cluster.kueue_queue:
-        kubernetes.add_pod_label(task, KUEUE_QUEUE_LABEL, cluster.kueue_queue)
     kubernetes.use_secret_as_env(task, secret_name=cluster.store_secret, secret_key_to_env=STORE_ENV)
     kubernetes.use_config_map_as_env(task, config_map_name=cluster.store_config_map,
                                      config_map_key_to_env={"ACGAN_S3_ENDPOINT": "ACGAN_S3_ENDPOINT"})
     if gpu:
+        if cluster.kueue_queue:  # only GPU pods queue: the CPU steps run at once on any node, outside Kueue's quota
+            kubernetes.add_pod_label(task, KUEUE_QUEUE_LABEL, cluster.kueue_queue)
         task.set_cpu_request(cluster.train_cpu).set_memory_request(cluster.train_memory)
         if cluster.gpus_per_task:
             task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(cluster.gpus_per_task)
@@ -44,6 +60,7 @@ def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> d
         for key, value in cluster.node_selector.items():
             kubernetes.add_node_selector(task, label_key=key, label_value=value)
         kubernetes.set_timeout(task, cluster.timeout_seconds)
+        kubernetes.add_pod_annotation(task, *DO_NOT_DISRUPT)
     return task
 
 
@@ -62,8 +79,13 @@ def reads_source(task: dsl.PipelineTask, cluster: ClusterSettings) -> dsl.Pipeli
     return task
 
 
+def parameter_docs() -> str:
+    """The `Args:` section of the pipeline's docstring, from RunSettings' field descriptions: kfp takes each
+    parameter's description in the KFP UI from it, so the UI and `acgan --help`'s settings share one source."""
+    return "Args:\n" + "\n".join(f"    {name}: {field.description}" for name, field in RunSettings.model_fields.items())
+
+
 def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
-    @dsl.pipeline(name=PIPELINE_NAME, description="Class-split AC-GAN ensemble (Odena, Olah & Shlens 2016)")
     def acgan_ensemble(
         store: str,
         dataset: str = DEFAULTS["dataset"],
@@ -114,12 +136,14 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
             if cluster.train_threads:
                 train.set_env_variable("OMP_NUM_THREADS", str(cluster.train_threads))
 
-        assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.output))
+        assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.outputs["Output"]))
         on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)
 
-        evaluate = evaluate_ensemble(store=store, ensemble=assemble.output, samples_per_class=samples_per_class,
-                                     pairs=pairs, classifier_steps=classifier_steps, classifier=classifier,
-                                     seed=seed)
+        evaluate = evaluate_ensemble(store=store, ensemble=assemble.outputs["Output"],
+                                     samples_per_class=samples_per_class, pairs=pairs,
+                                     classifier_steps=classifier_steps, classifier=classifier, seed=seed)
         on_cluster(evaluate.set_display_name("Evaluate the ensemble"), cluster, gpu=True)
 
-    return acgan_ensemble
+    acgan_ensemble.__doc__ += "\n" + parameter_docs()
+    return dsl.pipeline(name=PIPELINE_NAME, description="Class-split AC-GAN ensemble (Odena, Olah & Shlens 2016)")(
+        acgan_ensemble)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXECUTING = re.compile(r"Executing task '([^']+)'")
 _FAILED = re.compile(r"Task '([^']+)' finished with status FAILURE")
+_RETRYING = re.compile(r"Task (\S+) failed \(attempt (\d+)/(\d+)\)\. Retrying")
 _DONE = re.compile(r"INFO ([a-z-]+): [a-z-]+: done in ")  # a step's own last line (components/steps/run_step)
 _TRAINING = re.compile(r"split (\d+) step (\d+)/(\d+)")
 _RESUMED = re.compile(r"split (\d+): (?:resuming from|already at) step (\d+)")
@@ -72,15 +73,18 @@ class TaskLogs:
             self.progress.task_finished(done[1], ok=True)
         elif failed and thread in self._files:
             self.failed.append(Path(self._files[thread].name))
-            self.progress.task_finished(failed[1], ok=False)
+            self.progress.task_finished(failed[1], ok=False, log=self.failed[-1])
+        elif _RETRYING.search(line):
+            self.progress.say("  retrying it (the task's retry policy)")
         else:
             self.progress.read(line)
 
     def failed_log(self, task: str) -> Path | None:
-        """The log of the task that failed: one seen failing, else one of `task` that never finished."""
-        unfinished = [path for path in self.logs if path.name.endswith(f"-{task}.log")
-                      and not _DONE.search(path.read_text(errors="replace"))]
-        return next(iter(self.failed + unfinished), None)
+        """The log of the task that failed: the last attempt of `task` seen failing, else one that never finished."""
+        of_task = [path for path in self.logs if path.name.endswith(f"-{task}.log")]
+        failed = [path for path in self.failed if path in of_task] or self.failed
+        unfinished = [path for path in of_task if not _DONE.search(path.read_text(errors="replace"))]
+        return next(iter(failed[::-1] + unfinished), None)
 
     def flush(self) -> None:
         pass
@@ -124,14 +128,14 @@ class RunProgress:
                                 dynamic_ncols=True)
         self.running[task] = self.running.get(task, 0) + 1
 
-    def task_finished(self, task: str, ok: bool) -> None:
+    def task_finished(self, task: str, ok: bool, log: Path | None = None) -> None:
         """A stage is done when all its tasks are: one per split inside the fan-out (where the plan's split count
         is known before the run), else one."""
         self.running[task] = self.running.get(task, 1) - 1
         self.finished[task] = self.finished.get(task, 0) + 1
         expected = self.splits if task in PER_SPLIT and self.splits else None
         if not ok:
-            self.say(f"{STAGES.get(task, task)} failed")
+            self.say(f"{STAGES.get(task, task)}: a task failed; its log: {log}")
         elif self.finished[task] == expected or (expected is None and not self.running[task]):
             if task == "train-split" and self.bar is not None:
                 self.bar.close()

@@ -1,7 +1,7 @@
 """Compile, run locally, submit and rerun the pipeline: plain functions under the `acgan` command.
 
-The KFP client's environment is read here and nowhere else: KFP_TOKEN (a bearer token) when set; otherwise kfp.Client
-uses the in-cluster service account token or the local kube config, as it does by default.
+The KFP client's environment is read here and nowhere else (`kfp_client`): KFP_TOKEN, the pod's KFP service account
+token, the kube config's credentials, KFP_CA_BUNDLE.
 """
 
 from __future__ import annotations
@@ -15,14 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-from components.errors import UserError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from components.errors import UserError, first_problem
 from components.experiment import load_settings, split_statuses
 from components.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
-from components.store import open_store
+from components.store import Store, open_store, read_json, write_json
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
 
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
+SUBMISSION_KEY = "cluster.json"  # in the store: how its experiment was compiled and submitted, for `acgan rerun`
+LOCAL_RETRIES = 1  # `acgan run`: one more attempt of a failed task (a bad input fails twice, fast)
 
 
 def pipeline_arguments(settings: RunSettings) -> dict:
@@ -64,8 +68,10 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
         with console as logs:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
-            build_pipeline(ClusterSettings(parallelism=parallelism, train_threads=threads))(
-                **pipeline_arguments(settings))
+            # A retry at once: a lease left by a killed local trainer is stale as soon as its process is gone.
+            cluster = ClusterSettings(parallelism=parallelism, train_threads=threads, retries=LOCAL_RETRIES,
+                                      retry_backoff_seconds=0)
+            build_pipeline(cluster)(**pipeline_arguments(settings))
     except RuntimeError as e:
         failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
         where = "its log is above"
@@ -84,19 +90,100 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
 
 
 def kfp_client(host: str, namespace: str | None):
+    """kfp.Client, authenticated the first way that applies (kfp.Client itself reads none of them once a host is
+    given):
+    1. KFP_TOKEN: a bearer token;
+    2. a KFP service account token projected into this pod (KF_PIPELINES_SA_TOKEN_PATH, else kfp's default path
+       /var/run/secrets/kubeflow/pipelines/token): kfp.client.ServiceAccountTokenVolumeCredentials, read again on
+       every request as the kubelet rotates it;
+    3. the kube config's credentials for its current context (KUBECONFIG, else ~/.kube/config): its token, or the
+       token its exec plugin prints (`aws eks get-token`, `gke-gcloud-auth-plugin`), as a bearer token;
+    4. none.
+    KFP_CA_BUNDLE names a PEM file of the CA that signed the server's certificate (a private TLS)."""
     import kfp
+    from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH, ServiceAccountTokenVolumeCredentials
 
-    return kfp.Client(host=host, namespace=namespace, existing_token=os.environ.get("KFP_TOKEN"))
+    auth: dict = {}
+    ca_bundle = os.environ.get("KFP_CA_BUNDLE")
+    if ca_bundle:
+        if not Path(ca_bundle).is_file():
+            raise UserError(f"KFP_CA_BUNDLE={ca_bundle}: no such file; give the PEM file of the CA that signed the "
+                            "KFP server's certificate")
+        auth["ssl_ca_cert"] = ca_bundle
+    token_path = os.environ.get(KF_PIPELINES_SA_TOKEN_ENV) or KF_PIPELINES_SA_TOKEN_PATH
+    if os.environ.get("KFP_TOKEN"):
+        auth["existing_token"], how = os.environ["KFP_TOKEN"], "KFP_TOKEN"
+    elif Path(token_path).is_file():
+        auth["credentials"], how = ServiceAccountTokenVolumeCredentials(token_path), f"the token in {token_path}"
+    elif (token := kube_config_token()) is not None:
+        auth["existing_token"], how = token, "the kube config's credentials"
+    else:
+        how = "no credentials"
+    log.info("KFP at %s: authenticating with %s", host, how)
+    return kfp.Client(host=host, namespace=namespace, **auth)
+
+
+def kube_config_token() -> str | None:
+    """The bearer token of the kube config's current context, None without a kube config or a token in it."""
+    from kubernetes.client import Configuration
+    from kubernetes.config import ConfigException, load_kube_config
+
+    config = Configuration()
+    try:
+        # KUBECONFIG read now: the kubernetes package reads it once, when first imported.
+        load_kube_config(config_file=os.environ.get("KUBECONFIG", "~/.kube/config"), client_configuration=config)
+    except (ConfigException, OSError):
+        return None
+    return config.api_key.get("authorization", "").removeprefix("Bearer ").strip() or None
+
+
+class Submission(BaseModel):
+    """What `acgan submit` used, kept in the store so that `acgan rerun` runs the same pipeline the same way."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: ClusterSettings
+    namespace: str | None
+    experiment: str
+    pipeline_id: str | None
+    service_account: str | None
+
+
+def load_submission(store: Store) -> Submission | None:
+    if not store.exists(SUBMISSION_KEY):
+        return None
+    try:
+        return Submission.model_validate(read_json(store, SUBMISSION_KEY))
+    except ValidationError as e:
+        key, msg = first_problem(e)
+        raise UserError(f"{store.uri}/{SUBMISSION_KEY}: {key or 'its settings'}: {msg}; correct the file, or delete "
+                        "it and give the compile options to `acgan rerun`") from None
+
+
+def record_submission(store_uri: str, submission: Submission) -> None:
+    """Best effort: the store may be reachable only from the cluster's pods; then rerun needs the options again."""
+    try:
+        write_json(open_store(store_uri), SUBMISSION_KEY, submission.model_dump())
+    except Exception as e:  # noqa: BLE001 - the run is started either way; say what rerun will lack
+        log.warning("could not record the cluster settings in %s/%s (%s): `acgan rerun` will need the compile "
+                    "options again", store_uri, SUBMISSION_KEY, type(e).__name__)
 
 
 def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace: str | None = None,
            experiment: str = PIPELINE_NAME, run_name: str | None = None, pipeline_id: str | None = None,
-           service_account: str | None = SERVICE_ACCOUNT) -> dict:
+           service_account: str | None = SERVICE_ACCOUNT, preflight: bool = False,
+           require_gpu_quota: bool = False) -> dict:
     """Start a run on a KFP server: from an uploaded pipeline when `pipeline_id` is given, else compiled here.
-    The run's pods use `service_account` (manifests/base/core/rbac.yaml); None leaves KFP's default."""
+    The run's pods use `service_account` (manifests/base/core/rbac.yaml); None leaves KFP's default. `preflight`
+    first asks the Kubernetes API whether the namespace holds what the pods need (pipelines/preflight.py); the
+    pods of standalone KFP run in `kubeflow`."""
     if not settings.store.startswith("s3://"):
         raise UserError(f"--store {settings.store}: a cluster run needs object storage (s3://BUCKET/PREFIX), "
                         "which every training pod can reach")
+    if preflight:
+        from pipelines.preflight import preflight as check_namespace
+
+        check_namespace(cluster, namespace or "kubeflow", require_gpu_quota)
     arguments = pipeline_arguments(settings)
     run_name = run_name or f"{PIPELINE_NAME} {settings.store}"
     try:
@@ -111,6 +198,8 @@ def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace
                                                        namespace=namespace, service_account=service_account)
     except Exception as e:
         raise UserError(describe_kfp_error(e, host)) from None
+    record_submission(settings.store, Submission(cluster=cluster, namespace=namespace, experiment=experiment,
+                                                 pipeline_id=pipeline_id, service_account=service_account))
     return {"run_id": run.run_id, "host": host, "store": settings.store}
 
 
@@ -123,11 +212,13 @@ def describe_kfp_error(e: Exception, host: str) -> str:
     return f"KFP at {host} is unreachable ({type(e).__name__}): check --host and your network"
 
 
-def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster: ClusterSettings | None = None,
+def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_options: dict | None = None,
           pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None,
-          parallelism: int = LOCAL_PARALLELISM,
-          service_account: str | None = SERVICE_ACCOUNT) -> dict:
-    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble."""
+          parallelism: int = LOCAL_PARALLELISM, service_account: str | None = None,
+          experiment: str | None = None, run_name: str | None = None, pipeline_id: str | None = None) -> dict:
+    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. On a
+    cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and the
+    other arguments given (not None) replace them one by one; service_account "" is KFP's default account."""
     if (host is None) == (not local):
         raise UserError("rerun needs exactly one of --host URL (a KFP server) or --local (this machine)")
     store = open_store(store_uri)
@@ -149,6 +240,18 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster:
         return {"trained": [], "ensemble": f"{store.uri}/ensemble.json", "classes": len(manifest.classes)}
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
     settings = settings.model_copy(update={"split_ids": todo, "store": store_uri})
-    result = run_local(settings, pipeline_root, parallelism) if local else submit(settings, cluster or ClusterSettings(), host,
-                                                                     namespace, service_account=service_account)
+    if local:
+        result = run_local(settings, pipeline_root, parallelism)
+    else:
+        recorded = load_submission(store) or Submission(cluster=ClusterSettings(), namespace=None,
+                                                        experiment=PIPELINE_NAME, pipeline_id=None,
+                                                        service_account=SERVICE_ACCOUNT)
+        try:
+            cluster = ClusterSettings.model_validate({**recorded.cluster.model_dump(), **(cluster_options or {})})
+        except ValidationError as e:
+            key, msg = first_problem(e)
+            raise UserError(f"--{key.replace('_', '-')}: {msg}") from None
+        account = recorded.service_account if service_account is None else service_account or None
+        result = submit(settings, cluster, host, namespace or recorded.namespace, experiment or recorded.experiment,
+                        run_name, pipeline_id or recorded.pipeline_id, account)
     return {**result, "trained": todo, "left_to_their_trainers": [s.split for s in busy]}

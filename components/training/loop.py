@@ -1,8 +1,9 @@
 """`train_split`: train the AC-GAN of one class split, resumable from its own checkpoints in the store.
 
 The task's identity is (store, split), not a run id: starting it again continues from the newest complete, intact
-checkpoint, so a killed or preempted task loses at most one checkpoint interval. With a fixed seed on CPU and one
-thread (OMP_NUM_THREADS=1), a run killed after a checkpoint and resumed ends with the same weights as an
+checkpoint, so a killed or preempted task loses at most one checkpoint interval; one stopped with SIGTERM first
+saves the step it reached and exits non-zero (`Preempted`), so that its retry resumes there. With a fixed seed on CPU
+and one thread (OMP_NUM_THREADS=1), a run killed after a checkpoint and resumed ends with the same weights as an
 uninterrupted one; with several threads on a loaded machine, the last bits may differ.
 
 Progress is counted in steps (one D update and one G update on a batch). Every tick appends one JSON line to
@@ -12,12 +13,15 @@ intra-class MS-SSIM of fixed samples per class (rising towards 1 means that clas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -105,18 +109,39 @@ def class_diversity(G, z: torch.Tensor, y: torch.Tensor, num_classes: int, pairs
     return [mean_ms_ssim(images[y == k], pairs, data_range=2.0, generator=pair_rng) for k in range(num_classes)]
 
 
+class Preempted(UserError):
+    """SIGTERM (a spot reclaim, a drain, an eviction) stopped the trainer after it saved a checkpoint. It exits
+    non-zero so that the task counts as failed and its retry resumes from that checkpoint (docs/operators.md)."""
+
+
+@contextlib.contextmanager
+def sigterm_requests_stop() -> Iterator[threading.Event]:
+    """An event set by SIGTERM while the block runs; outside the main thread (signals cannot be caught there) an
+    event that stays clear."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train_split(store: Store, cfg: TrainConfig) -> dict:
     """Train split `cfg.split` up to `cfg.steps` holding the split's lease; returns the last stats line (or the
-    state if already done). Raises SplitBusy if another trainer holds the split."""
+    state if already done). Raises SplitBusy if another trainer holds the split, Preempted after SIGTERM."""
     lease = SplitLease(store, cfg.split, cfg.lease_seconds, cfg.lease_settle)
-    lease.acquire()
-    try:
-        return _train(store, cfg, lease)
-    finally:
-        lease.release()
+    with sigterm_requests_stop() as stop:
+        lease.acquire()
+        try:
+            return _train(store, cfg, lease, stop)
+        finally:
+            lease.release()
 
 
-def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
+def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Event) -> dict:
     # Setup: model shape from the plan, data resident on the device as uint8.
     model_cfg, members = model_config_for(store, cfg)
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
@@ -174,8 +199,21 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
     sums = torch.zeros(6, device=device)  # loss_d, loss_g, src acc real, src acc fake, cls acc real, cls acc fake
     tick_start, tick_step, last = time.perf_counter(), start, {}
     bar = tqdm(total=cfg.steps, initial=start, desc=f"split {cfg.split}", unit="step", disable=not sys.stderr.isatty())
-    renewed = time.monotonic()
+    renewed, saved, done = time.monotonic(), start, start
+
+    def checkpoint(step: int, healthy_since: int) -> None:
+        if not all(torch.isfinite(p).all() for p in [*G.parameters(), *D.parameters()]):
+            raise TrainingDiverged(f"split {cfg.split} has non-finite weights at step {step}; its checkpoints up "
+                                   f"to step {healthy_since} are intact: lower --lr and run again")
+        lease.check()  # a trainer that lost its split to another writes nothing
+        meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
+                "train": cfg.model_dump(), "fast_path": fast.model_dump(), "time": time.time()}
+        save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta))
+        prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)
+
     for step in range(start + 1, cfg.steps + 1):
+        if stop.is_set():
+            break
         if time.monotonic() - renewed > cfg.lease_seconds / 3:
             lease.renew()
             renewed = time.monotonic()
@@ -189,6 +227,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
         else:
             y_fake = torch.randint(K, (cfg.batch_size,), generator=data_rng, device=device)
         sums += train_step(x_real, y_real, z, y_fake)
+        done = step
         bar.update(1)
         is_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
         if not (is_checkpoint or step % cfg.tick_every == 0):
@@ -215,17 +254,17 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
                      cfg.split, step, cfg.steps, means[0], means[1], means[5], last["ms_ssim_mean"],
                      last["images_per_second"])
         if is_checkpoint:
-            if not all(torch.isfinite(p).all() for p in [*G.parameters(), *D.parameters()]):
-                raise TrainingDiverged(f"split {cfg.split} has non-finite weights at step {step}; its checkpoints up "
-                                       f"to step {tick_step} are intact: lower --lr and run again")
-            lease.check()  # a trainer that lost its split to another writes nothing
-            meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
-                    "train": cfg.model_dump(), "fast_path": fast.model_dump(), "time": time.time()}
-            save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta))
-            prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)
+            checkpoint(step, tick_step)
+            saved = step
         sums.zero_()
         tick_start, tick_step = time.perf_counter(), step
     bar.close()
+    if stop.is_set() and done < cfg.steps:
+        if done > saved:
+            checkpoint(done, saved)
+        saved_now = "with its checkpoint saved" if done > start else "before training a step"
+        raise Preempted(f"split {cfg.split}: stopped by SIGTERM at step {done} of {cfg.steps} {saved_now}; a retry "
+                        f"(or `acgan rerun`) resumes from step {done}")
     return {**last, "steps": cfg.steps, "resumed_from": start}
 
 

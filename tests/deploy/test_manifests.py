@@ -2,6 +2,7 @@
 Kubernetes schemas offline, and the compiled pipeline agrees with the manifests (labels, taint, Secret, ConfigMap,
 ServiceAccount, namespace, quota, Kueue queue)."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,8 +20,8 @@ OVERLAYS = sorted(p.name for p in (MANIFESTS / "overlays").iterdir())
 K8S_VERSION = "1.32.0"
 # Custom resources have no schema in kubernetes-validate; their fields are asserted below instead.
 CUSTOM_KINDS = {("karpenter.sh/v1", "NodePool"), ("karpenter.k8s.aws/v1", "EC2NodeClass"),
-                ("kueue.x-k8s.io/v1beta1", "ResourceFlavor"), ("kueue.x-k8s.io/v1beta1", "ClusterQueue"),
-                ("kueue.x-k8s.io/v1beta1", "LocalQueue")}
+                ("kueue.x-k8s.io/v1beta2", "ResourceFlavor"), ("kueue.x-k8s.io/v1beta2", "ClusterQueue"),
+                ("kueue.x-k8s.io/v1beta2", "LocalQueue")}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def compiled(tmp_path_factory) -> tuple[dict, dict]:
 
 
 def test_the_overlays_an_operator_expects():
-    assert {"generic", "karpenter", "kueue", "external-store"} <= set(OVERLAYS)
+    assert {"generic", "karpenter", "kueue", "external-store", "bundled-minio"} <= set(OVERLAYS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -79,7 +80,7 @@ def test_no_real_secret_is_committed():
 
 
 def test_bundled_minio(rendered):
-    docs = rendered["generic"]
+    docs = rendered["bundled-minio"]
     minio = objects(docs, "StatefulSet")["acgan-minio"]
     pod = minio["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
@@ -118,16 +119,19 @@ def test_pipeline_and_manifests_agree(rendered, compiled):
             assert env and keys <= set(secret["data"]), (overlay, name)
             assert {e["configMapKey"] for c in executor["configMapAsEnv"] for e in c["keyToEnv"]} <= set(config["data"])
             assert executor["podMetadata"]["labels"][STORE_ACCESS_LABEL[0]] == STORE_ACCESS_LABEL[1]
-    # The bundled store's endpoint is the bundled Service, in the manifests' namespace.
-    docs = rendered["generic"]
+    # By default the store is KFP's own (SeaweedFS's S3 gateway on KFP >= 2.15), and no MinIO is bundled.
+    endpoint = {name: objects(docs, "ConfigMap")["acgan-store"]["data"]["ACGAN_S3_ENDPOINT"]
+                for name, docs in rendered.items()}
+    for overlay in ("generic", "karpenter", "kueue"):
+        assert endpoint[overlay] == "http://seaweedfs.kubeflow.svc.cluster.local:8333", overlay
+    for overlay in ("generic", "karpenter", "kueue", "external-store"):
+        assert not objects(rendered[overlay], "StatefulSet") and not objects(rendered[overlay], "NetworkPolicy")
+    assert endpoint["external-store"] not in (endpoint["generic"], endpoint["bundled-minio"])
+    # The opt-in MinIO's endpoint is its Service, in the manifests' namespace.
+    docs = rendered["bundled-minio"]
     (namespace,) = objects(docs, "Namespace")
-    endpoint = objects(docs, "ConfigMap")["acgan-store"]["data"]["ACGAN_S3_ENDPOINT"]
     port = objects(docs, "Service")["acgan-minio"]["spec"]["ports"][0]["port"]
-    assert endpoint == f"http://acgan-minio.{namespace}.svc.cluster.local:{port}"
-    # The external store overlay replaces the endpoint and bundles no MinIO.
-    external = rendered["external-store"]
-    assert objects(external, "ConfigMap")["acgan-store"]["data"]["ACGAN_S3_ENDPOINT"] != endpoint
-    assert not objects(external, "StatefulSet") and not objects(external, "NetworkPolicy")
+    assert endpoint["bundled-minio"] == f"http://acgan-minio.{namespace}.svc.cluster.local:{port}"
 
 
 def test_gpu_pools_match_the_training_task(rendered, compiled):
@@ -142,6 +146,11 @@ def test_gpu_pools_match_the_training_task(rendered, compiled):
     assert [(t["key"], t["effect"]) for t in template["spec"]["taints"]] == [(toleration["key"], toleration["effect"])]
     node_class = template["spec"]["nodeClassRef"]
     assert node_class["name"] in objects(rendered["karpenter"], "EC2NodeClass")
+    # A pinned AMI: @latest drifts every node (and the tasks on it) to each new release.
+    for term in objects(rendered["karpenter"], "EC2NodeClass")[node_class["name"]]["spec"]["amiSelectorTerms"]:
+        assert re.fullmatch(r"al2023@v\d{8}", term["alias"]), term
+    # Karpenter leaves nodes whose training pods carry do-not-disrupt alone.
+    assert train["podMetadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
     assert pool["spec"]["limits"]["nvidia.com/gpu"] == objects(rendered["karpenter"], "ResourceQuota")[
         "acgan-gpu"]["spec"]["hard"]["requests.nvidia.com/gpu"]
     # Kueue: the flavor is the same pool, the local queue is the one the pods are labelled with.
@@ -159,8 +168,12 @@ def test_gpu_pools_match_the_training_task(rendered, compiled):
     assert local_queue["metadata"]["namespace"] == namespace
     assert local_queue["spec"]["clusterQueue"] == cluster_queue["metadata"]["name"]
     assert cluster_queue["spec"]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": namespace}
-    for executor in executors.values():
-        assert executor["podMetadata"]["labels"][KUEUE_QUEUE_LABEL] == local_queue["metadata"]["name"]
+    # Only the GPU tasks queue (the flavor is the GPU pool); the CPU steps run outside Kueue.
+    for name, executor in executors.items():
+        gpu = name in ("exec-train-split", "exec-evaluate-ensemble")
+        assert executor["podMetadata"]["labels"].get(KUEUE_QUEUE_LABEL) == (local_queue["metadata"]["name"] if gpu
+                                                                             else None), name
+    assert all(d["apiVersion"] == "kueue.x-k8s.io/v1beta2" for d in kueue if d["apiVersion"].startswith("kueue"))
 
 
 def test_pipeline_service_account_has_only_what_tasks_need(rendered):

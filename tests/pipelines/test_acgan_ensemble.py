@@ -39,6 +39,15 @@ def test_fan_out_over_splits_with_parallelism(compiled):
     assert set(params) == set(RunSettings.model_fields)  # every run setting can be changed from the KFP UI
 
 
+def test_every_parameter_has_its_settings_description(compiled):
+    """The KFP UI's submit form explains each parameter with the description `acgan` validates it with."""
+    _, spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name, field in RunSettings.model_fields.items():
+        assert field.description, f"RunSettings.{name} has no description"
+        assert " ".join(params[name]["description"].split()) == field.description, name
+
+
 def test_training_task_kubernetes_settings(compiled):
     _, spec, platform = compiled
     train = spec["deploymentSpec"]["executors"]["exec-train-split"]["container"]
@@ -58,6 +67,37 @@ def test_training_task_kubernetes_settings(compiled):
         assert k8s[executor]["configMapAsEnv"][0]["keyToEnv"] == [
             {"configMapKey": "ACGAN_S3_ENDPOINT", "envVar": "ACGAN_S3_ENDPOINT"}]
     assert "nodeSelector" not in k8s["exec-prepare-data"]  # only training needs the GPU pool
+
+
+def test_every_task_retries_and_training_is_not_disrupted(compiled):
+    """Retries on every task, inside the class-splits loop too (the backend's Argo compiler keeps a loop body task's
+    retryPolicy: pipelines/acgan_ensemble.py, on_cluster); Karpenter's do-not-disrupt on the GPU tasks only."""
+    _, spec, platform = compiled
+    cluster = ClusterSettings()
+    inner = {k: t for c in spec["components"].values() if "dag" in c for k, t in c["dag"]["tasks"].items()}
+    tasks = {**spec["root"]["dag"]["tasks"], **inner}
+    for name in ("prepare-data", "train-split", "assemble-ensemble", "evaluate-ensemble"):
+        assert tasks[name]["retryPolicy"] == {
+            "maxRetryCount": cluster.retries, "backoffDuration": f"{cluster.retry_backoff_seconds}s",
+            "backoffFactor": 2.0, "backoffMaxDuration": f"{7200 * (cluster.retries + 1)}s"}, name
+    assert "train-split" in spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["exec-train-split"]["podMetadata"]["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}
+    assert "annotations" not in k8s["exec-prepare-data"]["podMetadata"]
+
+
+def test_what_the_ui_shows(compiled):
+    """Per split a Metrics artifact and an HTML page (its sample grid); assembly outputs the ensemble manifest;
+    evaluation its summary as Metrics and the report as HTML; the fan-in still collects the split ids."""
+    _, spec, _ = compiled
+    outputs = {name: {k: v["artifactType"]["schemaTitle"]
+                      for k, v in c["outputDefinitions"].get("artifacts", {}).items()}
+               for name, c in spec["components"].items() if "outputDefinitions" in c}
+    assert outputs["comp-train-split"] == {"metrics": "system.Metrics", "samples": "system.HTML"}
+    assert outputs["comp-assemble-ensemble"] == {"manifest": "system.Artifact"}
+    assert outputs["comp-evaluate-ensemble"] == {"metrics": "system.Metrics", "report": "system.HTML"}
+    fan_in = spec["root"]["dag"]["tasks"]["assemble-ensemble"]["inputs"]["parameters"]["trained_splits"]
+    assert fan_in["taskOutputParameter"]["outputParameterKey"] == "pipelinechannel--train-split-Output"
 
 
 def test_training_threads_only_where_set(compiled, tmp_path):

@@ -2,17 +2,26 @@
 
 import builtins
 import contextlib
+import html
 import io
 import json
+import logging
 import os
+import re
 import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from components.checkpoint import complete_steps
 from components.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from components.errors import UserError
-from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config
+from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config, train_one_split
+from components.lease import Lease, lease_key
 from components.settings import ClusterSettings, RunSettings
 from components.store import open_store
 from pipelines import runs
@@ -38,15 +47,45 @@ def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
         load_settings(store)
 
 
+class EndHolderOnFirstFailure(logging.Filter):
+    """When kfp.local reports split training's first failed attempt, ends the process that held the split. A
+    filter on the root logger, which kfp.local logs to: it replaces the root's handlers while it runs."""
+
+    def __init__(self, holder: subprocess.Popen):
+        super().__init__()
+        self.holder, self.failures = holder, []
+
+    def filter(self, record):
+        message = record.getMessage()
+        if message.startswith("Task train-split failed (attempt 1/"):
+            self.failures.append(message)
+            self.holder.kill()
+            self.holder.wait()
+        return True
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """One real pipeline run (prepare -> 2 training tasks -> assemble -> evaluate) through kfp.local, as `acgan run`
-    makes it (task logs in files, progress on stderr), shared by the tests."""
+    """One real pipeline run (prepare -> 2 x (shard, train) -> assemble -> evaluate) through kfp.local, as `acgan run`
+    makes it (task logs in files, progress on stderr), shared by the tests.
+    Split 1's first attempt fails: a live process of this host holds its lease (as a trainer still running would),
+    so the trainer exits non-zero; the holder ends then, and the task's retry inside ParallelFor trains the split."""
     root = tmp_path_factory.mktemp("run")
-    original_print, console = builtins.print, io.StringIO()
-    with contextlib.redirect_stderr(console):
-        result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local", quiet=True)
+    holder = subprocess.Popen(["sleep", "600"])
+    lease = Lease(owner=f"{socket.gethostname()}/{holder.pid}/holder", expires=time.time() + 600,
+                  acquired=time.time())
+    open_store(str(root / "store")).write_bytes(lease_key(1), lease.model_dump_json().encode())
+    watcher, original_print, console = EndHolderOnFirstFailure(holder), builtins.print, io.StringIO()
+    logging.getLogger().addFilter(watcher)
+    try:
+        with contextlib.redirect_stderr(console):
+            result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local", quiet=True)
+    finally:
+        logging.getLogger().removeFilter(watcher)
+        holder.kill()
+        holder.wait()
     assert builtins.print is original_print  # kfp.local's indenting print never outlives the run
+    assert len(watcher.failures) == 1, "split 1's first attempt did not fail"
     return root, {**result, "console": console.getvalue()}
 
 
@@ -88,11 +127,15 @@ def test_a_quiet_run_shows_progress_and_files_each_task_log(local_run):
     assert [line.split(":")[0] for line in console if ": done in " in line] == [
         "planning the class splits", "preparing each split's data", "training", "assembling", "evaluating"]
     assert "Executing task" not in result["console"] and "executor_input" not in result["console"]
+    # Split 1's first attempt failed (the fixture's lease holder), and its retry trained it: both attempts have logs.
+    failed = [line for line in console if line.startswith("training: a task failed; its log: ")]
+    assert len(failed) == 1 and console[console.index(failed[0]) + 1] == "  retrying it (the task's retry policy)"
+    assert "is being trained by" in Path(failed[0].rpartition(" ")[2]).read_text()
     assert (Path(result["logs"]) / "run.log").is_file()  # kfp.local's own lines
     logs = sorted(Path(result["logs"]).glob("[0-9]*.log"))
     tasks = [p.name.partition("-")[2] for p in logs]  # NN-task.log, numbered in the order the tasks started
     assert sorted(tasks) == ["assemble-ensemble.log", "evaluate-ensemble.log", "prepare-data.log",
-                             "prepare-split-data.log", "prepare-split-data.log", "train-split.log", "train-split.log"]
+                             "prepare-split-data.log", "prepare-split-data.log"] + ["train-split.log"] * 3
     assert tasks[0] == "prepare-data.log" and tasks[-2:] == ["assemble-ensemble.log", "evaluate-ensemble.log"]
     trained = "".join(p.read_text() for p in logs if p.name.endswith("-train-split.log"))
     assert "split 0 step 4/4" in trained and "split 1 step 4/4" in trained
@@ -140,6 +183,108 @@ def test_rerun_trains_exactly_the_damaged_split(finished_store, tmp_path):
     assert json.loads(store.read_bytes("splits/split-00001/config.json"))["threads"] == len(os.sched_getaffinity(0))
 
 
+def test_the_ui_artifacts_of_the_local_run(local_run):
+    """kfp.local wrote each split's sample page (a grid per class, embedded PNG) and the ensemble manifest."""
+    root, _ = local_run
+    store = open_store(str(root / "store"))
+    pages = sorted((root / "kfp-local").rglob("samples"))
+    assert len(pages) == 2  # one per split; split 1's retry wrote its own
+    for page in pages:
+        text = page.read_text()
+        assert text.count("data:image/png;base64,") == 2 and "samples per class" in text
+    (manifest,) = (root / "kfp-local").rglob("manifest")
+    assert json.loads(manifest.read_text()) == json.loads(store.read_bytes("ensemble.json"))
+    real = json.loads(store.read_bytes("real_ms_ssim.json"))["classes"]
+    assert sorted(map(int, real)) == list(range(10)) and all(0 < v < 1 for v in real.values())
+
+
+def test_the_collapse_alarm_names_the_last_healthy_checkpoint(finished_store, capsys):
+    """Split 1's stats as a trainer writes them: healthy at step 2, class 7 as alike as copies at step 4."""
+    from components.cli import main
+    from components.split_report import split_metrics
+
+    store = finished_store
+    assert complete_steps(store, 1) == [2, 4]
+    lines = [json.loads(line) for line in store.read_bytes("splits/split-00001/stats.jsonl").decode().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]
+    lines[0]["ms_ssim"] = {str(c): 0.0 for c in range(5, 10)}
+    lines[1]["ms_ssim"] = {**{str(c): 0.0 for c in range(5, 10)}, "7": 0.99}
+    store.write_bytes("splits/split-00001/stats.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode())
+    threshold = max(json.loads(store.read_bytes("real_ms_ssim.json"))["classes"].values())
+
+    (status0, status1) = split_statuses(store)
+    assert status1.collapse.model_dump() == {"step": 4, "classes": {"7": 0.99}, "threshold": threshold,
+                                             "last_healthy_checkpoint": 2}
+    assert status0.collapse is None or status0.collapse.step == 4  # split 0's stats are the run's own
+    assert main(["status", "--store", store.uri]) == 0
+    out = capsys.readouterr().out
+    assert "complete, COLLAPSING" in out
+    assert (f"split 1: collapsing at step 4: class 7 MS-SSIM 0.990 > {threshold:.3f} (real data's least diverse "
+            "class); last healthy checkpoint step 2") in out
+    metrics = split_metrics(store, 1)
+    assert metrics["collapsing"] == 1.0 and metrics["last_healthy_checkpoint"] == 2.0
+    assert metrics["ms_ssim_real_least_diverse"] == threshold and metrics["step"] == 4
+
+
+def test_a_complete_split_returns_at_once(finished_store):
+    """What a retry or a clone of the run in the KFP UI does with a finished split: nothing is trained or written."""
+    before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
+    assert train_one_split(finished_store.uri, 0) == 0
+    assert {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")} == before
+
+
+def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env, monkeypatch, tmp_path):
+    """`acgan submit` records how it compiled and submitted in the store; `acgan rerun` on the cluster reuses that
+    (image, node selector, toleration, experiment, uploaded pipeline), an option given replacing its value."""
+    from kfp import compiler
+
+    s3 = open_store(s3_env)
+    for key in finished_store.list(""):
+        if not key.startswith("splits/split-00001/checkpoints/"):  # split 1 lost its checkpoints
+            s3.write_bytes(key, finished_store.read_bytes(key))
+    client = RecordingClient()
+    client.calls = []
+    monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: client)
+    cluster = ClusterSettings(image="registry.example.com/acgan:7", node_selector={"pool": "h100"},
+                              gpu_toleration="gpu-taint")
+    runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster, "https://kfp.example", "team-a",
+                experiment="exp-a")
+    assert json.loads(s3.read_bytes(runs.SUBMISSION_KEY))["cluster"]["image"] == "registry.example.com/acgan:7"
+
+    result = runs.rerun(s3_env, host="https://kfp.example", run_name="again")
+    assert result["trained"] == [1]
+    kind, pipeline_func, arguments, run_name, experiment, namespace, account = client.calls[1]
+    assert (kind, run_name, experiment, namespace, account) == ("from_func", "again", "exp-a", "team-a",
+                                                                "acgan-pipeline")
+    assert arguments["split_ids"] == [1]
+    path = tmp_path / "rerun.yaml"
+    compiler.Compiler().compile(pipeline_func, str(path))
+    spec, platform = yaml.safe_load_all(path.read_text())
+    image = spec["deploymentSpec"]["executors"]["exec-train-split"]["container"]["image"]
+    assert image == "registry.example.com/acgan:7"
+    train = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-split"]
+    assert train["nodeSelector"]["labels"] == {"pool": "h100"} and train["tolerations"][0]["key"] == "gpu-taint"
+
+    # Options given replace the recorded ones; an uploaded pipeline's id is kept for the next rerun.
+    runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster, "https://kfp.example",
+                experiment="exp-a", pipeline_id="pl-9")
+    runs.rerun(s3_env, host="https://kfp.example", experiment="exp-b", service_account="")
+    assert client.calls[-1][:4] == ("uploaded", "exp-1", f"acgan-ensemble {s3_env}", "pl-9")
+    assert client.calls[-1][-1] is None and client.experiments[-1] == "exp-b"
+    runs.rerun(s3_env, host="https://kfp.example", pipeline_id="pl-10", cluster_options={"image": "r.example/a:8"})
+    assert client.calls[-1][3] == "pl-10"
+    assert runs.load_submission(s3).cluster.image == "r.example/a:8"
+
+
+def test_a_bad_recorded_submission_names_the_file(finished_store):
+    finished_store.write_bytes(runs.SUBMISSION_KEY, json.dumps({"cluster": {"image": "Not An Image!"},
+                                                                 "namespace": None, "experiment": "e",
+                                                                 "pipeline_id": None,
+                                                                 "service_account": None}).encode())
+    with pytest.raises(UserError, match=r"cluster\.json: cluster\.image: .*not an image reference"):
+        runs.load_submission(finished_store)
+
+
 def test_rerun_of_a_complete_experiment_trains_nothing(finished_store, tmp_path):
     before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
     result = runs.rerun(finished_store.uri, local=True, pipeline_root=tmp_path / "kfp")
@@ -181,17 +326,18 @@ class RecordingClient:
     calls: list = []
 
     def __init__(self, fail_with=None):
-        self.fail_with = fail_with
+        self.fail_with, self.experiments = fail_with, []
 
     def create_run_from_pipeline_func(self, pipeline_func, arguments, run_name, experiment_name, namespace,
                                       service_account):
         if self.fail_with:
             raise self.fail_with
-        self.calls.append(("from_func", pipeline_func.name, arguments, run_name, experiment_name, namespace,
+        self.calls.append(("from_func", pipeline_func, arguments, run_name, experiment_name, namespace,
                            service_account))
         return type("Run", (), {"run_id": "run-123"})()
 
     def create_experiment(self, name, namespace=None):
+        self.experiments.append(name)
         return type("Experiment", (), {"experiment_id": "exp-1"})()
 
     def run_pipeline(self, experiment_id, job_name, pipeline_id, params, service_account):
@@ -208,7 +354,7 @@ def test_submit_passes_the_run_settings(monkeypatch):
     result = runs.submit(settings, ClusterSettings(parallelism=16), "https://kfp.example/pipeline", "team-a")
     assert result == {"run_id": "run-123", "host": "https://kfp.example/pipeline", "store": "s3://acgan/exp1"}
     kind, name, arguments, run_name, experiment, namespace, service_account = client.calls[0]
-    assert (kind, name, experiment, namespace) == ("from_func", "acgan-ensemble", "acgan-ensemble", "team-a")
+    assert (kind, name.name, experiment, namespace) == ("from_func", "acgan-ensemble", "acgan-ensemble", "team-a")
     assert service_account == "acgan-pipeline"  # the ServiceAccount that manifests/ creates
     assert arguments["steps"] == 50_000 and arguments["split_ids"] == [3] and arguments["source"] == ""
     runs.submit(settings, ClusterSettings(), "https://kfp.example/pipeline", pipeline_id="pl-9")
@@ -235,8 +381,6 @@ def test_submit_to_unreachable_host_with_the_real_client():
 def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
     import time
 
-    from components.lease import Lease, lease_key
-
     for key in finished_store.list("splits/split-00001/checkpoints/"):
         finished_store.delete(key)
     other = Lease(owner="gpu-node-7/1/0abc", expires=time.time() + 600, acquired=time.time())
@@ -245,3 +389,139 @@ def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
     with pytest.raises(UserError, match=r"splits 1 \(gpu-node-7/1/0abc\) are being trained now"):
         runs.rerun(finished_store.uri, local=True, pipeline_root=tmp_path / "kfp")
     assert not finished_store.list("splits/split-00001/checkpoints/")  # nothing started
+
+
+class RecordedKfpClient:
+    """kfp.Client's constructor, recording its arguments: there is no KFP API server here."""
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+@pytest.fixture
+def recorded_client(monkeypatch, tmp_path):
+    import kfp
+
+    monkeypatch.setattr(kfp, "Client", RecordedKfpClient)
+    for name in ("KFP_TOKEN", "KFP_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kube-config"))
+    return tmp_path
+
+
+def test_kfp_client_authenticates_each_way_kfp_client_supports(recorded_client, monkeypatch):
+    from kfp.client import ServiceAccountTokenVolumeCredentials
+    from kubernetes.client import Configuration
+
+    tmp = recorded_client
+    host = "https://kfp.example/pipeline"
+    assert runs.kfp_client(host, "team-a").kwargs == {"host": host, "namespace": "team-a"}  # nothing to send
+
+    # The kube config's current context: a token, as a bearer token (kfp.Client ignores it once a host is given).
+    (tmp / "kube-config").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "clusters": [{"name": "k", "cluster": {"server": "https://k8s.example:6443"}}],
+        "users": [{"name": "u", "user": {"token": "kube-config-token"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(tmp / "kube-config"))
+    assert runs.kfp_client(host, None).kwargs["existing_token"] == "kube-config-token"
+
+    # In a pod: the projected KFP service account token wins over the kube config, read on every refresh.
+    (tmp / "sa-token").write_text("projected-token-1")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp / "sa-token"))
+    kwargs = runs.kfp_client(host, None).kwargs
+    assert isinstance(kwargs["credentials"], ServiceAccountTokenVolumeCredentials) and "existing_token" not in kwargs
+    (tmp / "sa-token").write_text("projected-token-2")  # the kubelet rotated it
+    config = Configuration()
+    kwargs["credentials"].refresh_api_key_hook(config)
+    assert config.api_key["authorization"] == "projected-token-2"
+
+    # KFP_TOKEN wins over both; a CA bundle for a private TLS certificate.
+    (tmp / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("KFP_TOKEN", "explicit-token")
+    monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp / "ca.pem"))
+    kwargs = runs.kfp_client(host, None).kwargs
+    assert kwargs["existing_token"] == "explicit-token" and kwargs["ssl_ca_cert"] == str(tmp / "ca.pem")
+    assert "credentials" not in kwargs
+    monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp / "missing.pem"))
+    with pytest.raises(UserError, match=r"KFP_CA_BUNDLE=.*missing\.pem: no such file"):
+        runs.kfp_client(host, None)
+
+
+def test_the_real_client_sends_the_token_and_trusts_the_ca_bundle(monkeypatch, tmp_path):
+    """kfp.Client itself, built by kfp_client, against a recorded KFP health check on loopback: the bearer token
+    reaches the server and the CA file is in the client's TLS settings."""
+    import http.server
+    import threading
+
+    seen = []
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = b'{"commit_sha": "recorded", "tag_name": "2.17.0", "multi_user": false}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("KFP_TOKEN", "explicit-token")
+    monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    try:
+        client = runs.kfp_client(f"http://127.0.0.1:{server.server_port}", None)
+        client.get_kfp_healthz()
+    finally:
+        server.shutdown()
+    assert seen and all(auth == "Bearer explicit-token" for _, auth in seen), seen
+    assert seen[-1][0] == "/apis/v2beta1/healthz"
+    assert client._run_api.api_client.configuration.ssl_ca_cert == str(tmp_path / "ca.pem")
+
+
+CATCH_ERRORS = ("<script>window.__errors = []; window.addEventListener('error', e => window.__errors.push("
+                "String(e.message || (e.target && e.target.src))), true);</script>")
+CHECK_IMAGES = ("<script>window.addEventListener('load', () => { const images = [...document.images]; "
+                "document.body.setAttribute('data-check', JSON.stringify({images: images.length, loaded: "
+                "images.filter(i => i.complete && i.naturalWidth > 0).length, errors: window.__errors})); });</script>")
+
+
+def open_in_chromium(page, tmp_path) -> dict:
+    """Loads a copy of `page` in headless Chromium (a fresh profile, nothing fetched but the page) with a script that
+    records every error (script or resource) and, once loaded, how many images decoded; returns that record."""
+    if shutil.which("chromium") is None:
+        pytest.fail("chromium is not installed: the README's test command installs it (Debian's `chromium`)")
+    text = page.read_text()
+    assert "<head>" in text and "</body>" in text
+    copy = tmp_path / f"checked-{page.name}.html"
+    copy.write_text(text.replace("<head>", "<head>" + CATCH_ERRORS, 1).replace("</body>", CHECK_IMAGES + "</body>", 1))
+    done = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+         "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False)
+    match = re.search(r'data-check="([^"]*)"', done.stdout)
+    assert match, f"the page never finished loading: {done.stderr[-2000:]}"
+    return json.loads(html.unescape(match.group(1)))
+
+
+def test_the_reports_open_in_a_real_browser(local_run, tmp_path):
+    """report.html and each split's sample page: every image decodes and no script error occurs. The same check
+    catches a broken image and a throwing script in a control page."""
+    root, _ = local_run
+    control = tmp_path / "control.html"
+    control.write_text("<!doctype html><html><head></head><body><img src='data:image/png;base64,AAAA'>"
+                       "<script>undefinedFunction()</script></body></html>")
+    checked = open_in_chromium(control, tmp_path)
+    assert checked["loaded"] == 0 and len(checked["errors"]) == 2, checked
+    pages = [root / "store" / "eval" / "report.html", *sorted((root / "kfp-local").rglob("samples"))]
+    for page in pages:
+        checked = open_in_chromium(page, tmp_path)
+        assert checked["errors"] == [] and checked["images"] == checked["loaded"] > 0, (page, checked)

@@ -160,6 +160,33 @@ def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path, single_t
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_sigterm_checkpoints_and_exits_non_zero_then_resumes(digits_store):
+    """SIGTERM (a preemption's first signal) to a real `acgan train-split` mid-run, far from any scheduled
+    checkpoint: within a bound it saves the step it reached and exits non-zero (a retryable failure), and a restart
+    continues from that step."""
+    args = [sys.executable, "-m", "components.cli", "train-split", "--store", str(digits_store.root), "--split", "0",
+            "--steps", "100000", "--checkpoint-every", "100000", "--tick-every", "1",
+            "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"])]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stats = digits_store.root / "splits" / "split-00000" / "stats.jsonl"
+    deadline = time.time() + 120
+    while not (stats.exists() and stats.read_text().count("\n") >= 2) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)  # Kubernetes' default grace period
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the trainer did not stop within 30 s of SIGTERM")
+    assert proc.returncode == 2, err
+    assert "stopped by SIGTERM at step" in err and "Traceback" not in err
+    (step,) = complete_steps(digits_store, 0)
+    assert 2 <= step < 100000
+    result = train_split(digits_store, tiny_config(steps=step + 2, checkpoint_every=100000))
+    assert result["resumed_from"] == step and complete_steps(digits_store, 0)[-1] == step + 2
+
+
 def test_non_finite_loss_stops_without_writing_nan(digits_store):
     """A blown-up state (one NaN weight in D, as after an overflow) must stop training before any new checkpoint."""
     train_split(digits_store, tiny_config(steps=5))

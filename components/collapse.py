@@ -1,0 +1,86 @@
+"""The collapse alarm: a split whose generated images of some class have grown more alike (higher MS-SSIM) than the
+real images of the data set's least diverse class, the paper's threshold for low diversity (Odena et al. 2016, §4.2).
+
+The real classes are measured once, when the data is prepared (`real_ms_ssim.json`), with the protocol of the
+training stats lines (the same images per class and pairs, images in [-1, 1]), so a tick's per-class MS-SSIM and the
+threshold are comparable. The last healthy checkpoint is the newest kept checkpoint whose tick was under it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from pydantic import BaseModel
+
+from components.checkpoint import complete_steps, split_prefix
+from components.data.plan import load_plan
+from components.data.prepare import load_shard
+from components.metrics import mean_ms_ssim
+from components.store import Store, read_json, write_json
+from components.training.loop import TrainConfig
+
+REAL_DIVERSITY_KEY = "real_ms_ssim.json"
+
+
+class CollapseAlarm(BaseModel):
+    step: int  # the newest stats tick, where the alarm holds
+    classes: dict[str, float]  # the classes above the threshold there, with their MS-SSIM
+    threshold: float  # MS-SSIM of the real data's least diverse class
+    last_healthy_checkpoint: int | None  # newest kept checkpoint whose tick was under the threshold
+
+
+def record_real_diversity(store: Store, seed: int) -> dict[str, float]:
+    """Per class (global id as text): mean MS-SSIM of real images, as the training stats measure samples. Computed
+    once per store; returns the recorded values."""
+    if store.exists(REAL_DIVERSITY_KEY):
+        return read_json(store, REAL_DIVERSITY_KEY)["classes"]
+    per_class, pairs = (TrainConfig.model_fields[f].default for f in ("stats_samples_per_class", "stats_pairs"))
+    rng = torch.Generator().manual_seed(seed)
+    out = {}
+    for split in range(len(load_plan(store).splits)):
+        images, labels = load_shard(store, split)
+        for c in labels.unique().tolist():
+            members = images[labels == c]
+            chosen = members[torch.randperm(len(members), generator=rng)[:per_class]]
+            if len(chosen) >= 2:
+                out[str(c)] = mean_ms_ssim(chosen.float() / 127.5 - 1.0, pairs, data_range=2.0, generator=rng)
+    write_json(store, REAL_DIVERSITY_KEY, {"classes": out, "images_per_class": per_class, "pairs": pairs})
+    return out
+
+
+def collapse_threshold(store: Store) -> float | None:
+    """MS-SSIM of the real data's least diverse class; None for a store prepared before it was recorded."""
+    if not store.exists(REAL_DIVERSITY_KEY):
+        return None
+    return max(read_json(store, REAL_DIVERSITY_KEY)["classes"].values())
+
+
+def stats_lines(store: Store, split: int) -> list[dict]:
+    key = f"{split_prefix(split)}/stats.jsonl"
+    if not store.exists(key):
+        return []
+    return [json.loads(line) for line in store.read_bytes(key).decode().splitlines() if line]
+
+
+def collapse_alarm(store: Store, split: int, threshold: float | None, lines: list[dict] | None = None
+                   ) -> CollapseAlarm | None:
+    """The alarm when the split's newest tick has a class above `threshold`, else None."""
+    lines = stats_lines(store, split) if lines is None else lines
+    if threshold is None or not lines:
+        return None
+    above = {c: v for c, v in lines[-1]["ms_ssim"].items() if v > threshold}
+    if not above:
+        return None
+    healthy = {line["step"] for line in lines if max(line["ms_ssim"].values()) <= threshold}
+    kept = [s for s in complete_steps(store, split) if s in healthy]
+    return CollapseAlarm(step=lines[-1]["step"], classes=above, threshold=threshold,
+                         last_healthy_checkpoint=kept[-1] if kept else None)
+
+
+def describe(alarm: CollapseAlarm) -> str:
+    worst = max(alarm.classes, key=alarm.classes.get)
+    healthy = (f"last healthy checkpoint step {alarm.last_healthy_checkpoint}"
+               if alarm.last_healthy_checkpoint is not None else "no healthy checkpoint kept")
+    return (f"collapsing at step {alarm.step}: class {worst} MS-SSIM {alarm.classes[worst]:.3f} > "
+            f"{alarm.threshold:.3f} (real data's least diverse class); {healthy}")

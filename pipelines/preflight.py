@@ -1,0 +1,98 @@
+"""Before `acgan submit` starts a run: does the namespace hold what the compiled pipeline's pods will need? Asked of
+the Kubernetes API with the `kubernetes` client, as the submitting user (kube config, or the pod's service account).
+
+A pod that lacks its Secret or ConfigMap is never started (CreateContainerConfigError) and one labelled for a Kueue
+LocalQueue that does not exist waits forever, so each of these would otherwise show up as a stuck run much later.
+Only the names of keys are read, never a value.
+"""
+
+from __future__ import annotations
+
+import os
+
+from components.errors import UserError
+from components.settings import ClusterSettings
+from pipelines.acgan_ensemble import STORE_ENV
+
+STORE_ENDPOINT_KEY = "ACGAN_S3_ENDPOINT"
+KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
+GPU_QUOTA_KEY = "requests.nvidia.com/gpu"
+
+
+def kubernetes_api_client():
+    """An ApiClient from the pod's service account inside a cluster, else the kube config's current context."""
+    from kubernetes import client, config
+
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return client.ApiClient()
+    try:
+        # KUBECONFIG read now: the kubernetes package reads it once, when first imported.
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG", "~/.kube/config"),
+                                client_configuration=configuration)
+    except (config.ConfigException, OSError) as e:
+        raise UserError(f"preflight: no kube config to reach the Kubernetes API ({e}); set KUBECONFIG, or pass "
+                        "--no-preflight") from None
+    return client.ApiClient(configuration)
+
+
+def missing_objects(cluster: ClusterSettings, namespace: str, require_gpu_quota: bool, api_client) -> list[str]:
+    """What the namespace lacks for the compiled pipeline, one phrase each; empty when nothing is missing."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    missing = []
+    secret = _read(lambda: core.read_namespaced_secret(cluster.store_secret, namespace), "Secret",
+                   cluster.store_secret)
+    if secret is None:
+        missing.append(f"Secret {cluster.store_secret}")
+    else:
+        absent = sorted(set(STORE_ENV) - set(secret.data or {}) - set(secret.string_data or {}))
+        missing += [f"key {key} in Secret {cluster.store_secret}" for key in absent]
+    config_map = _read(lambda: core.read_namespaced_config_map(cluster.store_config_map, namespace), "ConfigMap",
+                       cluster.store_config_map)
+    if config_map is None:
+        missing.append(f"ConfigMap {cluster.store_config_map}")
+    elif STORE_ENDPOINT_KEY not in (config_map.data or {}):
+        missing.append(f"key {STORE_ENDPOINT_KEY} in ConfigMap {cluster.store_config_map}")
+    if cluster.kueue_queue:
+        custom = client.CustomObjectsApi(api_client)
+        queue = _read(lambda: custom.get_namespaced_custom_object(KUEUE_GROUP, KUEUE_VERSION, namespace,
+                                                                  "localqueues", cluster.kueue_queue),
+                      "LocalQueue", cluster.kueue_queue)
+        if queue is None:
+            missing.append(f"Kueue LocalQueue {cluster.kueue_queue} ({KUEUE_GROUP}/{KUEUE_VERSION})")
+    if require_gpu_quota:
+        quotas = _read(lambda: core.list_namespaced_resource_quota(namespace), "ResourceQuota list", "")
+        gpus = [int(q.spec.hard[GPU_QUOTA_KEY]) for q in (quotas.items if quotas else [])
+                if q.spec and q.spec.hard and GPU_QUOTA_KEY in q.spec.hard]
+        if not gpus or min(gpus) < cluster.gpus_per_task:
+            missing.append(f"a ResourceQuota with {GPU_QUOTA_KEY} >= {cluster.gpus_per_task}"
+                           + (f" (the tightest allows {min(gpus)})" if gpus else ""))
+    return missing
+
+
+def _read(call, kind: str, name: str):
+    """The object, None when the API says it does not exist; any other answer is the one-line error."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return call()
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise UserError(f"preflight: reading {kind} {name} failed (HTTP {e.status} {e.reason}): grant the "
+                        "submitting user `get` on it, or pass --no-preflight") from None
+    except HTTPError as e:
+        raise UserError(f"preflight: the Kubernetes API is unreachable ({type(e).__name__}): check your kube "
+                        "config, or pass --no-preflight") from None
+
+
+def preflight(cluster: ClusterSettings, namespace: str, require_gpu_quota: bool = False, api_client=None) -> None:
+    """Raises UserError naming, in one line, everything the namespace lacks."""
+    missing = missing_objects(cluster, namespace, require_gpu_quota, api_client or kubernetes_api_client())
+    if missing:
+        raise UserError(f"preflight: namespace {namespace} lacks {'; '.join(missing)}: apply manifests/ "
+                        "(docs/operators.md) or compile with the names your cluster uses; --no-preflight skips this")

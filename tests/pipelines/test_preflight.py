@@ -1,0 +1,137 @@
+"""The submit preflight against recorded Kubernetes API server responses: a loopback HTTP server answers the API
+paths with the JSON an API server returns, and the real `kubernetes` client reaches it through a kube config."""
+
+import base64
+import http.server
+import json
+import threading
+
+import pytest
+import yaml
+
+from components.cli import main
+from components.errors import UserError
+from components.settings import ClusterSettings
+from pipelines.preflight import preflight
+
+NS = "acgan"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def recorded_objects() -> dict[str, dict]:
+    """What an API server holding manifests/overlays/kueue answers, by path."""
+    meta = {"namespace": NS, "uid": "0b7f", "resourceVersion": "812", "creationTimestamp": "2026-11-30T01:00:00Z"}
+    return {
+        f"/api/v1/namespaces/{NS}/secrets/acgan-store-credentials": {
+            "kind": "Secret", "apiVersion": "v1", "type": "Opaque",
+            "metadata": {"name": "acgan-store-credentials", **meta},
+            "data": {"AWS_ACCESS_KEY_ID": _b64("acgan"), "AWS_SECRET_ACCESS_KEY": _b64("not-a-real-secret")}},
+        f"/api/v1/namespaces/{NS}/configmaps/acgan-store": {
+            "kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "acgan-store", **meta},
+            "data": {"ACGAN_S3_ENDPOINT": "http://acgan-minio.acgan.svc.cluster.local:9000"}},
+        f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{NS}/localqueues/acgan": {
+            "kind": "LocalQueue", "apiVersion": "kueue.x-k8s.io/v1beta2", "metadata": {"name": "acgan", **meta},
+            "spec": {"clusterQueue": "acgan"}, "status": {"pendingWorkloads": 0, "admittedWorkloads": 0}},
+        f"/api/v1/namespaces/{NS}/resourcequotas": {
+            "kind": "ResourceQuotaList", "apiVersion": "v1", "metadata": {"resourceVersion": "812"},
+            "items": [{"metadata": {"name": "acgan-gpu", **meta}, "spec": {"hard": {"requests.nvidia.com/gpu": "16"}},
+                       "status": {"hard": {"requests.nvidia.com/gpu": "16"},
+                                  "used": {"requests.nvidia.com/gpu": "0"}}}]},
+    }
+
+
+def _status(code: int, reason: str, path: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": reason,
+            "message": f"{path.rsplit('/', 1)[-1]} {reason}", "code": code}
+
+
+@pytest.fixture
+def api_server(tmp_path, monkeypatch):
+    """Serves `objects` (path -> JSON; an int answers that status) and records each request's path and token."""
+    state = {"objects": recorded_objects(), "requests": []}
+
+    class Recorded(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = self.path.partition("?")[0]
+            state["requests"].append((path, self.headers.get("Authorization")))
+            answer = state["objects"].get(path)
+            if answer is None:
+                code, answer = 404, _status(404, "NotFound", path)
+            elif isinstance(answer, int):
+                code, answer = answer, _status(answer, "Forbidden", path)
+            else:
+                code = 200
+            body = json.dumps(answer).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "kube-config").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "clusters": [{"name": "k", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+        "users": [{"name": "u", "user": {"token": "submitter-token"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kube-config"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield state
+    server.shutdown()
+
+
+def test_a_namespace_with_everything_passes(api_server):
+    preflight(ClusterSettings(kueue_queue="acgan"), NS, require_gpu_quota=True)
+    paths = {path for path, _ in api_server["requests"]}
+    assert paths == set(recorded_objects())
+    assert {auth for _, auth in api_server["requests"]} == {"Bearer submitter-token"}
+
+
+def test_everything_missing_is_named_in_one_line(api_server):
+    objects = api_server["objects"]
+    del objects[f"/api/v1/namespaces/{NS}/secrets/acgan-store-credentials"]["data"]["AWS_SECRET_ACCESS_KEY"]
+    del objects[f"/api/v1/namespaces/{NS}/configmaps/acgan-store"]
+    del objects[f"/apis/kueue.x-k8s.io/v1beta2/namespaces/{NS}/localqueues/acgan"]
+    with pytest.raises(UserError) as e:
+        preflight(ClusterSettings(kueue_queue="acgan"), NS)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"preflight: namespace {NS} lacks key AWS_SECRET_ACCESS_KEY in Secret "
+                              "acgan-store-credentials; ConfigMap acgan-store; Kueue LocalQueue acgan "
+                              "(kueue.x-k8s.io/v1beta2): apply manifests/")
+    assert "not-a-real-secret" not in message and _b64("not-a-real-secret") not in message
+
+
+def test_gpu_quota_only_when_asked(api_server):
+    objects = api_server["objects"]
+    objects[f"/api/v1/namespaces/{NS}/resourcequotas"]["items"][0]["spec"]["hard"]["requests.nvidia.com/gpu"] = "1"
+    cluster = ClusterSettings(gpus_per_task=2)
+    preflight(cluster, NS)  # not asked: the quota is not read
+    assert f"/api/v1/namespaces/{NS}/resourcequotas" not in {p for p, _ in api_server["requests"]}
+    with pytest.raises(UserError, match=r"lacks a ResourceQuota with requests.nvidia.com/gpu >= 2 \(the tightest "
+                                        r"allows 1\)"):
+        preflight(cluster, NS, require_gpu_quota=True)
+    objects[f"/api/v1/namespaces/{NS}/resourcequotas"]["items"] = []
+    with pytest.raises(UserError, match=r"lacks a ResourceQuota with requests.nvidia.com/gpu >= 2:"):
+        preflight(cluster, NS, require_gpu_quota=True)
+
+
+def test_a_forbidden_read_says_so(api_server):
+    api_server["objects"][f"/api/v1/namespaces/{NS}/secrets/acgan-store-credentials"] = 403
+    with pytest.raises(UserError, match=r"reading Secret acgan-store-credentials failed \(HTTP 403 .*--no-preflight"):
+        preflight(ClusterSettings(), NS)
+
+
+def test_submit_stops_before_kfp_with_one_line(api_server, capsys):
+    del api_server["objects"][f"/api/v1/namespaces/{NS}/configmaps/acgan-store"]
+    code = main(["submit", "--host", "http://127.0.0.1:9", "--store", "s3://acgan/x", "--namespace", NS])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"acgan submit: error: preflight: namespace {NS} lacks ConfigMap acgan-store" in err
