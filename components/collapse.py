@@ -1,9 +1,9 @@
 """The collapse alarm: a split whose generated images of some class have grown more alike (higher MS-SSIM) than the
 real images of the data set's least diverse class, the paper's threshold for low diversity (Odena et al. 2016, §4.2).
 
-The real classes are measured once, when the data is prepared (`real_ms_ssim.json`), with the protocol of the
-training stats lines (the same images per class and pairs, images in [-1, 1]), so a tick's per-class MS-SSIM and the
-threshold are comparable. The last healthy checkpoint is the newest kept checkpoint whose tick was under it.
+The real classes are measured when each split's data is prepared (`data/real-ms-ssim/split-NNNNN.json`), with the
+protocol of the training stats lines (the same images per class and pairs, images in [-1, 1]), so a tick's per-class
+MS-SSIM and the threshold are comparable. The last healthy checkpoint is the newest kept checkpoint whose tick was under it.
 """
 
 from __future__ import annotations
@@ -14,46 +14,48 @@ import torch
 from pydantic import BaseModel
 
 from components.checkpoint import complete_steps, split_prefix
-from components.data.plan import load_plan
 from components.data.prepare import load_shard
 from components.metrics import mean_ms_ssim
 from components.store import Store, read_json, write_json
 from components.training.loop import TrainConfig
 
-REAL_DIVERSITY_KEY = "real_ms_ssim.json"
+REAL_DIVERSITY_PREFIX = "data/real-ms-ssim/"
 
 
-class CollapseAlarm(BaseModel):
-    step: int  # the newest stats tick, where the alarm holds
-    classes: dict[str, float]  # the classes above the threshold there, with their MS-SSIM
-    threshold: float  # MS-SSIM of the real data's least diverse class
-    last_healthy_checkpoint: int | None  # newest kept checkpoint whose tick was under the threshold
+def real_diversity_key(split: int) -> str:
+    return f"{REAL_DIVERSITY_PREFIX}split-{split:05d}.json"
 
 
-def record_real_diversity(store: Store, seed: int) -> dict[str, float]:
-    """Per class (global id as text): mean MS-SSIM of real images, as the training stats measure samples. Computed
-    once per store; returns the recorded values."""
-    if store.exists(REAL_DIVERSITY_KEY):
-        return read_json(store, REAL_DIVERSITY_KEY)["classes"]
+def record_real_diversity(store: Store, split: int) -> dict[str, float]:
+    """Per class of `split` (global id as text): mean MS-SSIM of its real images, as the training stats measure
+    samples. Computed once, by the task that prepares the split's shard; returns the recorded values."""
+    key = real_diversity_key(split)
+    if store.exists(key):
+        return read_json(store, key)["classes"]
     per_class, pairs = (TrainConfig.model_fields[f].default for f in ("stats_samples_per_class", "stats_pairs"))
-    rng = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(split)
+    images, labels = load_shard(store, split)
     out = {}
-    for split in range(len(load_plan(store).splits)):
-        images, labels = load_shard(store, split)
-        for c in labels.unique().tolist():
-            members = images[labels == c]
-            chosen = members[torch.randperm(len(members), generator=rng)[:per_class]]
-            if len(chosen) >= 2:
-                out[str(c)] = mean_ms_ssim(chosen.float() / 127.5 - 1.0, pairs, data_range=2.0, generator=rng)
-    write_json(store, REAL_DIVERSITY_KEY, {"classes": out, "images_per_class": per_class, "pairs": pairs})
+    for c in labels.unique().tolist():
+        members = images[labels == c]
+        chosen = members[torch.randperm(len(members), generator=rng)[:per_class]]
+        if len(chosen) >= 2:
+            out[str(c)] = mean_ms_ssim(chosen.float() / 127.5 - 1.0, pairs, data_range=2.0, generator=rng)
+    write_json(store, key, {"classes": out, "images_per_class": per_class, "pairs": pairs})
     return out
 
 
+def real_diversity(store: Store) -> dict[str, float]:
+    """Every class measured so far (the splits whose data is prepared): global id as text -> MS-SSIM."""
+    return {c: v for key in store.list(REAL_DIVERSITY_PREFIX) if key.endswith(".json")
+            for c, v in read_json(store, key)["classes"].items()}
+
+
 def collapse_threshold(store: Store) -> float | None:
-    """MS-SSIM of the real data's least diverse class; None for a store prepared before it was recorded."""
-    if not store.exists(REAL_DIVERSITY_KEY):
-        return None
-    return max(read_json(store, REAL_DIVERSITY_KEY)["classes"].values())
+    """MS-SSIM of the real data's least diverse class, over the splits prepared so far (every split, once the
+    fan-out has prepared each shard); None for a store prepared before it was recorded."""
+    measured = real_diversity(store)
+    return max(measured.values()) if measured else None
 
 
 def stats_lines(store: Store, split: int) -> list[dict]:

@@ -35,7 +35,6 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     outside = [s for s in settings.split_ids if s >= len(plan.splits)]
     if outside:
         raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
-    record_real_diversity(store, settings.seed)  # the collapse alarm's threshold
     write_json(store, EXPERIMENT_KEY, settings.model_dump())
     return settings.split_ids or list(range(len(plan.splits)))
 
@@ -102,7 +101,9 @@ def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
 
 def prepare_split_data(store_uri: str, split: int) -> int:
     """Build the shard of `split` unless it is complete; returns the split id (training waits for it)."""
-    prepare_shard(open_store(store_uri), split)
+    store = open_store(store_uri)
+    prepare_shard(store, split)
+    record_real_diversity(store, split)  # the collapse alarm's threshold
     return split
 
 

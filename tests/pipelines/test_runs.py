@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from components.checkpoint import complete_steps
+from components.collapse import real_diversity
 from components.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from components.errors import UserError
 from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config, train_one_split
@@ -194,7 +195,7 @@ def test_the_ui_artifacts_of_the_local_run(local_run):
         assert text.count("data:image/png;base64,") == 2 and "samples per class" in text
     (manifest,) = (root / "kfp-local").rglob("manifest")
     assert json.loads(manifest.read_text()) == json.loads(store.read_bytes("ensemble.json"))
-    real = json.loads(store.read_bytes("real_ms_ssim.json"))["classes"]
+    real = real_diversity(store)
     assert sorted(map(int, real)) == list(range(10)) and all(0 < v < 1 for v in real.values())
 
 
@@ -210,7 +211,7 @@ def test_the_collapse_alarm_names_the_last_healthy_checkpoint(finished_store, ca
     lines[0]["ms_ssim"] = {str(c): 0.0 for c in range(5, 10)}
     lines[1]["ms_ssim"] = {**{str(c): 0.0 for c in range(5, 10)}, "7": 0.99}
     store.write_bytes("splits/split-00001/stats.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode())
-    threshold = max(json.loads(store.read_bytes("real_ms_ssim.json"))["classes"].values())
+    threshold = max(real_diversity(store).values())
 
     (status0, status1) = split_statuses(store)
     assert status1.collapse.model_dump() == {"step": 4, "classes": {"7": 0.99}, "threshold": threshold,
