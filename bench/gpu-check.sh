@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's GPU check: does the CUDA path work end to end on a fresh single-GPU machine without a package registry?
 #
-# From the root of a clean copy of the project, in under 8 minutes: install the project (--no-deps) on the machine's own
-# torch, prepare 10 synthetic classes at 128 px, train one split on the fast path and SIGKILL it once its first checkpoint
-# is complete, resume it, assemble the ensemble, evaluate it on the GPU, and spend the time left on `acgan bench`.
+# From the root of a clean copy of the project, in under 8 minutes: install the project (--no-deps) on the machine's
+# own torch, prepare 10 synthetic classes at 128 px, train one split on the fast path and SIGKILL it once its first
+# checkpoint is complete, resume it, assemble the ensemble, evaluate it on the GPU, and spend the time left on
+# `acgan bench`.
 # Prints one PASS/FAIL/SKIP line per step (also in $OUT/summary.txt); exits non-zero if a step failed.
 #
 #   OUT=/tmp/gpu-check WHEELS=.smoke bash bench/gpu-check.sh     # on the GPU machine
@@ -73,7 +74,8 @@ if [ -z "$PY" ]; then
     done
 fi
 if [ -z "$PY" ]; then report FAIL 0-device "no python3 with torch on PATH (set GPU_CHECK_PYTHON)"; exit 1; fi
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null; nproc; } > "$OUT/machine.txt"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null; nproc; } \
+    > "$OUT/machine.txt"
 run_step 0-device.log 60 "$PY" -c '
 import sys, torch
 device = sys.argv[1]
@@ -121,7 +123,9 @@ else report FAIL 2-prepare "$(why "$OUT/2-prepare.log")"; fi
 
 # 3. train on the device; SIGKILL (a preemption) once the first checkpoint is complete and the next is under way
 SPLIT=$STORE/splits/split-00000
-newest() { ls "$SPLIT"/checkpoints/step-*/COMPLETE.json 2>/dev/null | sed -E 's#.*/step-0*([0-9]+)/.*#\1#' | sort -n | tail -1; }
+newest() {  # the newest complete checkpoint's step
+    ls "$SPLIT"/checkpoints/step-*/COMPLETE.json 2>/dev/null | sed -E 's#.*/step-0*([0-9]+)/.*#\1#' | sort -n | tail -1
+}
 TRAIN=("$ACGAN" train-split --store "$STORE" --split 0 --batch-size $BATCH --checkpoint-every $EVERY
        --tick-every $EVERY --device $DEVICE "${NETWORK[@]}")
 echo "[$(elapsed)s] ${TRAIN[*]} --steps 1000000" > "$OUT/3-train.log"
@@ -160,7 +164,8 @@ print(len(manifest.classes), "classes at step", sys.argv[2])' "$STORE" "$STEP"; 
     report PASS 5-assemble "$(tail -1 "$OUT/5-assemble.log")"
     if run_step 6-evaluate.log 180 "$ACGAN" evaluate --store "$STORE" --device $DEVICE "${EVAL[@]}" \
             && cp "$STORE/eval/metrics.json" "$OUT/metrics.json"; then
-        report PASS 6-evaluate "$(grep -E '^(accuracy|ms_ssim_mean|fid) ' "$OUT/6-evaluate.log" | tr -s ' ' '=' | tr '\n' ' ')"
+        figures=$(grep -E '^(accuracy|ms_ssim_mean|fid) ' "$OUT/6-evaluate.log" | tr -s ' ' '=' | tr '\n' ' ')
+        report PASS 6-evaluate "$figures"
     else report FAIL 6-evaluate "$(why "$OUT/6-evaluate.log")"; fi
 else
     report FAIL 5-assemble "no complete checkpoint, or: $(why "$OUT/5-assemble.log")"

@@ -128,3 +128,30 @@ def test_a_failing_benchmark_is_a_row_and_the_others_are_written(tmp_path, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("acgan bench: error: 1 benchmark(s) failed (training benchmark: RuntimeError: CUDA out")
     assert "Traceback" not in "\n".join(err)
+
+
+def test_gpu_default_set_leaves_out_the_embedded_run():
+    from components.benchmarks import BENCHMARKS, default_benchmarks
+
+    assert default_benchmarks(torch.device("cpu")) == list(BENCHMARKS)
+    assert default_benchmarks(torch.device("cuda")) == [name for name in BENCHMARKS if name != "run"]
+
+
+def test_evaluation_benchmark_ensemble_is_untrained_snapshots(tmp_path):
+    """The evaluation benchmark times the evaluation: its members are untrained generators' sampling snapshots (on a
+    GPU it used to train 100 splits and write their full training states into a temporary folder)."""
+    from components.benchmarks import untrained_ensemble
+    from components.checkpoint import complete_steps, load_checkpoint
+    from components.ensemble import load_ensemble, load_member_generator
+    from components.store import LocalStore
+    from components.training.state import GENERATOR_FILE, META_FILE
+
+    store = LocalStore(tmp_path)
+    plan = untrained_ensemble(store, 20)
+    assert len(plan.splits) == 2
+    for split in range(2):
+        assert complete_steps(store, split) == [1]
+        assert set(load_checkpoint(store, split, 1)) == {GENERATOR_FILE, META_FILE}
+    manifest = load_ensemble(store)
+    G = load_member_generator(store, manifest.member(19))
+    assert G(torch.randn(2, G.cfg.noise_dim), torch.tensor([0, 9])).shape == (2, 3, 128, 128)
