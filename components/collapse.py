@@ -22,6 +22,13 @@ from components.training.loop import TrainConfig
 REAL_DIVERSITY_PREFIX = "data/real-ms-ssim/"
 
 
+class CollapseAlarm(BaseModel):
+    step: int  # the newest stats tick, where the alarm holds
+    classes: dict[str, float]  # the classes above the threshold there, with their MS-SSIM
+    threshold: float  # MS-SSIM of the real data's least diverse class
+    last_healthy_checkpoint: int | None  # newest kept checkpoint whose tick was under the threshold
+
+
 def real_diversity_key(split: int) -> str:
     return f"{REAL_DIVERSITY_PREFIX}split-{split:05d}.json"
 
