@@ -18,7 +18,8 @@ def test_readme_starts_with_the_two_commands():
     for line in (install_and_run, install_and_test):
         assert re.search(r"pip install (-q )?-c constraints\.txt", line)  # torch: the CPU wheel, in every install
     assert "acgan " in install_and_run and install_and_test.endswith("python -m pytest")
-    assert "apt-get install -y -qq kubectl" in install_and_test  # tests/deploy renders the manifests with it
+    assert "apt-get install -y -qq kubectl chromium" in install_and_test  # tests/deploy renders the manifests with
+    # kubectl; tests/pipelines opens the HTML report in headless Chromium
 
 
 def _ci_run(tmp_path: Path, readme: str) -> subprocess.CompletedProcess:
