@@ -27,15 +27,17 @@ SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
 
 def pipeline_arguments(settings: RunSettings) -> dict:
     """Pipeline parameters from validated settings (KFP strings have no None)."""
-    return {**settings.model_dump(), "source": settings.source or "", "class_list": settings.class_list or ""}
+    return {**settings.model_dump(), "source": settings.source or "", "class_list": settings.class_list or "",
+            "preset": settings.preset or ""}
 
 
-def compile_pipeline(cluster: ClusterSettings, out: Path) -> Path:
+def compile_pipeline(cluster: ClusterSettings, out: Path, preset: str = "paper") -> Path:
+    """The pipeline as YAML; its parameters' defaults are `preset`'s values."""
     from kfp import compiler
 
     if not out.parent.is_dir():
         raise UserError(f"-o {out}: directory {out.parent} does not exist")
-    compiler.Compiler().compile(build_pipeline(cluster), package_path=str(out))
+    compiler.Compiler().compile(build_pipeline(cluster, preset), package_path=str(out))
     return out
 
 
@@ -64,7 +66,7 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
         with console as logs:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
-            build_pipeline(ClusterSettings(parallelism=parallelism, train_threads=threads))(
+            build_pipeline(ClusterSettings(parallelism=parallelism, train_threads=threads), settings.preset)(
                 **pipeline_arguments(settings))
     except RuntimeError as e:
         failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
@@ -106,7 +108,7 @@ def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace
             run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name, pipeline_id=pipeline_id,
                                       params=arguments, service_account=service_account)
         else:
-            run = client.create_run_from_pipeline_func(build_pipeline(cluster), arguments=arguments,
+            run = client.create_run_from_pipeline_func(build_pipeline(cluster, settings.preset), arguments=arguments,
                                                        run_name=run_name, experiment_name=experiment,
                                                        namespace=namespace, service_account=service_account)
     except Exception as e:
