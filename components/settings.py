@@ -69,8 +69,9 @@ class PresetSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     default_preset: ClassVar[str | None] = None  # None: each field's own default (the paper's values)
 
-    preset: str | None = Field(None, description=f"named defaults: {' or '.join(PRESETS)}; a value given "
-                                                 "explicitly overrides the preset's")
+    preset: str | None = Field(None, description=f"named defaults: {' or '.join(PRESETS)}; a setting given "
+                                                 "explicitly overrides the preset's value (the KFP UI shows the "
+                                                 "values of the preset compiled in: `acgan compile --preset NAME`)")
     seed: int = Field(0, ge=0, description="seed of the data order, the weights and the evaluation samples")
 
     @model_validator(mode="before")
@@ -94,13 +95,14 @@ class DataSettings(PresetSettings):
     """What data a run reads and how it is split; shared by `RunSettings` and `PrepareConfig`."""
 
     dataset: Literal["digits", "cifar10", "folder", "synthetic"] = Field(
-        "digits", description="digits | cifar10 | folder (a sub-folder per class) | synthetic")
-    source: str | None = Field(None, description="cifar10: directory or .tar.gz; folder: the root with a sub-folder "
-                                                 "per class, a path as the preparation pods see it (a volume mounted "
-                                                 "with `acgan compile --data-pvc`) or s3://BUCKET/PREFIX")
+        "digits", description="digits (ships with scikit-learn), cifar10, folder (a sub-folder per class) or "
+                              "synthetic")
+    source: str | None = Field(None, description="cifar10/folder input: a path as the preparation pods see it (a "
+                                                 "volume mounted with `acgan compile --data-pvc`), or for folder "
+                                                 "also s3://BUCKET/PREFIX")
     class_list: str | None = Field(None, description="folder: a text file of class folder names, one a line: only "
                                                      "these classes, in this order (a path, or s3://BUCKET/KEY)")
-    resolution: Literal[32, 64, 128] = Field(32, description="image size in pixels: 32 | 64 | 128 (the paper's)")
+    resolution: Literal[32, 64, 128] = Field(32, description="image size in pixels: 32, 64 or 128 (the paper's)")
     classes_per_split: int = Field(10, ge=1, description="classes per AC-GAN of the ensemble; the paper: 10")
     num_classes: int = Field(10, ge=1, le=100_000, description="synthetic only: number of classes")
     images_per_class: int = Field(100, ge=2, le=100_000, description="synthetic only: images per class")
@@ -118,7 +120,7 @@ class TrainingSettings(PresetSettings):
                                                  "value continues a finished split; the paper: 50000")
     batch_size: int = Field(100, ge=1, le=65_536, description="images per training step; the paper: 100")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints: at most this much is lost "
-                                                          "when a training task is interrupted")
+                                                          "when a training pod is preempted")
     width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
     d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
     d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")
@@ -137,7 +139,9 @@ class RunSettings(TrainingSettings, DataSettings):
 
     default_preset: ClassVar[str | None] = "demo"  # `RunSettings(store=...)` is what `acgan run` trains
 
-    store: str = Field(min_length=1, description="a directory or s3://BUCKET/PREFIX")
+    store: str = Field(min_length=1, description="where the experiment lives: a directory, or s3://BUCKET/PREFIX "
+                                                  "on a cluster; rerunning with the same store trains only what "
+                                                  "is not complete")
     split_ids: list[int] = Field(default_factory=list, description="splits to train (on the command line: "
                                                                   "comma-separated, e.g. 0,3,7); empty = all")
     samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")

@@ -85,7 +85,8 @@ def test_each_shared_setting_is_one_declaration():
     for base, config in ((TrainingSettings, TrainConfig), (DataSettings, PrepareConfig)):
         for name, field in base.model_fields.items():
             assert repr(RunSettings.model_fields[name]) == repr(config.model_fields[name]) == repr(field), name
-    assert TrainConfig().model_dump(include=set(PAPER)) == {k: v for k, v in PAPER.items() if k in TrainConfig.model_fields}
+    paper_training = {k: v for k, v in PAPER.items() if k in TrainConfig.model_fields}
+    assert TrainConfig().model_dump(include=set(PAPER)) == paper_training  # the fields' defaults are the paper's
 
 
 def test_the_split_configs_and_experiment_json_record_the_preset_and_every_value(tmp_path):
@@ -138,3 +139,14 @@ def test_a_new_setting_is_one_field():
     with pytest.raises(ValidationError, match="generator_lr"):
         Extended.model_validate(cli._given(parser.parse_args(["--store", "s", "--generator-lr", "5"]),
                                            Extended.model_fields))
+
+
+def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoints(capsys, digits_store):
+    argv = ["train-split", "--store", digits_store.root, "--split", 0, "--steps", 2, "--checkpoint-every", 2,
+            "--batch-size", 8, "--width", 0.0625, "--stats-samples-per-class", 2, "--stats-pairs", 1,
+            "--lease-settle", 0]
+    assert cli.main([str(a) for a in argv]) == 0
+    saved = json.loads(digits_store.read_bytes("splits/split-00000/config.json"))["train"]
+    assert saved == TrainConfig(preset="paper", split=0, steps=2, checkpoint_every=2, batch_size=8, width=0.0625,
+                                stats_samples_per_class=2, stats_pairs=1, lease_settle=0).model_dump()
+    assert saved["preset"] == "paper" and saved["d_dropout"] == 0.5 and saved["d_fake_class_loss"] is True
