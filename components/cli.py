@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import sys
+import types
+import typing
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -95,7 +97,8 @@ def _compile(args: argparse.Namespace) -> dict:
     from pipelines.runs import compile_pipeline
 
     cluster = _cluster_settings(args)
-    return {"pipeline": str(compile_pipeline(cluster, args.output)), "image": cluster.image}
+    return {"pipeline": str(compile_pipeline(cluster, args.output, args.preset)), "image": cluster.image,
+            "preset": args.preset}
 
 
 def _submit(args: argparse.Namespace) -> dict:
@@ -244,39 +247,38 @@ def _given(args: argparse.Namespace, fields: dict) -> dict:
     return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
 
 
-def _data_options(g) -> None:
-    g.add_argument("--dataset", help="digits | cifar10 | folder | synthetic (default digits)")
-    g.add_argument("--source", help="cifar10: directory or .tar.gz; folder: root with a sub-folder per class, a "
-                                    "path or s3://BUCKET/PREFIX")
-    g.add_argument("--class-list", help="folder: text file of class folder names, one a line: only these classes, "
-                                        "in this order (a path or s3://BUCKET/KEY)")
-    g.add_argument("--resolution", type=int, help="32 | 64 | 128 (default 32)")
-    g.add_argument("--classes-per-split", type=int, help="classes per sub-model (the paper: 10)")
-    g.add_argument("--num-classes", type=int, help="synthetic: number of classes (default 10)")
-    g.add_argument("--images-per-class", type=int, help="synthetic: images per class (default 100)")
+def _flag_type(annotation):
+    """The argparse type of a settings field: the value's own type; pydantic checks it against the field after."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _flag_type(args[0])
+    if annotation is bool:
+        return _boolean
+    return annotation if annotation in (int, float, Path) else str  # a list (split_ids) is parsed from its text
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("run settings (pipeline parameters; defaults are the embedded digits run)")
-    _data_options(g)
-    g.add_argument("--steps", type=int, help="the paper: 50000")
-    g.add_argument("--batch-size", type=int, help="the paper: 100")
-    g.add_argument("--checkpoint-every", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--width", type=float, help="G's channel multiplier; the paper: 1.0")
-    g.add_argument("--d-width", type=float, help="D's channel multiplier; the paper: 1.0")
-    g.add_argument("--d-dropout", type=float, help="dropout after each D layer; the paper: 0.5")
-    g.add_argument("--d-noise-std", type=float, help="D's Gaussian activation noise; the paper's reading: 0.1")
-    g.add_argument("--d-fake-class-loss", type=_boolean, help="true | false: D's class term on generated images; "
-                                                              "the paper: true")
-    g.add_argument("--mode-seeking", type=float, help="weight of G's mode-seeking term; the paper: 0")
-    g.add_argument("--augment", help="DiffAugment policy for D's inputs: translation, cutout, both comma-separated, "
-                                     "or none (the paper's)")
-    g.add_argument("--split-ids", help="comma-separated split ids to train (default: all)")
-    g.add_argument("--samples-per-class", type=int, help="evaluation: samples per class (default 100)")
-    g.add_argument("--pairs", type=int, help="evaluation: MS-SSIM pairs per class (default 1000; the paper: 100)")
-    g.add_argument("--classifier", help="evaluation: 'trained' (default) or a .safetensors classifier file")
-    g.add_argument("--classifier-steps", type=int, help="evaluation: classifier training steps (default 1500)")
+def _spec_options(g, model, skip: set[str]) -> None:
+    """One flag per field of a settings model, its help the field's description: a new setting is a new flag."""
+    for name, field in model.model_fields.items():
+        if name not in skip and name != "preset":
+            g.add_argument(f"--{name.replace('_', '-')}", type=_flag_type(field.annotation), help=field.description)
+
+
+def _preset_option(p: argparse.ArgumentParser, default: str) -> None:
+    from components.settings import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS), default=default, help=f"named defaults of the settings: "
+                   f"{' or '.join(PRESETS)} (default {default}); a setting given as a flag overrides the preset's")
+
+
+def _run_options(p: argparse.ArgumentParser, preset: str) -> None:
+    from components.settings import RunSettings
+
+    g = p.add_argument_group(f"run settings (pipeline parameters; defaults from --preset, here {preset})")
+    _preset_option(g, preset)
+    _spec_options(g, RunSettings, skip={"store"})
 
 
 def _service_account_option(p: argparse.ArgumentParser) -> None:
@@ -321,7 +323,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from components.data.prepare import PrepareConfig
     from components.settings import LOCAL_PARALLELISM
+    from components.training.loop import TrainConfig
 
     parser = _Parser(prog="acgan", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -329,42 +333,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="read a data set into per-split shards and a split plan in the store")
     p.add_argument("--store", required=True, help="a directory, or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
-    _data_options(p)
+    _preset_option(p, "paper")
+    _spec_options(p, PrepareConfig, skip={"plan_file", "strict"})
     p.add_argument("--plan-file", type=Path, help='JSON {"splits": [[class, ...], ...]} instead of contiguous groups')
     p.add_argument("--strict", action="store_true", default=None, help="folder: fail on an unreadable image")
-    p.add_argument("--seed", type=int)
     p.set_defaults(run=_prepare)
 
     p = sub.add_parser("train-split", help="train (or continue) the AC-GAN of one class split")
     p.add_argument("--store", required=True)
     p.add_argument("--split", type=int, required=True)
-    p.add_argument("--steps", type=int, help="target step count (default 50000, the paper's)")
-    p.add_argument("--batch-size", type=int, help="default 100")
-    p.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 1000)")
-    p.add_argument("--tick-every", type=int, help="steps between stats lines (default 100)")
-    p.add_argument("--keep-checkpoints", type=int, help="newest complete checkpoints kept (default 2, at least 2)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--d-fake-class-loss", type=_boolean, help="true | false: D's class term on generated images "
-                                                              "(default true, the paper's)")
-    p.add_argument("--d-noise-std", type=float, help="D's Gaussian activation noise (default 0.1)")
-    p.add_argument("--precision", help="auto | fp32 | bf16 (auto: bf16 autocast on a GPU)")
-    p.add_argument("--compile", help="auto | on | off: torch.compile G and D (auto: on a GPU)")
-    p.add_argument("--width", type=float, help="multiplies G's channel counts, for CPU runs (default 1.0, the paper's network)")
-    p.add_argument("--d-width", type=float, help="multiplies D's channel counts (default 1.0, the paper's network)")
-    p.add_argument("--d-dropout", type=float, help="dropout after each D layer (default 0.5, the paper's)")
-    p.add_argument("--mode-seeking", type=float, help="weight of G's mode-seeking term against within-class "
-                   "collapse (default 0: the paper's objective)")
-    p.add_argument("--augment", help="DiffAugment policy for D's inputs: translation, cutout, both comma-separated, "
-                                     "or none (default: none, the paper's)")
-    p.add_argument("--lease-seconds", type=float, help="the split's lease lifetime: how long a killed trainer on "
-                   "another host blocks a new one (default 300)")
-    p.add_argument("--device", help="auto | cpu | cuda")
+    _preset_option(p, "paper")
+    _spec_options(p, TrainConfig, skip={"split"})
     p.set_defaults(run=_train_split)
 
     p = sub.add_parser("run", help="the whole pipeline on this machine (kfp.local): the embedded default")
     p.add_argument("--store", default="./acgan-store", help="default ./acgan-store")
-    _run_options(p)
+    _run_options(p, "demo")
     p.add_argument("--parallelism", type=int, default=LOCAL_PARALLELISM, help="training tasks at once on this "
                    f"machine, sharing its cores (default {LOCAL_PARALLELISM})")
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"), help="kfp.local's task outputs")
@@ -375,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile the pipeline to a YAML file to upload in the KFP UI")
     p.add_argument("-o", "--output", type=Path, default=Path("acgan-ensemble.yaml"))
+    _preset_option(p, "paper")
     _cluster_options(p)
     p.set_defaults(run=_compile)
 
@@ -390,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "whether the namespace has the store's Secret and ConfigMap and the Kueue LocalQueue")
     p.add_argument("--require-gpu-quota", action="store_true", help="preflight: also require a ResourceQuota on "
                    "requests.nvidia.com/gpu that admits a training task")
-    _run_options(p)
+    _run_options(p, "paper")
     _cluster_options(p)
     p.set_defaults(run=_submit)
 

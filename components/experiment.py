@@ -17,7 +17,7 @@ from components.data.plan import load_plan
 from components.data.prepare import PrepareConfig, plan_data, prepare_shard
 from components.errors import UserError, first_problem
 from components.lease import live_lease
-from components.settings import RunSettings
+from components.settings import DataSettings, RunSettings, TrainingSettings
 from components.store import Store, open_store, read_json, write_json
 from components.training.loop import TrainConfig, train_split
 
@@ -28,10 +28,7 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     """Make the split plan (a no-op if already made), record the settings; return the split ids to train. Each
     split's shard is then built by its own task in the fan-out (`prepare_split_data`)."""
     store = open_store(settings.store)
-    plan = plan_data(PrepareConfig(dataset=settings.dataset, source=settings.source, class_list=settings.class_list,
-                                   resolution=settings.resolution, classes_per_split=settings.classes_per_split,
-                                   num_classes=settings.num_classes, images_per_class=settings.images_per_class,
-                                   seed=settings.seed), store)
+    plan = plan_data(PrepareConfig(**settings.model_dump(include=set(DataSettings.model_fields))), store)
     outside = [s for s in settings.split_ids if s >= len(plan.splits)]
     if outside:
         raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
@@ -55,12 +52,8 @@ def load_settings(store: Store) -> RunSettings:
 
 
 def train_config(settings: RunSettings, split: int) -> TrainConfig:
-    return TrainConfig(split=split, steps=settings.steps, batch_size=settings.batch_size,
-                       checkpoint_every=settings.checkpoint_every, tick_every=min(100, settings.checkpoint_every),
-                       seed=settings.seed, width=settings.width, d_width=settings.d_width,
-                       d_dropout=settings.d_dropout, d_noise_std=settings.d_noise_std,
-                       d_fake_class_loss=settings.d_fake_class_loss,
-                       mode_seeking=settings.mode_seeking, augment=settings.augment)
+    return TrainConfig(split=split, tick_every=min(100, settings.checkpoint_every),
+                       **settings.model_dump(include=set(TrainingSettings.model_fields)))
 
 
 class SplitStatus(BaseModel):

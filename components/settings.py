@@ -1,11 +1,16 @@
 """Validated settings: what a run trains (`RunSettings`, the pipeline's parameters) and where it runs on a cluster
-(`ClusterSettings`, fixed when the pipeline is compiled). Both reject unknown keys and impossible combinations."""
+(`ClusterSettings`, fixed when the pipeline is compiled). Both reject unknown keys and impossible combinations.
+
+Each training and data setting is declared once, as a field of `DataSettings` or `TrainingSettings`: `RunSettings`,
+the training config (`TrainConfig`) and the data config (`PrepareConfig`) inherit those fields, and the command line's
+flags are made from them. `PRESETS` names sets of values for them (`paper`, `demo`)."""
 
 from __future__ import annotations
 
 import math
+import os
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -34,14 +39,61 @@ def parse_policy(policy: str) -> str:
 AugmentPolicy = Annotated[str, AfterValidator(parse_policy)]
 
 
-class RunSettings(BaseModel):
-    """The parameters of one experiment, as a user sets them in the KFP UI or on the command line."""
+# Named presets: plain data, the values a preset gives the settings it names; the rest keep their field's default.
+# A flag, a KFP parameter or a keyword given explicitly overrides the preset's value.
+PRESETS: dict[str, dict] = {
+    # Odena, Olah & Shlens (2016) at ImageNet's shape: their networks, objective, dropout and noise, nothing added.
+    "paper": {"resolution": 128, "classes_per_split": 10, "steps": 50_000, "batch_size": 100, "width": 1.0,
+              "d_width": 1.0, "d_dropout": 0.5, "d_noise_std": 0.1, "d_fake_class_loss": True, "mode_seeking": 0.0,
+              "augment": ""},
+    # The embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (README, "The embedded run").
+    "demo": {"dataset": "digits", "resolution": 32, "classes_per_split": 5, "steps": 900, "batch_size": 64,
+             "checkpoint_every": 300, "width": 0.125, "d_width": 0.5, "d_dropout": 0.25, "d_noise_std": 0.0,
+             "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": ""},
+}
+
+
+def preset_defaults(model: type[BaseModel], preset: str | None) -> dict:
+    """The value each optional field of `model` takes under `preset`, before anything is given: what the compiled
+    pipeline shows as its parameters' defaults."""
+    defaults = {name: field.get_default(call_default_factory=True) for name, field in model.model_fields.items()
+                if not field.is_required()}
+    return {**defaults, **{k: v for k, v in PRESETS.get(preset or "", {}).items() if k in defaults},
+            "preset": preset}
+
+
+class PresetSettings(BaseModel):
+    """The base of every model that holds training or data settings: unknown keys are rejected, and `preset` fills
+    the settings not given from a named preset; the resolved model records the preset's name and every value."""
 
     model_config = ConfigDict(extra="forbid")
+    default_preset: ClassVar[str | None] = None  # None: each field's own default (the paper's values)
 
-    store: str = Field(min_length=1, description="where the experiment lives: a directory, or s3://BUCKET/PREFIX "
-                                                  "on a cluster; rerunning with the same store trains only what "
-                                                  "is not complete")
+    preset: str | None = Field(None, description=f"named defaults: {' or '.join(PRESETS)}; a setting given "
+                                                 "explicitly overrides the preset's value (the KFP UI shows the "
+                                                 "values of the preset compiled in: `acgan compile --preset NAME`)")
+    seed: int = Field(0, ge=0, description="seed of the data order, the weights and the evaluation samples")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data):
+        if not isinstance(data, dict):
+            return data
+        name = data.get("preset", cls.default_preset) or None  # the KFP UI sends "" for an unset string
+        values = PRESETS.get(name, {}) if isinstance(name, str) else {}  # an unknown name fails in `_known_preset`
+        return {**{k: v for k, v in values.items() if k in cls.model_fields}, **data, "preset": name}
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRESETS:
+            raise ValueError(f"{v!r} is not a preset: use one of {', '.join(PRESETS)}")
+        return v
+
+
+class DataSettings(PresetSettings):
+    """What data a run reads and how it is split; shared by `RunSettings` and `PrepareConfig`."""
+
     dataset: Literal["digits", "cifar10", "folder", "synthetic"] = Field(
         "digits", description="digits (ships with scikit-learn), cifar10, folder (a sub-folder per class) or "
                               "synthetic")
@@ -51,38 +103,52 @@ class RunSettings(BaseModel):
     class_list: str | None = Field(None, description="folder: a text file of class folder names, one a line: only "
                                                      "these classes, in this order (a path, or s3://BUCKET/KEY)")
     resolution: Literal[32, 64, 128] = Field(32, description="image size in pixels: 32, 64 or 128 (the paper's)")
-    classes_per_split: int = Field(5, ge=1, description="classes per AC-GAN of the ensemble; the paper: 10")
+    classes_per_split: int = Field(10, ge=1, description="classes per AC-GAN of the ensemble; the paper: 10")
     num_classes: int = Field(10, ge=1, le=100_000, description="synthetic only: number of classes")
     images_per_class: int = Field(100, ge=2, le=100_000, description="synthetic only: images per class")
-    # Defaults: the embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (README, "The embedded
-    # run"); the paper's values are in each description.
-    steps: int = Field(900, ge=1, description="training steps per split (one D and one G update each); the "
-                                              "paper: 50000")
-    batch_size: int = Field(64, ge=1, le=65_536, description="images per training step; the paper: 100")
-    checkpoint_every: int = Field(300, ge=1, description="steps between checkpoints: at most this much is lost "
-                                                         "when a training pod is preempted")
-    seed: int = Field(0, ge=0, description="seed of the data order, the weights and the evaluation samples")
-    width: float = Field(0.125, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
-    d_width: float = Field(0.5, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
-    d_dropout: float = Field(0.25, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")
-    d_noise_std: float = Field(0.0, ge=0, le=10, description="D's Gaussian activation noise while training; the "
+
+    @field_validator("source", "class_list", mode="before")
+    @classmethod
+    def _path_text(cls, v):
+        return str(v) if isinstance(v, os.PathLike) else v or None  # the KFP UI sends "" for an unset string
+
+
+class TrainingSettings(PresetSettings):
+    """How one split's AC-GAN is trained; shared by `RunSettings` and `TrainConfig`. Each default is the paper's."""
+
+    steps: int = Field(50_000, ge=1, description="training steps per split (one D and one G update each); a larger "
+                                                 "value continues a finished split; the paper: 50000")
+    batch_size: int = Field(100, ge=1, le=65_536, description="images per training step; the paper: 100")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints: at most this much is lost "
+                                                          "when a training pod is preempted")
+    width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
+    d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
+    d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")
+    d_noise_std: float = Field(0.1, ge=0, le=10, description="D's Gaussian activation noise while training; the "
                                                             "paper's (our reading): 0.1")
-    d_fake_class_loss: bool = Field(False, description="D's class term on generated images; the paper: on")
-    mode_seeking: float = Field(0.2, ge=0, le=100, description="weight of G's mode-seeking term against "
-                                                              "within-class collapse; the paper: 0")
-    augment: AugmentPolicy = Field("", description="DiffAugment policy for D's inputs: a comma-separated subset "
-                                                  "of translation, cutout; empty (none) is the paper's")
-    split_ids: list[int] = Field(default_factory=list, description="splits to train; empty = all")
+    d_fake_class_loss: bool = Field(True, description="true | false: D's class term on generated images; the "
+                                                      "paper: true")
+    mode_seeking: float = Field(0.0, ge=0, le=100, description="weight of G's mode-seeking term against "
+                                                              "within-class collapse (MSGAN); the paper: 0")
+    augment: AugmentPolicy = Field("", description="DiffAugment policy for D's inputs: a comma-separated subset of "
+                                                   "translation, cutout; empty or none is the paper's")
+
+
+class RunSettings(TrainingSettings, DataSettings):
+    """The parameters of one experiment, as a user sets them in the KFP UI or on the command line."""
+
+    default_preset: ClassVar[str | None] = "demo"  # `RunSettings(store=...)` is what `acgan run` trains
+
+    store: str = Field(min_length=1, description="where the experiment lives: a directory, or s3://BUCKET/PREFIX "
+                                                  "on a cluster; rerunning with the same store trains only what "
+                                                  "is not complete")
+    split_ids: list[int] = Field(default_factory=list, description="splits to train (on the command line: "
+                                                                  "comma-separated, e.g. 0,3,7); empty = all")
     samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
     pairs: int = Field(1000, ge=1, le=1_000_000, description="evaluation: MS-SSIM pairs per class; the paper: 100")
     classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="evaluation: training steps of the classifier")
     classifier: str = Field("trained", min_length=1, description="evaluation: 'trained' (a CNN on the real images) or a "
                                                                  ".safetensors file the pods can read, or a store key")
-
-    @field_validator("source", "class_list", mode="before")
-    @classmethod
-    def _empty_is_none(cls, v):
-        return v or None  # the KFP UI sends "" for an unset string
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunSettings":

@@ -8,7 +8,7 @@ are fixed at compile time from `ClusterSettings`; everything a user changes per 
 
 from kfp import dsl, kubernetes
 
-from components.settings import ClusterSettings, RunSettings
+from components.settings import ClusterSettings, RunSettings, preset_defaults
 from components.steps.assemble_ensemble import assemble_ensemble
 from components.steps.evaluate_ensemble import evaluate_ensemble
 from components.steps.prepare_data import prepare_data
@@ -16,7 +16,6 @@ from components.steps.prepare_split_data import prepare_split_data
 from components.steps.train_split import train_split
 
 PIPELINE_NAME = "acgan-ensemble"
-DEFAULTS = {name: field.get_default(call_default_factory=True) for name, field in RunSettings.model_fields.items()}
 STORE_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 SOURCE_ENV = {"AWS_ACCESS_KEY_ID": "ACGAN_SOURCE_AWS_ACCESS_KEY_ID",
               "AWS_SECRET_ACCESS_KEY": "ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"}
@@ -85,9 +84,13 @@ def parameter_docs() -> str:
     return "Args:\n" + "\n".join(f"    {name}: {field.description}" for name, field in RunSettings.model_fields.items())
 
 
-def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
+def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "paper"):
+    """The pipeline, its parameters' defaults those of `preset` (the paper's unless another is named)."""
+    DEFAULTS = preset_defaults(RunSettings, preset)  # fixed once the pipeline is built, like a constant
+
     def acgan_ensemble(
         store: str,
+        preset: str = DEFAULTS["preset"],
         dataset: str = DEFAULTS["dataset"],
         source: str = "",
         class_list: str = "",
@@ -118,14 +121,8 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings()):
         3. Assemble: map every class to its split's newest verified checkpoint, or fail naming the splits not ready.
         4. Evaluate: sample every class through the ensemble; discriminability and diversity as metrics and a report.
         """
-        prepare = prepare_data(
-            store=store, dataset=dataset, source=source, resolution=resolution, classes_per_split=classes_per_split,
-            num_classes=num_classes, images_per_class=images_per_class, steps=steps, batch_size=batch_size,
-            checkpoint_every=checkpoint_every, seed=seed, width=width, d_width=d_width, d_dropout=d_dropout,
-            d_noise_std=d_noise_std, d_fake_class_loss=d_fake_class_loss, mode_seeking=mode_seeking, augment=augment,
-            split_ids=split_ids, samples_per_class=samples_per_class, pairs=pairs, classifier_steps=classifier_steps,
-            classifier=classifier, class_list=class_list,
-        ).set_display_name("Plan the class splits")
+        run_parameters = {name: value for name, value in locals().items() if name in RunSettings.model_fields}
+        prepare = prepare_data(**run_parameters).set_display_name("Plan the class splits")
         reads_source(on_cluster(prepare, cluster, gpu=False), cluster)
 
         with dsl.ParallelFor(items=prepare.output, parallelism=cluster.parallelism, name="class-splits") as split:

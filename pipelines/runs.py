@@ -31,15 +31,17 @@ LOCAL_RETRIES = 1  # `acgan run`: one more attempt of a failed task (a bad input
 
 def pipeline_arguments(settings: RunSettings) -> dict:
     """Pipeline parameters from validated settings (KFP strings have no None)."""
-    return {**settings.model_dump(), "source": settings.source or "", "class_list": settings.class_list or ""}
+    return {**settings.model_dump(), "source": settings.source or "", "class_list": settings.class_list or "",
+            "preset": settings.preset or ""}
 
 
-def compile_pipeline(cluster: ClusterSettings, out: Path) -> Path:
+def compile_pipeline(cluster: ClusterSettings, out: Path, preset: str = "paper") -> Path:
+    """The pipeline as YAML; its parameters' defaults are `preset`'s values."""
     from kfp import compiler
 
     if not out.parent.is_dir():
         raise UserError(f"-o {out}: directory {out.parent} does not exist")
-    compiler.Compiler().compile(build_pipeline(cluster), package_path=str(out))
+    compiler.Compiler().compile(build_pipeline(cluster, preset), package_path=str(out))
     return out
 
 
@@ -71,7 +73,7 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
             # A retry at once: a lease left by a killed local trainer is stale as soon as its process is gone.
             cluster = ClusterSettings(parallelism=parallelism, train_threads=threads, retries=LOCAL_RETRIES,
                                       retry_backoff_seconds=0)
-            build_pipeline(cluster)(**pipeline_arguments(settings))
+            build_pipeline(cluster, settings.preset)(**pipeline_arguments(settings))
     except RuntimeError as e:
         failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
         where = "its log is above"
@@ -193,9 +195,9 @@ def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace
             run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name, pipeline_id=pipeline_id,
                                       params=arguments, service_account=service_account)
         else:
-            run = client.create_run_from_pipeline_func(build_pipeline(cluster), arguments=arguments,
-                                                       run_name=run_name, experiment_name=experiment,
-                                                       namespace=namespace, service_account=service_account)
+            run = client.create_run_from_pipeline_func(
+                build_pipeline(cluster, settings.preset), arguments=arguments, run_name=run_name,
+                experiment_name=experiment, namespace=namespace, service_account=service_account)
     except Exception as e:
         raise UserError(describe_kfp_error(e, host)) from None
     record_submission(settings.store, Submission(cluster=cluster, namespace=namespace, experiment=experiment,

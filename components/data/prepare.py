@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -29,6 +27,7 @@ from components.data.plan import PLAN_KEY, ClassInfo, SplitPlan, contiguous_spli
     splits_from_file
 from components.data.sources import Source, cifar10_source, digits_source, folder_source, synthetic_source
 from components.errors import UserError
+from components.settings import DataSettings
 from components.store import Store, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -36,27 +35,12 @@ DATASETS = ("digits", "cifar10", "folder", "synthetic")
 PREPARE_KEY = "data/prepare.json"
 
 
-class PrepareConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PrepareConfig(DataSettings):
+    """What `acgan prepare` reads and how it splits it: `DataSettings`' fields, and these of its own."""
 
-    dataset: Literal["digits", "cifar10", "folder", "synthetic"] = "digits"
-    source: str | None = Field(None, description="CIFAR-10 directory/.tar.gz, or the class-folder root: a local or "
-                                                 "mounted path, or s3://BUCKET/PREFIX")
-    class_list: str | None = Field(None, description="folder: a text file of class folder names, one a line: only "
-                                                     "these classes, in this order (a path, or s3://BUCKET/KEY)")
-    resolution: Literal[32, 64, 128] = 32
-    classes_per_split: int = Field(10, ge=1)
     plan_file: Path | None = Field(None, description="JSON {'splits': [[class, ...], ...]}; overrides "
                                                      "classes_per_split")
-    num_classes: int = Field(10, ge=1, le=100_000, description="synthetic only")
-    images_per_class: int = Field(100, ge=2, le=100_000, description="synthetic only")
     strict: bool = Field(False, description="folder: fail on the first unreadable image instead of skipping it")
-    seed: int = 0
-
-    @field_validator("source", "class_list", mode="before")
-    @classmethod
-    def _path_text(cls, v):
-        return str(v) if isinstance(v, os.PathLike) else v or None
 
     @model_validator(mode="after")
     def _source_given(self) -> "PrepareConfig":

@@ -24,7 +24,7 @@ import time
 from typing import Iterator, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from components.checkpoint import (complete_steps, latest_checkpoint, prune_checkpoints, quarantine_checkpoint,
@@ -35,7 +35,7 @@ from components.errors import UserError
 from components.lease import SplitLease
 from components.metrics import mean_ms_ssim
 from components.model import Discriminator, Generator, ModelConfig
-from components.settings import AugmentPolicy
+from components.settings import TrainingSettings
 from components.store import Store, write_json
 from components.training.state import pack_checkpoint, unpack_checkpoint
 from components.training.step import FastPath, TrainStep, make_optimizers
@@ -43,38 +43,24 @@ from components.training.step import FastPath, TrainStep, make_optimizers
 log = logging.getLogger(__name__)
 
 
-class TrainConfig(BaseModel):
-    """The spec of one split's training; saved as `config.json` beside its checkpoints. Paper values are defaults."""
-
-    model_config = ConfigDict(extra="forbid")
+class TrainConfig(TrainingSettings):
+    """The spec of one split's training; saved as `config.json` beside its checkpoints. The settings a run sets are
+    `TrainingSettings`' fields (the paper's values by default); these are the trainer's own."""
 
     split: int = Field(0, ge=0)
-    steps: int = Field(50_000, ge=1, description="target step count; a larger value continues a finished split")
-    batch_size: int = Field(100, ge=1, le=65_536)
-    lr: float = Field(2e-4, gt=0, le=1.0)
+    lr: float = Field(2e-4, gt=0, le=1.0, description="Adam learning rate")
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
-    checkpoint_every: int = Field(1000, ge=1)
     tick_every: int = Field(100, ge=1, description="steps between stats lines")
     keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
-    seed: int = Field(0, ge=0)
-    d_fake_class_loss: bool = Field(True, description="D's class term on fake images (paper: on)")
-    mode_seeking: float = Field(0.0, ge=0, le=100, description="weight of G's mode-seeking term against within-class "
-                                                              "collapse (MSGAN; paper: 0, not used)")
-    augment: AugmentPolicy = Field("", description="DiffAugment policy for D's inputs: a comma-separated subset of "
-                                                   "translation, cutout (paper: none)")
     noise_dim: int = Field(100, ge=1)
-    d_noise_std: float = Field(0.1, ge=0, le=10)
-    d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer (paper: 0.5)")
-    width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; 1.0 is the paper's network")
-    d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; 1.0 is the paper's network")
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
     stats_pairs: int = Field(100, ge=1)
     lease_seconds: float = Field(300, ge=1, description="the split's lease expires this long after its last renewal "
                                                        "(renewed every third of it): how long a killed trainer "
                                                        "blocks another")
     lease_settle: float = Field(1.0, ge=0, le=60, description="wait after taking the lease before reading it back")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, float32 "
                                                                             "on a CPU")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile G and D (auto: on a GPU)")

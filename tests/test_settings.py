@@ -1,0 +1,152 @@
+"""One declaration per setting, named presets, and where each command takes its defaults from."""
+
+import json
+
+import pytest
+import yaml
+from pydantic import Field, ValidationError
+
+from components import cli
+from components.data.prepare import PrepareConfig
+from components.errors import explain
+from components.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
+from components.settings import PRESETS, DataSettings, RunSettings, TrainingSettings, preset_defaults
+from components.steps.prepare_data import prepare_data
+from components.store import open_store
+from components.training.loop import TrainConfig
+
+# What `acgan run` trained before presets existed (RunSettings' defaults then): `demo` must resolve to exactly this.
+EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=32, classes_per_split=5, num_classes=10,
+                    images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, width=0.125,
+                    d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
+                    split_ids=[], samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained")
+# Odena, Olah & Shlens (2016) at ImageNet's shape, nothing added.
+PAPER = dict(resolution=128, classes_per_split=10, batch_size=100, steps=50_000, width=1.0, d_width=1.0,
+             d_fake_class_loss=True, mode_seeking=0.0, augment="", d_dropout=0.5, d_noise_std=0.1)
+KFP_TYPES = {int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN", str: "STRING", list: "LIST"}
+
+
+def parsed(*argv) -> dict:
+    args = cli.build_parser().parse_args([str(a) for a in argv])
+    models = {"run": cli._run_settings, "submit": cli._run_settings,
+              "train-split": lambda a: TrainConfig.model_validate(cli._given(a, TrainConfig.model_fields)),
+              "prepare": lambda a: PrepareConfig.model_validate(cli._given(a, PrepareConfig.model_fields))}
+    return models[args.command](args).model_dump()
+
+
+def test_acgan_run_without_flags_trains_the_embedded_run_as_before():
+    assert parsed("run") == {**EMBEDDED_RUN, "store": "./acgan-store", "preset": "demo"}
+    assert RunSettings(store="s").model_dump() == {**EMBEDDED_RUN, "store": "s", "preset": "demo"}
+
+
+def test_cluster_commands_and_train_split_default_to_the_paper():
+    submitted = parsed("submit", "--host", "https://kfp.example", "--store", "s3://acgan/x")
+    assert submitted["preset"] == "paper" and {k: submitted[k] for k in PAPER} == PAPER
+    trained = parsed("train-split", "--store", "s", "--split", 3)
+    training = {k: v for k, v in PAPER.items() if k not in ("resolution", "classes_per_split")}  # the data's two
+    assert trained["preset"] == "paper" and {k: trained[k] for k in training} == training
+    prepared = parsed("prepare", "--store", "s")
+    assert (prepared["preset"], prepared["resolution"], prepared["classes_per_split"]) == ("paper", 128, 10)
+
+
+def test_a_flag_overrides_its_presets_value_and_leaves_the_rest():
+    settings = parsed("run", "--preset", "paper", "--steps", 7, "--d-fake-class-loss", "false")
+    assert settings["preset"] == "paper" and settings["steps"] == 7 and settings["d_fake_class_loss"] is False
+    assert {k: settings[k] for k in PAPER if k not in ("steps", "d_fake_class_loss")} == \
+        {k: v for k, v in PAPER.items() if k not in ("steps", "d_fake_class_loss")}
+    assert parsed("train-split", "--store", "s", "--split", 0, "--preset", "demo", "--width", 0.5)["width"] == 0.5
+    assert parsed("train-split", "--store", "s", "--split", 0, "--preset", "demo")["width"] == 0.125
+
+
+def test_a_bad_preset_is_one_line_naming_the_flag_and_the_presets(capsys, tmp_path):
+    for argv in (["run", "--store", tmp_path / "r"], ["compile", "-o", tmp_path / "p.yaml"],
+                 ["train-split", "--store", tmp_path / "r", "--split", 0], ["prepare", "--store", tmp_path / "r"]):
+        with pytest.raises(SystemExit) as exited:  # argparse rejects it, before anything runs
+            cli.main([str(a) for a in argv] + ["--preset", "imagenet"])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--preset" in err and "'paper', 'demo'" in err, err
+    assert not list(tmp_path.iterdir())  # nothing written
+    with pytest.raises(ValidationError) as e:  # a preset from the KFP UI or an edited experiment.json
+        RunSettings(store="s", preset="imagenet")
+    assert explain(e.value) == "--preset: 'imagenet' is not a preset: use one of paper, demo"
+
+
+def test_every_preset_names_only_settings_and_its_values_validate():
+    for name, values in PRESETS.items():
+        assert set(values) <= set(DataSettings.model_fields) | set(TrainingSettings.model_fields), name
+        resolved = RunSettings(store="s", preset=name)
+        assert {k: getattr(resolved, k) for k in values} == values
+
+
+def test_each_shared_setting_is_one_declaration():
+    """TrainConfig and PrepareConfig take the run's settings from the same fields as RunSettings: same type,
+    bounds, default and description, so the two cannot drift apart."""
+    for base, config in ((TrainingSettings, TrainConfig), (DataSettings, PrepareConfig)):
+        for name, field in base.model_fields.items():
+            assert repr(RunSettings.model_fields[name]) == repr(config.model_fields[name]) == repr(field), name
+    paper_training = {k: v for k, v in PAPER.items() if k in TrainConfig.model_fields}
+    assert TrainConfig().model_dump(include=set(PAPER)) == paper_training  # the fields' defaults are the paper's
+
+
+def test_the_split_configs_and_experiment_json_record_the_preset_and_every_value(tmp_path):
+    settings = RunSettings(store=str(tmp_path / "store"), preset="demo", steps=4, batch_size=8)
+    assert prepare_experiment(settings) == [0, 1]
+    store = open_store(settings.store)
+    recorded = json.loads(store.read_bytes(EXPERIMENT_KEY))
+    assert recorded == {**EMBEDDED_RUN, "store": settings.store, "preset": "demo", "steps": 4, "batch_size": 8}
+    config = train_config(load_settings(store), 1)
+    assert config.preset == "demo" and config.split == 1
+    assert config.model_dump(include=set(TrainingSettings.model_fields)) == \
+        settings.model_dump(include=set(TrainingSettings.model_fields))
+
+
+@pytest.mark.parametrize("preset", ["paper", "demo"])
+def test_compiled_parameters_are_the_spec_with_the_presets_defaults(capsys, tmp_path, preset):
+    out = tmp_path / "p.yaml"
+    argv = ["compile", "-o", out] + ([] if preset == "paper" else ["--preset", preset])
+    assert cli.main([str(a) for a in argv]) == 0
+    params = next(yaml.safe_load_all(out.read_text()))["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == set(RunSettings.model_fields)
+    defaults = preset_defaults(RunSettings, preset)
+    for name, field in RunSettings.model_fields.items():
+        kind = cli._flag_type(field.annotation)  # the value's type, as the command line reads it
+        kind = bool if kind is cli._boolean else kind
+        expected = "LIST" if name == "split_ids" else KFP_TYPES.get(kind, "STRING")
+        assert params[name]["parameterType"] == expected, name
+        if name != "store":  # the one parameter a run must give; KFP strings have no None
+            assert params[name].get("defaultValue") == ("" if defaults[name] is None else defaults[name]), name
+    # the component that records the settings takes exactly the spec's fields
+    assert set(prepare_data.component_spec.inputs) == set(RunSettings.model_fields)
+
+
+def test_a_new_setting_is_one_field():
+    """A setting added to the spec (here on a test-only copy) is a flag with its description and reaches the
+    validated settings without another edit; the pipeline and its component are held to the spec by the test
+    above, so adding it there too is the rest (three edits in all: the field, the pipeline's and the component's
+    signature)."""
+    class Extended(RunSettings):
+        generator_lr: float = Field(2e-4, gt=0, le=1, description="a test-only setting: G's learning rate")
+
+    parser = cli._Parser(prog="acgan test")
+    cli._preset_option(parser, "demo")
+    cli._spec_options(parser, Extended, skip=set())
+    flag = next(a for a in parser._actions if a.dest == "generator_lr")
+    assert flag.option_strings == ["--generator-lr"] and flag.help == "a test-only setting: G's learning rate"
+    args = parser.parse_args(["--store", "s", "--generator-lr", "0.001"])
+    settings = Extended.model_validate(cli._given(args, Extended.model_fields))
+    assert settings.generator_lr == 0.001 and settings.steps == 900  # and the preset still applies
+    with pytest.raises(ValidationError, match="generator_lr"):
+        Extended.model_validate(cli._given(parser.parse_args(["--store", "s", "--generator-lr", "5"]),
+                                           Extended.model_fields))
+
+
+def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoints(capsys, digits_store):
+    argv = ["train-split", "--store", digits_store.root, "--split", 0, "--steps", 2, "--checkpoint-every", 2,
+            "--batch-size", 8, "--width", 0.0625, "--stats-samples-per-class", 2, "--stats-pairs", 1,
+            "--lease-settle", 0]
+    assert cli.main([str(a) for a in argv]) == 0
+    saved = json.loads(digits_store.read_bytes("splits/split-00000/config.json"))["train"]
+    assert saved == TrainConfig(preset="paper", split=0, steps=2, checkpoint_every=2, batch_size=8, width=0.0625,
+                                stats_samples_per_class=2, stats_pairs=1, lease_settle=0).model_dump()
+    assert saved["preset"] == "paper" and saved["d_dropout"] == 0.5 and saved["d_fake_class_loss"] is True
