@@ -3,7 +3,8 @@ real images of the data set's least diverse class, the paper's threshold for low
 
 The real classes are measured when each split's data is prepared (`data/real-ms-ssim/split-NNNNN.json`), with the
 protocol of the training stats lines (the same images per class and pairs, images in [-1, 1]), so a tick's per-class
-MS-SSIM and the threshold are comparable. The last healthy checkpoint is the newest kept checkpoint whose tick was under it.
+MS-SSIM and the threshold are comparable. The last healthy checkpoint is the newest kept checkpoint whose tick was
+under it.
 """
 
 from __future__ import annotations

@@ -2,8 +2,13 @@
 
 Our readings of the paper, where it is silent:
 - G's 110-d input is 100 noise dims plus a one-hot of the class (here: `noise_dim` plus one-hot of `num_classes`).
-- Four stride-2 5x5 transposed convolutions reach 128x128, so the linear layer outputs 768 x 8 x 8. At 64x64 and 32x32
-  we drop the last hidden stride-2 stages (192, then 256 channels): the 8x8 start and 768/384 widths stay.
+- Four stride-2 5x5 transposed convolutions reach 128x128, so the linear layer outputs 768 x 8 x 8. At 64x64 (not
+  tabled) we drop the last hidden stride-2 stage (192 channels): the 8x8 start and 768/384/256 widths stay.
+- At 32x32 the paper's appendix tables a CIFAR-10 generator: linear to 384 channels, then 5x5 stride-2 transposed
+  convolutions to 192, 96 and 3 channels. Three stride-2 layers reach 32 from 4, so the linear layer outputs
+  384 x 4 x 4 (`g_layout="paper"`). `g_layout="imagenet-start"` keeps the ImageNet G's 768 x 8 x 8 start at 32 px
+  too (two transposed convolutions, to 384 and the image): the network the embedded digits run was tuned with, and
+  the one checkpoints from before the setting hold.
 - D keeps all six 3x3 convolutions at every resolution; only the input of its final linear layer shrinks.
 - `width` and `d_width` scale G's and D's channel counts, for CPU runs; 1.0 is the paper's network. At 32 px with G
   at width 0.125, the full D is nine tenths of a training step; at half width a step costs half as much. At a
@@ -15,14 +20,15 @@ Our readings of the paper, where it is silent:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-G_WIDTHS = (768, 384, 256, 192)  # paper: linear to 768, transposed convs to 384, 256, 192, then the image
+G_WIDTHS = (768, 384, 256, 192)  # ImageNet: linear to 768 (8x8), transposed convs to 384, 256, 192, then the image
+G_WIDTHS_CIFAR = (384, 192, 96)  # CIFAR-10, 32 px: linear to 384 (4x4), transposed convs to 192, 96, then the image
 D_WIDTHS = (16, 32, 64, 128, 256, 512)
 D_STRIDES = (2, 1, 2, 1, 2, 1)
 RESOLUTIONS = (32, 64, 128)
@@ -31,7 +37,8 @@ RESOLUTIONS = (32, 64, 128)
 class ModelConfig(BaseModel):
     """The shapes of G and D (a checkpoint only loads into a model of the same shapes) and D's regularisation."""
 
-    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ("resolution", "channels", "num_classes", "noise_dim", "width", "d_width")
+    SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ("resolution", "channels", "num_classes", "noise_dim", "width", "d_width",
+                                               "g_layout")
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,6 +50,11 @@ class ModelConfig(BaseModel):
     d_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout after each D layer (paper: 0.5)")
     width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies G's channel counts; 1.0 is the paper's network")
     d_width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies D's channel counts; 1.0 is the paper's network")
+    # The default is the layout of checkpoints saved before this field existed, so their configs still load; the
+    # training settings choose "paper" unless a preset says otherwise.
+    g_layout: Literal["paper", "imagenet-start"] = Field(
+        "imagenet-start", description="G at 32 px: the paper's CIFAR-10 table (4x4 start) or the ImageNet G's 8x8 "
+                                       "start")
 
     @field_validator("resolution")
     @classmethod
@@ -63,9 +75,13 @@ class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        n_up = {32: 2, 64: 3, 128: 4}[cfg.resolution]
-        widths = tuple(scaled(c, cfg.width) for c in G_WIDTHS[:n_up]) + (cfg.channels,)
-        self.fc = nn.Linear(cfg.noise_dim + cfg.num_classes, widths[0] * 8 * 8)
+        if cfg.resolution == 32 and cfg.g_layout == "paper":
+            self.start, hidden = 4, G_WIDTHS_CIFAR
+        else:
+            self.start, hidden = 8, G_WIDTHS[:{32: 2, 64: 3, 128: 4}[cfg.resolution]]
+        n_up = len(hidden)
+        widths = tuple(scaled(c, cfg.width) for c in hidden) + (cfg.channels,)
+        self.fc = nn.Linear(cfg.noise_dim + cfg.num_classes, widths[0] * self.start * self.start)
         self.base_width = widths[0]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
@@ -79,7 +95,7 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         onehot = F.one_hot(labels, self.cfg.num_classes).to(z.dtype)
         h = F.relu(self.fc(torch.cat([z, onehot], dim=1)))
-        h = h.view(z.shape[0], self.base_width, 8, 8)  # (N, 768, 8, 8) at width 1
+        h = h.view(z.shape[0], self.base_width, self.start, self.start)  # (N, 768, 8, 8) or (N, 384, 4, 4) at width 1
         return self.net(h)  # (N, C, R, R) in [-1, 1]
 
 

@@ -45,11 +45,11 @@ PRESETS: dict[str, dict] = {
     # Odena, Olah & Shlens (2016) at ImageNet's shape: their networks, objective, dropout and noise, nothing added.
     "paper": {"resolution": 128, "classes_per_split": 10, "steps": 50_000, "batch_size": 100, "width": 1.0,
               "d_width": 1.0, "d_dropout": 0.5, "d_noise_std": 0.1, "d_fake_class_loss": True, "mode_seeking": 0.0,
-              "augment": ""},
+              "augment": "", "g_layout": "paper"},
     # The embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (README, "The embedded run").
     "demo": {"dataset": "digits", "resolution": 32, "classes_per_split": 5, "steps": 900, "batch_size": 64,
              "checkpoint_every": 300, "width": 0.125, "d_width": 0.5, "d_dropout": 0.25, "d_noise_std": 0.0,
-             "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": ""},
+             "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": "", "g_layout": "imagenet-start"},
 }
 
 
@@ -130,6 +130,10 @@ class TrainingSettings(PresetSettings):
                                                       "paper: true")
     mode_seeking: float = Field(0.0, ge=0, le=100, description="weight of G's mode-seeking term against "
                                                               "within-class collapse (MSGAN); the paper: 0")
+    g_layout: Literal["paper", "imagenet-start"] = Field(
+        "paper", description="G at 32 px: paper (the appendix's CIFAR-10 generator: linear to 384 x 4 x 4, then "
+                             "192, 96, 3 channels) or imagenet-start (the ImageNet G's 768 x 8 x 8 start, then 384 "
+                             "and the image); the same network at 64 and 128 px")
     augment: AugmentPolicy = Field("", description="DiffAugment policy for D's inputs: a comma-separated subset of "
                                                    "translation, cutout; empty or none is the paper's")
 

@@ -109,6 +109,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "
         d_fake_class_loss: bool = DEFAULTS["d_fake_class_loss"],
         mode_seeking: float = DEFAULTS["mode_seeking"],
         augment: str = DEFAULTS["augment"],
+        g_layout: str = DEFAULTS["g_layout"],
         split_ids: list = [],
         samples_per_class: int = DEFAULTS["samples_per_class"],
         pairs: int = DEFAULTS["pairs"],

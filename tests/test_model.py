@@ -49,6 +49,24 @@ def test_d_width_scales_every_discriminator_layer():
     assert "d_width" in ModelConfig.SHAPE_FIELDS  # a checkpoint of one D width never loads into another
 
 
+def test_32px_generator_follows_the_papers_cifar10_table():
+    """Appendix, CIFAR-10: linear to 384 channels, then 5x5 stride-2 transposed convolutions to 192, 96 and 3."""
+    G = Generator(ModelConfig(resolution=32, channels=3, num_classes=10, g_layout="paper"))
+    assert G.fc.out_features == 384 * 4 * 4
+    deconvs = [m for m in G.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in deconvs] == [
+        (384, 192, (5, 5), (2, 2)), (192, 96, (5, 5), (2, 2)), (96, 3, (5, 5), (2, 2))]
+    assert G(torch.randn(2, 100), torch.tensor([0, 9])).shape == (2, 3, 32, 32)
+    # The ImageNet G's 8x8 start, kept for the embedded run and for checkpoints saved before the setting existed.
+    legacy = Generator(ModelConfig(resolution=32, channels=3, num_classes=10))
+    assert legacy.fc.out_features == 768 * 8 * 8 and "g_layout" in ModelConfig.SHAPE_FIELDS
+    # At 64 and 128 px there is one generator.
+    for resolution in (64, 128):
+        shapes = [tuple(p.shape) for g in ("paper", "imagenet-start")
+                  for p in Generator(ModelConfig(resolution=resolution, g_layout=g)).parameters()]
+        assert shapes[:len(shapes) // 2] == shapes[len(shapes) // 2:]
+
+
 def test_activation_noise_only_while_training():
     cfg = ModelConfig(resolution=32, channels=1, num_classes=2, width=0.125, d_noise_std=0.5)
     D = Discriminator(cfg).eval()

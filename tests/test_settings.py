@@ -19,10 +19,10 @@ from components.training.loop import TrainConfig
 EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=32, classes_per_split=5, num_classes=10,
                     images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, width=0.125,
                     d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
-                    split_ids=[], samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained")
+                    g_layout="imagenet-start", split_ids=[], samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained")
 # Odena, Olah & Shlens (2016) at ImageNet's shape, nothing added.
 PAPER = dict(resolution=128, classes_per_split=10, batch_size=100, steps=50_000, width=1.0, d_width=1.0,
-             d_fake_class_loss=True, mode_seeking=0.0, augment="", d_dropout=0.5, d_noise_std=0.1)
+             d_fake_class_loss=True, mode_seeking=0.0, augment="", d_dropout=0.5, d_noise_std=0.1, g_layout="paper")
 KFP_TYPES = {int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN", str: "STRING", list: "LIST"}
 
 

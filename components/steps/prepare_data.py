@@ -10,8 +10,8 @@ from components.settings import ClusterSettings
 def prepare_data(store: str, preset: str, dataset: str, source: str, resolution: int, classes_per_split: int,
                  num_classes: int, images_per_class: int, steps: int, batch_size: int, checkpoint_every: int,
                  seed: int, width: float, d_width: float, d_dropout: float, d_noise_std: float,
-                 d_fake_class_loss: bool, mode_seeking: float, augment: str, split_ids: list, samples_per_class: int,
-                 pairs: int, classifier_steps: int, classifier: str, class_list: str) -> list:
+                 d_fake_class_loss: bool, mode_seeking: float, augment: str, g_layout: str, split_ids: list,
+                 samples_per_class: int, pairs: int, classifier_steps: int, classifier: str, class_list: str) -> list:
     run_parameters = dict(locals())  # exactly the parameters, one per RunSettings field (tests/pipelines)
     from components.experiment import prepare_experiment
     from components.settings import RunSettings

@@ -81,7 +81,7 @@ def model_config_for(store: Store, cfg: TrainConfig) -> tuple[ModelConfig, list[
     members = plan.check_split(cfg.split)
     return ModelConfig(resolution=plan.resolution, channels=plan.channels, num_classes=len(members),
                        noise_dim=cfg.noise_dim, d_noise_std=cfg.d_noise_std, d_dropout=cfg.d_dropout,
-                       width=cfg.width, d_width=cfg.d_width), members
+                       width=cfg.width, d_width=cfg.d_width, g_layout=cfg.g_layout), members
 
 
 @torch.no_grad()
