@@ -252,7 +252,7 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
                                      classes_per_split=10), store)
         for split in range(len(plan.splits)):
             train_split(store, TrainConfig(split=split, steps=1, batch_size=2, checkpoint_every=1, width=1.0,
-                                           lease_settle=0, device=device.type))
+                                           device=device.type))
         assemble_ensemble(store, 1)
         real, labels = load_real(store, plan, 100, 0)
         model, info = train_classifier(real, labels, classes, steps=1, device=device)

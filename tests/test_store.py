@@ -53,8 +53,9 @@ def test_unreachable_endpoint_fails_after_bounded_retries(monkeypatch, s3_server
     monkeypatch.setenv("ACGAN_S3_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-value")
-    monkeypatch.setenv("ACGAN_S3_RETRIES", "2")
-    with pytest.raises(UserError, match=r"unreachable at http://127.0.0.1:\d+: read plan.json failed after 2 attempt"):
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "1")
+    with pytest.raises(UserError, match=r"unreachable at http://127.0.0.1:\d+: read plan.json failed for 1s \(\d+ "
+                                        r"attempt\(s\), last: NewConnectionError\)"):
         open_store("s3://acgan-test/x").read_bytes("plan.json")
 
 
@@ -63,7 +64,7 @@ def test_unreachable_endpoint_fails_after_bounded_retries(monkeypatch, s3_server
     ("s3:///x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1"}, "names no bucket"),
     ("s3://A_B/x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1"}, "not a valid bucket name"),
     ("s3://acgan-test/x", {"ACGAN_S3_ENDPOINT": "ftp://host"}, "is not http"),
-    ("s3://acgan-test/x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1", "ACGAN_S3_RETRIES": "many"}, "not a whole number"),
+    ("s3://acgan-test/x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1", "ACGAN_S3_RETRY_SECONDS": "many"}, "not a number of seconds"),
     ("gs://bucket/x", {}, "use a local directory or s3://"),
 ])
 def test_bad_store_settings(monkeypatch, uri, env, message):

@@ -52,7 +52,7 @@ def _equal(a: dict, b: dict) -> bool:
 
 def test_outage_mid_training_is_ridden_out(flaky_store, reference_weights, monkeypatch, caplog, fault_report):
     proxy, store = flaky_store
-    monkeypatch.setenv("ACGAN_S3_RETRIES", "6")  # backoff 0.5 + 1 + 2 + 4 + 8 s: rides out ~15 s
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "60")
     store = open_store(store.uri)
     proxy.cut_uploads_after(100_000, then_down=True)  # the server goes away in the first checkpoint's upload...
 
@@ -73,7 +73,7 @@ def test_outage_mid_training_is_ridden_out(flaky_store, reference_weights, monke
 
 def test_upload_cut_half_way_is_retried(flaky_store, reference_weights, monkeypatch, fault_report):
     proxy, store = flaky_store
-    monkeypatch.setenv("ACGAN_S3_RETRIES", "4")
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "30")
     store = open_store(store.uri)
     proxy.cut_uploads_after(200_000)  # in the middle of the first checkpoint's upload
     train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
@@ -86,20 +86,21 @@ def test_upload_cut_half_way_is_retried(flaky_store, reference_weights, monkeypa
 def test_outage_past_the_bound_stops_cleanly_and_resumes(flaky_store, reference_weights, monkeypatch,
                                                          fault_report):
     proxy, store = flaky_store
-    monkeypatch.setenv("ACGAN_S3_RETRIES", "3")  # gives up after 0.5 + 1 s
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "2")
     store = open_store(store.uri)
     train_split(store, tiny_config(steps=EVERY * 2, checkpoint_every=EVERY))  # two complete checkpoints
     # 3 MB on: past the next checkpoint's generator (1.4 MB) into its training state, the server going down with it.
     proxy.cut_uploads_after(3_000_000, then_down=True)
     started = time.time()
-    with pytest.raises(UserError, match=r"unreachable at .*failed after 3 attempt\(s\)") as e:
+    with pytest.raises(UserError, match=r"unreachable at .*failed for 2s \(\d+ attempt\(s\)") as e:
         train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
     assert time.time() - started < 60 and "\n" not in str(e.value)
     proxy.up()
     steps = checkpoint_steps(store, 0)
     half_written = [s for s, done in steps.items() if not done]
     assert half_written == [EVERY * 3], steps  # the cut checkpoint has its first files but no marker
-    assert store.exists(f"splits/split-00000/checkpoints/step-{EVERY * 3:08d}/generator.safetensors")
+    assert any(key.endswith("-generator.safetensors")
+               for key in store.list(f"splits/split-00000/checkpoints/step-{EVERY * 3:08d}/"))
     assert complete_steps(store, 0)[-1] == EVERY * 2 and latest_checkpoint(store, 0)[0] == EVERY * 2
     train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
     assert _equal(_weights(store), reference_weights)
