@@ -268,8 +268,8 @@ class S3Store:
                 time.sleep(max(0.0, min(backoff, self.retry_seconds - waited)))
                 continue
             if attempt > 1:
-                log.warning("store %s: %s succeeded after %.1fs (%d attempts)", self.endpoint, what,
-                            time.monotonic() - started, attempt)
+                log.warning("store %s: %s succeeded after %.1fs (%d attempts; last failure: %s)", self.endpoint, what,
+                            time.monotonic() - started, attempt, error)
             return result
 
     def exists(self, key: str) -> bool:

@@ -2,6 +2,8 @@
 connection and refuses new ones) mid-training and mid-upload. Training retries with bounded backoff and carries on;
 past the bound it stops with one clear message, and the half-uploaded checkpoint never counts as complete."""
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -106,3 +108,66 @@ def test_outage_past_the_bound_stops_cleanly_and_resumes(flaky_store, reference_
     assert _equal(_weights(store), reference_weights)
     fault_report("store outage past the retry bound", "upload cut, then S3 server down until training gave up", 1,
                  1, f"{EVERY} steps (the checkpoint being written)", "none; half-written checkpoint never complete")
+
+
+def _s3_error(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
+            "<Resource>/</Resource><RequestId>0</RequestId></Error>").encode()
+
+
+def test_http_error_bursts_are_ridden_out(flaky_store, reference_weights, s3_server, monkeypatch, caplog,
+                                          fault_report):
+    """A load balancer answers 502 for 2 s (minio raises InvalidResponseError: not S3's XML), later the store
+    answers 503 SlowDown for 1 s: every call retries through it, each outage logged once when it starts and once
+    when it ends, and training ends with the uninterrupted run's weights."""
+    proxy, store = flaky_store
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "60")
+    store = open_store(store.uri)
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", s3_server["endpoint"])
+    direct = open_store(store.uri)  # the test watches the store past the proxy
+
+    def bursts():
+        for step, status, reason, body, seconds in ((EVERY, 502, "Bad Gateway", b"<html>502</html>", 2.0),
+                                                    (EVERY * 3, 503, "Slow Down",
+                                                     _s3_error("SlowDown", "Please reduce your request rate."), 1.0)):
+            while step not in complete_steps(direct, 0):
+                time.sleep(0.05)
+            proxy.answer_with(status, reason, seconds, body, "application/xml" if status == 503 else "text/html")
+
+    watcher = threading.Thread(target=bursts, daemon=True)
+    watcher.start()
+    train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
+    watcher.join(5)
+    assert not watcher.is_alive() and proxy.answered >= 2
+    messages = [r.getMessage() for r in caplog.records if r.name == "components.store"]
+    started = [m for m in messages if "retrying for up to" in m]
+    ended = [m for m in messages if "succeeded after" in m]
+    assert any("HTTP 502" in m for m in ended) and any("SlowDown" in m for m in ended), messages
+    attempts = [int(m.split(" attempts;")[0].rsplit("(", 1)[1]) for m in ended]
+    assert len(started) == len(ended) and max(attempts) >= 3, messages  # two lines per outage, not one per attempt
+    assert _equal(_weights(store), reference_weights)
+    fault_report("HTTP error bursts", "a proxy answers 502 (not S3 XML) for 2 s, later 503 SlowDown for 1 s", 2, 2,
+                 "none", "none; final weights bit-identical")
+
+
+@pytest.mark.parametrize("fault", ["gateway 403", "AccessDenied", "NoSuchBucket"])
+def test_permanent_errors_fail_at_once_with_one_line(flaky_store, monkeypatch, fault, fault_report):
+    proxy, store = flaky_store
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "120")
+    uri = store.uri
+    if fault == "gateway 403":
+        proxy.answer_with(403, "Forbidden", 600, b"<html>403 Forbidden</html>")
+    elif fault == "AccessDenied":
+        proxy.answer_with(403, "Forbidden", 600, _s3_error("AccessDenied", "Access Denied"), "application/xml")
+    else:
+        uri = "s3://acgan-no-such-bucket/x"
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "components.cli", "train-split", "--store", uri, "--split", "0",
+                           "--steps", "5", "--batch-size", "16", "--width", "0.0625"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    assert {"gateway 403": "HTTP 403", "AccessDenied": "(AccessDenied)", "NoSuchBucket": "does not exist"}[fault] in line
+    assert time.monotonic() - started < 60  # not retried for the 120 s budget
+    fault_report(f"permanent store error ({fault})", "every request refused", 1, 1, "none: fails at once, one line",
+                 "none")
