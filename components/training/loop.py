@@ -26,7 +26,7 @@ from tqdm import tqdm
 from components.checkpoint import (CheckpointExists, complete_steps, latest_checkpoint, prune_checkpoints,
                                    quarantine_checkpoint, save_checkpoint, split_prefix)
 from components.data.plan import load_plan
-from components.data.prepare import load_shard
+from components.data.prepare import load_shard, shard_key
 from components.errors import UserError
 from components.lease import SplitBusy, SplitLease
 from components.metrics import mean_ms_ssim
@@ -129,6 +129,11 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease) -> dict:
     if tuple(images.shape[1:]) != (model_cfg.channels, model_cfg.resolution, model_cfg.resolution):
         raise UserError(f"data of split {cfg.split} has shape {tuple(images.shape[1:])}, the plan says "
                         f"{model_cfg.channels}x{model_cfg.resolution}x{model_cfg.resolution}: run `acgan prepare` again")
+    outside = labels[~torch.isin(labels, torch.tensor(members))]
+    if len(outside):
+        raise UserError(f"{store.uri}/{shard_key(cfg.split)}: labels: {len(outside)} label(s) outside split "
+                        f"{cfg.split}'s classes {members} (e.g. {outside[0].item()}): the shard is damaged or from "
+                        "another plan: run `acgan prepare` into a new store")
     to_local = torch.full((max(members) + 1,), -1, dtype=torch.long)
     to_local[torch.tensor(members)] = torch.arange(len(members))
     images, local_labels = images.to(device), to_local[labels].to(device)

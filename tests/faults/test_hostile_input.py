@@ -148,3 +148,85 @@ def test_hostile_input_figures(fault_report):
                  "duplicates, 100k classes; tampered manifests; non-UTF-8 folder names",
                  RUNS["settings"] + RUNS["cli"] + 7 + 5 + 1, RUNS["settings"] + RUNS["cli"] + 7 + 5 + 1,
                  "none", "none; rejected before anything is written")
+
+
+def _edit_json(path: Path, edit) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(edit(json.loads(path.read_text()) if path.exists() else None))
+
+
+def _with_labels_out_of_range(root: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    shard = root / "data" / "split-00000.safetensors"
+    tensors = load_file(shard)
+    tensors["labels"][3] = 9  # a class of split 1 in split 0's shard
+    save_file(tensors, shard)
+
+
+HUGE = "1" * 5000  # past Python's 4300-digit limit for int()
+BAD_STORE_FILES = {
+    "plan.json huge int": (lambda r: _edit_json(r / "plan.json", lambda d: json.dumps(d).replace(
+        '"splits": [[0', f'"splits": [[{HUGE}', 1)), "status", "plan.json is not valid JSON"),
+    "plan.json wrong type": (lambda r: _edit_json(r / "plan.json", lambda d: json.dumps(
+        {**d, "splits": [["x", 1, 2, 3, 4], d["splits"][1]]})), "status", "plan.json: splits.0.0: "),
+    "lease expires Infinity": (lambda r: _edit_json(r / "splits/split-00000/lease.json", lambda _: (
+        '{"owner": "h/1/x", "expires": Infinity, "acquired": 0}')), "status", "lease.json: expires: "),
+    "lease expires Infinity (train)": (lambda r: _edit_json(r / "splits/split-00000/lease.json", lambda _: (
+        '{"owner": "h/1/x", "expires": Infinity, "acquired": 0}')), "train-split", "lease.json: expires: "),
+    "config.json without train": (lambda r: _edit_json(r / "splits/split-00000/config.json", lambda _: json.dumps(
+        {"model": {}})), "status", "config.json: train.steps: "),
+    "shard labels out of range": (_with_labels_out_of_range, "train-split",
+                                  "data/split-00000.safetensors: labels: 1 label(s) outside split 0's classes"),
+}
+
+
+def _contents(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and not p.name.endswith(".lock")}
+
+
+@pytest.mark.parametrize("case", list(BAD_STORE_FILES))
+def test_bad_store_files_are_named_in_one_line(digits_store, capsys, case):
+    """A damaged store file: one line naming the file and the key (not a CLI flag), exit 2, nothing written."""
+    damage, command, message = BAD_STORE_FILES[case]
+    root = digits_store.root
+    damage(root)
+    before = _contents(root)
+    argv = {"status": ["status", "--store", str(root)],
+            "train-split": ["train-split", "--store", str(root), "--split", "0", "--steps", "1", "--batch-size", "4",
+                            "--width", "0.0625"]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if "error:" in ln]
+    assert message in line and f"{root}/" in line and "--splits" not in line and "Traceback" not in err, err
+    assert _contents(root) == before
+
+
+def test_bad_paths_and_numbers_on_the_command_line(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "huge.json").write_text(f'{{"splits": [[{HUGE}]]}}')
+    cases = [(["--store", str(tmp_path / "a-file")], "is a file, not a directory"),
+             (["--store", str(tmp_path / "s1"), "--plan-file", str(tmp_path / "a-folder")], "is a folder"),
+             (["--store", str(tmp_path / "s2"), "--plan-file", str(tmp_path / "huge.json")], "is not UTF-8 JSON")]
+    for options, message in cases:
+        assert main(["prepare", "--dataset", "digits", "--resolution", "32", *options]) == 2
+        err = capsys.readouterr().err
+        (line,) = [ln for ln in err.splitlines() if "error:" in ln]
+        assert message in line and "Traceback" not in err, err
+    assert (tmp_path / "a-file").read_text() == "x"
+    assert not any(p.is_file() for p in tmp_path.rglob("*") if p.parent.name in ("s1", "s2"))
+
+
+@pytest.mark.parametrize("uri, endpoint", [
+    ("s3://acgan-test/x", "http://user:hunter2-secret@127.0.0.1:1"),
+    ("s3://acgan-test/x", "ftp://user:hunter2-secret@127.0.0.1:1"),
+    ("s3://KEYID:hunter2-secret@acgan-test/x", "http://127.0.0.1:1"),
+])
+def test_credentials_in_uris_are_refused_and_redacted(monkeypatch, capsys, uri, endpoint):
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", endpoint)
+    assert main(["status", "--store", uri]) == 2
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if "error:" in ln]
+    assert "hunter2-secret" not in err and "***@" in line and "Traceback" not in err, err
