@@ -33,7 +33,7 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     outside = [s for s in settings.split_ids if s >= len(plan.splits)]
     if outside:
         raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
-    write_json(store, EXPERIMENT_KEY, settings.model_dump())
+    write_json(store, EXPERIMENT_KEY, settings.model_dump(), checksum=True)
     return settings.split_ids or list(range(len(plan.splits)))
 
 

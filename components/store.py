@@ -413,16 +413,35 @@ def open_store(uri: str) -> Store:
     return LocalStore(uri.removeprefix("file://"))
 
 
+CHECKSUM = "checksum"  # in a checksummed JSON object: "sha256:" + the hex digest of the rest, written canonically
+
+
+def _canonical(obj: dict) -> bytes:
+    import json
+
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
 def read_json(store: Store, key: str) -> dict:
+    """A JSON object of the store; one written with `checksum=True` is verified and returned without its checksum
+    (objects of older stores carry none and are read as they are)."""
     import json
 
     try:
-        return json.loads(store.read_bytes(key))
+        obj = json.loads(store.read_bytes(key))
     except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, a number past Python's 4300 digits, too deep
         raise UserError(f"{store.uri}/{key} is not valid JSON ({str(e)[:120]}); the object is corrupt") from None
+    if isinstance(obj, dict) and CHECKSUM in obj:
+        recorded = obj.pop(CHECKSUM)
+        if recorded != "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest():
+            raise UserError(f"{store.uri}/{key}: {CHECKSUM}: the contents do not match it; the object is damaged "
+                            "(restore it from a copy, or start a new store)")
+    return obj
 
 
-def write_json(store: Store, key: str, obj: dict) -> None:
-    import json
-
-    store.write_bytes(key, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def write_json(store: Store, key: str, obj: dict, checksum: bool = False) -> None:
+    """Write `obj` as JSON; with `checksum`, a sha256 of its canonical form goes in with it, in the same atomic
+    write (for what training trusts: a flipped byte inside a number would still parse)."""
+    if checksum:
+        obj = {**obj, CHECKSUM: "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest()}
+    store.write_bytes(key, _canonical(obj))

@@ -3,7 +3,7 @@
 import pytest
 
 from components.errors import UserError
-from components.store import open_store
+from components.store import open_store, read_json, write_json
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -81,3 +81,16 @@ def test_missing_bucket_is_created_only_by_prepare(s3_env):
         store.ensure_ready()
     store.ensure_ready(create=True)
     store.ensure_ready()
+
+
+def test_checksummed_json_catches_a_changed_value(store):
+    store.ensure_ready(create=True)
+    write_json(store, "plan.json", {"resolution": 32, "splits": [[0, 1]]}, checksum=True)
+    assert read_json(store, "plan.json") == {"resolution": 32, "splits": [[0, 1]]}
+    damaged = store.read_bytes("plan.json").replace(b'"resolution": 32', b'"resolution": 33')
+    store.write_bytes("plan.json", damaged)  # still valid JSON: only the checksum can tell
+    with pytest.raises(UserError, match=r"plan.json: checksum: the contents do not match it") as e:
+        read_json(store, "plan.json")
+    assert "\n" not in str(e.value)
+    write_json(store, "old.json", {"resolution": 32})  # stores written before checksums still read
+    assert read_json(store, "old.json") == {"resolution": 32}

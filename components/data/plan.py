@@ -140,4 +140,4 @@ def load_plan(store: Store) -> SplitPlan:
 
 
 def save_plan(store: Store, plan: SplitPlan) -> None:
-    write_json(store, PLAN_KEY, plan.model_dump())
+    write_json(store, PLAN_KEY, plan.model_dump(), checksum=True)

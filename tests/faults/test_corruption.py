@@ -3,6 +3,7 @@ marker catch it; it is skipped with a warning naming the object and the previous
 moves it to quarantine and retrains its steps to the same weights; the ensemble refuses to point at it."""
 
 import itertools
+import json
 import logging
 import shutil
 
@@ -92,3 +93,27 @@ def test_ensemble_refuses_a_checkpoint_that_does_not_verify(digits_store, tmp_pa
         assemble_ensemble(digits_store, 5)
     fault_report("corrupt checkpoint behind the ensemble", "a byte flipped in a member's generator after assembly",
                  1, 1, "none", "none; sampling and re-assembly refuse it")
+
+
+@pytest.mark.parametrize("how", ["flip", "garbage line", "not UTF-8"])
+def test_damaged_stats_file_never_blocks_a_resume(trained, tmp_path, caplog, how, fault_report):
+    root, final = trained
+    store = LocalStore(tmp_path / "store")
+    shutil.copytree(root, store.root)
+    key = "splits/split-00000/stats.jsonl"
+    lines = store.read_bytes(key).splitlines(keepends=True)
+    if how == "flip":
+        lines[0] = lines[0][:1] + bytes([lines[0][1] ^ 0x40]) + lines[0][2:]  # '"step"' -> 'bstep"'
+    elif how == "garbage line":
+        lines.insert(1, b"\x00{{{\n")
+    else:
+        lines[0] = lines[0].replace(b"step", b"st\xffp")
+    store.write_bytes(key, b"".join(lines))
+    with caplog.at_level(logging.WARNING):
+        result = train_split(store, tiny_config(steps=15, checkpoint_every=5))
+    assert result["resumed_from"] == 10 and result["step"] == 15
+    assert "stats.jsonl: dropped" in caplog.text or how == "not UTF-8"
+    steps = [json.loads(line)["step"] for line in store.read_bytes(key).splitlines()]
+    assert steps[-1] == 15 and steps == sorted(steps)
+    fault_report(f"damaged stats.jsonl ({how})", "a byte flipped / a garbage line / invalid UTF-8", 1, 1, "none",
+                 "the damaged line only; training resumed")

@@ -168,8 +168,12 @@ HUGE = "1" * 5000  # past Python's 4300-digit limit for int()
 BAD_STORE_FILES = {
     "plan.json huge int": (lambda r: _edit_json(r / "plan.json", lambda d: json.dumps(d).replace(
         '"splits": [[0', f'"splits": [[{HUGE}', 1)), "status", "plan.json is not valid JSON"),
+    # As in a store written before checksums, whose plan.json carries none.
     "plan.json wrong type": (lambda r: _edit_json(r / "plan.json", lambda d: json.dumps(
-        {**d, "splits": [["x", 1, 2, 3, 4], d["splits"][1]]})), "status", "plan.json: splits.0.0: "),
+        {k: v for k, v in d.items() if k != "checksum"} | {"splits": [["x", 1, 2, 3, 4], d["splits"][1]]})), "status",
+                             "plan.json: splits.0.0: "),
+    "plan.json value changed": (lambda r: _edit_json(r / "plan.json", lambda d: json.dumps(
+        {**d, "resolution": 33}, indent=2, sort_keys=True)), "status", "plan.json: checksum: "),
     "lease expires Infinity": (lambda r: _edit_json(r / "splits/split-00000/lease.json", lambda _: (
         '{"owner": "h/1/x", "expires": Infinity, "acquired": 0}')), "status", "lease.json: expires: "),
     "lease expires Infinity (train)": (lambda r: _edit_json(r / "splits/split-00000/lease.json", lambda _: (

@@ -167,7 +167,8 @@ def test_permanent_errors_fail_at_once_with_one_line(flaky_store, monkeypatch, f
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     (line,) = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
-    assert {"gateway 403": "HTTP 403", "AccessDenied": "(AccessDenied)", "NoSuchBucket": "does not exist"}[fault] in line
+    expected = {"gateway 403": "HTTP 403", "AccessDenied": "(AccessDenied)", "NoSuchBucket": "does not exist"}
+    assert expected[fault] in line
     assert time.monotonic() - started < 60  # not retried for the 120 s budget
     fault_report(f"permanent store error ({fault})", "every request refused", 1, 1, "none: fails at once, one line",
                  "none")
