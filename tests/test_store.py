@@ -1,5 +1,8 @@
 """One store interface, two backends: a local directory and a real S3-protocol server (moto) via the minio client."""
 
+import os
+import time
+
 import pytest
 
 from components.errors import UserError
@@ -94,3 +97,27 @@ def test_checksummed_json_catches_a_changed_value(store):
     assert "\n" not in str(e.value)
     write_json(store, "old.json", {"resolution": 32})  # stores written before checksums still read
     assert read_json(store, "old.json") == {"resolution": 32}
+
+
+def test_unfinished_writes_are_cleaned_when_a_trainer_takes_the_split(digits_store, s3_env):
+    """A write killed on a local store leaves its hidden temporary; one killed on S3 leaves a multipart upload that
+    no listing shows. A trainer that takes the split removes those older than a lease period."""
+    from components.training.loop import train_split
+    from tests.conftest import tiny_config
+
+    stale = digits_store.root / "splits/split-00000/checkpoints/step-00000005/.g.safetensors.tmp-99-dead"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a write")
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    train_split(digits_store, tiny_config(steps=5, lease_seconds=30))
+    assert not stale.exists()
+    assert not list(digits_store.root.rglob("*.tmp-*"))
+
+    s3 = open_store(s3_env)
+    name = f"{s3.prefix}/splits/split-00000/checkpoints/step-00000005/x.safetensors"
+    s3.client._create_multipart_upload(s3.bucket, name, {})
+    uploads = lambda: s3.client._list_multipart_uploads(s3.bucket, prefix=s3.prefix + "/").uploads  # noqa: E731
+    assert len(uploads()) == 1
+    time.sleep(1.1)
+    assert s3.clean_temporaries("splits/split-00000/", older_than=1.0) == 1
+    assert uploads() == []
