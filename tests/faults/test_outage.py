@@ -70,7 +70,7 @@ def test_outage_mid_training_is_ridden_out(flaky_store, reference_weights, monke
     assert proxy.cuts == 1 and retries
     assert _equal(_weights(store), reference_weights)
     fault_report("store outage mid-training", "S3 server down for 3 s from the middle of a checkpoint upload", 1, 1,
-                 f"none ({len(retries)} retried calls)", "none; final weights bit-identical")
+                 f"none ({len(retries)} call(s) retried)", "none; final weights bit-identical")
 
 
 def test_upload_cut_half_way_is_retried(flaky_store, reference_weights, monkeypatch, fault_report):
