@@ -27,7 +27,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from components.store import PreconditionFailed, Store
+from components.store import PreconditionFailed, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MARKER = "COMPLETE.json"
@@ -124,8 +124,10 @@ def save_checkpoint(store: Store, split: int, step: int, files: dict[str, bytes]
             store.write_bytes(objects[name], data)
         if fence is not None:
             fence()  # still ours after the upload, with a full period left for the marker
+    except StoreUnavailable:
+        raise  # deleting would only wait for the store again: prune removes the files with their step
     except BaseException:
-        _discard(store, objects.values())  # no marker will ever name them
+        _discard(store, objects.values())  # the lease is lost (or the task stopped): no marker will name them
         raise
     try:
         store.write_if(f"{prefix}/{MARKER}", json.dumps(marker, indent=2).encode(), None)

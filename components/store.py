@@ -45,6 +45,10 @@ class PreconditionFailed(Exception):
     """A conditional write or delete found the object other than expected: another writer got there first."""
 
 
+class StoreUnavailable(UserError):
+    """The store kept failing transiently for the whole retry budget."""
+
+
 def redact(text: str) -> str:
     """`scheme://user:secret@host` -> `scheme://***@host`: credentials in a URI never reach a message or a log."""
     return _USERINFO.sub("***@", text)
@@ -257,9 +261,9 @@ class S3Store:
                 if not transient:
                     raise UserError(f"store {self.uri} at {self.endpoint}: {what} failed ({error})") from None
                 if waited >= self.retry_seconds:
-                    raise UserError(f"store {self.uri} unreachable at {self.endpoint}: {what} failed for {waited:.0f}s"
-                                    f" ({attempt} attempt(s), last: {error}); check that the server is up, or raise "
-                                    "ACGAN_S3_RETRY_SECONDS") from None
+                    raise StoreUnavailable(f"store {self.uri} unreachable at {self.endpoint}: {what} failed for "
+                                           f"{waited:.0f}s ({attempt} attempt(s), last: {error}); check that the "
+                                           "server is up, or raise ACGAN_S3_RETRY_SECONDS") from None
                 if attempt == 1:
                     log.warning("store %s: %s failed (%s); retrying for up to %.0fs", self.endpoint, what, error,
                                 self.retry_seconds)
