@@ -325,11 +325,14 @@ class S3Store:
         headers = {"Content-Type": "application/octet-stream", **({"If-None-Match": "*"} if tag is None
                                                                   else {"If-Match": tag})}
         try:
-            return self._call(f"write {key}", lambda: self._conditional("PUT", key, data, headers)).headers["ETag"]
+            tag = self._call(f"write {key}", lambda: self._conditional("PUT", key, data, headers)).headers.get("ETag")
+            if tag:
+                return tag
         except PreconditionFailed:
             pass
         # A retried PUT whose first attempt landed (its answer lost) fails its own precondition: ours if the bytes
-        # are ours (they hold the writer's token and time, so no other writer's are equal).
+        # are ours (they hold the writer's token and time, so no other writer's are equal). The read also gives the
+        # ETag of a server that answered a PUT without one.
         try:
             current, current_tag = self.read_tagged(key)
         except KeyError:
