@@ -1,9 +1,15 @@
 """Checkpoints of one split under a deterministic prefix: `splits/split-NNNNN/checkpoints/step-NNNNNNNN/`.
 
 A checkpoint is its files plus `COMPLETE.json`, written last, that lists each file's size and sha256. Without the
-marker it does not exist; with a marker whose checksums fail it is corrupt and skipped with a warning. The newest
-complete, intact checkpoint is `latest`. A complete checkpoint is never overwritten; retention deletes only the
-oldest complete ones beyond `keep` (marker first, so a half-deleted one never looks complete).
+marker it does not exist; with a marker whose checksums fail, or that is not a valid marker, it is corrupt and
+skipped with a warning. The newest complete, intact checkpoint is `latest`. Retention deletes only the oldest complete
+ones beyond `keep` (marker first, so a half-deleted one never looks complete).
+
+A complete checkpoint is never overwritten, even by a writer that lost its lease while paused (a frozen VM, a long
+GC): each writer stores its files under names of its own (`<writer token>-generator.safetensors`), the marker lists
+those objects, and the marker is created with a conditional create that fails if one exists. So a late writer's
+files lie beside the committed ones, unreferenced, and its marker is refused. Markers written before writer tokens
+list plain names, which are the objects' names, and load as before.
 
 Files: `generator.safetensors` + `meta.json` (the sampling snapshot) and `train_state.safetensors` (G, D, both
 optimisers and the RNG states: everything needed to continue bit-for-bit).
@@ -16,8 +22,12 @@ import json
 import logging
 import re
 import time
+import uuid
+from typing import Callable
 
-from components.store import Store
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from components.store import PreconditionFailed, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MARKER = "COMPLETE.json"
@@ -34,6 +44,48 @@ def checkpoint_prefix(split: int, step: int) -> str:
 
 class CorruptCheckpoint(Exception):
     pass
+
+
+class CheckpointExists(FileExistsError):
+    """Another writer completed this step first."""
+
+
+_NAME = r"^[A-Za-z0-9._\-]{1,200}$"
+
+
+class _Listed(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    object: str | None = Field(None, pattern=_NAME)  # the stored name; absent in markers before writer tokens
+
+
+class _Marker(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    step: int
+    writer: str | None = None
+    files: dict[str, _Listed]
+
+
+def _read_marker(store: Store, prefix: str) -> _Marker:
+    try:
+        return _Marker.model_validate(json.loads(store.read_bytes(f"{prefix}/{MARKER}")))
+    except KeyError:
+        raise CorruptCheckpoint(f"{prefix} has no readable completion marker") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        raise CorruptCheckpoint(f"{prefix}/{MARKER}: {where}: {err['msg']}") from None
+    except (ValueError, RecursionError):
+        raise CorruptCheckpoint(f"{prefix}/{MARKER} is not valid JSON") from None
+
+
+def checkpoint_objects(store: Store, split: int, step: int) -> dict[str, str]:
+    """File name -> store key of each file of a complete checkpoint, as its marker lists them."""
+    prefix = checkpoint_prefix(split, step)
+    return {name: f"{prefix}/{entry.object or name}" for name, entry in _read_marker(store, prefix).files.items()}
 
 
 def checkpoint_steps(store: Store, split: int) -> dict[int, bool]:
@@ -53,37 +105,63 @@ def complete_steps(store: Store, split: int) -> list[int]:
     return sorted(step for step, done in checkpoint_steps(store, split).items() if done)
 
 
-def save_checkpoint(store: Store, split: int, step: int, files: dict[str, bytes]) -> None:
+def save_checkpoint(store: Store, split: int, step: int, files: dict[str, bytes],
+                    fence: Callable[[], None] | None = None) -> None:
+    """Write the files under this writer's own names, call `fence` (the lease's renewal: it raises if the lease is
+    lost), then create the marker; CheckpointExists if another writer's marker is there first."""
     prefix = checkpoint_prefix(split, step)
     if store.exists(f"{prefix}/{MARKER}"):
-        raise FileExistsError(f"checkpoint {prefix} is already complete; a complete checkpoint is never overwritten")
-    for name, data in files.items():
-        store.write_bytes(f"{prefix}/{name}", data)
-    marker = {"step": step, "files": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-                                      for name, data in files.items()}}
-    store.write_bytes(f"{prefix}/{MARKER}", json.dumps(marker, indent=2).encode())
+        raise CheckpointExists(f"checkpoint {prefix} is already complete; a complete checkpoint is never overwritten")
+    token = uuid.uuid4().hex[:12]
+    objects = {name: f"{prefix}/{token}-{name}" for name in files}
+    marker = {"step": step, "writer": token, "files": {
+        name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "object": objects[name].rsplit("/")[-1]}
+        for name, data in files.items()}}
+    try:
+        if fence is not None:
+            fence()  # the upload starts with a full lease period left
+        for name, data in files.items():
+            store.write_bytes(objects[name], data)
+        if fence is not None:
+            fence()  # still ours after the upload, with a full period left for the marker
+    except StoreUnavailable:
+        raise  # deleting would only wait for the store again: prune removes the files with their step
+    except BaseException:
+        _discard(store, objects.values())  # the lease is lost (or the task stopped): no marker will name them
+        raise
+    try:
+        store.write_if(f"{prefix}/{MARKER}", json.dumps(marker, indent=2).encode(), None)
+    except PreconditionFailed:
+        _discard(store, objects.values())
+        raise CheckpointExists(f"checkpoint {prefix} was completed by another writer first; this one's files were "
+                               "discarded") from None
+
+
+def _discard(store: Store, keys) -> None:
+    """Best effort: a store that fails here leaves files no marker lists, which prune removes with their step."""
+    for key in keys:
+        try:
+            store.delete(key)
+        except Exception as e:  # noqa: BLE001 (the error being raised matters more)
+            log.warning("could not remove %s (%s)", key, str(e)[:200])
+            return
 
 
 def load_checkpoint(store: Store, split: int, step: int, names: list[str] | None = None) -> dict[str, bytes]:
     """The files of a complete checkpoint (or the subset `names`), each verified against the marker."""
     prefix = checkpoint_prefix(split, step)
-    try:
-        marker = json.loads(store.read_bytes(f"{prefix}/{MARKER}"))
-        listed = marker["files"]
-    except KeyError:
-        raise CorruptCheckpoint(f"{prefix} has no readable completion marker") from None
-    except (ValueError, TypeError):
-        raise CorruptCheckpoint(f"{prefix}/{MARKER} is not valid JSON") from None
+    listed = _read_marker(store, prefix).files
     out = {}
     for name in names or list(listed):
         if name not in listed:
             raise CorruptCheckpoint(f"{prefix}/{MARKER} does not list {name}")
+        key = f"{prefix}/{listed[name].object or name}"
         try:
-            data = store.read_bytes(f"{prefix}/{name}")
+            data = store.read_bytes(key)
         except KeyError:
-            raise CorruptCheckpoint(f"{prefix}/{name} is missing") from None
-        if len(data) != listed[name]["bytes"] or hashlib.sha256(data).hexdigest() != listed[name]["sha256"]:
-            raise CorruptCheckpoint(f"{prefix}/{name} does not match its checksum")
+            raise CorruptCheckpoint(f"{key} is missing") from None
+        if len(data) != listed[name].bytes or hashlib.sha256(data).hexdigest() != listed[name].sha256:
+            raise CorruptCheckpoint(f"{key} does not match its checksum")
         out[name] = data
     return out
 

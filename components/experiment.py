@@ -32,7 +32,7 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     outside = [s for s in settings.split_ids if s >= len(plan.splits)]
     if outside:
         raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
-    write_json(store, EXPERIMENT_KEY, settings.model_dump())
+    write_json(store, EXPERIMENT_KEY, settings.model_dump(), checksum=True)
     return settings.split_ids or list(range(len(plan.splits)))
 
 
@@ -82,7 +82,7 @@ def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
         target = experiment_target
         config_key = f"{split_prefix(split)}/config.json"
         if target is None and store.exists(config_key):
-            target = read_json(store, config_key)["train"]["steps"]
+            target = _config_steps(store, config_key)
         step = steps[-1] if steps else None
         state = "not started" if step is None else "complete" if target is not None and step >= target else "incomplete"
         lease = live_lease(store, split) if state != "complete" else None
@@ -98,6 +98,17 @@ def prepare_split_data(store_uri: str, split: int) -> int:
     prepare_shard(store, split)
     record_real_diversity(store, split)  # the collapse alarm's threshold
     return split
+
+
+def _config_steps(store: Store, key: str) -> int:
+    """The target steps a split's config.json records."""
+    config = read_json(store, key)
+    steps = config.get("train", {}).get("steps") if isinstance(config, dict) and isinstance(config.get("train"),
+                                                                                           dict) else None
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise UserError(f"{store.uri}/{key}: train.steps: missing or not a whole number >= 1; the file is damaged: "
+                        "delete it (training writes it again)")
+    return steps
 
 
 def train_one_split(store_uri: str, split: int) -> int:

@@ -1,16 +1,19 @@
 """One trainer per split at a time: a lease object, `splits/split-NNNNN/lease.json`, with an owner and an expiry.
 
 KFP can start a second pod for a split while the first still runs (a node that stopped answering, a user's rerun),
-and S3 has no lock. The policy:
-- A trainer takes the lease before it trains: it refuses if another owner's lease has not expired, otherwise writes
-  its own, waits `settle` seconds and reads it back; if another trainer's lease is there instead, it lost the race
-  and refuses.
-- It renews the lease at every stats tick and checks, before every checkpoint, that the lease is still its own; a
-  trainer that finds another owner there stops without writing.
-- It deletes the lease when it finishes or fails. A killed trainer's lease expires, or is stale at once for a
-  trainer on the same host (the owner names host and pid).
-Should both trainers still reach the same checkpoint at once, the files of one and the marker of the other do not
-verify against each other, so the mix is skipped as corrupt: never a silently wrong checkpoint.
+and S3 has no lock, but it has conditional writes. The policy:
+- A trainer takes the lease with a conditional write: a create if there is none (If-None-Match: *), or a replace of
+  the expired lease it read (If-Match on that ETag). Of two trainers at once exactly one write succeeds; the other
+  refuses with one line.
+- A background thread renews the lease every third of its time, again with If-Match on the ETag of its own last
+  write, so set-up, a long first compiled step or a slow checkpoint upload cannot starve it. A renewal that fails its
+  precondition means another trainer took over: the lease is lost, and training stops at its next check.
+- Before each checkpoint's upload and again before its completion marker, the trainer renews in the foreground: the
+  upload and the commit start only with a full lease period left and proof that the lease is still its own. The
+  marker itself is a conditional create (components/checkpoint.py), so even a writer paused past its expiry between
+  that renewal and the marker can never replace a complete checkpoint.
+- Release is a conditional delete (If-Match), so it never removes another trainer's lease, and it never raises.
+A killed trainer's lease expires, or is stale at once for a trainer on the same host (the owner names host and pid).
 `acgan rerun` does not start a split whose lease is live.
 """
 
@@ -20,22 +23,23 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.checkpoint import split_prefix
-from components.errors import UserError
-from components.store import Store
+from components.errors import UserError, first_problem
+from components.store import PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
 
 
 class Lease(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    owner: str
+    owner: str = Field(max_length=300)
     expires: float
     acquired: float
 
@@ -53,32 +57,47 @@ def new_owner() -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
-def read_lease(store: Store, split: int) -> Lease | None:
-    """The split's lease, or None if there is none or it cannot be read (an unreadable lease protects nothing)."""
+def read_lease_tagged(store: Store, split: int) -> tuple[Lease | None, str | None]:
+    """The split's lease and its tag (ETag), (None, None) if there is none. A lease that is not a valid lease is an
+    error naming the file and the key: it may be a live trainer's, damaged, so it is neither trusted nor replaced."""
+    key = lease_key(split)
     try:
-        return Lease.model_validate(json.loads(store.read_bytes(lease_key(split))))
-    except (KeyError, ValueError, ValidationError):
-        return None
+        data, tag = store.read_tagged(key)
+    except KeyError:
+        return None, None
+    try:
+        return Lease.model_validate(json.loads(data)), tag
+    except (ValueError, RecursionError) as e:
+        where, msg = first_problem(e) if isinstance(e, ValidationError) else ("", f"not JSON ({str(e)[:80]})")
+        raise UserError(f"{store.uri}/{key}: {where + ': ' if where else ''}{msg}; delete this lease file if no "
+                        f"trainer of split {split} is running") from None
+
+
+def read_lease(store: Store, split: int) -> Lease | None:
+    return read_lease_tagged(store, split)[0]
+
+
+def _is_live(lease: Lease, now: float | None = None) -> bool:
+    """Not expired, and its owner may still run: a lease taken on this host by a process that is gone (killed,
+    crashed), or by this process in an earlier call whose release failed, is stale at once, so a local restart need
+    not wait for the expiry."""
+    if lease.expires <= (time.time() if now is None else now):
+        return False
+    host, _, pid = lease.owner.partition("/")
+    pid = pid.partition("/")[0]
+    return not (host == socket.gethostname() and pid.isdigit() and
+                (int(pid) == os.getpid() or not _process_exists(int(pid))))
 
 
 def live_lease(store: Store, split: int, now: float | None = None) -> Lease | None:
-    """The lease if it has not expired and its owner may still run: a lease taken on this host by a process that
-    is gone (killed, crashed), or by this process in an earlier call whose release failed, is stale at once, so a
-    local restart need not wait for the expiry."""
     lease = read_lease(store, split)
-    if lease is None or lease.expires <= (time.time() if now is None else now):
-        return None
-    host, _, pid = lease.owner.partition("/")
-    pid = pid.partition("/")[0]
-    if host == socket.gethostname() and pid.isdigit() and (int(pid) == os.getpid() or not _process_exists(int(pid))):
-        return None  # left by a process that is gone, or by an earlier, finished call in this one
-    return lease
+    return lease if lease is not None and _is_live(lease, now) else None
 
 
 def _process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -86,10 +105,16 @@ def _process_exists(pid: int) -> bool:
 
 
 class SplitLease:
-    def __init__(self, store: Store, split: int, seconds: float, settle: float = 1.0, owner: str | None = None):
-        self.store, self.split, self.seconds, self.settle = store, split, seconds, settle
+    def __init__(self, store: Store, split: int, seconds: float, owner: str | None = None):
+        self.store, self.split, self.seconds = store, split, seconds
         self.owner = owner or new_owner()
         self.acquired = 0.0
+        self.expires = 0.0
+        self._tag: str | None = None
+        self._lost: SplitBusy | None = None
+        self._lock = threading.Lock()  # one conditional write at a time: the renewal thread and the training loop
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def _busy(self, lease: Lease) -> SplitBusy:
         left = max(0, round(lease.expires - time.time()))
@@ -97,40 +122,80 @@ class SplitLease:
                          f"{lease_key(self.split)}, {left}s left): wait for it to finish, or delete the lease if "
                          "that task is gone")
 
-    def _write(self) -> None:
-        now = time.time()
-        lease = Lease(owner=self.owner, expires=now + self.seconds, acquired=self.acquired or now)
-        self.store.write_bytes(lease_key(self.split), lease.model_dump_json().encode())
+    def _lease_bytes(self) -> tuple[bytes, float]:
+        expires = time.time() + self.seconds
+        return Lease(owner=self.owner, expires=expires, acquired=self.acquired).model_dump_json().encode(), expires
 
     def acquire(self) -> None:
-        held = live_lease(self.store, self.split)
-        if held is not None and held.owner != self.owner:
+        """Take the split, or raise SplitBusy. Then keep it, from a background thread, until `release`."""
+        held, tag = read_lease_tagged(self.store, self.split)
+        if held is not None and held.owner != self.owner and _is_live(held):
             raise self._busy(held)
         self.acquired = time.time()
-        self._write()
-        time.sleep(self.settle)
-        self.check()
+        data, expires = self._lease_bytes()
+        try:
+            self._tag = self.store.write_if(lease_key(self.split), data, tag)
+        except PreconditionFailed:  # another trainer wrote the lease since we read it: it won
+            held = read_lease(self.store, self.split)
+            raise self._busy(held) if held is not None else SplitBusy(
+                f"split {self.split}: another trainer took and released the lease at the same moment; "
+                "try again") from None
+        self.expires = expires
+        self._thread = threading.Thread(target=self._keep, name=f"lease-split-{self.split}", daemon=True)
+        self._thread.start()
 
-    def check(self) -> None:
-        """Raise SplitBusy unless the lease is still ours."""
-        held = read_lease(self.store, self.split)
-        if held is None or held.owner != self.owner:
-            if held is None:
-                raise SplitBusy(f"split {self.split}: this trainer's lease {lease_key(self.split)} disappeared; "
-                                "stopping without writing in case another trainer took over")
-            raise self._busy(held)
+    def _keep(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                self.renew()
+            except SplitBusy:
+                return  # recorded in _lost; the training loop stops at its next check
+            except UserError as e:  # the store is away for longer than its retries: the next period tries again
+                log.warning("split %d: could not renew its lease (%s); %.0fs left", self.split, e,
+                            self.expires - time.time())
 
     def renew(self) -> None:
-        self.check()
-        self._write()
+        """Extend the lease by a full period, if it is still ours (If-Match on our last write); else SplitBusy."""
+        with self._lock:
+            if self._lost is not None:
+                raise self._lost
+            data, expires = self._lease_bytes()
+            try:
+                self._tag = self.store.write_if(lease_key(self.split), data, self._tag)
+            except PreconditionFailed:
+                try:
+                    held = read_lease(self.store, self.split)
+                except UserError:
+                    held = None
+                self._lost = self._busy(held) if held is not None else SplitBusy(
+                    f"split {self.split}: this trainer's lease {lease_key(self.split)} was replaced or deleted; "
+                    "stopping without writing in case another trainer took over")
+                raise self._lost from None
+            self.expires = expires
+
+    def check(self) -> None:
+        """Raise SplitBusy if the renewal thread found the lease taken (no store call: cheap at every tick)."""
+        if self._lost is not None:
+            raise self._lost
 
     def release(self) -> None:
-        """Delete the lease if it is ours. A store that fails here must not hide why training stopped: the lease
-        then just expires."""
-        try:
-            held = read_lease(self.store, self.split)
-            if held is not None and held.owner == self.owner:
-                self.store.delete(lease_key(self.split))
-        except UserError as e:
-            log.warning("split %d: could not release its lease (%s); it expires in at most %.0fs", self.split, e,
+        """Stop renewing and delete the lease if it is still ours. Never raises: a store that fails here must not
+        hide why training stopped; the lease then just expires."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        # A renewal stuck in the store's retries holds the lock: then the lease is left to expire.
+        if not self._lock.acquire(timeout=1.0):
+            log.warning("split %d: the store is not answering; its lease expires in at most %.0fs", self.split,
                         self.seconds)
+            return
+        try:
+            if self._lost is None and self._tag is not None:
+                self.store.delete_if(lease_key(self.split), self._tag)
+        except PreconditionFailed:
+            log.warning("split %d: its lease was taken over before release; left to the new owner", self.split)
+        except Exception as e:  # noqa: BLE001 (release runs in a finally: it must not replace the real error)
+            log.warning("split %d: could not release its lease (%s); it expires in at most %.0fs", self.split,
+                        str(e)[:200], self.seconds)
+        finally:
+            self._lock.release()

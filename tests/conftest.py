@@ -21,8 +21,7 @@ from components.store import LocalStore, open_store
 from components.training.loop import TrainConfig
 
 # Small enough for a CPU test, the real network otherwise (all six D convolutions, all G stages).
-TINY = dict(batch_size=16, width=0.0625, tick_every=5, checkpoint_every=5, stats_samples_per_class=4, stats_pairs=6,
-            lease_settle=0)
+TINY = dict(batch_size=16, width=0.0625, tick_every=5, checkpoint_every=5, stats_samples_per_class=4, stats_pairs=6)
 
 
 def tiny_config(**overrides) -> TrainConfig:
@@ -112,7 +111,7 @@ def s3_env(s3_server, monkeypatch):
     monkeypatch.setenv("ACGAN_S3_ENDPOINT", s3_server["endpoint"])
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
-    monkeypatch.setenv("ACGAN_S3_RETRIES", "2")
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "2")
     uri = f"s3://acgan-test/{uuid.uuid4().hex[:8]}"
     open_store(uri).ensure_ready(create=True)
     return uri

@@ -1,15 +1,16 @@
 """Checkpoints: save -> perturb -> load -> equal; latest complete; half-written and corrupt ones ignored; retention."""
 
+import hashlib
 import json
 import logging
 
 import pytest
 import torch
 
-from components.checkpoint import (MARKER, checkpoint_prefix, complete_steps, latest_checkpoint, load_checkpoint,
-                                   prune_checkpoints, save_checkpoint)
+from components.checkpoint import (MARKER, CheckpointExists, checkpoint_objects, checkpoint_prefix, complete_steps,
+                                   latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint)
 from components.model import Discriminator, Generator, ModelConfig
-from components.store import LocalStore
+from components.store import LocalStore, open_store
 from components.training.state import pack_checkpoint, unpack_checkpoint
 
 
@@ -78,7 +79,7 @@ def test_corrupt_newest_is_skipped_with_a_warning(tmp_path, caplog, damage):
     store = LocalStore(tmp_path)
     for step in (5, 10):
         save_checkpoint(store, 0, step, {"a.bin": bytes(range(200)), "meta.json": b"{}"})
-    key = f"{checkpoint_prefix(0, 10)}/a.bin"
+    key = checkpoint_objects(store, 0, 10)["a.bin"]
     data = store.read_bytes(key)
     if damage == "flip":
         store.write_bytes(key, data[:50] + bytes([data[50] ^ 0xFF]) + data[51:])
@@ -89,15 +90,64 @@ def test_corrupt_newest_is_skipped_with_a_warning(tmp_path, caplog, damage):
     with caplog.at_level(logging.WARNING):
         step, _ = latest_checkpoint(store, 0)
     assert step == 5
-    assert "step-00000010/a.bin" in caplog.text
+    assert f"{key}" in caplog.text
 
 
-def test_complete_checkpoint_never_overwritten(tmp_path):
-    store = LocalStore(tmp_path)
-    save_checkpoint(store, 0, 5, {"a.bin": b"first"})
+@pytest.fixture(params=["local", "s3"])
+def any_store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path)
+    return open_store(request.getfixturevalue("s3_env"))
+
+
+def _snapshot(store, split, step) -> dict[str, bytes]:
+    """Every object of a checkpoint's prefix, byte for byte."""
+    return {key: store.read_bytes(key) for key in store.list(f"{checkpoint_prefix(split, step)}/")}
+
+
+def test_complete_checkpoint_never_overwritten(any_store):
+    save_checkpoint(any_store, 0, 5, {"a.bin": b"first"})
     with pytest.raises(FileExistsError):
-        save_checkpoint(store, 0, 5, {"a.bin": b"second"})
-    assert load_checkpoint(store, 0, 5)["a.bin"] == b"first"
+        save_checkpoint(any_store, 0, 5, {"a.bin": b"second"})
+    assert load_checkpoint(any_store, 0, 5)["a.bin"] == b"first"
+
+
+def test_late_writer_cannot_replace_a_committed_checkpoint(any_store):
+    """Writer A passes its checks, then B commits the same step (A paused, its lease expired); A's files lie beside
+    B's under A's own names and A's marker is refused: B's checkpoint stays byte-identical, and A's files are gone."""
+    committed = {}
+
+    def b_commits_meanwhile():
+        if not committed:
+            save_checkpoint(any_store, 0, 5, {"a.bin": b"by B", "b.bin": b"B too"})
+            committed.update(_snapshot(any_store, 0, 5))
+
+    with pytest.raises(CheckpointExists, match="completed by another writer first"):
+        save_checkpoint(any_store, 0, 5, {"a.bin": b"by A", "b.bin": b"A too"}, fence=b_commits_meanwhile)
+    assert _snapshot(any_store, 0, 5) == committed
+    assert load_checkpoint(any_store, 0, 5) == {"a.bin": b"by B", "b.bin": b"B too"}
+
+
+def test_markers_of_old_stores_without_writer_tokens_load(tmp_path):
+    store = LocalStore(tmp_path)
+    prefix = checkpoint_prefix(0, 5)
+    store.write_bytes(f"{prefix}/a.bin", b"old")
+    store.write_bytes(f"{prefix}/{MARKER}", json.dumps({"step": 5, "files": {"a.bin": {
+        "bytes": 3, "sha256": hashlib.sha256(b"old").hexdigest()}}}).encode())
+    assert latest_checkpoint(store, 0) == (5, {"a.bin": b"old"})
+
+
+@pytest.mark.parametrize("files", [{"a.bin": {"bytes": "3", "sha256": "0" * 64}}, {"a.bin": {"bytes": 3}},
+                                   {"a.bin": {"bytes": 3, "sha256": "0" * 64, "object": "../../lease.json"}},
+                                   ["a.bin"], {"a.bin": {"bytes": 3.5, "sha256": "0" * 64}}])
+def test_marker_with_wrong_field_types_falls_back(tmp_path, caplog, files):
+    store = LocalStore(tmp_path)
+    save_checkpoint(store, 0, 5, {"a.bin": b"five"})
+    save_checkpoint(store, 0, 10, {"a.bin": b"ten"})
+    store.write_bytes(f"{checkpoint_prefix(0, 10)}/{MARKER}", json.dumps({"step": 10, "files": files}).encode())
+    with caplog.at_level(logging.WARNING):
+        assert latest_checkpoint(store, 0) == (5, {"a.bin": b"five"})
+    assert f"{checkpoint_prefix(0, 10)}/{MARKER}" in caplog.text
 
 
 def test_retention_keeps_newest_two(tmp_path):
@@ -107,8 +157,9 @@ def test_retention_keeps_newest_two(tmp_path):
         save_checkpoint(store, 0, step, {"a.bin": b"x"})
         prune_checkpoints(store, 0, keep=2)
     assert complete_steps(store, 0) == [15, 20]
-    assert store.list("splits/split-00000/checkpoints/") == [
-        f"{checkpoint_prefix(0, s)}/{name}" for s in (15, 20) for name in (MARKER, "a.bin")]
+    assert store.list("splits/split-00000/checkpoints/") == sorted(
+        [f"{checkpoint_prefix(0, s)}/{MARKER}" for s in (15, 20)] + [checkpoint_objects(store, 0, s)["a.bin"]
+                                                                    for s in (15, 20)])
     marker = json.loads(store.read_bytes(f"{checkpoint_prefix(0, 20)}/{MARKER}"))
     assert marker["files"]["a.bin"]["bytes"] == 1 and len(marker["files"]["a.bin"]["sha256"]) == 64
 

@@ -143,10 +143,9 @@ def test_a_new_setting_is_one_field():
 
 def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoints(capsys, digits_store):
     argv = ["train-split", "--store", digits_store.root, "--split", 0, "--steps", 2, "--checkpoint-every", 2,
-            "--batch-size", 8, "--width", 0.0625, "--stats-samples-per-class", 2, "--stats-pairs", 1,
-            "--lease-settle", 0]
+            "--batch-size", 8, "--width", 0.0625, "--stats-samples-per-class", 2, "--stats-pairs", 1]
     assert cli.main([str(a) for a in argv]) == 0
     saved = json.loads(digits_store.read_bytes("splits/split-00000/config.json"))["train"]
     assert saved == TrainConfig(preset="paper", split=0, steps=2, checkpoint_every=2, batch_size=8, width=0.0625,
-                                stats_samples_per_class=2, stats_pairs=1, lease_settle=0).model_dump()
+                                stats_samples_per_class=2, stats_pairs=1).model_dump()
     assert saved["preset"] == "paper" and saved["d_dropout"] == 0.5 and saved["d_fake_class_loss"] is True

@@ -1,9 +1,12 @@
 """One store interface, two backends: a local directory and a real S3-protocol server (moto) via the minio client."""
 
+import os
+import time
+
 import pytest
 
 from components.errors import UserError
-from components.store import open_store
+from components.store import open_store, read_json, write_json
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -53,8 +56,9 @@ def test_unreachable_endpoint_fails_after_bounded_retries(monkeypatch, s3_server
     monkeypatch.setenv("ACGAN_S3_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-value")
-    monkeypatch.setenv("ACGAN_S3_RETRIES", "2")
-    with pytest.raises(UserError, match=r"unreachable at http://127.0.0.1:\d+: read plan.json failed after 2 attempt"):
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "1")
+    with pytest.raises(UserError, match=r"unreachable at http://127.0.0.1:\d+: read plan.json failed for 1s \(\d+ "
+                                        r"attempt\(s\), last: NewConnectionError\)"):
         open_store("s3://acgan-test/x").read_bytes("plan.json")
 
 
@@ -63,7 +67,7 @@ def test_unreachable_endpoint_fails_after_bounded_retries(monkeypatch, s3_server
     ("s3:///x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1"}, "names no bucket"),
     ("s3://A_B/x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1"}, "not a valid bucket name"),
     ("s3://acgan-test/x", {"ACGAN_S3_ENDPOINT": "ftp://host"}, "is not http"),
-    ("s3://acgan-test/x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1", "ACGAN_S3_RETRIES": "many"}, "not a whole number"),
+    ("s3://acgan-test/x", {"ACGAN_S3_ENDPOINT": "http://127.0.0.1:1", "ACGAN_S3_RETRY_SECONDS": "many"}, "not a number of seconds"),
     ("gs://bucket/x", {}, "use a local directory or s3://"),
 ])
 def test_bad_store_settings(monkeypatch, uri, env, message):
@@ -80,3 +84,40 @@ def test_missing_bucket_is_created_only_by_prepare(s3_env):
         store.ensure_ready()
     store.ensure_ready(create=True)
     store.ensure_ready()
+
+
+def test_checksummed_json_catches_a_changed_value(store):
+    store.ensure_ready(create=True)
+    write_json(store, "plan.json", {"resolution": 32, "splits": [[0, 1]]}, checksum=True)
+    assert read_json(store, "plan.json") == {"resolution": 32, "splits": [[0, 1]]}
+    damaged = store.read_bytes("plan.json").replace(b'"resolution": 32', b'"resolution": 33')
+    store.write_bytes("plan.json", damaged)  # still valid JSON: only the checksum can tell
+    with pytest.raises(UserError, match=r"plan.json: checksum: the contents do not match it") as e:
+        read_json(store, "plan.json")
+    assert "\n" not in str(e.value)
+    write_json(store, "old.json", {"resolution": 32})  # stores written before checksums still read
+    assert read_json(store, "old.json") == {"resolution": 32}
+
+
+def test_unfinished_writes_are_cleaned_when_a_trainer_takes_the_split(digits_store, s3_env):
+    """A write killed on a local store leaves its hidden temporary; one killed on S3 leaves a multipart upload that
+    no listing shows. A trainer that takes the split removes those older than a lease period."""
+    from components.training.loop import train_split
+    from tests.conftest import tiny_config
+
+    stale = digits_store.root / "splits/split-00000/checkpoints/step-00000005/.g.safetensors.tmp-99-dead"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a write")
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    train_split(digits_store, tiny_config(steps=5, lease_seconds=30))
+    assert not stale.exists()
+    assert not list(digits_store.root.rglob("*.tmp-*"))
+
+    s3 = open_store(s3_env)
+    name = f"{s3.prefix}/splits/split-00000/checkpoints/step-00000005/x.safetensors"
+    s3.client._create_multipart_upload(s3.bucket, name, {})
+    uploads = lambda: s3.client._list_multipart_uploads(s3.bucket, prefix=s3.prefix + "/").uploads  # noqa: E731
+    assert len(uploads()) == 1
+    time.sleep(1.1)
+    assert s3.clean_temporaries("splits/split-00000/", older_than=1.0) == 1
+    assert uploads() == []

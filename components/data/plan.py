@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from components.errors import UserError
+from components.errors import UserError, first_problem
 from components.store import Store, read_json, write_json
 
 PLAN_KEY = "plan.json"
@@ -101,9 +101,13 @@ def splits_from_file(path: Path, class_names: list[str]) -> list[list[int]]:
     try:
         doc = json.loads(Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise UserError(f"plan file {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"plan file {path} is not UTF-8 JSON ({e})") from None
+        raise UserError(f"--plan-file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"--plan-file {path} is a folder: give a JSON file") from None
+    except OSError as e:
+        raise UserError(f"--plan-file {path}: cannot read it ({e.strerror})") from None
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, an integer past 4300 digits, nested too deep
+        raise UserError(f"plan file {path} is not UTF-8 JSON ({str(e)[:120]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("splits"), list):
         raise UserError(f'plan file {path} must be a JSON object {{"splits": [[class, ...], ...]}}')
     index = {name: i for i, name in enumerate(class_names)}
@@ -127,8 +131,13 @@ def splits_from_file(path: Path, class_names: list[str]) -> list[list[int]]:
 def load_plan(store: Store) -> SplitPlan:
     if not store.exists(PLAN_KEY):
         raise UserError(f"store {store.uri} has no plan: run `acgan prepare --store {store.uri}` first")
-    return SplitPlan.model_validate(read_json(store, PLAN_KEY))
+    try:
+        return SplitPlan.model_validate(read_json(store, PLAN_KEY))
+    except ValidationError as e:  # the value came from the store, not the command line: name the file and the key
+        key, msg = first_problem(e)
+        raise UserError(f"{store.uri}/{PLAN_KEY}: {key or 'the plan'}: {msg}; the plan is damaged: prepare a new "
+                        "store") from None
 
 
 def save_plan(store: Store, plan: SplitPlan) -> None:
-    write_json(store, PLAN_KEY, plan.model_dump())
+    write_json(store, PLAN_KEY, plan.model_dump(), checksum=True)

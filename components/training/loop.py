@@ -27,12 +27,12 @@ import torch
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
-from components.checkpoint import (complete_steps, latest_checkpoint, prune_checkpoints, quarantine_checkpoint,
-                                   save_checkpoint, split_prefix)
+from components.checkpoint import (CheckpointExists, complete_steps, latest_checkpoint, prune_checkpoints,
+                                   quarantine_checkpoint, save_checkpoint, split_prefix)
 from components.data.plan import load_plan
-from components.data.prepare import load_shard
+from components.data.prepare import load_shard, shard_key
 from components.errors import UserError
-from components.lease import SplitLease
+from components.lease import SplitBusy, SplitLease
 from components.metrics import mean_ms_ssim
 from components.model import Discriminator, Generator, ModelConfig
 from components.settings import TrainingSettings
@@ -56,10 +56,9 @@ class TrainConfig(TrainingSettings):
     noise_dim: int = Field(100, ge=1)
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
     stats_pairs: int = Field(100, ge=1)
-    lease_seconds: float = Field(300, ge=1, description="the split's lease expires this long after its last renewal "
-                                                       "(renewed every third of it): how long a killed trainer "
-                                                       "blocks another")
-    lease_settle: float = Field(1.0, ge=0, le=60, description="wait after taking the lease before reading it back")
+    lease_seconds: float = Field(300, ge=1, le=86_400, description="the split's lease expires this long after its "
+                                                                   "last renewal (renewed every third of it): how "
+                                                                   "long a killed trainer blocks another")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, float32 "
                                                                             "on a CPU")
@@ -118,10 +117,15 @@ def sigterm_requests_stop() -> Iterator[threading.Event]:
 def train_split(store: Store, cfg: TrainConfig) -> dict:
     """Train split `cfg.split` up to `cfg.steps` holding the split's lease; returns the last stats line (or the
     state if already done). Raises SplitBusy if another trainer holds the split, Preempted after SIGTERM."""
-    lease = SplitLease(store, cfg.split, cfg.lease_seconds, cfg.lease_settle)
+    lease = SplitLease(store, cfg.split, cfg.lease_seconds)
     with sigterm_requests_stop() as stop:
         lease.acquire()
         try:
+            # Killed writes of earlier trainers left temporaries (local) or unfinished multipart uploads (S3); the
+            # split is ours now, and anything older than a lease period is nobody's.
+            cleaned = store.clean_temporaries(f"{split_prefix(cfg.split)}/", older_than=cfg.lease_seconds)
+            if cleaned:
+                log.info("split %d: removed %d unfinished write(s) of earlier trainers", cfg.split, cleaned)
             return _train(store, cfg, lease, stop)
         finally:
             lease.release()
@@ -136,6 +140,11 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
     if tuple(images.shape[1:]) != (model_cfg.channels, model_cfg.resolution, model_cfg.resolution):
         raise UserError(f"data of split {cfg.split} has shape {tuple(images.shape[1:])}, the plan says "
                         f"{model_cfg.channels}x{model_cfg.resolution}x{model_cfg.resolution}: run `acgan prepare` again")
+    outside = labels[~torch.isin(labels, torch.tensor(members))]
+    if len(outside):
+        raise UserError(f"{store.uri}/{shard_key(cfg.split)}: labels: {len(outside)} label(s) outside split "
+                        f"{cfg.split}'s classes {members} (e.g. {outside[0].item()}): the shard is damaged or from "
+                        "another plan: run `acgan prepare` into a new store")
     to_local = torch.full((max(members) + 1,), -1, dtype=torch.long)
     to_local[torch.tensor(members)] = torch.arange(len(members))
     images, local_labels = images.to(device), to_local[labels].to(device)
@@ -166,9 +175,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
     for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
         quarantine_checkpoint(store, cfg.split, newer)  # failed verification: its step is trained again
     if latest is not None:
-        if store.exists(stats_key):
-            stats_lines = [line for line in store.read_bytes(stats_key).decode().splitlines()
-                           if line and json.loads(line)["step"] <= start]
+        stats_lines = _stats_lines_up_to(store, stats_key, start)
         log.info("split %d: resuming from step %d", cfg.split, start)
     if start >= cfg.steps:
         log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
@@ -185,24 +192,24 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
     sums = torch.zeros(6, device=device)  # loss_d, loss_g, src acc real, src acc fake, cls acc real, cls acc fake
     tick_start, tick_step, last = time.perf_counter(), start, {}
     bar = tqdm(total=cfg.steps, initial=start, desc=f"split {cfg.split}", unit="step", disable=not sys.stderr.isatty())
-    renewed, saved, done = time.monotonic(), start, start
+    saved, done = start, start
 
     def checkpoint(step: int, healthy_since: int) -> None:
         if not all(torch.isfinite(p).all() for p in [*G.parameters(), *D.parameters()]):
             raise TrainingDiverged(f"split {cfg.split} has non-finite weights at step {step}; its checkpoints up "
                                    f"to step {healthy_since} are intact: lower --lr and run again")
-        lease.check()  # a trainer that lost its split to another writes nothing
         meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
                 "train": cfg.model_dump(), "fast_path": fast.model_dump(), "time": time.time()}
-        save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta))
+        try:  # the renewals before the upload and the marker: a trainer that lost its split commits nothing
+            save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta),
+                            fence=lease.renew)
+        except CheckpointExists as e:
+            raise SplitBusy(f"split {cfg.split}: {e}; another trainer holds the split, this one stops") from None
         prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)
 
     for step in range(start + 1, cfg.steps + 1):
         if stop.is_set():
             break
-        if time.monotonic() - renewed > cfg.lease_seconds / 3:
-            lease.renew()
-            renewed = time.monotonic()
         idx = torch.randint(n_images, (cfg.batch_size,), generator=data_rng, device=device)
         x_real = images[idx].float() / 127.5 - 1.0  # (B, C, R, R) in [-1, 1], the scale of G's tanh
         y_real = local_labels[idx]
@@ -232,7 +239,11 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
                 "ms_ssim": dict(zip(map(str, members), diversity)), "ms_ssim_mean": sum(diversity) / K,
                 "images_per_second": (step - tick_step) * cfg.batch_size / elapsed, "time": time.time()}
         stats_lines.append(json.dumps(last))
-        store.write_bytes(stats_key, ("\n".join(stats_lines) + "\n").encode())
+        lease.check()  # the renewal thread found another trainer holding the split: stop
+        try:  # best effort: the stats are a record, the checkpoints are the state
+            store.write_bytes(stats_key, ("\n".join(stats_lines) + "\n").encode())
+        except UserError as e:
+            log.warning("split %d: stats line of step %d not written (%s); training continues", cfg.split, step, e)
         bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", cls_fake=f"{means[5]:.2f}",
                         ms_ssim=f"{last['ms_ssim_mean']:.3f}")
         if bar.disable:
@@ -252,6 +263,27 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
         raise Preempted(f"split {cfg.split}: stopped by SIGTERM at step {done} of {cfg.steps} {saved_now}; a retry "
                         f"(or `acgan rerun`) resumes from step {done}")
     return {**last, "steps": cfg.steps, "resumed_from": start}
+
+
+def _stats_lines_up_to(store: Store, key: str, step: int) -> list[str]:
+    """The stats lines of steps up to `step`; lines that are damaged (a flipped byte, a cut write) are dropped with a
+    warning: the stats are a record, never a reason not to resume."""
+    try:
+        text = store.read_bytes(key).decode("utf-8", errors="replace")
+    except KeyError:
+        return []
+    kept, dropped = [], 0
+    for line in filter(None, text.splitlines()):
+        try:
+            entry = json.loads(line)
+            keep = isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step
+        except (ValueError, RecursionError):
+            keep, dropped = False, dropped + 1
+        if keep:
+            kept.append(line)
+    if dropped:
+        log.warning("%s/%s: dropped %d damaged line(s); the rest is kept", store.uri, key, dropped)
+    return kept
 
 
 def _describe(m: ModelConfig) -> str:

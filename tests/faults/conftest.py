@@ -20,12 +20,21 @@ def _single_threaded():
         yield
 
 
+def record(fault: str, injected: str, trials: int, survived: int, work_lost: str, data_lost: str) -> None:
+    ROWS.append(dict(zip(COLUMNS, (fault, injected, trials, survived, work_lost, data_lost))))
+
+
 @pytest.fixture
 def fault_report():
-    def add(fault: str, injected: str, trials: int, survived: int, work_lost: str, data_lost: str) -> None:
-        ROWS.append(dict(zip(COLUMNS, (fault, injected, trials, survived, work_lost, data_lost))))
+    """Call it after a test's assertions: a row is a fault the test survived."""
+    return record
 
-    return add
+
+@pytest.fixture(scope="session")
+def fault_record():
+    """`record` for module-scoped fixtures that write one row for a whole module's tests (this conftest is not
+    importable under its own name: tests/faults is no package)."""
+    return record
 
 
 def table() -> str:

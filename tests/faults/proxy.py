@@ -1,12 +1,15 @@
 """A TCP proxy on 127.0.0.1 in front of the S3 test server, to cause real outages without losing the server's data:
 `down()` closes the listening socket and every open connection (clients then see resets and refused connections),
 `up()` listens on the same port again, `cut_uploads_after(n)` resets the connection that carries the n-th byte sent
-upstream from now on (an upload that dies half-way), and with `then_down=True` the whole server goes away with it."""
+upstream from now on (an upload that dies half-way), and with `then_down=True` the whole server goes away with it.
+`answer_with(status, ...)` makes the proxy itself answer every request for a while, as a load balancer in front of a
+restarting store does (502/503), or a gateway that refuses the client (403)."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class FlakyProxy:
@@ -21,7 +24,10 @@ class FlakyProxy:
         self._listener: socket.socket | None = None
         self._cut_after: int | None = None
         self._down_after_cut = False
+        self._answer: tuple[bytes, float] | None = None  # response, seconds
+        self._answer_until: float | None = None
         self.cuts = 0
+        self.answered = 0
         self.up()
 
     def up(self) -> None:
@@ -48,12 +54,56 @@ class FlakyProxy:
     def cut_uploads_after(self, n_bytes: int | None, then_down: bool = False) -> None:
         self._cut_after, self._down_after_cut = n_bytes, then_down
 
+    def answer_with(self, status: int, reason: str, seconds: float, body: bytes = b"",
+                    content_type: str = "text/html") -> None:
+        """Answer every request with this response instead of passing it on, for `seconds` from the first request
+        it meets (so an outage always meets the client). Open connections are closed, so that every request from
+        now on meets it."""
+        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode()
+        with self._lock:
+            self._answer, self._answer_until = (head + body, seconds), None
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:  # wakes the pipe threads blocked in recv(), which a close() from here would not
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            _close(c)
+
+    def _respond(self, client: socket.socket, response: bytes) -> None:
+        """Read the whole request (headers and the body its Content-Length announces), then answer and close."""
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data and (chunk := client.recv(65536)):
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(body) < length and (chunk := client.recv(65536)):
+                body += chunk
+            client.sendall(response)
+            with self._lock:
+                self.answered += 1
+        except OSError:
+            pass
+        client.close()
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
                 client, _ = listener.accept()
             except OSError:
                 return  # closed by down()
+            with self._lock:
+                if self._answer is not None and self._answer_until is None:
+                    self._answer_until = time.monotonic() + self._answer[1]
+                if self._answer is not None and time.monotonic() >= self._answer_until:
+                    self._answer = None
+                answer = self._answer
+            if answer is not None:
+                threading.Thread(target=self._respond, args=(client, answer[0]), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:

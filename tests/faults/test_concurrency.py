@@ -73,9 +73,9 @@ def test_trainer_that_loses_its_lease_stops_without_writing(digits_store, fault_
     deadline = time.time() + 120
     while not complete_steps(digits_store, 0) and time.time() < deadline:
         time.sleep(0.01)
-    # Another trainer (say, a second pod after this one's node stopped answering) takes the split over. Like a real
-    # one (SplitLease.acquire) it reads its lease back after a settle: a renewal that read the lease just before this
-    # write and wrote just after it wins, and then the taker tries again rather than the running trainer stopping.
+    # Another trainer (say, a second pod after this one's node stopped answering) takes the split over. The running
+    # trainer's next renewal is conditional on its own last write (If-Match), so it fails at once; the loop only
+    # guards against a renewal that had already landed when this write was read back.
     for _attempt in range(20):
         other = Lease(owner="other-node/1/feedbeef", expires=time.time() + 600, acquired=time.time())
         digits_store.write_bytes(lease_key(0), other.model_dump_json().encode())

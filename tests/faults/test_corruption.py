@@ -3,6 +3,7 @@ marker catch it; it is skipped with a warning naming the object and the previous
 moves it to quarantine and retrains its steps to the same weights; the ensemble refuses to point at it."""
 
 import itertools
+import json
 import logging
 import shutil
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from components.checkpoint import checkpoint_prefix, latest_checkpoint
+from components.checkpoint import checkpoint_objects, latest_checkpoint
 from components.ensemble import assemble_ensemble, sample
 from components.errors import UserError
 from components.experiment import split_statuses
@@ -54,7 +55,7 @@ def test_every_damage_to_every_file_is_caught(trained, tmp_path, caplog, fault_r
     for how, name in itertools.product(DAMAGES, FILES):
         store = LocalStore(tmp_path / f"{how}-{name}")
         shutil.copytree(root, store.root)
-        key = f"{checkpoint_prefix(0, 10)}/{name}"
+        key = checkpoint_objects(store, 0, 10)[name]  # the object the marker lists, under its writer's token
         damage(store, key, how)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
@@ -72,7 +73,7 @@ def test_every_damage_to_every_file_is_caught(trained, tmp_path, caplog, fault_r
         assert weights.keys() == final.keys(), (how, name)
         assert all(torch.equal(weights[k], final[k]) for k in final), (how, name)
         quarantined = store.list("splits/split-00000/quarantine/")
-        assert quarantined and all(k.rsplit("/", 1)[-1] in (*FILES, "COMPLETE.json") for k in quarantined)
+        assert quarantined and all(k.rsplit("/", 1)[-1].endswith((*FILES, "COMPLETE.json")) for k in quarantined)
         trials += 1
     fault_report("corrupt checkpoint object", "bytes flipped, truncated or deleted in each file of the newest "
                  "checkpoint", trials, trials, "5 steps (one interval), retrained to identical weights",
@@ -84,7 +85,7 @@ def test_ensemble_refuses_a_checkpoint_that_does_not_verify(digits_store, tmp_pa
         train_split(digits_store, tiny_config(split=split, steps=5))
     assemble_ensemble(digits_store, 5)
     sample(digits_store, "7", 4, 0, tmp_path / "ok.png", "cpu")
-    damage(digits_store, f"{checkpoint_prefix(1, 5)}/generator.safetensors", "flip")
+    damage(digits_store, checkpoint_objects(digits_store, 1, 5)["generator.safetensors"], "flip")
     with pytest.raises(UserError, match="class 7 does not verify"):
         sample(digits_store, "7", 4, 0, tmp_path / "bad.png", "cpu")
     assert not (tmp_path / "bad.png").exists()
@@ -92,3 +93,27 @@ def test_ensemble_refuses_a_checkpoint_that_does_not_verify(digits_store, tmp_pa
         assemble_ensemble(digits_store, 5)
     fault_report("corrupt checkpoint behind the ensemble", "a byte flipped in a member's generator after assembly",
                  1, 1, "none", "none; sampling and re-assembly refuse it")
+
+
+@pytest.mark.parametrize("how", ["flip", "garbage line", "not UTF-8"])
+def test_damaged_stats_file_never_blocks_a_resume(trained, tmp_path, caplog, how, fault_report):
+    root, final = trained
+    store = LocalStore(tmp_path / "store")
+    shutil.copytree(root, store.root)
+    key = "splits/split-00000/stats.jsonl"
+    lines = store.read_bytes(key).splitlines(keepends=True)
+    if how == "flip":
+        lines[0] = lines[0][:1] + bytes([lines[0][1] ^ 0x40]) + lines[0][2:]  # '"step"' -> 'bstep"'
+    elif how == "garbage line":
+        lines.insert(1, b"\x00{{{\n")
+    else:
+        lines[0] = lines[0].replace(b"step", b"st\xffp")
+    store.write_bytes(key, b"".join(lines))
+    with caplog.at_level(logging.WARNING):
+        result = train_split(store, tiny_config(steps=15, checkpoint_every=5))
+    assert result["resumed_from"] == 10 and result["step"] == 15
+    assert "stats.jsonl: dropped" in caplog.text or how == "not UTF-8"
+    steps = [json.loads(line)["step"] for line in store.read_bytes(key).splitlines()]
+    assert steps[-1] == 15 and steps == sorted(steps)
+    fault_report(f"damaged stats.jsonl ({how})", "a byte flipped / a garbage line / invalid UTF-8", 1, 1, "none",
+                 "the damaged line only; training resumed")

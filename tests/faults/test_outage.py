@@ -2,6 +2,8 @@
 connection and refuses new ones) mid-training and mid-upload. Training retries with bounded backoff and carries on;
 past the bound it stops with one clear message, and the half-uploaded checkpoint never counts as complete."""
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -52,7 +54,7 @@ def _equal(a: dict, b: dict) -> bool:
 
 def test_outage_mid_training_is_ridden_out(flaky_store, reference_weights, monkeypatch, caplog, fault_report):
     proxy, store = flaky_store
-    monkeypatch.setenv("ACGAN_S3_RETRIES", "6")  # backoff 0.5 + 1 + 2 + 4 + 8 s: rides out ~15 s
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "60")
     store = open_store(store.uri)
     proxy.cut_uploads_after(100_000, then_down=True)  # the server goes away in the first checkpoint's upload...
 
@@ -68,12 +70,12 @@ def test_outage_mid_training_is_ridden_out(flaky_store, reference_weights, monke
     assert proxy.cuts == 1 and retries
     assert _equal(_weights(store), reference_weights)
     fault_report("store outage mid-training", "S3 server down for 3 s from the middle of a checkpoint upload", 1, 1,
-                 f"none ({len(retries)} retried calls)", "none; final weights bit-identical")
+                 f"none ({len(retries)} call(s) retried)", "none; final weights bit-identical")
 
 
 def test_upload_cut_half_way_is_retried(flaky_store, reference_weights, monkeypatch, fault_report):
     proxy, store = flaky_store
-    monkeypatch.setenv("ACGAN_S3_RETRIES", "4")
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "30")
     store = open_store(store.uri)
     proxy.cut_uploads_after(200_000)  # in the middle of the first checkpoint's upload
     train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
@@ -86,22 +88,87 @@ def test_upload_cut_half_way_is_retried(flaky_store, reference_weights, monkeypa
 def test_outage_past_the_bound_stops_cleanly_and_resumes(flaky_store, reference_weights, monkeypatch,
                                                          fault_report):
     proxy, store = flaky_store
-    monkeypatch.setenv("ACGAN_S3_RETRIES", "3")  # gives up after 0.5 + 1 s
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "2")
     store = open_store(store.uri)
     train_split(store, tiny_config(steps=EVERY * 2, checkpoint_every=EVERY))  # two complete checkpoints
     # 3 MB on: past the next checkpoint's generator (1.4 MB) into its training state, the server going down with it.
     proxy.cut_uploads_after(3_000_000, then_down=True)
     started = time.time()
-    with pytest.raises(UserError, match=r"unreachable at .*failed after 3 attempt\(s\)") as e:
+    with pytest.raises(UserError, match=r"unreachable at .*failed for 2s \(\d+ attempt\(s\)") as e:
         train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
     assert time.time() - started < 60 and "\n" not in str(e.value)
     proxy.up()
     steps = checkpoint_steps(store, 0)
     half_written = [s for s, done in steps.items() if not done]
     assert half_written == [EVERY * 3], steps  # the cut checkpoint has its first files but no marker
-    assert store.exists(f"splits/split-00000/checkpoints/step-{EVERY * 3:08d}/generator.safetensors")
+    assert any(key.endswith("-generator.safetensors")
+               for key in store.list(f"splits/split-00000/checkpoints/step-{EVERY * 3:08d}/"))
     assert complete_steps(store, 0)[-1] == EVERY * 2 and latest_checkpoint(store, 0)[0] == EVERY * 2
     train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
     assert _equal(_weights(store), reference_weights)
     fault_report("store outage past the retry bound", "upload cut, then S3 server down until training gave up", 1,
                  1, f"{EVERY} steps (the checkpoint being written)", "none; half-written checkpoint never complete")
+
+
+def _s3_error(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'
+            "<Resource>/</Resource><RequestId>0</RequestId></Error>").encode()
+
+
+def test_http_error_bursts_are_ridden_out(flaky_store, reference_weights, s3_server, monkeypatch, caplog,
+                                          fault_report):
+    """A load balancer answers 502 for 2 s (minio raises InvalidResponseError: not S3's XML), later the store
+    answers 503 SlowDown for 1 s: every call retries through it, each outage logged once when it starts and once
+    when it ends, and training ends with the uninterrupted run's weights."""
+    proxy, store = flaky_store
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "60")
+    store = open_store(store.uri)
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", s3_server["endpoint"])
+    direct = open_store(store.uri)  # the test watches the store past the proxy
+
+    def bursts():
+        for step, status, reason, body, seconds in ((EVERY, 502, "Bad Gateway", b"<html>502</html>", 2.0),
+                                                    (EVERY * 3, 503, "Slow Down",
+                                                     _s3_error("SlowDown", "Please reduce your request rate."), 1.0)):
+            while step not in complete_steps(direct, 0):
+                time.sleep(0.05)
+            proxy.answer_with(status, reason, seconds, body, "application/xml" if status == 503 else "text/html")
+
+    watcher = threading.Thread(target=bursts, daemon=True)
+    watcher.start()
+    train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
+    watcher.join(5)
+    assert not watcher.is_alive() and proxy.answered >= 2
+    messages = [r.getMessage() for r in caplog.records if r.name == "components.store"]
+    started = [m for m in messages if "retrying for up to" in m]
+    ended = [m for m in messages if "succeeded after" in m]
+    assert any("HTTP 502" in m for m in ended) and any("SlowDown" in m for m in ended), messages
+    attempts = [int(m.split(" attempts;")[0].rsplit("(", 1)[1]) for m in ended]
+    assert len(started) == len(ended) and max(attempts) >= 3, messages  # two lines per outage, not one per attempt
+    assert _equal(_weights(store), reference_weights)
+    fault_report("HTTP error bursts", "a proxy answers 502 (not S3 XML) for 2 s, later 503 SlowDown for 1 s", 2, 2,
+                 "none", "none; final weights bit-identical")
+
+
+@pytest.mark.parametrize("fault", ["gateway 403", "AccessDenied", "NoSuchBucket"])
+def test_permanent_errors_fail_at_once_with_one_line(flaky_store, monkeypatch, fault, fault_report):
+    proxy, store = flaky_store
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "120")
+    uri = store.uri
+    if fault == "gateway 403":
+        proxy.answer_with(403, "Forbidden", 600, b"<html>403 Forbidden</html>")
+    elif fault == "AccessDenied":
+        proxy.answer_with(403, "Forbidden", 600, _s3_error("AccessDenied", "Access Denied"), "application/xml")
+    else:
+        uri = "s3://acgan-no-such-bucket/x"
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "components.cli", "train-split", "--store", uri, "--split", "0",
+                           "--steps", "5", "--batch-size", "16", "--width", "0.0625"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = [ln for ln in proc.stderr.splitlines() if "error:" in ln]
+    expected = {"gateway 403": "HTTP 403", "AccessDenied": "(AccessDenied)", "NoSuchBucket": "does not exist"}
+    assert expected[fault] in line
+    assert time.monotonic() - started < 60  # not retried for the 120 s budget
+    fault_report(f"permanent store error ({fault})", "every request refused", 1, 1, "none: fails at once, one line",
+                 "none")

@@ -1,0 +1,85 @@
+"""Fault 5, a paused writer: trainer A is frozen (SIGSTOP: a node under memory pressure, a long GC, a frozen VM) inside
+its checkpoint write, after its lease check; its lease expires; trainer B takes the split and completes the same
+step; A is continued. The committed checkpoint must stay byte-identical (components/checkpoint.py: writer-owned
+file names and a conditional create of the marker; components/lease.py: conditional renewals)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from components.checkpoint import checkpoint_prefix, latest_checkpoint
+from components.data.prepare import PrepareConfig, prepare
+from components.lease import read_lease
+from components.store import open_store
+from components.training.loop import train_split
+from tests.conftest import TINY, tiny_config
+
+STEPS, EVERY, LEASE = 10, 5, 2.0
+
+# Trainer A: the real CLI, which freezes itself (a real SIGSTOP) at its first write into the prefix of step STEPS.
+_PAUSED_TRAINER = """
+import os, runpy, signal, sys
+from components import store
+stop_at = sys.argv.pop(1)
+for cls in (store.LocalStore, store.S3Store):
+    def write_bytes(self, key, data, _write=cls.write_bytes):
+        if stop_at in key and not os.environ.get("PAUSED"):
+            os.environ["PAUSED"] = "1"
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return _write(self, key, data)
+    cls.write_bytes = write_bytes
+runpy.run_module("components.cli", run_name="__main__")
+"""
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _snapshot(store) -> dict[str, bytes]:
+    prefix = checkpoint_prefix(0, STEPS)
+    return {key: store.read_bytes(key) for key in store.list(f"{prefix}/")}
+
+
+def _paused_writer_cannot_replace(store, uri: str) -> str:
+    args = [sys.executable, "-c", _PAUSED_TRAINER, f"{checkpoint_prefix(0, STEPS)}/", "train-split", "--store", uri,
+            "--split", "0", "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--tick-every", str(EVERY),
+            "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--lease-seconds", str(LEASE)]
+    a = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not _stopped(a.pid):
+            assert a.poll() is None and time.time() < deadline, a.communicate()[1][-2000:]
+            time.sleep(0.05)
+        while (lease := read_lease(store, 0)) is not None and lease.expires > time.time():
+            time.sleep(0.1)  # A's lease runs out while it is frozen
+        train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY, lease_seconds=LEASE))  # trainer B
+        committed = _snapshot(store)
+        assert latest_checkpoint(store, 0)[0] == STEPS
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    code, err = a.wait(120), a.communicate()[1]
+    assert _snapshot(store) == committed  # byte-identical, and none of A's files left beside it
+    assert latest_checkpoint(store, 0)[0] == STEPS
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    (line,) = [ln for ln in err.splitlines() if "error:" in ln]
+    return line
+
+
+def test_paused_writer_cannot_replace_a_committed_checkpoint_locally(digits_store, fault_report):
+    line = _paused_writer_cannot_replace(digits_store, str(digits_store.root))
+    assert "split 0" in line
+    fault_report("paused writer (local store)", "SIGSTOP inside a checkpoint write until its lease expired, another "
+                 "trainer completed that step, SIGCONT", 1, 1, "none", "none; the committed checkpoint byte-identical")
+
+
+def test_paused_writer_cannot_replace_a_committed_checkpoint_on_s3(s3_env, fault_report):
+    store = open_store(s3_env)
+    prepare(PrepareConfig(dataset="digits", resolution=32, classes_per_split=5), store)
+    line = _paused_writer_cannot_replace(store, s3_env)
+    assert "split 0" in line
+    fault_report("paused writer (S3)", "SIGSTOP inside a checkpoint write until its lease expired, another trainer "
+                 "completed that step, SIGCONT", 1, 1, "none", "none; the committed checkpoint byte-identical")

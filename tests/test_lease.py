@@ -1,0 +1,88 @@
+"""The split lease on a local directory and on a real S3-protocol server: conditional takeover (exactly one of many
+contenders wins), renewal from a background thread while the trainer is busy elsewhere, and a release that never
+raises, even with the store answering 502."""
+
+import threading
+import time
+
+import pytest
+
+from components.lease import SplitBusy, SplitLease, lease_key, read_lease
+from components.store import LocalStore, open_store
+from tests.faults.proxy import FlakyProxy
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    return open_store(request.getfixturevalue("s3_env"))
+
+
+def test_exactly_one_of_many_simultaneous_contenders_wins(store):
+    for trial in range(3):
+        # Owners on other hosts, as pods are: a lease of this host's own pid would count as stale (lease.py).
+        leases = [SplitLease(store, 0, seconds=30, owner=f"node-{i}/1/trial{trial}") for i in range(4)]
+        barrier, won, refused = threading.Barrier(len(leases)), [], []
+
+        def contend(lease):
+            barrier.wait()
+            try:
+                lease.acquire()
+                won.append(lease)
+            except SplitBusy:
+                refused.append(lease)
+
+        threads = [threading.Thread(target=contend, args=(lease,)) for lease in leases]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(won) == 1 and len(refused) == len(leases) - 1
+        assert read_lease(store, 0).owner == won[0].owner
+        won[0].release()
+        assert read_lease(store, 0) is None
+
+
+def test_lease_is_renewed_while_the_trainer_is_busy_elsewhere(store):
+    lease = SplitLease(store, 0, seconds=1.5, owner="node-a/1/x")
+    lease.acquire()
+    time.sleep(4.0)  # set-up, a first compiled step or a long upload: more than two lease periods, no renew() call
+    with pytest.raises(SplitBusy, match="being trained by node-a/1/x"):
+        SplitLease(store, 0, seconds=1.5, owner="node-b/1/y").acquire()
+    lease.check()
+    lease.release()
+    other = SplitLease(store, 0, seconds=1.5, owner="node-b/1/y")
+    other.acquire()
+    other.release()
+
+
+def test_a_renewal_after_a_takeover_fails_and_the_loser_cannot_renew_again(store):
+    a = SplitLease(store, 0, seconds=1.0, owner="node-a/1/x")
+    a.acquire()
+    a._stop.set()  # A is frozen: its renewals stop, its lease runs out
+    time.sleep(1.2)
+    b = SplitLease(store, 0, seconds=30, owner="node-b/1/y")
+    b.acquire()
+    with pytest.raises(SplitBusy, match="being trained by node-b/1/y"):
+        a.renew()
+    with pytest.raises(SplitBusy):
+        a.check()
+    a.release()  # leaves B's lease alone
+    assert read_lease(store, 0).owner == "node-b/1/y"
+    b.release()
+
+
+def test_release_never_raises_with_the_store_answering_502(s3_env, s3_server, monkeypatch, caplog):
+    proxy = FlakyProxy(s3_server["port"])
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", proxy.endpoint)
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "1")
+    store = open_store(s3_env)
+    lease = SplitLease(store, 0, seconds=30, owner="node-a/1/x")
+    lease.acquire()
+    proxy.answer_with(502, "Bad Gateway", 600, b"<html>502</html>")
+    lease.release()  # logs, does not raise
+    assert "could not release its lease" in caplog.text
+    proxy.down()
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", s3_server["endpoint"])
+    assert open_store(s3_env).exists(lease_key(0))  # left to expire
