@@ -318,6 +318,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (no usage dump), like every other error of the command."""
 
     def error(self, message: str):
+        message = message.replace("\r", "\\r").replace("\n", "\\n")  # a value given with a line break in it
         print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(2)
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
@@ -83,6 +83,7 @@ CLI_VALUE = st.one_of(st.text(max_size=20), st.integers(-3, 10**6).map(str), st.
     "--gpus", "--classes", "--classes-per-split", "--steps", "--images-per-second", "--target-hours", "--image",
     "--node-selector", "--parallelism", "--gpu-toleration", "--kueue-queue", "--timeout-seconds", "--bogus"]),
     CLI_VALUE), max_size=4))
+@example(command="compile", options=[("--classes", "\n")])  # an unknown option whose value breaks the line (found)
 def test_cli_options_never_traceback(command, options, capsys, tmp_path):
     with tally("cli_options_never_traceback"):
         argv = [command] + [part for opt, value in options for part in (f"{opt}={value}",)]
