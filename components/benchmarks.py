@@ -308,9 +308,14 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
         start = time.perf_counter()
         evaluate(store, EvalSettings(samples_per_class=100, pairs=100, device=device.type))
         elapsed = time.perf_counter() - start
+        on = json.loads(store.read_bytes("eval/metrics.json"))["computed_on"]
+    peak = f"peak {on['peak_host_memory_bytes'] / 2**30:.1f} GiB resident"
+    if on.get("peak_device_memory_bytes") is not None:
+        peak += f", {on['peak_device_memory_bytes'] / 2**30:.1f} GiB on the GPU"
     return [Row(figure=f"evaluation, 1000 classes x 100 samples at 128px (measured on {classes}, scaled)",
                 unit="s", target="< 120 on one H100", measured=elapsed * 1000 / classes, device=device_name(device),
-                note=f"{elapsed:.1f} s for {classes} classes; the classifier trained beforehand")]
+                note=f"{elapsed:.1f} s for {classes} classes; the classifier trained beforehand; {peak} (real images "
+                     f"and samples are held one split at a time)")]
 
 
 def bench_embedded_run(device: torch.device) -> list[Row]:
@@ -321,7 +326,8 @@ def bench_embedded_run(device: torch.device) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "components.cli", "run", "--store", f"{tmp}/store",
-                               "--pipeline-root", f"{tmp}/runs"], capture_output=True, text=True, cwd=tmp)
+                               "--pipeline-root", f"{tmp}/runs", "--verbose"], capture_output=True, text=True,
+                              cwd=tmp)  # --verbose: every task's log on the console, where run_breakdown reads it
         total = time.perf_counter() - start
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
