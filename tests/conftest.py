@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -65,6 +67,32 @@ def digits_store(_digits_template, tmp_path) -> LocalStore:
     root = tmp_path / "store"
     shutil.copytree(_digits_template, root)
     return LocalStore(root)
+
+
+@contextlib.contextmanager
+def json_api(answer):
+    """A recorded API server on loopback (what cannot run here: a Kubernetes or KFP API server): `answer(path,
+    headers)` -> (HTTP status, JSON body) for each GET. Yields the server's URL."""
+    class Recorded(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            code, payload = answer(self.path, self.headers)
+            body = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _free_port() -> int:

@@ -2,9 +2,7 @@
 paths with the JSON an API server returns, and the real `kubernetes` client reaches it through a kube config."""
 
 import base64
-import http.server
 import json
-import threading
 
 import pytest
 import yaml
@@ -13,6 +11,7 @@ from components.cli import main
 from components.errors import UserError
 from components.settings import ClusterSettings
 from pipelines.preflight import preflight
+from tests.conftest import json_api
 
 NS = "acgan"
 
@@ -53,38 +52,25 @@ def api_server(tmp_path, monkeypatch):
     """Serves `objects` (path -> JSON; an int answers that status) and records each request's path and token."""
     state = {"objects": recorded_objects(), "requests": []}
 
-    class Recorded(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            path = self.path.partition("?")[0]
-            state["requests"].append((path, self.headers.get("Authorization")))
-            answer = state["objects"].get(path)
-            if answer is None:
-                code, answer = 404, _status(404, "NotFound", path)
-            elif isinstance(answer, int):
-                code, answer = answer, _status(answer, "Forbidden", path)
-            else:
-                code = 200
-            body = json.dumps(answer).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path, headers):
+        path = path.partition("?")[0]
+        state["requests"].append((path, headers.get("Authorization")))
+        found = state["objects"].get(path)
+        if found is None:
+            return 404, _status(404, "NotFound", path)
+        if isinstance(found, int):
+            return found, _status(found, "Forbidden", path)
+        return 200, found
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorded)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    (tmp_path / "kube-config").write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
-        "clusters": [{"name": "k", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
-        "users": [{"name": "u", "user": {"token": "submitter-token"}}]}))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kube-config"))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    yield state
-    server.shutdown()
+    with json_api(answer) as url:
+        (tmp_path / "kube-config").write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            "clusters": [{"name": "k", "cluster": {"server": url}}],
+            "users": [{"name": "u", "user": {"token": "submitter-token"}}]}))
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kube-config"))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield state
 
 
 def test_a_namespace_with_everything_passes(api_server):

@@ -27,6 +27,7 @@ from components.settings import ClusterSettings, RunSettings
 from components.store import open_store
 from pipelines import runs
 from pipelines.console import summary_text
+from tests.conftest import json_api
 
 TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
             width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
@@ -453,35 +454,19 @@ def test_kfp_client_authenticates_each_way_kfp_client_supports(recorded_client, 
 def test_the_real_client_sends_the_token_and_trusts_the_ca_bundle(monkeypatch, tmp_path):
     """kfp.Client itself, built by kfp_client, against a recorded KFP health check on loopback: the bearer token
     reaches the server and the CA file is in the client's TLS settings."""
-    import http.server
-    import threading
-
     seen = []
 
-    class Healthz(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append((self.path, self.headers.get("Authorization")))
-            body = b'{"commit_sha": "recorded", "tag_name": "2.17.0", "multi_user": false}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def healthz(path, headers):
+        seen.append((path, headers.get("Authorization")))
+        return 200, {"commit_sha": "recorded", "tag_name": "2.17.0", "multi_user": False}
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Healthz)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
     (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     monkeypatch.setenv("KFP_TOKEN", "explicit-token")
     monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp_path / "ca.pem"))
-    try:
-        client = runs.kfp_client(f"http://127.0.0.1:{server.server_port}", None)
+    with json_api(healthz) as url:
+        client = runs.kfp_client(url, None)
         client.get_kfp_healthz()
-    finally:
-        server.shutdown()
     assert seen and all(auth == "Bearer explicit-token" for _, auth in seen), seen
     assert seen[-1][0] == "/apis/v2beta1/healthz"
     assert client._run_api.api_client.configuration.ssl_ca_cert == str(tmp_path / "ca.pem")
