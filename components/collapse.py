@@ -18,7 +18,7 @@ from components.checkpoint import complete_steps, split_prefix
 from components.data.prepare import load_shard
 from components.metrics import mean_ms_ssim
 from components.store import Store, read_json, write_json
-from components.training.loop import TrainConfig
+from components.training.loop import TrainConfig, stats_lines_up_to
 
 REAL_DIVERSITY_PREFIX = "data/real-ms-ssim/"
 
@@ -67,10 +67,10 @@ def collapse_threshold(store: Store) -> float | None:
 
 
 def stats_lines(store: Store, split: int) -> list[dict]:
-    key = f"{split_prefix(split)}/stats.jsonl"
-    if not store.exists(key):
-        return []
-    return [json.loads(line) for line in store.read_bytes(key).decode().splitlines() if line]
+    """The split's stats ticks that carry a per-class MS-SSIM; damaged lines are left out (a warning names the file)."""
+    lines = [json.loads(line) for line in stats_lines_up_to(store, f"{split_prefix(split)}/stats.jsonl")]
+    return [line for line in lines if isinstance(line.get("ms_ssim"), dict) and line["ms_ssim"]
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in line["ms_ssim"].values())]
 
 
 def collapse_alarm(store: Store, split: int, threshold: float | None, lines: list[dict] | None = None

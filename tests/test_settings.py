@@ -94,6 +94,7 @@ def test_the_split_configs_and_experiment_json_record_the_preset_and_every_value
     assert prepare_experiment(settings) == [0, 1]
     store = open_store(settings.store)
     recorded = json.loads(store.read_bytes(EXPERIMENT_KEY))
+    assert recorded.pop("checksum").startswith("sha256:")  # what training trusts is checksummed
     assert recorded == {**EMBEDDED_RUN, "store": settings.store, "preset": "demo", "steps": 4, "batch_size": 8}
     config = train_config(load_settings(store), 1)
     assert config.preset == "demo" and config.split == 1

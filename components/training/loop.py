@@ -175,7 +175,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
     for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
         quarantine_checkpoint(store, cfg.split, newer)  # failed verification: its step is trained again
     if latest is not None:
-        stats_lines = _stats_lines_up_to(store, stats_key, start)
+        stats_lines = stats_lines_up_to(store, stats_key, start)
         log.info("split %d: resuming from step %d", cfg.split, start)
     if start >= cfg.steps:
         log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
@@ -265,9 +265,9 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
     return {**last, "steps": cfg.steps, "resumed_from": start}
 
 
-def _stats_lines_up_to(store: Store, key: str, step: int) -> list[str]:
+def stats_lines_up_to(store: Store, key: str, step: float = math.inf) -> list[str]:
     """The stats lines of steps up to `step`; lines that are damaged (a flipped byte, a cut write) are dropped with a
-    warning: the stats are a record, never a reason not to resume."""
+    warning: the stats are a record, never a reason not to resume or to fail `acgan status`."""
     try:
         text = store.read_bytes(key).decode("utf-8", errors="replace")
     except KeyError:

@@ -25,7 +25,7 @@ from components.experiment import EXPERIMENT_KEY
 from components.lease import Lease, lease_key
 from components.settings import ClusterSettings, RunSettings
 from components.store import LocalStore, write_json
-from components.training.loop import TrainConfig, _stats_lines_up_to, train_split
+from components.training.loop import TrainConfig, stats_lines_up_to, train_split
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,12 +183,19 @@ def _edit_json(path: Path, edit) -> None:
 
 
 def _with_labels_out_of_range(root: Path) -> None:
+    """A class of split 1 in split 0's shard, with a sidecar that matches it (so its checksum passes): a shard built
+    for another plan."""
+    import hashlib
+
     from safetensors.torch import load_file, save_file
 
     shard = root / "data" / "split-00000.safetensors"
     tensors = load_file(shard)
-    tensors["labels"][3] = 9  # a class of split 1 in split 0's shard
+    tensors["labels"][3] = 9
     save_file(tensors, shard)
+    data = shard.read_bytes()
+    _edit_json(root / "data" / "split-00000.json", lambda d: json.dumps(
+        {**d, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}))
 
 
 HUGE = "1" * 5000  # past Python's 4300-digit limit for int()
@@ -322,7 +329,7 @@ def test_hostile_contents_of_every_store_json_file(finished_store, capsys, key, 
                 latest = latest_checkpoint(store, 0)  # the only checkpoint verifies or is skipped: no exception
                 assert latest is None or latest[0] == 5
             if key.endswith(".jsonl"):
-                assert isinstance(_stats_lines_up_to(store, key, 5), list)  # what a resume reads: no exception
+                assert isinstance(stats_lines_up_to(store, key, 5), list)  # what a resume reads: no exception
             if key == ENSEMBLE_KEY:
                 with contextlib.suppress(UserError):
                     load_ensemble(store)
