@@ -22,8 +22,9 @@ from components.data.prepare import PrepareConfig, prepare
 from components.store import LocalStore, open_store
 from components.training.loop import TrainConfig
 
-# Small enough for a CPU test, the real network otherwise (all six D convolutions, all G stages).
-TINY = dict(batch_size=16, width=0.0625, tick_every=5, checkpoint_every=5, stats_samples_per_class=4, stats_pairs=6)
+# Small enough for a CPU test, the real network otherwise (all six D convolutions at a quarter width, all G stages).
+TINY = dict(batch_size=16, width=0.0625, d_width=0.25, tick_every=5, checkpoint_every=5, stats_samples_per_class=4,
+            stats_pairs=6)
 
 
 def tiny_config(**overrides) -> TrainConfig:

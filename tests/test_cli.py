@@ -13,7 +13,7 @@ from components.checkpoint import complete_steps
 from components.cli import main
 from components.store import open_store
 
-TINY_ARGS = ["--batch-size", "16", "--width", "0.0625", "--tick-every", "5"]
+TINY_ARGS = ["--batch-size", "16", "--width", "0.0625", "--d-width", "0.25", "--tick-every", "5"]
 
 
 def run(capsys, *argv):

@@ -47,7 +47,8 @@ def _snapshot(store) -> dict[str, bytes]:
 def _paused_writer_cannot_replace(store, uri: str) -> str:
     args = [sys.executable, "-c", _PAUSED_TRAINER, f"{checkpoint_prefix(0, STEPS)}/", "train-split", "--store", uri,
             "--split", "0", "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--tick-every", str(EVERY),
-            "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--lease-seconds", str(LEASE)]
+            "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"]),
+            "--lease-seconds", str(LEASE)]
     a = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 180

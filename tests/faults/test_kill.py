@@ -25,7 +25,7 @@ KILLS = 8
 def _args(root) -> list[str]:
     return [sys.executable, "-m", "components.cli", "train-split", "--store", str(root), "--split", "0",
             "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--tick-every", "1",
-            "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"])]
+            "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"])]
 
 
 def _final_weights(store) -> dict:

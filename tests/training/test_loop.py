@@ -146,7 +146,7 @@ def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path, single_t
 
     args = [sys.executable, "-m", "components.cli", "train-split", "--store", str(digits_store.root), "--split", "0",
             "--steps", "100", "--checkpoint-every", "10", "--tick-every", "10", "--batch-size", str(TINY["batch_size"]),
-            "--width", str(TINY["width"])]
+            "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"])]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not complete_steps(digits_store, 0) and time.time() < deadline and proc.poll() is None:
@@ -166,7 +166,7 @@ def test_sigterm_checkpoints_and_exits_non_zero_then_resumes(digits_store):
     continues from that step."""
     args = [sys.executable, "-m", "components.cli", "train-split", "--store", str(digits_store.root), "--split", "0",
             "--steps", "100000", "--checkpoint-every", "100000", "--tick-every", "1",
-            "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"])]
+            "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"])]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stats = digits_store.root / "splits" / "split-00000" / "stats.jsonl"
     deadline = time.time() + 120
