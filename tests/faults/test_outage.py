@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from components.checkpoint import checkpoint_steps, complete_steps, latest_checkpoint
+from components.checkpoint import checkpoint_objects, checkpoint_steps, complete_steps, latest_checkpoint
 from components.data.prepare import PrepareConfig, prepare
 from components.errors import UserError
 from components.store import LocalStore, open_store
@@ -91,8 +91,9 @@ def test_outage_past_the_bound_stops_cleanly_and_resumes(flaky_store, reference_
     monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "2")
     store = open_store(store.uri)
     train_split(store, tiny_config(steps=EVERY * 2, checkpoint_every=EVERY))  # two complete checkpoints
-    # 3 MB on: past the next checkpoint's generator (1.4 MB) into its training state, the server going down with it.
-    proxy.cut_uploads_after(3_000_000, then_down=True)
+    # Past the next checkpoint's generator, half-way into its training state, the server going down with it.
+    sizes = {name: len(store.read_bytes(key)) for name, key in checkpoint_objects(store, 0, EVERY * 2).items()}
+    proxy.cut_uploads_after(sizes["generator.safetensors"] + sizes["train_state.safetensors"] // 2, then_down=True)
     started = time.time()
     with pytest.raises(UserError, match=r"unreachable at .*failed for 2s \(\d+ attempt\(s\)") as e:
         train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
