@@ -287,4 +287,5 @@ def stats_lines_up_to(store: Store, key: str, step: float = math.inf) -> list[st
 
 
 def _describe(m: ModelConfig) -> str:
-    return f"{m.resolution}px, {m.channels} channel(s), {m.num_classes} classes, noise {m.noise_dim}, width {m.width}"
+    return (f"{m.resolution}px, {m.channels} channel(s), {m.num_classes} classes, noise {m.noise_dim}, width {m.width}, "
+            f"d_width {m.d_width}, g_layout {m.g_layout}")
