@@ -2,7 +2,6 @@
 paths with the JSON an API server returns, and the real `kubernetes` client reaches it through a kube config."""
 
 import base64
-import json
 
 import pytest
 import yaml
