@@ -102,9 +102,9 @@ install() {
     timeout 120 "$VENV/bin/python" -m pip install --no-index --no-deps --no-build-isolation -e "$REPO" || return 1
     timeout 60 "$VENV/bin/python" - "$REPO" <<'EOF' || return 1
 import os, sys
-import components, pydantic, safetensors, torch, torchmetrics
-where = os.path.realpath(components.__file__)
-assert where.startswith(os.path.realpath(sys.argv[1]) + os.sep), f"components imported from {where}"
+import acgan, pydantic, safetensors, torch, torchmetrics
+where = os.path.realpath(acgan.__file__)
+assert where.startswith(os.path.realpath(sys.argv[1]) + os.sep), f"acgan imported from {where}"
 print("project from", os.path.dirname(where), "torch", torch.__version__, "pydantic", pydantic.VERSION)
 EOF
     [ -x "$VENV/bin/acgan" ]
@@ -157,8 +157,8 @@ cp "$SPLIT/stats.jsonl" "$OUT/stats.jsonl" 2>/dev/null
 STEP=$(newest)
 if [ -n "$STEP" ] && run_step 5-assemble.log 60 "$VENV/bin/python" -c '
 import sys
-from components.ensemble import assemble_ensemble
-from components.store import open_store
+from acgan.ensemble import assemble_ensemble
+from acgan.store import open_store
 manifest = assemble_ensemble(open_store(sys.argv[1]), int(sys.argv[2]))
 print(len(manifest.classes), "classes at step", sys.argv[2])' "$STORE" "$STEP"; then
     report PASS 5-assemble "$(tail -1 "$OUT/5-assemble.log")"

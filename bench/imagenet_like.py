@@ -29,8 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from components.data.sources import usable_cores  # noqa: E402
-from components.store import open_store  # noqa: E402
+from acgan.data.sources import usable_cores  # noqa: E402
+from acgan.store import open_store  # noqa: E402
 
 
 def synset(c: int) -> str:

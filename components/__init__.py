@@ -1,1 +1,33 @@
-"""acgan-ensemble: the code every pipeline component runs (model, data, store, checkpoints, training, metrics)."""
+"""The pipeline's KFP components, one per file. Each only adapts its parameters and calls the library (`acgan`),
+inside `run_step`, which gives bad input one clear log line and exit status 2 instead of a traceback.
+Components never install packages at run time: the image carries the project (`install_kfp_package=False`)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def run_step(name: str, fn: Callable[[], T]) -> T:
+    from acgan import allocator
+    from acgan.errors import explain
+
+    allocator.tune()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("urllib3", "minio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    start = time.perf_counter()
+    try:
+        result = fn()
+        logging.getLogger(name).info("%s: done in %.1f s", name, time.perf_counter() - start)
+        return result
+    except Exception as e:
+        message = explain(e)
+        if message is None:
+            raise
+        logging.getLogger(name).error("%s: %s", name, message)
+        sys.exit(2)

@@ -8,12 +8,12 @@ are fixed at compile time from `ClusterSettings`; everything a user changes per 
 
 from kfp import dsl, kubernetes
 
-from components.settings import ClusterSettings, RunSettings, preset_defaults
-from components.steps.assemble_ensemble import assemble_ensemble
-from components.steps.evaluate_ensemble import evaluate_ensemble
-from components.steps.prepare_data import prepare_data
-from components.steps.prepare_split_data import prepare_split_data
-from components.steps.train_split import train_split
+from acgan.settings import ClusterSettings, RunSettings, preset_defaults
+from components.assemble_ensemble import assemble_ensemble
+from components.evaluate_ensemble import evaluate_ensemble
+from components.prepare_data import prepare_data
+from components.prepare_split_data import prepare_split_data
+from components.train_split import train_split
 
 PIPELINE_NAME = "acgan-ensemble"
 STORE_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from components.errors import UserError
-from components.settings import ClusterSettings
+from acgan.errors import UserError
+from acgan.settings import ClusterSettings
 from pipelines.acgan_ensemble import STORE_ENV
 
 STORE_ENDPOINT_KEY = "ACGAN_S3_ENDPOINT"

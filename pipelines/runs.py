@@ -17,10 +17,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from components.errors import UserError, first_problem
-from components.experiment import load_settings, split_statuses
-from components.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
-from components.store import Store, open_store, read_json, write_json
+from acgan.errors import UserError, first_problem
+from acgan.experiment import load_settings, split_statuses
+from acgan.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
+from acgan.store import Store, open_store, read_json, write_json
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
                             "rerun; wait for them, or run `acgan status` once they stop")
         log.warning("not starting splits being trained now (live leases): %s", described)
     if not todo:
-        from components.ensemble import assemble_ensemble
+        from acgan.ensemble import assemble_ensemble
 
         manifest = assemble_ensemble(store, settings.steps)
         return {"trained": [], "ensemble": f"{store.uri}/ensemble.json", "classes": len(manifest.classes)}

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.data.prepare import PrepareConfig, prepare
-from components.store import LocalStore, open_store
-from components.training.loop import TrainConfig
+from acgan.data.prepare import PrepareConfig, prepare
+from acgan.store import LocalStore, open_store
+from acgan.training.loop import TrainConfig
 
 # Small enough for a CPU test, the real network otherwise (all six D convolutions at a quarter width, all G stages).
 TINY = dict(batch_size=16, width=0.0625, d_width=0.25, tick_every=5, checkpoint_every=5, stats_samples_per_class=4,

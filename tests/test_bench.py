@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from components.benchmarks import Row, flops_per_image, table, train_throughput
-from components.training.step import FastPath
+from cli.bench import Row, flops_per_image, table, train_throughput
+from acgan.training.step import FastPath
 
 
 def test_training_benchmark_steps_and_counts_flops():
@@ -19,7 +19,7 @@ def test_training_benchmark_steps_and_counts_flops():
     # One step runs G forward, D on real and fake, and both backward passes: several times D's forward alone.
     from torch.utils.flop_counter import FlopCounterMode
 
-    from components.model import Discriminator, ModelConfig
+    from acgan.model import Discriminator, ModelConfig
     D = Discriminator(ModelConfig(resolution=32, channels=3, num_classes=10))
     with FlopCounterMode(display=False) as counter:
         D(torch.zeros(1, 3, 32, 32))
@@ -28,12 +28,12 @@ def test_training_benchmark_steps_and_counts_flops():
 
 def test_bench_cli_writes_json_and_table(tmp_path):
     out = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "components.cli", "bench", "--only", "ms_ssim", "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--only", "ms_ssim", "--out", str(out),
                            "--markdown", str(tmp_path / "results.md")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     record = json.loads(out.read_text())
     assert record["machine"]["cores"] >= 1 and record["machine"]["torch"] == torch.__version__
-    assert record["machine"]["malloc"] == "tuned (components/allocator.py)"  # the CLI tunes it (glibc here)
+    assert record["machine"]["malloc"] == "tuned (acgan/allocator.py)"  # the CLI tunes it (glibc here)
     rows = [Row(**r) for r in record["rows"]]
     assert {r.unit for r in rows} >= {"pairs/s", "x"} and all(r.measured and r.measured > 0 for r in rows)
     assert "| MS-SSIM speed-up over numpy on the CPU | x | >= 10 |" in done.stderr
@@ -47,7 +47,7 @@ def test_bench_bad_input_is_one_line(tmp_path):
                           (["--markdown", str(tmp_path / "no" / "r.md")], "does not exist")):
         if args[0] == "--device" and torch.cuda.is_available():
             continue
-        done = subprocess.run([sys.executable, "-m", "components.cli", "bench", *args], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "cli.main", "bench", *args], capture_output=True, text=True)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
 
@@ -58,7 +58,7 @@ def test_table_marks_unmeasured_rows_pending():
 
 
 def test_run_breakdown_from_a_kfp_local_log():
-    from components.benchmarks import run_breakdown
+    from cli.bench import run_breakdown
 
     log = """10:00:00.000 - INFO - Executing task \x1b[96m'prepare-data'\x1b[0m
     2026-11-23 10:00:01,000 INFO prepare-data: prepare-data: done in 0.5 s
@@ -111,8 +111,8 @@ def test_eager_reference_runs_with_tf32_off():
 
 
 def test_a_failing_benchmark_is_a_row_and_the_others_are_written(tmp_path, monkeypatch, capsys):
-    from components import benchmarks
-    from components.cli import main
+    from cli import bench as benchmarks
+    from cli.main import main
 
     def out_of_memory(device):
         raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
@@ -131,7 +131,7 @@ def test_a_failing_benchmark_is_a_row_and_the_others_are_written(tmp_path, monke
 
 
 def test_gpu_default_set_leaves_out_the_embedded_run():
-    from components.benchmarks import BENCHMARKS, default_benchmarks
+    from cli.bench import BENCHMARKS, default_benchmarks
 
     assert default_benchmarks(torch.device("cpu")) == list(BENCHMARKS)
     assert default_benchmarks(torch.device("cuda")) == [name for name in BENCHMARKS if name != "run"]
@@ -140,11 +140,11 @@ def test_gpu_default_set_leaves_out_the_embedded_run():
 def test_evaluation_benchmark_ensemble_is_untrained_snapshots(tmp_path):
     """The evaluation benchmark times the evaluation: its members are untrained generators' sampling snapshots (on a
     GPU it used to train 100 splits and write their full training states into a temporary folder)."""
-    from components.benchmarks import untrained_ensemble
-    from components.checkpoint import complete_steps, load_checkpoint
-    from components.ensemble import load_ensemble, load_member_generator
-    from components.store import LocalStore
-    from components.training.state import GENERATOR_FILE, META_FILE
+    from cli.bench import untrained_ensemble
+    from acgan.checkpoint import complete_steps, load_checkpoint
+    from acgan.ensemble import load_ensemble, load_member_generator
+    from acgan.store import LocalStore
+    from acgan.training.state import GENERATOR_FILE, META_FILE
 
     store = LocalStore(tmp_path)
     plan = untrained_ensemble(store, 20)

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from components.capacity import PlanInput, make_plan
-from components.cli import main
-from components.errors import UserError
+from acgan.capacity import PlanInput, make_plan
+from cli.main import main
+from acgan.errors import UserError
 
 
 def test_paper_imagenet_run():

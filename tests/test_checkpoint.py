@@ -7,11 +7,11 @@ import logging
 import pytest
 import torch
 
-from components.checkpoint import (MARKER, CheckpointExists, checkpoint_objects, checkpoint_prefix, complete_steps,
+from acgan.checkpoint import (MARKER, CheckpointExists, checkpoint_objects, checkpoint_prefix, complete_steps,
                                    latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint)
-from components.model import Discriminator, Generator, ModelConfig
-from components.store import LocalStore, open_store
-from components.training.state import pack_checkpoint, unpack_checkpoint
+from acgan.model import Discriminator, Generator, ModelConfig
+from acgan.store import LocalStore, open_store
+from acgan.training.state import pack_checkpoint, unpack_checkpoint
 
 
 def _models(seed=0):
@@ -168,7 +168,7 @@ def test_retention_keeps_newest_two(tmp_path):
 def test_fused_channels_last_resume_equals_uninterrupted_in_either_order(single_thread, restore_first):
     """The GPU fast path's layout on the CPU: whether the step turns G and D channels-last after the restore or
     before it, the next step equals the uninterrupted one."""
-    from components.training.step import FastPath, TrainStep, make_optimizers
+    from acgan.training.step import FastPath, TrainStep, make_optimizers
 
     fast = FastPath(channels_last=True, fused_adam=True)
     cfg = ModelConfig(resolution=32, channels=3, num_classes=4, width=0.0625, d_width=0.25)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.checkpoint import complete_steps
-from components.cli import main
-from components.store import open_store
+from acgan.checkpoint import complete_steps
+from cli.main import main
+from acgan.store import open_store
 
 TINY_ARGS = ["--batch-size", "16", "--width", "0.0625", "--d-width", "0.25", "--tick-every", "5"]
 

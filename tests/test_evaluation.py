@@ -8,20 +8,20 @@ import math
 import pytest
 import torch
 
-from components.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
-from components.errors import UserError
-from components.evaluation import EvalSettings, compare, evaluate
-from components.metrics import compute_accuracy, compute_class_ms_ssim
-from components.metrics import classifier
-from components.metrics.classifier import Classifier, classify
-from components.metrics.discriminability import resize_down_and_up
-from components.metrics.fidelity import frechet_distance, inception_score
-from components.metrics.joint import joint_fractions
-from components.metrics.overfitting import fixed_noise_across_classes, interpolation, nearest_neighbours
-from components.model import Generator, ModelConfig
-from components.sampling import to_uint8
-from components.metrics.joint import pearson
-from components.training.loop import train_split
+from acgan.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
+from acgan.errors import UserError
+from acgan.evaluation import EvalSettings, compare, evaluate
+from acgan.metrics import compute_accuracy, compute_class_ms_ssim
+from acgan.metrics import classifier
+from acgan.metrics.classifier import Classifier, classify
+from acgan.metrics.discriminability import resize_down_and_up
+from acgan.metrics.fidelity import frechet_distance, inception_score
+from acgan.metrics.joint import joint_fractions
+from acgan.metrics.overfitting import fixed_noise_across_classes, interpolation, nearest_neighbours
+from acgan.model import Generator, ModelConfig
+from acgan.sampling import to_uint8
+from acgan.metrics.joint import pearson
+from acgan.training.loop import train_split
 from tests.conftest import tiny_config
 
 
@@ -50,7 +50,7 @@ def test_class_ms_ssim_bad_input():
 
 
 def test_class_ms_ssim_standard_error_predicts_the_spread_of_estimates():
-    from components.data.sources import digits_source
+    from acgan.data.sources import digits_source
 
     source = digits_source(32)
     ones, threes = (torch.from_numpy(a) for a in source.load_classes([1, 3]))
@@ -105,7 +105,7 @@ def _torchvision_transform_input(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_inception_input_is_the_scale_its_imagenet_weights_expect():
-    from components.metrics.classifier import inception_input
+    from acgan.metrics.classifier import inception_input
 
     grey = torch.tensor([0, 255, 51], dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 8, 8)
     x = inception_input(grey)
@@ -124,7 +124,7 @@ def test_inception_network_is_built_without_a_second_input_transform():
     pytest.importorskip("torchvision", reason="torchvision is not installed: the `inception` extra")
     from torchvision.models import inception_v3
 
-    from components.metrics.classifier import classifier_from_tensors
+    from acgan.metrics.classifier import classifier_from_tensors
 
     weights = inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=10).state_dict()
     net, kind = classifier_from_tensors(weights, "inception.safetensors", 3)
@@ -194,7 +194,7 @@ def test_evaluation_flags_a_collapsed_generator(trained_store):
     from safetensors.torch import load as load_st
     from safetensors.torch import save as save_st
 
-    from components.checkpoint import (
+    from acgan.checkpoint import (
         checkpoint_prefix,
         load_checkpoint,
         save_checkpoint,
@@ -294,8 +294,8 @@ def test_classifier_file_bad_input(trained_store, tmp_path):
 
 
 def test_compare_plots_ms_ssim_against_classes_per_model(trained_store, tmp_path):
-    from components.data.prepare import PrepareConfig, prepare
-    from components.store import LocalStore
+    from acgan.data.prepare import PrepareConfig, prepare
+    from acgan.store import LocalStore
 
     one_split = LocalStore(tmp_path / "ten-per-model")
     prepare(PrepareConfig(dataset="digits", resolution=32, classes_per_split=10), one_split)
@@ -317,7 +317,7 @@ def test_evaluate_needs_an_ensemble(digits_store):
 
 
 def test_headline_compares_full_resolution_with_a_quarter_of_it():
-    from components.metrics.discriminability import fractions_more_discriminable
+    from acgan.metrics.discriminability import fractions_more_discriminable
 
     # Four classes at 128 px: against 32 px (the paper's pair) 3 of 4 lose accuracy; against 8 px every one does.
     table = {128: [0.5, 0.4, 0.3, 0.2], 64: [0.5, 0.5, 0.2, 0.1], 32: [0.4, 0.3, 0.2, 0.2], 16: [0.1, 0.1, 0.1, 0.1],
@@ -328,7 +328,7 @@ def test_headline_compares_full_resolution_with_a_quarter_of_it():
 
 
 def test_resolution_study_sizes_and_resizing():
-    from components.metrics.discriminability import (
+    from acgan.metrics.discriminability import (
         resize_down_and_up,
         study_resolutions,
     )
@@ -348,10 +348,10 @@ def test_resolution_study_sizes_and_resizing():
 def _synthetic_ensemble(root, num_classes: int):
     """A synthetic 32 px store of `num_classes` classes in splits of 2, each split trained one step and assembled,
     with a store classifier trained beforehand (so an evaluation streams from its start)."""
-    from components.data.prepare import PrepareConfig, prepare
-    from components.evaluation import load_real
-    from components.metrics.classifier import save_classifier, train_classifier
-    from components.store import LocalStore
+    from acgan.data.prepare import PrepareConfig, prepare
+    from acgan.evaluation import load_real
+    from acgan.metrics.classifier import save_classifier, train_classifier
+    from acgan.store import LocalStore
 
     store = LocalStore(root)
     plan = prepare(PrepareConfig(dataset="synthetic", num_classes=num_classes, images_per_class=10, resolution=32,
@@ -374,7 +374,7 @@ def _count_resident(monkeypatch, name: str) -> dict[str, int]:
     alive (freed tensors are finalised at once), and the most alive at one time."""
     import weakref
 
-    from components import evaluation
+    from acgan import evaluation
 
     count = {"now": 0, "peak": 0, "calls": 0}
     loader = getattr(evaluation, name)
@@ -409,9 +409,9 @@ def test_evaluation_streams_split_by_split_and_memory_stays_flat(tmp_path, monke
 
 
 def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path):
-    from components.data.plan import load_plan
-    from components.evaluation import load_real, split_samples
-    from components.metrics.classifier import load_classifier
+    from acgan.data.plan import load_plan
+    from acgan.evaluation import load_real, split_samples
+    from acgan.metrics.classifier import load_classifier
 
     store = _synthetic_ensemble(tmp_path / "store", 8)
     summary = evaluate(store, STREAM_SETTINGS)
@@ -435,8 +435,8 @@ def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path
 
 
 def test_every_analysis_gets_its_images_on_the_evaluation_device(tmp_path, monkeypatch):
-    from components import evaluation
-    from components.data.plan import load_plan
+    from acgan import evaluation
+    from acgan.data.plan import load_plan
 
     store = _synthetic_ensemble(tmp_path / "store", 4)
 

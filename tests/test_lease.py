@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from components.lease import SplitBusy, SplitLease, lease_key, read_lease
-from components.store import LocalStore, open_store
+from acgan.lease import SplitBusy, SplitLease, lease_key, read_lease
+from acgan.store import LocalStore, open_store
 from tests.faults.proxy import FlakyProxy
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from components import sampling
-from components.model import Discriminator, Generator, ModelConfig
+from acgan import sampling
+from acgan.model import Discriminator, Generator, ModelConfig
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128])

@@ -6,14 +6,14 @@ import pytest
 import yaml
 from pydantic import Field, ValidationError
 
-from components import cli
-from components.data.prepare import PrepareConfig
-from components.errors import explain
-from components.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
-from components.settings import PRESETS, DataSettings, RunSettings, TrainingSettings, preset_defaults
-from components.steps.prepare_data import prepare_data
-from components.store import open_store
-from components.training.loop import TrainConfig
+from cli import main as cli
+from acgan.data.prepare import PrepareConfig
+from acgan.errors import explain
+from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
+from acgan.settings import PRESETS, DataSettings, RunSettings, TrainingSettings, preset_defaults
+from components.prepare_data import prepare_data
+from acgan.store import open_store
+from acgan.training.loop import TrainConfig
 
 # What `acgan run` trained before presets existed (RunSettings' defaults then): `demo` must resolve to exactly this.
 EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=32, classes_per_split=5, num_classes=10,

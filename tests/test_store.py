@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from components.errors import UserError
-from components.store import open_store, read_json, write_json
+from acgan.errors import UserError
+from acgan.store import open_store, read_json, write_json
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -102,7 +102,7 @@ def test_checksummed_json_catches_a_changed_value(store):
 def test_unfinished_writes_are_cleaned_when_a_trainer_takes_the_split(digits_store, s3_env):
     """A write killed on a local store leaves its hidden temporary; one killed on S3 leaves a multipart upload that
     no listing shows. A trainer that takes the split removes those older than a lease period."""
-    from components.training.loop import train_split
+    from acgan.training.loop import train_split
     from tests.conftest import tiny_config
 
     stale = digits_store.root / "splits/split-00000/checkpoints/step-00000005/.g.safetensors.tmp-99-dead"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.data.prepare import PrepareConfig, load_shard, plan_data, prepare, prepare_shard, shard_info
-from components.data.sources import usable_cores
-from components.errors import UserError
-from components.store import LocalStore, open_store
+from acgan.data.prepare import PrepareConfig, load_shard, plan_data, prepare, prepare_shard, shard_info
+from acgan.data.sources import usable_cores
+from acgan.errors import UserError
+from acgan.store import LocalStore, open_store
 
 CLASSES = ["n03", "n01", "n02"]  # created out of order: the class index is the sorted folder name
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.data.plan import contiguous_splits, load_plan, SplitPlan
-from components.data.prepare import PrepareConfig, load_shard, prepare, shard_info
-from components.data.sources import synthetic_source
-from components.errors import UserError
-from components.store import LocalStore
+from acgan.data.plan import contiguous_splits, load_plan, SplitPlan
+from acgan.data.prepare import PrepareConfig, load_shard, prepare, shard_info
+from acgan.data.sources import synthetic_source
+from acgan.errors import UserError
+from acgan.store import LocalStore
 
 
 def _cifar_batch(n, seed):

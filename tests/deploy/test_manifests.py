@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.settings import ClusterSettings
+from acgan.settings import ClusterSettings
 from pipelines.acgan_ensemble import KUEUE_QUEUE_LABEL, STORE_ACCESS_LABEL
 from pipelines.runs import SERVICE_ACCOUNT, compile_pipeline
 

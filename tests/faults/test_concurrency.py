@@ -1,5 +1,5 @@
 """Fault 4, double execution: two trainers for one split at once (KFP may start a second pod after a node loss).
-Policy (components/lease.py): a lease with an owner and an expiry; one trainer holds it, the other refuses with one
+Policy (acgan/lease.py): a lease with an owner and an expiry; one trainer holds it, the other refuses with one
 line; a trainer whose lease is taken stops without writing. The checkpoints stay one valid sequence."""
 
 import json
@@ -11,17 +11,17 @@ import time
 import torch
 from safetensors.torch import load as load_safetensors
 
-from components.checkpoint import complete_steps, latest_checkpoint, load_checkpoint
-from components.lease import Lease, lease_key
-from components.store import LocalStore
-from components.training.loop import train_split
+from acgan.checkpoint import complete_steps, latest_checkpoint, load_checkpoint
+from acgan.lease import Lease, lease_key
+from acgan.store import LocalStore
+from acgan.training.loop import train_split
 from tests.conftest import TINY, tiny_config
 
 STEPS, EVERY = 30, 5
 
 
 def _trainer(root, lease_seconds: float = 300) -> subprocess.Popen:
-    args = [sys.executable, "-m", "components.cli", "train-split", "--store", str(root), "--split", "0",
+    args = [sys.executable, "-m", "cli.main", "train-split", "--store", str(root), "--split", "0",
             "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--tick-every", "1",
             "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"]),
             "--lease-seconds", str(lease_seconds)]

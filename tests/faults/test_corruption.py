@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from components.checkpoint import checkpoint_objects, latest_checkpoint
-from components.ensemble import assemble_ensemble, sample
-from components.errors import UserError
-from components.experiment import split_statuses
-from components.store import LocalStore
-from components.training.loop import train_split
+from acgan.checkpoint import checkpoint_objects, latest_checkpoint
+from acgan.ensemble import assemble_ensemble, sample
+from acgan.errors import UserError
+from acgan.experiment import split_statuses
+from acgan.store import LocalStore
+from acgan.training.loop import train_split
 from tests.conftest import tiny_config
 
 FILES = ("generator.safetensors", "meta.json", "train_state.safetensors")

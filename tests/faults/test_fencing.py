@@ -1,7 +1,7 @@
 """Fault 5, a paused writer: trainer A is frozen (SIGSTOP: a node under memory pressure, a long GC, a frozen VM) inside
 its checkpoint write, after its lease check; its lease expires; trainer B takes the split and completes the same
-step; A is continued. The committed checkpoint must stay byte-identical (components/checkpoint.py: writer-owned
-file names and a conditional create of the marker; components/lease.py: conditional renewals)."""
+step; A is continued. The committed checkpoint must stay byte-identical (acgan/checkpoint.py: writer-owned
+file names and a conditional create of the marker; acgan/lease.py: conditional renewals)."""
 
 import os
 import signal
@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 
-from components.checkpoint import checkpoint_prefix, latest_checkpoint
-from components.data.prepare import PrepareConfig, prepare
-from components.lease import read_lease
-from components.store import open_store
-from components.training.loop import train_split
+from acgan.checkpoint import checkpoint_prefix, latest_checkpoint
+from acgan.data.prepare import PrepareConfig, prepare
+from acgan.lease import read_lease
+from acgan.store import open_store
+from acgan.training.loop import train_split
 from tests.conftest import TINY, tiny_config
 
 STEPS, EVERY, LEASE = 10, 5, 2.0
@@ -21,7 +21,7 @@ STEPS, EVERY, LEASE = 10, 5, 2.0
 # Trainer A: the real CLI, which freezes itself (a real SIGSTOP) at its first write into the prefix of step STEPS.
 _PAUSED_TRAINER = """
 import os, runpy, signal, sys
-from components import store
+from acgan import store
 stop_at = sys.argv.pop(1)
 for cls in (store.LocalStore, store.S3Store):
     def write_bytes(self, key, data, _write=cls.write_bytes):
@@ -30,7 +30,7 @@ for cls in (store.LocalStore, store.S3Store):
             os.kill(os.getpid(), signal.SIGSTOP)
         return _write(self, key, data)
     cls.write_bytes = write_bytes
-runpy.run_module("components.cli", run_name="__main__")
+runpy.run_module("cli.main", run_name="__main__")
 """
 
 

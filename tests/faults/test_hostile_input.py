@@ -14,18 +14,18 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from components.capacity import PlanInput
-from components.cli import main
-from components.data.prepare import PrepareConfig, prepare
-from components.checkpoint import latest_checkpoint
-from components.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
-from components.errors import UserError, explain
-from components.evaluation import EvalSettings
-from components.experiment import EXPERIMENT_KEY
-from components.lease import Lease, lease_key
-from components.settings import ClusterSettings, RunSettings
-from components.store import LocalStore, write_json
-from components.training.loop import TrainConfig, stats_lines_up_to, train_split
+from acgan.capacity import PlanInput
+from cli.main import main
+from acgan.data.prepare import PrepareConfig, prepare
+from acgan.checkpoint import latest_checkpoint
+from acgan.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
+from acgan.errors import UserError, explain
+from acgan.evaluation import EvalSettings
+from acgan.experiment import EXPERIMENT_KEY
+from acgan.lease import Lease, lease_key
+from acgan.settings import ClusterSettings, RunSettings
+from acgan.store import LocalStore, write_json
+from acgan.training.loop import TrainConfig, stats_lines_up_to, train_split
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,7 +160,8 @@ def test_nothing_from_the_store_is_unpickled():
     """Static: no pickle, torch.load or allow_pickle anywhere but the CIFAR-10 reader, whose restricted unpickler
     reads the user's own data set (never the store) and admits only numpy arrays and builtins."""
     offenders = []
-    for path in sorted((ROOT / "components").rglob("*.py")) + sorted((ROOT / "pipelines").rglob("*.py")):
+    packages = ("acgan", "components", "pipelines", "cli")
+    for path in sorted(p for package in packages for p in (ROOT / package).rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             text = ast.unparse(node) if isinstance(node, (ast.Call, ast.Attribute, ast.Import, ast.ImportFrom)) else ""
@@ -168,11 +169,11 @@ def test_nothing_from_the_store_is_unpickled():
                      or (isinstance(node, (ast.Import, ast.ImportFrom)) and "pickle" in text))
             if risky:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    assert offenders == [f"components/data/sources.py:{_cifar_pickle_import_line()}"]
+    assert offenders == [f"acgan/data/sources.py:{_cifar_pickle_import_line()}"]
 
 
 def _cifar_pickle_import_line() -> int:
-    tree = ast.parse((ROOT / "components" / "data" / "sources.py").read_text())
+    tree = ast.parse((ROOT / "acgan" / "data" / "sources.py").read_text())
     return next(n.lineno for n in ast.walk(tree) if isinstance(n, ast.Import) and n.names[0].name == "pickle")
 
 

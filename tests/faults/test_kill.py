@@ -13,9 +13,9 @@ import time
 import torch
 from safetensors.torch import load as load_safetensors
 
-from components.checkpoint import MARKER, checkpoint_steps, complete_steps, latest_checkpoint, load_checkpoint
-from components.store import LocalStore
-from components.training.loop import train_split
+from acgan.checkpoint import MARKER, checkpoint_steps, complete_steps, latest_checkpoint, load_checkpoint
+from acgan.store import LocalStore
+from acgan.training.loop import train_split
 from tests.conftest import TINY, tiny_config
 
 STEPS, EVERY = 40, 5
@@ -23,7 +23,7 @@ KILLS = 8
 
 
 def _args(root) -> list[str]:
-    return [sys.executable, "-m", "components.cli", "train-split", "--store", str(root), "--split", "0",
+    return [sys.executable, "-m", "cli.main", "train-split", "--store", str(root), "--split", "0",
             "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--tick-every", "1",
             "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"])]
 

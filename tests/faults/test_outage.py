@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from components.checkpoint import checkpoint_objects, checkpoint_steps, complete_steps, latest_checkpoint
-from components.data.prepare import PrepareConfig, prepare
-from components.errors import UserError
-from components.store import LocalStore, open_store
-from components.training.loop import train_split
+from acgan.checkpoint import checkpoint_objects, checkpoint_steps, complete_steps, latest_checkpoint
+from acgan.data.prepare import PrepareConfig, prepare
+from acgan.errors import UserError
+from acgan.store import LocalStore, open_store
+from acgan.training.loop import train_split
 from tests.conftest import tiny_config
 from tests.faults.proxy import FlakyProxy
 
@@ -140,7 +140,7 @@ def test_http_error_bursts_are_ridden_out(flaky_store, reference_weights, s3_ser
     train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
     watcher.join(5)
     assert not watcher.is_alive() and proxy.answered >= 2
-    messages = [r.getMessage() for r in caplog.records if r.name == "components.store"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store"]
     started = [m for m in messages if "retrying for up to" in m]
     ended = [m for m in messages if "succeeded after" in m]
     assert any("HTTP 502" in m for m in ended) and any("SlowDown" in m for m in ended), messages
@@ -163,7 +163,7 @@ def test_permanent_errors_fail_at_once_with_one_line(flaky_store, monkeypatch, f
     else:
         uri = "s3://acgan-no-such-bucket/x"
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "components.cli", "train-split", "--store", uri, "--split", "0",
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "train-split", "--store", uri, "--split", "0",
                            "--steps", "5", "--batch-size", "16", "--width", "0.0625"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from components.store import open_store
+from acgan.store import open_store
 
 
 def test_secret_appears_nowhere(s3_env, s3_server, tmp_path, fault_report):
@@ -14,12 +14,12 @@ def test_secret_appears_nowhere(s3_env, s3_server, tmp_path, fault_report):
     env = {**os.environ, "ACGAN_S3_ENDPOINT": s3_server["endpoint"], "AWS_ACCESS_KEY_ID": s3_server["access_key"],
            "AWS_SECRET_ACCESS_KEY": secret}
     run = subprocess.run(
-        [sys.executable, "-m", "components.cli", "-v", "run", "--store", s3_env, "--steps", "2", "--batch-size", "8",
+        [sys.executable, "-m", "cli.main", "-v", "run", "--store", s3_env, "--steps", "2", "--batch-size", "8",
          "--checkpoint-every", "1", "--width", "0.0625", "--samples-per-class", "4", "--pairs", "3",
          "--classifier-steps", "5", "--pipeline-root", str(tmp_path / "kfp")],
         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    compiled = subprocess.run([sys.executable, "-m", "components.cli", "compile", "-o", str(tmp_path / "p.yaml")],
+    compiled = subprocess.run([sys.executable, "-m", "cli.main", "compile", "-o", str(tmp_path / "p.yaml")],
                               env=env, capture_output=True, text=True, timeout=120)
     assert compiled.returncode == 0, compiled.stderr[-2000:]
 

@@ -1,11 +1,11 @@
-"""components.metrics.ms_ssim against an independent numpy implementation of PAPER.md's definition."""
+"""acgan.metrics.ms_ssim against an independent numpy implementation of PAPER.md's definition."""
 
 import numpy as np
 import pytest
 import torch
 
-from components.metrics import mean_ms_ssim, ms_ssim
-from components.metrics.ms_ssim_reference import ms_ssim_pair
+from acgan.metrics import mean_ms_ssim, ms_ssim
+from cli.ms_ssim_reference import ms_ssim_pair
 
 
 def _pairs(resolution, channels, seed):

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from components.settings import ClusterSettings, RunSettings
+from acgan.settings import ClusterSettings, RunSettings
 from pipelines.runs import compile_pipeline
 
 
@@ -171,7 +171,7 @@ def test_a_bad_data_pvc_names_the_flag(pvc):
 
 
 def test_compile_with_a_data_pvc_from_the_command_line(tmp_path):
-    from components.cli import main
+    from cli.main import main
 
     out = tmp_path / "p.yaml"
     assert main(["compile", "--data-pvc", "imagenet:/data", "--prepare-cpu", "8", "-o", str(out)]) == 0

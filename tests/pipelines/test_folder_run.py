@@ -1,10 +1,10 @@
 """The ImageNet path at small scale: a class-folder tree under an S3 prefix of the S3-protocol test server, a real
 kfp.local run that plans from the listing, prepares each split's shard inside the fan-out and assembles the ensemble."""
 
-from components.data.prepare import load_shard, shard_info
-from components.ensemble import load_ensemble
-from components.settings import RunSettings
-from components.store import open_store
+from acgan.data.prepare import load_shard, shard_info
+from acgan.ensemble import load_ensemble
+from acgan.settings import RunSettings
+from acgan.store import open_store
 from pipelines import runs
 from tests.data.test_folder import image_tree
 

@@ -6,9 +6,9 @@ import base64
 import pytest
 import yaml
 
-from components.cli import main
-from components.errors import UserError
-from components.settings import ClusterSettings
+from cli.main import main
+from acgan.errors import UserError
+from acgan.settings import ClusterSettings
 from pipelines.preflight import preflight
 from tests.conftest import json_api
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.checkpoint import complete_steps
-from components.collapse import real_diversity
-from components.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
-from components.errors import UserError
-from components.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config, train_one_split
-from components.lease import Lease, lease_key
-from components.settings import ClusterSettings, RunSettings
-from components.store import open_store
+from acgan.checkpoint import complete_steps
+from acgan.collapse import real_diversity
+from acgan.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
+from acgan.errors import UserError
+from acgan.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config, train_one_split
+from acgan.lease import Lease, lease_key
+from acgan.settings import ClusterSettings, RunSettings
+from acgan.store import open_store
 from pipelines import runs
 from pipelines.console import summary_text
 from tests.conftest import json_api
@@ -202,8 +202,8 @@ def test_the_ui_artifacts_of_the_local_run(local_run):
 
 def test_the_collapse_alarm_names_the_last_healthy_checkpoint(finished_store, capsys):
     """Split 1's stats as a trainer writes them: healthy at step 2, class 7 as alike as copies at step 4."""
-    from components.cli import main
-    from components.split_report import split_metrics
+    from cli.main import main
+    from acgan.split_report import split_metrics
 
     store = finished_store
     assert complete_steps(store, 1) == [2, 4]

@@ -4,8 +4,8 @@ import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
 
-from components.settings import AugmentPolicy, RunSettings
-from components.training.augment import cutout, diff_augment, translate
+from acgan.settings import AugmentPolicy, RunSettings
+from acgan.training.augment import cutout, diff_augment, translate
 
 
 def _images(n=8, size=32):

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from components.checkpoint import complete_steps, latest_checkpoint, save_checkpoint
-from components.data.plan import load_plan, save_plan
-from components.data.prepare import load_shard
-from components.errors import UserError
-from components.model import Discriminator, Generator
-from components.training.loop import TrainingDiverged, model_config_for, train_split
-from components.training.state import TRAIN_STATE_FILE
+from acgan.checkpoint import complete_steps, latest_checkpoint, save_checkpoint
+from acgan.data.plan import load_plan, save_plan
+from acgan.data.prepare import load_shard
+from acgan.errors import UserError
+from acgan.model import Discriminator, Generator
+from acgan.training.loop import TrainingDiverged, model_config_for, train_split
+from acgan.training.state import TRAIN_STATE_FILE
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tests.conftest import TINY, tiny_config
@@ -73,7 +73,7 @@ def test_resumed_run_equals_uninterrupted(digits_store, tmp_path, single_thread,
     """With augmentation too: its draws come from the checkpointed data generator."""
     import shutil
 
-    from components.store import LocalStore
+    from acgan.store import LocalStore
 
     other = LocalStore(tmp_path / "other")
     shutil.copytree(digits_store.root, other.root)
@@ -91,9 +91,9 @@ def test_resume_on_the_gpu_fast_path_layout_equals_uninterrupted(digits_store, t
     pair with the same weight elements as in an uninterrupted run."""
     import shutil
 
-    from components.store import LocalStore
-    from components.training import loop
-    from components.training.step import FastPath
+    from acgan.store import LocalStore
+    from acgan.training import loop
+    from acgan.training.step import FastPath
 
     gpu_layout = FastPath(channels_last=True, fused_adam=True)
     monkeypatch.setattr(loop.FastPath, "resolve", classmethod(lambda cls, *args: gpu_layout))
@@ -138,13 +138,13 @@ def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path, single_t
     """SIGKILL a real `acgan train-split` process after its first checkpoint; the resumed run ends bit-identical."""
     import shutil
 
-    from components.store import LocalStore
+    from acgan.store import LocalStore
 
     reference = LocalStore(tmp_path / "reference")
     shutil.copytree(digits_store.root, reference.root)
     train_split(reference, tiny_config(steps=100, checkpoint_every=10, tick_every=10))
 
-    args = [sys.executable, "-m", "components.cli", "train-split", "--store", str(digits_store.root), "--split", "0",
+    args = [sys.executable, "-m", "cli.main", "train-split", "--store", str(digits_store.root), "--split", "0",
             "--steps", "100", "--checkpoint-every", "10", "--tick-every", "10", "--batch-size", str(TINY["batch_size"]),
             "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"])]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -164,7 +164,7 @@ def test_sigterm_checkpoints_and_exits_non_zero_then_resumes(digits_store):
     """SIGTERM (a preemption's first signal) to a real `acgan train-split` mid-run, far from any scheduled
     checkpoint: within a bound it saves the step it reached and exits non-zero (a retryable failure), and a restart
     continues from that step."""
-    args = [sys.executable, "-m", "components.cli", "train-split", "--store", str(digits_store.root), "--split", "0",
+    args = [sys.executable, "-m", "cli.main", "train-split", "--store", str(digits_store.root), "--split", "0",
             "--steps", "100000", "--checkpoint-every", "100000", "--tick-every", "1",
             "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"])]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -223,7 +223,7 @@ def test_mode_seeking_pairs_classes_and_trains(digits_store):
 
 
 def test_fast_path_defaults_per_device():
-    from components.training.step import FastPath
+    from acgan.training.step import FastPath
 
     assert FastPath.resolve(torch.device("cpu")) == FastPath()  # the plain float32 eager step
     assert FastPath.resolve(torch.device("cuda")) == FastPath(bf16=True, channels_last=True, fused_adam=True,
@@ -235,7 +235,7 @@ def test_bf16_is_recorded_and_trains_like_float32(digits_store, tmp_path, single
     """bf16 autocast on the CPU: the saved config says so, and the loss curve follows the float32 one."""
     import shutil
 
-    from components.store import LocalStore
+    from acgan.store import LocalStore
 
     other = LocalStore(tmp_path / "fp32")
     shutil.copytree(digits_store.root, other.root, dirs_exist_ok=True)
@@ -257,8 +257,8 @@ def test_compiled_d_is_built_once_per_step(monkeypatch):
     and guards are real; only the code generation is left out)."""
     from torch._dynamo.testing import CompileCounter
 
-    from components.model import ModelConfig
-    from components.training.step import FastPath, TrainStep, make_optimizers
+    from acgan.model import ModelConfig
+    from acgan.training.step import FastPath, TrainStep, make_optimizers
 
     torch._dynamo.reset()
     counters, real_compile = {}, torch.compile

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from components.training.losses import discriminator_loss, generator_loss, mode_seeking_loss
+from acgan.training.losses import discriminator_loss, generator_loss, mode_seeking_loss
 
 
 class FixedD:

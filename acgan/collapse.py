@@ -1,0 +1,96 @@
+"""The collapse alarm: a split whose generated images of some class have grown more alike (higher MS-SSIM) than the
+real images of the data set's least diverse class, the paper's threshold for low diversity (Odena et al. 2016, §4.2).
+
+The real classes are measured when each split's data is prepared (`data/real-ms-ssim/split-NNNNN.json`), with the
+protocol of the training stats lines (the same images per class and pairs, images in [-1, 1]), so a tick's per-class
+MS-SSIM and the threshold are comparable. The last healthy checkpoint is the newest kept checkpoint whose tick was
+under it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from pydantic import BaseModel
+
+from acgan.checkpoint import complete_steps, split_prefix
+from acgan.data.prepare import load_shard
+from acgan.metrics import mean_ms_ssim
+from acgan.store import Store, read_json, write_json
+from acgan.training.loop import TrainConfig, stats_lines_up_to
+
+REAL_DIVERSITY_PREFIX = "data/real-ms-ssim/"
+
+
+class CollapseAlarm(BaseModel):
+    step: int  # the newest stats tick, where the alarm holds
+    classes: dict[str, float]  # the classes above the threshold there, with their MS-SSIM
+    threshold: float  # MS-SSIM of the real data's least diverse class
+    last_healthy_checkpoint: int | None  # newest kept checkpoint whose tick was under the threshold
+
+
+def real_diversity_key(split: int) -> str:
+    return f"{REAL_DIVERSITY_PREFIX}split-{split:05d}.json"
+
+
+def record_real_diversity(store: Store, split: int) -> dict[str, float]:
+    """Per class of `split` (global id as text): mean MS-SSIM of its real images, as the training stats measure
+    samples. Computed once, by the task that prepares the split's shard; returns the recorded values."""
+    key = real_diversity_key(split)
+    if store.exists(key):
+        return read_json(store, key)["classes"]
+    per_class, pairs = (TrainConfig.model_fields[f].default for f in ("stats_samples_per_class", "stats_pairs"))
+    rng = torch.Generator().manual_seed(split)
+    images, labels = load_shard(store, split)
+    out = {}
+    for c in labels.unique().tolist():
+        members = images[labels == c]
+        chosen = members[torch.randperm(len(members), generator=rng)[:per_class]]
+        if len(chosen) >= 2:
+            out[str(c)] = mean_ms_ssim(chosen.float() / 127.5 - 1.0, pairs, data_range=2.0, generator=rng)
+    write_json(store, key, {"classes": out, "images_per_class": per_class, "pairs": pairs})
+    return out
+
+
+def real_diversity(store: Store) -> dict[str, float]:
+    """Every class measured so far (the splits whose data is prepared): global id as text -> MS-SSIM."""
+    return {c: v for key in store.list(REAL_DIVERSITY_PREFIX) if key.endswith(".json")
+            for c, v in read_json(store, key)["classes"].items()}
+
+
+def collapse_threshold(store: Store) -> float | None:
+    """MS-SSIM of the real data's least diverse class, over the splits prepared so far (every split, once the
+    fan-out has prepared each shard); None for a store prepared before it was recorded."""
+    measured = real_diversity(store)
+    return max(measured.values()) if measured else None
+
+
+def stats_lines(store: Store, split: int) -> list[dict]:
+    """The split's stats ticks that carry a per-class MS-SSIM; damaged lines are left out (a warning names the file)."""
+    lines = [json.loads(line) for line in stats_lines_up_to(store, f"{split_prefix(split)}/stats.jsonl")]
+    return [line for line in lines if isinstance(line.get("ms_ssim"), dict) and line["ms_ssim"]
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in line["ms_ssim"].values())]
+
+
+def collapse_alarm(store: Store, split: int, threshold: float | None, lines: list[dict] | None = None
+                   ) -> CollapseAlarm | None:
+    """The alarm when the split's newest tick has a class above `threshold`, else None."""
+    lines = stats_lines(store, split) if lines is None else lines
+    if threshold is None or not lines:
+        return None
+    above = {c: v for c, v in lines[-1]["ms_ssim"].items() if v > threshold}
+    if not above:
+        return None
+    healthy = {line["step"] for line in lines if max(line["ms_ssim"].values()) <= threshold}
+    kept = [s for s in complete_steps(store, split) if s in healthy]
+    return CollapseAlarm(step=lines[-1]["step"], classes=above, threshold=threshold,
+                         last_healthy_checkpoint=kept[-1] if kept else None)
+
+
+def describe(alarm: CollapseAlarm) -> str:
+    worst = max(alarm.classes, key=alarm.classes.get)
+    healthy = (f"last healthy checkpoint step {alarm.last_healthy_checkpoint}"
+               if alarm.last_healthy_checkpoint is not None else "no healthy checkpoint kept")
+    return (f"collapsing at step {alarm.step}: class {worst} MS-SSIM {alarm.classes[worst]:.3f} > "
+            f"{alarm.threshold:.3f} (real data's least diverse class); {healthy}")

@@ -1,0 +1,321 @@
+"""Image sources. Each turns its input into class names and, per class, a uint8 array of shape (N, C, R, R).
+
+- digits:    the 8x8 digits that ship with scikit-learn, upsampled bilinearly (1 channel, 10 classes).
+- cifar10:   the standard python-pickle batches, a directory or the .tar.gz (read with a restricted unpickler).
+- folder:    one sub-folder per class of JPEG/PNG images, as ImageNet's train set is laid out (`folder.py`).
+- synthetic: procedurally drawn shapes, any number of classes, each class a distinct colour/shape/background.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import contextlib
+import io
+import logging
+import math
+import os
+import time
+import pickle
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from acgan.errors import UserError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD", or "max PERIOD" without a CPU limit
+PROGRESS_SECONDS = 10.0
+
+
+@dataclass
+class Source:
+    dataset: str
+    channels: int
+    class_names: list[str]
+    load_classes: Callable[[list[int]], list[np.ndarray]]  # class ids -> per class (N, C, R, R) uint8
+    skipped: dict[str, int] = field(default_factory=dict)  # class name -> unreadable files skipped
+
+
+def each_class(load_class: Callable[[int], np.ndarray]) -> Callable[[list[int]], list[np.ndarray]]:
+    return lambda members: [load_class(c) for c in members]
+
+
+def resize_batch(images: np.ndarray, resolution: int) -> np.ndarray:
+    """(N, C, h, w) uint8 -> (N, C, R, R) uint8, bilinear."""
+    if images.shape[-1] == resolution and images.shape[-2] == resolution:
+        return images
+    x = torch.from_numpy(images).float()
+    x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def digits_source(resolution: int) -> Source:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)[:, None]  # (1797, 1, 8, 8)
+    images = resize_batch(images, resolution)
+    labels = bunch.target
+    return Source("digits", 1, [str(n) for n in bunch.target_names], each_class(lambda c: images[labels == c]))
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles; allow only what they contain (numpy arrays and plain containers)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("_codecs", "encode")}  # how protocol-2 pickles written by Python 3 spell bytes
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch")
+        return super().find_class(module, name)
+
+
+def _load_cifar_batch(data: bytes, name: str) -> dict:
+    try:
+        batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise UserError(f"{name} is not a CIFAR-10 python batch ({e})") from None
+    if not isinstance(batch, dict):
+        raise UserError(f"{name} is not a CIFAR-10 python batch (not a dict)")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+
+
+def cifar10_source(path: Path, resolution: int) -> Source:
+    files: dict[str, bytes] = {}
+    if path.is_dir():
+        files = {p.name: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    elif path.is_file():
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                for m in tar.getmembers():
+                    if m.isfile():
+                        files[Path(m.name).name] = tar.extractfile(m).read()
+        except tarfile.TarError as e:
+            raise UserError(f"{path} is neither a CIFAR-10 directory nor a readable .tar.gz ({e})") from None
+    else:
+        raise UserError(f"CIFAR-10 source {path} does not exist: pass --source DIR or --source cifar-10-python.tar.gz")
+    batch_names = sorted(n for n in files if n.startswith("data_batch_"))
+    if not batch_names:
+        raise UserError(f"{path} holds no data_batch_* files: is it the CIFAR-10 *python* version?")
+    data, labels = [], []
+    for name in batch_names:
+        batch = _load_cifar_batch(files[name], name)
+        data.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch["labels"], dtype=np.int64))
+    images, targets = resize_batch(np.concatenate(data), resolution), np.concatenate(labels)
+    names = [str(i) for i in range(int(targets.max()) + 1)]
+    if "batches.meta" in files:
+        meta = _load_cifar_batch(files["batches.meta"], "batches.meta")
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get("label_names", names)]
+    return Source("cifar10", 3, names, each_class(lambda c: images[targets == c]))
+
+
+def usable_cores(cpu_max: Path = CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity, capped by its cgroup's CPU quota (a pod's CPU limit).
+    os.cpu_count() is the node's count, which oversubscribes a pod given a few of a large node's cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2 file (cgroup v1, macOS) or an unexpected format: no quota known
+        pass
+    return max(1, cores)
+
+
+def _decode(job: tuple[str | bytes, int]) -> np.ndarray | None:
+    """One image (a path or its bytes) -> (3, R, R) uint8: shorter side resized to R, then centre-cropped.
+    The format is sniffed from the content, so a PNG named .jpg decodes; CMYK and greyscale become RGB.
+    None if unreadable."""
+    image, resolution = job
+    try:
+        with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as img:
+            img.draft("RGB", (resolution, resolution))  # JPEG: decode at reduced size, much faster
+            img = img.convert("RGB")
+            w, h = img.size
+            scale = resolution / min(w, h)
+            img = img.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
+                             Image.Resampling.BILINEAR, reducing_gap=None)
+            left, top = (img.width - resolution) // 2, (img.height - resolution) // 2
+            img = img.crop((left, top, left + resolution, top + resolution))
+            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    except Exception:  # noqa: BLE001 - a file from outside may break Pillow's decoders in any way; it is skipped
+        return None
+
+
+class LocalTree:
+    """A class-folder tree in a directory (local, or a volume mounted into the pod). Workers read the files."""
+
+    def __init__(self, root: str):
+        self.root, self.uri = Path(root), root
+        if not self.root.is_dir():
+            raise UserError(f"folder source {root} does not exist or is not a directory: pass --source DIR "
+                            "with one sub-folder per class (in a pod: a mounted volume, see `acgan compile "
+                            "--data-pvc`), or s3://BUCKET/PREFIX")
+
+    def classes(self) -> list[str]:
+        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        for name in names:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"class folder {os.fsencode(self.root / name)!r} has a name that is not UTF-8: "
+                                "rename it (class names are written to the plan as JSON)") from None
+        return names
+
+    def files(self, name: str) -> list[str]:
+        return sorted(str(p) for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def fetch(self, files: list[str]) -> list[str]:
+        return files
+
+
+class BucketTree:
+    """A class-folder tree under an S3 prefix, read through the store's client (`acgan.store.S3Store`).
+    The store's endpoint and keys by default; a source elsewhere takes ACGAN_SOURCE_S3_ENDPOINT and
+    ACGAN_SOURCE_AWS_ACCESS_KEY_ID / ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY / ACGAN_SOURCE_AWS_REGION."""
+
+    def __init__(self, uri: str):
+        self.bucket, self.uri = open_bucket(uri), uri
+
+    def classes(self) -> list[str]:
+        return self.bucket.folders()
+
+    def files(self, name: str) -> list[str]:
+        return [k for k in self.bucket.list(f"{name}/") if Path(k).suffix.lower() in IMAGE_SUFFIXES]
+
+    def fetch(self, files: list[str]) -> list[bytes]:
+        # Requests wait on the network: as many at once as the client's connection pool holds.
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(self.bucket.read_bytes, files))
+
+
+def open_bucket(uri: str):
+    """An S3Store on the source's endpoint: read-only use, so a source needs only read access."""
+    from urllib.parse import urlparse
+
+    from acgan.store import S3Store, open_store
+
+    endpoint = os.environ.get("ACGAN_SOURCE_S3_ENDPOINT")
+    if not endpoint:
+        return open_store(uri)
+    parsed = urlparse(uri)
+    return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get("ACGAN_SOURCE_AWS_ACCESS_KEY_ID"),
+                   os.environ.get("ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"), os.environ.get("ACGAN_SOURCE_AWS_REGION"))
+
+
+def _read_class_list(path: str) -> list[str]:
+    try:
+        if path.startswith("s3://"):
+            folder, _, name = path.rpartition("/")
+            data = open_bucket(folder).read_bytes(name)
+        else:
+            data = Path(path).read_bytes()
+        lines = data.decode("utf-8").splitlines()
+    except (KeyError, FileNotFoundError, IsADirectoryError):
+        raise UserError(f"class list {path} does not exist: give a text file of class folder names, one a "
+                        "line") from None
+    except UnicodeDecodeError:
+        raise UserError(f"class list {path} is not UTF-8 text: give class folder names, one a line") from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def _select(tree: LocalTree | BucketTree, class_list: str | None) -> list[str]:
+    names = tree.classes()
+    if not names:
+        raise UserError(f"{tree.uri} has no class sub-folders: lay it out as {tree.uri}/<class name>/<image>.jpg")
+    if class_list is None:
+        return names
+    wanted = _read_class_list(class_list)
+    known = set(names)
+    for i, name in enumerate(wanted):
+        if name not in known:
+            raise UserError(f"class list {class_list}, line {i + 1}: {name!r} is not a class folder of {tree.uri}")
+        if name in wanted[:i]:
+            raise UserError(f"class list {class_list}, line {i + 1}: {name!r} is listed twice")
+    if not wanted:
+        raise UserError(f"class list {class_list} names no classes: give class folder names, one a line")
+    return wanted
+
+
+def folder_source(root: str, resolution: int, strict: bool, class_list: str | None = None,
+                  workers: int | None = None) -> Source:
+    """One sub-folder per class; classes sorted by folder name (ImageNet's synset order gives its standard ids), or
+    those of `class_list` in its order. Listing the classes reads names only; `load_classes` reads the images."""
+    tree = BucketTree(root) if root.startswith("s3://") else LocalTree(root)
+    names = _select(tree, class_list)
+    skipped: dict[str, int] = {}
+
+    def load_classes(members: list[int]) -> list[np.ndarray]:
+        files = {c: tree.files(names[c]) for c in members}
+        total, done, start, last_log = sum(len(f) for f in files.values()), 0, time.perf_counter(), 0.0
+        cores = workers or usable_cores()
+        log.info("decoding %d images of %d classes on %d core(s)", total, len(members), cores)
+        out = []
+        with Pool(cores) if cores > 1 else contextlib.nullcontext() as pool:
+            for c in members:
+                jobs = [(image, resolution) for image in tree.fetch(files[c])]
+                decoded = pool.map(_decode, jobs, chunksize=16) if pool else [_decode(j) for j in jobs]
+                bad = [f for f, img in zip(files[c], decoded) if img is None]
+                if bad and strict:
+                    raise UserError(f"unreadable image {bad[0]} (--strict): remove or replace it, or drop --strict "
+                                    "to skip")
+                if bad:
+                    skipped[names[c]] = len(bad)
+                    log.warning("class %s: skipped %d unreadable file(s), e.g. %s", names[c], len(bad), bad[0])
+                good = [img for img in decoded if img is not None]
+                if not good:
+                    raise UserError(f"class folder {tree.uri}/{names[c]} has no readable JPEG/PNG images: add "
+                                    "images, or leave the class out (remove the folder, or use --class-list)")
+                out.append(np.stack(good))
+                done += len(jobs)
+                elapsed = time.perf_counter() - start
+                if elapsed - last_log >= PROGRESS_SECONDS or done == total:
+                    last_log = elapsed
+                    log.info("decoded %d / %d images, %.0f images/s", done, total, done / max(elapsed, 1e-9))
+        return out
+
+    return Source("folder", 3, names, load_classes, skipped)
+
+
+def _synthetic_class(c: int, n: int, resolution: int, rng: np.random.Generator) -> np.ndarray:
+    """Class c: hue (10) x shape (5) x stripe angle (4) x background level (5) = 1000 distinct looks."""
+    hue, shape, angle, level = c % 10, (c // 10) % 5, (c // 50) % 4, (c // 200) % 5
+    coords = (np.arange(resolution) + 0.5) / resolution * 2 - 1
+    y, x = np.meshgrid(coords, coords, indexing="ij")  # (R, R)
+    cx, cy = rng.uniform(-0.25, 0.25, (2, n, 1, 1))
+    size = rng.uniform(0.45, 0.7, (n, 1, 1))
+    dx, dy = x - cx, y - cy  # (n, R, R)
+    r = np.hypot(dx, dy)
+    masks = [r < size,
+             np.maximum(abs(dx), abs(dy)) < size * 0.8,
+             (dy < size * 0.7) & (abs(dx) < (dy + size * 0.7) * 0.6),
+             (r < size) & (r > size * 0.55),
+             ((abs(dx) < size * 0.3) | (abs(dy) < size * 0.3)) & (np.maximum(abs(dx), abs(dy)) < size)]
+    mask = masks[shape][:, None]  # (n, 1, R, R)
+    theta = angle * np.pi / 4
+    stripes = np.sin(6 * np.pi * (x * np.cos(theta) + y * np.sin(theta)))
+    background = 0.15 + 0.15 * level + 0.08 * stripes  # (R, R)
+    colour = np.array(colorsys.hsv_to_rgb(hue / 10, 0.85, 0.95))[None, :, None, None]  # (1, 3, 1, 1)
+    img = np.where(mask, colour, background[None, None])
+    img = img + rng.normal(0, 0.04, img.shape)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def synthetic_source(num_classes: int, images_per_class: int, resolution: int, seed: int) -> Source:
+    def load(c: int) -> np.ndarray:
+        return _synthetic_class(c, images_per_class, resolution, np.random.default_rng([seed, c]))
+
+    return Source("synthetic", 3, [f"synthetic-{c:04d}" for c in range(num_classes)], each_class(load))

@@ -1,0 +1,137 @@
+"""The ensemble: every class mapped to the sub-model (split checkpoint) that owns it. Written as `ensemble.json`.
+
+Assembly reads the plan and each split's newest complete checkpoint, verifies its sampling snapshot against the
+checksums in its marker, and refuses to write a partial ensemble: it lists every missing or incomplete split instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from acgan.checkpoint import CorruptCheckpoint, checkpoint_prefix, complete_steps, load_checkpoint
+from acgan.data.plan import load_plan
+from acgan.errors import UserError, explain
+from acgan.model import Generator
+from acgan.sampling import generate, generator_from_files, load_split_generator, write_samples
+from acgan.store import Store, read_json, write_json
+from acgan.training.state import GENERATOR_FILE, META_FILE
+
+log = logging.getLogger(__name__)
+ENSEMBLE_KEY = "ensemble.json"
+
+
+class EnsembleMember(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    class_id: int = Field(ge=0)
+    name: str
+    split: int = Field(ge=0)
+    local_index: int = Field(ge=0)
+    checkpoint: str = Field(pattern=r"^splits/split-\d{5}/checkpoints/step-\d{8}$")
+    step: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _checkpoint_of_its_split(self) -> "EnsembleMember":
+        if self.checkpoint != checkpoint_prefix(self.split, self.step):
+            raise ValueError(f"class {self.class_id}: checkpoint {self.checkpoint} is not split {self.split}'s step "
+                             f"{self.step}")
+        return self
+
+
+class EnsembleManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: int
+    channels: int
+    target_steps: int = Field(ge=1)
+    classes: list[EnsembleMember] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _each_class_once(self) -> "EnsembleManifest":
+        ids = [m.class_id for m in self.classes]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"classes {duplicates} appear more than once in the ensemble")
+        if sorted(ids) != list(range(len(ids))):
+            raise ValueError(f"the ensemble must cover classes 0..{len(ids) - 1} exactly; missing "
+                             f"{sorted(set(range(len(ids))) - set(ids))[:10]}")
+        return self
+
+    def member(self, class_id: int) -> EnsembleMember:
+        if not 0 <= class_id < len(self.classes):
+            raise UserError(f"class {class_id} is out of range: the ensemble has classes 0..{len(self.classes) - 1}")
+        return next(m for m in self.classes if m.class_id == class_id)
+
+
+def assemble_ensemble(store: Store, target_steps: int) -> EnsembleManifest:
+    """Map every class to its split's newest complete, verified checkpoint; fail listing every split not ready."""
+    plan = load_plan(store)
+    problems, chosen = [], {}
+    for split in range(len(plan.splits)):
+        steps = complete_steps(store, split)
+        if not steps:
+            problems.append(f"split {split}: no complete checkpoint")
+            continue
+        if steps[-1] < target_steps:
+            problems.append(f"split {split}: at step {steps[-1]} of {target_steps}")
+            continue
+        try:
+            load_checkpoint(store, split, steps[-1], [GENERATOR_FILE, META_FILE])
+        except CorruptCheckpoint as e:
+            problems.append(f"split {split}: {e}")
+            continue
+        chosen[split] = steps[-1]
+    if problems:
+        raise UserError(f"cannot assemble the ensemble, {len(problems)} of {len(plan.splits)} splits are not ready ("
+                        + "; ".join(problems) + f"): run `acgan rerun --store {store.uri}`")
+    manifest = EnsembleManifest(
+        resolution=plan.resolution, channels=plan.channels, target_steps=target_steps,
+        classes=[EnsembleMember(class_id=c.id, name=c.name, split=split, local_index=local,
+                                checkpoint=checkpoint_prefix(split, chosen[split]), step=chosen[split])
+                 for c in plan.classes for split, local in [plan.split_of(c.id)]])
+    write_json(store, ENSEMBLE_KEY, manifest.model_dump())
+    return manifest
+
+
+def load_ensemble(store: Store) -> EnsembleManifest | None:
+    if not store.exists(ENSEMBLE_KEY):
+        return None
+    try:
+        return EnsembleManifest.model_validate(read_json(store, ENSEMBLE_KEY))
+    except ValidationError as e:
+        raise UserError(f"{store.uri}/{ENSEMBLE_KEY} is not a valid ensemble manifest ({explain(e)}): assemble it "
+                        f"again with `acgan rerun --store {store.uri} --local`") from None
+
+
+def load_member_generator(store: Store, member: EnsembleMember, device: str | torch.device = "cpu") -> Generator:
+    """The generator of the checkpoint the manifest names (verified), in eval mode."""
+    try:
+        files = load_checkpoint(store, member.split, member.step, [GENERATOR_FILE, META_FILE])
+    except CorruptCheckpoint as e:
+        raise UserError(f"the ensemble's checkpoint for class {member.class_id} does not verify ({e}): "
+                        f"run `acgan rerun --store {store.uri}` to retrain and re-assemble") from None
+    return generator_from_files(files, device)[0]
+
+
+def sample(store: Store, class_text: str, n: int, seed: int, out: Path, device: str = "cpu") -> dict:
+    """`acgan sample`: through the ensemble manifest if the store has one, else the newest checkpoint of the split."""
+    if n < 1:
+        raise UserError(f"-n {n}: ask for at least one sample")
+    plan = load_plan(store)
+    class_id = plan.class_id(class_text)
+    manifest = load_ensemble(store)
+    if manifest is not None:
+        member = manifest.member(class_id)
+        G, split, step, local = load_member_generator(store, member, device), member.split, member.step, member.local_index
+    else:
+        split, local = plan.split_of(class_id)
+        G, meta = load_split_generator(store, split, device)
+        step = meta["step"]
+    write_samples(generate(G, local, n, seed), np.full(n, class_id, dtype=np.int64), out)
+    return {"class": class_id, "name": plan.classes[class_id].name, "split": split, "step": step, "out": str(out),
+            "via": "ensemble" if manifest is not None else "latest checkpoint"}

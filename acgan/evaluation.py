@@ -1,0 +1,458 @@
+"""`acgan evaluate`: every analysis of the paper on an assembled ensemble, per class and overall.
+
+Samples are drawn through the ensemble (each class from the sub-model that owns it); real images are at most
+`real_per_class` per class from the store's shards. Everything is computed first and written at the end, the
+summary (`eval/metrics.json`) last, so a failed evaluation never leaves a partial result that looks complete:
+  eval/metrics.json              `summary`, `computed_on` (what every number was computed on) and one entry per class
+  eval/report.html               self-contained report: summary, figures, grids, per-class table
+  eval/figures/*.png             accuracy vs resolution, MS-SSIM scatter, accuracy vs MS-SSIM, MS-SSIM over training
+  eval/samples-split-NNNNN.png   a grid per split: one row per class
+  eval/overfitting/*.png         nearest training neighbours (L1, MS-SSIM), latent interpolation, fixed z across classes
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import resource
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torchmetrics.image.fid import FrechetInceptionDistance
+from tqdm import tqdm
+
+from acgan import figures
+from acgan.data.plan import SplitPlan, load_plan
+from acgan.data.prepare import load_shard, shard_info
+from acgan.ensemble import EnsembleManifest, load_ensemble, load_member_generator
+from acgan.errors import UserError
+from acgan.metrics import compute_accuracy, compute_class_ms_ssim
+from acgan.metrics.classifier import (
+    ClassifierInfo,
+    classify,
+    feature_width,
+    file_classifier_info,
+    load_classifier,
+    load_classifier_file,
+    save_classifier,
+    train_classifier,
+)
+from acgan.metrics.discriminability import fractions_more_discriminable, study_resolutions
+from acgan.metrics.fidelity import frechet_accumulator, inception_score
+from acgan.metrics.joint import joint_fractions, pearson
+from acgan.metrics.overfitting import (
+    fixed_noise_across_classes,
+    interpolation,
+    nearest_neighbours,
+)
+from acgan.sampling import generate, image_grid
+from acgan.store import Store, write_json
+
+log = logging.getLogger(__name__)
+METRICS_KEY = "eval/metrics.json"
+REPORT_KEY = "eval/report.html"
+
+
+class EvalSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    samples_per_class: int = Field(100, ge=2, le=100_000)
+    pairs: int = Field(1000, ge=1, le=1_000_000, description="random pairs per class for mean MS-SSIM (the paper: 100)")
+    real_per_class: int = Field(200, ge=2, le=100_000, description="real images per class used (at most)")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    classifier: str = Field("trained", min_length=1, description="'trained' (train one on the store's real images, "
+                                                                 "or reuse it) or a .safetensors file")
+    classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="training steps of the default classifier")
+    ms_ssim_threshold: float | None = Field(None, gt=0, le=1, description="joint analysis: a class is low-diversity "
+                                                                         "at or above it (default: the max real class)")
+    accuracy_threshold: float = Field(0.01, ge=0, lt=1, description="joint analysis: low accuracy at or below it "
+                                                                    "(paper: 1%)")
+    is_splits: int = Field(10, ge=1, le=100, description="Inception Score: the samples in this many parts")
+    grid_columns: int = Field(10, ge=1, le=100, description="samples per class in the report's grids")
+    report_splits: int = Field(10, ge=1, le=1000, description="splits whose sample grids the report shows")
+    overfitting_classes: int = Field(4, ge=1, le=100, description="classes in the overfitting grids")
+    neighbours: int = Field(5, ge=1, le=50, description="nearest training neighbours shown per sample")
+
+
+def real_of_split(store: Store, split: int, members: list[int], per_class: int,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most `per_class` real images of each class of a split (a seeded choice where a class has more); the rest of
+    the split's shard is dropped on return."""
+    x, y = load_shard(store, split)
+    chosen = []
+    for c in members:
+        indices = (y == c).nonzero().squeeze(1)
+        chosen.append(indices[torch.randperm(len(indices), generator=gen)[:per_class]])
+    chosen = torch.cat(chosen)
+    return x[chosen], y[chosen]
+
+
+def real_by_split(store: Store, plan: SplitPlan, per_class: int, seed: int,
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Split by split, the real images the evaluation uses, on `device`: one split's images are held at a time."""
+    gen = torch.Generator().manual_seed(seed)
+    for split, members in enumerate(plan.splits):  # no name holds a yielded split: the caller's drop frees it
+        yield tuple(t.to(device) for t in real_of_split(store, split, members, per_class, gen))
+
+
+def load_real(store: Store, plan: SplitPlan, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every split's real images at once, on the CPU (training the default classifier needs them together)."""
+    images, labels = zip(*real_by_split(store, plan, per_class, seed, torch.device("cpu")))
+    return torch.cat(images), torch.cat(labels)
+
+
+def split_samples(store: Store, manifest: EnsembleManifest, members: list[int], n: int, seed: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """n samples of each class of one split through the ensemble, on `device`: uint8 (len(members) * n, C, H, W)
+    and their global class ids."""
+    G = load_member_generator(store, manifest.member(members[0]), device)
+    images = [torch.from_numpy(generate(G, manifest.member(c).local_index, n, seed + c)) for c in members]
+    return torch.cat(images).to(device), torch.tensor(members, device=device).repeat_interleave(n)
+
+
+def get_classifier(store: Store, plan: SplitPlan, settings: EvalSettings,
+                   device: torch.device) -> tuple[torch.nn.Module, ClassifierInfo | Literal["file", "inception-v3"]]:
+    """The classifier on `device` and its info; for a user's file its kind, the info waiting for its accuracy on the
+    real images (file_classifier_info)."""
+    if settings.classifier != "trained":
+        return load_classifier_file(settings.classifier, store, plan.channels, plan.num_classes, device)
+    loaded = load_classifier(store)
+    if loaded is not None and (loaded[1].num_classes, loaded[1].resolution) != (plan.num_classes, plan.resolution):
+        raise UserError(f"the store's classifier has {loaded[1].num_classes} classes at {loaded[1].resolution}px, the "
+                        f"plan {plan.num_classes} at {plan.resolution}px: delete {store.uri}/eval/classifier.* to retrain")
+    if loaded is not None:
+        return loaded[0].to(device), loaded[1]
+    # Training needs every class's images at once: the first evaluation of a store holds them while it trains.
+    real_images, real_labels = load_real(store, plan, settings.real_per_class, settings.seed)
+    model, info = train_classifier(real_images, real_labels, plan.num_classes, settings.classifier_steps,
+                                   seed=settings.seed, device=device)
+    save_classifier(store, model.cpu(), info)
+    return model.to(device), info
+
+
+def training_curves(store: Store, plan: SplitPlan) -> dict[int, tuple[list[int], list[float]]]:
+    """Per class: (steps, MS-SSIM of the split's fixed samples) from the training stats lines."""
+    curves: dict[int, tuple[list[int], list[float]]] = {}
+    for split in range(len(plan.splits)):
+        key = f"splits/split-{split:05d}/stats.jsonl"
+        if not store.exists(key):
+            continue
+        for line in store.read_bytes(key).decode().splitlines():
+            stats = json.loads(line)
+            for class_id, value in stats.get("ms_ssim", {}).items():
+                steps, values = curves.setdefault(int(class_id), ([], []))
+                steps.append(stats["step"])
+                values.append(value)
+    return curves
+
+
+def nearest_rows(samples: torch.Tensor, real: torch.Tensor, k: int) -> dict[str, list[torch.Tensor]]:
+    """Per distance, one grid row per sample (on the CPU): the sample, then its k nearest real images of its class."""
+    rows = {}
+    for metric in ("l1", "ms_ssim"):
+        nearest = nearest_neighbours(samples, real, k, metric)
+        rows[metric] = [torch.cat([s[None], real[idx]]).cpu() for s, idx in zip(samples, nearest)]
+    return rows
+
+
+def overfitting_grids(store: Store, manifest: EnsembleManifest, plan: SplitPlan, settings: EvalSettings,
+                      chosen: list[int], rows: dict[int, dict[str, list[torch.Tensor]]], k: int,
+                      device: torch.device) -> dict[str, bytes]:
+    """PNG grids for a few classes spread over the plan (`chosen`, whose nearest-neighbour `rows` the stream kept);
+    each row starts with a sample or a class."""
+    grids = {f"eval/overfitting/nearest-{metric.replace('_', '-')}.png":
+             _grid(torch.cat([row for c in chosen for row in rows[c][metric]]), 1 + k) for metric in ("l1", "ms_ssim")}
+    gen = torch.Generator(device).manual_seed(settings.seed)
+    interpolations, fixed = [], []
+    for c in chosen:
+        member = manifest.member(c)
+        G = load_member_generator(store, member, device)
+        z = torch.randn(2, G.cfg.noise_dim, generator=gen, device=device)
+        interpolations.append(interpolation(G, member.local_index, z[0], z[1], 10))
+        if member.split not in {m for m, _ in fixed}:
+            fixed.append((member.split, fixed_noise_across_classes(
+                G, torch.randn(4, G.cfg.noise_dim, generator=gen, device=device))))
+    grids["eval/overfitting/interpolation.png"] = _grid(torch.cat(interpolations), 10)
+    for split, images in fixed:
+        grids[f"eval/overfitting/fixed-z-split-{split:05d}.png"] = _grid(images, len(plan.splits[split]))
+    return grids
+
+
+def _grid(images: torch.Tensor, columns: int) -> bytes:
+    buffer = io.BytesIO()
+    image_grid(images.cpu().numpy(), columns=columns).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def evaluation_device(settings: EvalSettings) -> torch.device:
+    return torch.device("cuda" if settings.device == "cuda" or (settings.device == "auto" and
+                                                               torch.cuda.is_available()) else "cpu")
+
+
+def peak_memory(device: torch.device) -> dict[str, int | None]:
+    """The process's peak resident set so far (the evaluation's, when it runs alone as `acgan evaluate` does) and,
+    on a GPU, the most memory torch allocated on it since the evaluation began."""
+    return {"peak_host_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_device_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+
+
+def analyse_split(model: torch.nn.Module, sizes: list[int], settings: EvalSettings, samples: torch.Tensor,
+                  sample_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor, members: list[int],
+                  kept: dict[str, list], fid_sums: FrechetInceptionDistance) -> None:
+    """Everything the evaluation needs from one split's samples and real images, on their device: small outputs
+    appended to `kept` (on the CPU), features summed into `fid_sums`, so that the images themselves can be dropped."""
+    # Discriminability and the resolution study. One pass over each image set at full resolution also gives the
+    # Inception Score's logits and FID's features; each smaller size is one more pass.
+    full = classify(model, samples, logits=True, features=True)
+    real_full = classify(model, real, features=True)
+    kept["logits"].append(full.logits)
+    fid_sums.update(real_full.features, real=True)
+    fid_sums.update(full.features, real=False)
+    kept[f"predicted_{sizes[0]}"].append(full.predicted)
+    kept[f"real_predicted_{sizes[0]}"].append(real_full.predicted)
+    for size in sizes[1:]:
+        kept[f"predicted_{size}"].append(classify(model, samples, size=size).predicted)
+        kept[f"real_predicted_{size}"].append(classify(model, real, size=size).predicted)
+    kept["sample_labels"].append(sample_labels.cpu())
+    kept["real_labels"].append(real_labels.cpu())
+    # Diversity: each class's pairs come from a generator seeded by its id, so a split alone gives the same pairs.
+    for name, images, labels in (("ms", samples, sample_labels), ("real_ms", real, real_labels)):
+        means, errors = compute_class_ms_ssim(images, labels, members, settings.pairs, settings.seed)
+        kept[name] += means
+        kept[f"{name}_se"] += errors
+
+
+def class_image_counts(store: Store, plan: SplitPlan) -> dict[int, int]:
+    """Real images per class id: from the plan where it counted them, else from each split's shard sidecar (a plan
+    made from a listing knows names only)."""
+    counts = {c.id: c.images for c in plan.classes if c.images is not None}
+    for split, members in enumerate(plan.splits):
+        if any(c not in counts for c in members):
+            by_name = shard_info(store, split).images
+            counts.update({c: by_name[plan.classes[c].name] for c in members})
+    return counts
+
+
+def evaluate(store: Store, settings: EvalSettings) -> dict:
+    plan = load_plan(store)
+    manifest = load_ensemble(store)
+    if manifest is None:
+        raise UserError(f"store {store.uri} has no ensemble (ensemble.json): run `acgan run` or `acgan rerun --store "
+                        f"{store.uri}` to train and assemble it first")
+    device = evaluation_device(settings)
+    classes = [c.id for c in plan.classes]
+    used = {c: min(n, settings.real_per_class) for c, n in class_image_counts(store, plan).items()}  # real per class
+    # Checked before any work: every class needs two real images and enough distinct pairs.
+    for c in classes:
+        if used[c] < 2:
+            raise UserError(f"class {c} has {used[c]} real image(s): MS-SSIM needs at least two; prepare more data")
+    possible = min(settings.samples_per_class, min(used.values()))
+    if settings.pairs > possible * (possible - 1) // 2:
+        raise UserError(f"--pairs {settings.pairs} is more than the {possible * (possible - 1) // 2} distinct pairs "
+                        f"of {possible} images (the smallest class or --samples-per-class): lower --pairs")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    model, info = get_classifier(store, plan, settings, device)
+    sizes = study_resolutions(plan.resolution)
+    chosen = sorted({int(c) for c in np.linspace(0, plan.num_classes - 1, settings.overfitting_classes).round()})
+    k = min([settings.neighbours] + [used[c] for c in chosen])  # one row length for every class
+    columns = min(settings.grid_columns, settings.samples_per_class)
+    # One split's samples and real images at a time, on the device; what later steps need is kept on the CPU.
+    kept: dict[str, list] = defaultdict(list)
+    fid_sums = frechet_accumulator(feature_width(model))  # no features kept
+    rows, grids = {}, {}
+    splits = tqdm(plan.splits, desc="evaluate", unit="split", disable=not sys.stderr.isatty())
+    reals = real_by_split(store, plan, settings.real_per_class, settings.seed, device)
+    for split, members in enumerate(splits):
+        real, real_labels = next(reals)  # not zip(): its reused result tuple would hold the last split's images
+        samples, sample_labels = split_samples(store, manifest, members, settings.samples_per_class, settings.seed,
+                                               device)
+        analyse_split(model, sizes, settings, samples, sample_labels, real, real_labels, members, kept, fid_sums)
+        for c in set(chosen) & set(members):
+            rows[c] = nearest_rows(samples[sample_labels == c][:2], real[real_labels == c], k)
+        grids[f"eval/samples-split-{split:05d}.png"] = _grid(torch.cat(
+            [samples[sample_labels == c][:columns] for c in members]), columns)
+        del samples, sample_labels, real, real_labels  # freed before the next split is loaded
+
+    sample_labels, real_labels = torch.cat(kept["sample_labels"]), torch.cat(kept["real_labels"])
+    by_resolution = {size: compute_accuracy(torch.cat(kept[f"predicted_{size}"]), sample_labels, plan.num_classes)
+                     for size in sizes}
+    real_by_resolution = {size: compute_accuracy(torch.cat(kept[f"real_predicted_{size}"]), real_labels,
+                                                 plan.num_classes) for size in sizes}
+    if not isinstance(info, ClassifierInfo):  # a user's file: scored on the real images streamed above
+        info = file_classifier_info(model, info, settings.classifier, plan.channels, plan.resolution,
+                                    len(real_labels), real_by_resolution[plan.resolution][0])
+    accuracy, per_class_accuracy = by_resolution[plan.resolution]
+    more_discriminable = fractions_more_discriminable({size: acc[1] for size, acc in by_resolution.items()})
+    quarter = plan.resolution // 4  # the paper's pair: 128 px against 32 px
+
+    # Diversity, in class order (the splits may list classes in any order).
+    order = [c for members in plan.splits for c in members]
+    ms_samples, se_samples, ms_real, se_real = ([dict(zip(order, kept[name]))[c] for c in classes]
+                                                for name in ("ms", "ms_se", "real_ms", "real_ms_se"))
+    real_max = max(ms_real)
+    ms_threshold = settings.ms_ssim_threshold or real_max
+    correlation = pearson(per_class_accuracy, ms_samples)
+
+    # Inception Score and FID in the classifier's feature space.
+    is_mean, is_std = inception_score(torch.cat(kept["logits"]), settings.is_splits, settings.seed)
+    fid = float(fid_sums.compute())
+
+    summary = {
+        "accuracy": accuracy,
+        "real_accuracy": info.heldout_accuracy,
+        "ms_ssim_mean": float(np.mean(ms_samples)),
+        "ms_ssim_std": float(np.std(ms_samples)),
+        "real_ms_ssim_mean": float(np.mean(ms_real)),
+        "real_ms_ssim_std": float(np.std(ms_real)),
+        "real_ms_ssim_max": real_max,
+        "fraction_below_real_max": float(np.mean([m < real_max for m in ms_samples])),
+        "fraction_at_most_real_ms_ssim": float(np.mean([s <= r for s, r in zip(ms_samples, ms_real)])),
+        "accuracy_ms_ssim_correlation": correlation,
+        **joint_fractions(per_class_accuracy, ms_samples, ms_threshold, settings.accuracy_threshold),
+        "accuracy_by_resolution": {str(size): acc for size, (acc, _) in by_resolution.items()},
+        "real_accuracy_by_resolution": {str(size): acc for size, (acc, _) in real_by_resolution.items()},
+        "fraction_more_discriminable_than_at_quarter_resolution": more_discriminable[quarter],
+        "fraction_more_discriminable_than_at_resolution": {str(size): f for size, f in more_discriminable.items()},
+        "inception_score": is_mean,
+        "inception_score_std": is_std,
+        "fid": fid,
+    }
+    computed_on = {
+        "checkpoints": sorted({(m.split, m.step) for m in manifest.classes}),
+        "samples_per_class": settings.samples_per_class, "pairs_per_class": settings.pairs, "seed": settings.seed,
+        "real_images": int(len(real_labels)), "real_per_class_at_most": settings.real_per_class,
+        "ms_ssim_standard_error": "per class, the standard deviation of the pair scores over the square root of the "
+                                  "number of pairs",
+        "classifier": info.model_dump(), "ms_ssim_data_range": 255,
+        "resolution_study": f"down to each size (antialiased bilinear), back up bilinearly; real accuracy is over the "
+                            f"real images used, the classifier's training images included; the headline fraction of "
+                            f"classes more discriminable compares {plan.resolution}px with {quarter}px, a quarter "
+                            f"(the paper: 128 with 32)",
+        "joint_thresholds": {"ms_ssim": ms_threshold, "accuracy": settings.accuracy_threshold,
+                             "ms_ssim_is_real_max": settings.ms_ssim_threshold is None},
+        "inception_score": f"{info.kind} classifier's logits, {len(sample_labels)} samples in {settings.is_splits} "
+                           f"parts",
+        "fid": f"{info.kind} classifier's pooled features ({'2048' if info.kind == 'inception-v3' else 4 * info.width}"
+               f"-d), {len(real_labels)} real images vs {len(sample_labels)} samples; not comparable across feature "
+               f"networks",
+        "overfitting": f"nearest neighbours among the real images of the sample's class; L1 in pixel space and "
+                       f"1 - MS-SSIM; {settings.neighbours} per sample",
+    }
+    per_class = [{"id": c.id, "name": c.name, "split": manifest.member(c.id).split, "accuracy": per_class_accuracy[c.id],
+                  "accuracy_by_resolution": {str(size): acc[1][c.id] for size, acc in by_resolution.items()},
+                  "real_accuracy": real_by_resolution[plan.resolution][1][c.id],
+                  "real_accuracy_by_resolution": {str(size): acc[1][c.id] for size, acc in real_by_resolution.items()},
+                  "ms_ssim": ms_samples[c.id], "ms_ssim_se": se_samples[c.id],
+                  "real_ms_ssim": ms_real[c.id], "real_ms_ssim_se": se_real[c.id],
+                  # Less diverse than the least diverse real class: collapsing (the paper's threshold).
+                  "low_diversity": ms_samples[c.id] >= real_max} for c in plan.classes]
+
+    # Pictures: everything in memory first, written below with the metrics last.
+    sizes = sorted(by_resolution)
+    pictures = {
+        "eval/figures/accuracy-by-resolution.png": figures.accuracy_vs_resolution(
+            sizes, [by_resolution[s][0] for s in sizes], [real_by_resolution[s][0] for s in sizes]),
+        "eval/figures/ms-ssim-samples-vs-real.png": figures.ms_ssim_scatter(ms_real, ms_samples, real_max),
+        "eval/figures/accuracy-vs-ms-ssim.png": figures.accuracy_vs_ms_ssim(
+            ms_samples, per_class_accuracy, ms_threshold, settings.accuracy_threshold, correlation),
+    }
+    curves = training_curves(store, plan)
+    if curves:
+        pictures["eval/figures/ms-ssim-over-training.png"] = figures.ms_ssim_over_training(curves, real_max)
+    pictures.update(overfitting_grids(store, manifest, plan, settings, chosen, rows, k, device))
+    computed_on.update(peak_memory(device))
+    log.info("evaluation's peak memory: %.2f GiB resident on the host%s", computed_on["peak_host_memory_bytes"] / 2**30,
+             "" if device.type != "cuda" else f", {computed_on['peak_device_memory_bytes'] / 2**30:.2f} GiB on the GPU")
+    for key, png in {**pictures, **grids}.items():
+        store.write_bytes(key, png)
+    shown = dict(list(grids.items())[:settings.report_splits])
+    store.write_bytes(REPORT_KEY, render_report(summary, per_class, computed_on, pictures, shown, info,
+                                                len(grids)).encode())
+    write_json(store, METRICS_KEY, {"summary": summary, "computed_on": computed_on, "classes": per_class})
+    log.info("evaluation written to %s/%s", store.uri, METRICS_KEY)
+    return summary
+
+
+def flat_summary(summary: dict) -> dict[str, float | None]:
+    """One number per name (per-resolution figures become `<name>_<size>px`): KFP metrics and the printed table."""
+    flat = {}
+    for name, value in summary.items():
+        if isinstance(value, dict):
+            flat.update({f"{name}_{size}px": v for size, v in value.items()})
+        else:
+            flat[name] = value
+    return flat
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _img(title: str, png: bytes) -> str:
+    return (f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+            f"<figcaption>{html.escape(title)}</figcaption></figure>")
+
+
+def render_report(summary: dict, per_class: list[dict], computed_on: dict, pictures: dict[str, bytes],
+                  grids: dict[str, bytes], info: ClassifierInfo, total_grids: int) -> str:
+    rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in flat_summary(summary).items())
+    class_rows = "".join(
+        f"<tr><td>{c['id']}</td><td>{html.escape(c['name'])}</td><td>{c['split']}</td><td>{_fmt(c['accuracy'])}</td>"
+        f"<td>{_fmt(c['real_accuracy'])}</td><td>{_fmt(c['ms_ssim'])} &plusmn; {_fmt(c['ms_ssim_se'])}</td>"
+        f"<td>{_fmt(c['real_ms_ssim'])} &plusmn; {_fmt(c['real_ms_ssim_se'])}</td>"
+        f"<td>{'yes' if c['low_diversity'] else ''}</td></tr>" for c in per_class)
+    figs = "".join(_img(key.rsplit("/", 1)[1].removesuffix(".png").replace("-", " "), png)
+                   for key, png in pictures.items() if key.startswith("eval/figures/"))
+    checks = "".join(_img(key.rsplit("/", 1)[1].removesuffix(".png").replace("-", " "), png)
+                     for key, png in pictures.items() if key.startswith("eval/overfitting/"))
+    images = "".join(_img(key.rsplit("/", 1)[1].removesuffix(".png"), png) for key, png in grids.items())
+    more = f"<p>{total_grids - len(grids)} more split grids are in the store under eval/.</p>" \
+        if total_grids > len(grids) else ""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>acgan-ensemble evaluation</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
+padding:2px 8px;text-align:right}}figure{{display:inline-block;margin:0 1em 1em 0}}
+img{{image-rendering:pixelated;max-width:min(100%,640px)}}</style></head><body>
+<h1>acgan-ensemble evaluation</h1>
+<p>{computed_on['samples_per_class']} samples per class through the ensemble, {computed_on['pairs_per_class']} MS-SSIM
+pairs per class, {computed_on['real_images']} real images; classifier: {html.escape(info.describe())}. Inception
+Score and FID use this classifier as their feature network: they compare runs evaluated with the same classifier only.
+</p>
+<h2>Summary</h2><table>{rows}</table>
+<h2>Figures</h2>{figs}
+<h2>Samples (one row per class)</h2>{images}{more}
+<h2>Overfitting checks</h2><p>Nearest neighbours: each row is a sample followed by its nearest real images of the
+class. Interpolation: one row per class, z moving in a straight line. Fixed z: one row per z, one column per class.</p>
+{checks}
+<h2>Per class</h2><table><tr><th>id</th><th>name</th><th>split</th><th>accuracy</th><th>real accuracy</th>
+<th>MS-SSIM &plusmn; s.e.</th><th>real MS-SSIM &plusmn; s.e.</th><th>low diversity</th></tr>{class_rows}</table>
+</body></html>
+"""
+
+
+def compare(stores: list[Store]) -> tuple[list[dict], bytes]:
+    """The class-split study (paper Figure 10): mean MS-SSIM of each evaluated store against its classes per model."""
+    runs = []
+    for store in stores:
+        if not store.exists(METRICS_KEY):
+            raise UserError(f"store {store.uri} has no evaluation ({METRICS_KEY}): run `acgan evaluate --store "
+                            f"{store.uri}` first")
+        metrics = json.loads(store.read_bytes(METRICS_KEY))
+        plan = load_plan(store)
+        runs.append({"store": store.uri, "classes_per_model": plan.num_classes / len(plan.splits),
+                     **{k: metrics["summary"][k] for k in ("ms_ssim_mean", "ms_ssim_std", "real_ms_ssim_mean",
+                                                           "accuracy")}})
+    return runs, figures.ms_ssim_by_classes_per_model(runs)

@@ -1,0 +1,118 @@
+"""An experiment is a store: its settings (`experiment.json`), plan, data, and each split's checkpoints.
+
+The store is the source of truth for what is done. A failed task is retried by the cluster; what its retries did not
+finish is rerun by asking the store which splits are not complete and training only those (`acgan rerun`, or a clone
+of the run in the KFP UI, whose complete splits return at once); each resumes from its checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ValidationError
+
+from acgan.checkpoint import complete_steps, latest_checkpoint, split_prefix
+from acgan.collapse import CollapseAlarm, collapse_alarm, collapse_threshold, record_real_diversity
+from acgan.data.plan import load_plan
+from acgan.data.prepare import PrepareConfig, plan_data, prepare_shard
+from acgan.errors import UserError, first_problem
+from acgan.lease import live_lease
+from acgan.settings import DataSettings, RunSettings, TrainingSettings
+from acgan.store import Store, open_store, read_json, write_json
+from acgan.training.loop import TrainConfig, train_split
+
+EXPERIMENT_KEY = "experiment.json"
+
+
+def prepare_experiment(settings: RunSettings) -> list[int]:
+    """Make the split plan (a no-op if already made), record the settings; return the split ids to train. Each
+    split's shard is then built by its own task in the fan-out (`prepare_split_data`)."""
+    store = open_store(settings.store)
+    plan = plan_data(PrepareConfig(**settings.model_dump(include=set(DataSettings.model_fields))), store)
+    outside = [s for s in settings.split_ids if s >= len(plan.splits)]
+    if outside:
+        raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
+    write_json(store, EXPERIMENT_KEY, settings.model_dump(), checksum=True)
+    return settings.split_ids or list(range(len(plan.splits)))
+
+
+def load_settings(store: Store) -> RunSettings:
+    if not store.exists(EXPERIMENT_KEY):
+        raise UserError(f"store {store.uri} has no experiment settings (experiment.json): start it with "
+                        "`acgan run` or `acgan submit` first")
+    saved = read_json(store, EXPERIMENT_KEY)
+    if isinstance(saved, dict):  # stores written before D's width was a setting trained the full-width D
+        saved.setdefault("d_width", 1.0)
+    try:
+        return RunSettings.model_validate(saved)
+    except ValidationError as e:  # the value came from the store, not the command line: name the file and the key
+        key, msg = first_problem(e)
+        raise UserError(f"{store.uri}/{EXPERIMENT_KEY}: {key or 'its settings'}: {msg}; correct the file or start a "
+                        "new store") from None
+
+
+def train_config(settings: RunSettings, split: int) -> TrainConfig:
+    return TrainConfig(split=split, tick_every=min(100, settings.checkpoint_every),
+                       **settings.model_dump(include=set(TrainingSettings.model_fields)))
+
+
+class SplitStatus(BaseModel):
+    split: int
+    classes: list[int]
+    step: int | None  # newest complete checkpoint
+    target: int | None
+    state: Literal["complete", "incomplete", "not started", "training"]
+    trainer: str | None = None  # owner of a live lease: a task training the split now
+    collapse: CollapseAlarm | None = None  # a class of its newest tick is less diverse than every real class
+
+
+def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
+    """Per split: classes, newest complete step, target steps and state. Reads markers only, unless `verify`: then
+    the newest checkpoint that passes its checksums counts (what a resumed task would start from)."""
+    plan = load_plan(store)
+    experiment_target = load_settings(store).steps if store.exists(EXPERIMENT_KEY) else None
+    threshold = collapse_threshold(store)
+    out = []
+    for split, members in enumerate(plan.splits):
+        if verify:
+            latest = latest_checkpoint(store, split)
+            steps = [latest[0]] if latest else []
+        else:
+            steps = complete_steps(store, split)
+        target = experiment_target
+        config_key = f"{split_prefix(split)}/config.json"
+        if target is None and store.exists(config_key):
+            target = _config_steps(store, config_key)
+        step = steps[-1] if steps else None
+        state = "not started" if step is None else "complete" if target is not None and step >= target else "incomplete"
+        lease = live_lease(store, split) if state != "complete" else None
+        out.append(SplitStatus(split=split, classes=members, step=step, target=target,
+                               state="training" if lease else state, trainer=lease.owner if lease else None,
+                               collapse=collapse_alarm(store, split, threshold) if step is not None else None))
+    return out
+
+
+def prepare_split_data(store_uri: str, split: int) -> int:
+    """Build the shard of `split` unless it is complete; returns the split id (training waits for it)."""
+    store = open_store(store_uri)
+    prepare_shard(store, split)
+    record_real_diversity(store, split)  # the collapse alarm's threshold
+    return split
+
+
+def _config_steps(store: Store, key: str) -> int:
+    """The target steps a split's config.json records."""
+    config = read_json(store, key)
+    steps = config.get("train", {}).get("steps") if isinstance(config, dict) and isinstance(config.get("train"),
+                                                                                           dict) else None
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise UserError(f"{store.uri}/{key}: train.steps: missing or not a whole number >= 1; the file is damaged: "
+                        "delete it (training writes it again)")
+    return steps
+
+
+def train_one_split(store_uri: str, split: int) -> int:
+    """Train `split` with the experiment's recorded settings; returns the split id (the fan-in collects them)."""
+    store = open_store(store_uri)
+    train_split(store, train_config(load_settings(store), split))  # train_split checks the split against the plan
+    return split

@@ -1,0 +1,296 @@
+"""The classifier behind discriminability, Inception Score and FID. The paper used a pretrained Inception-v3; by
+default we train a small CNN on the experiment's real training images (any data set, any resolution), holding out a
+fraction of each class to report its accuracy on real images: the ceiling that samples are compared against.
+
+Saved in the store as `eval/classifier.safetensors` + `eval/classifier.json`, so every evaluation of a store uses the
+same classifier. A user may instead pass a safetensors file (a local path or a key in the store): either one of our
+classifiers (from another store), or torchvision's Inception-v3 ImageNet weights (needs torchvision installed; convert
+torchvision's `.pth` once with `safetensors.torch.save_file(torch.load(path, weights_only=True), out)`). Weights are
+never downloaded at run time and nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from tqdm import tqdm
+
+from acgan.errors import UserError
+from acgan.metrics.discriminability import resize_down_and_up
+from acgan.store import Store, check_key
+
+log = logging.getLogger(__name__)
+WEIGHTS_KEY = "eval/classifier.safetensors"
+INFO_KEY = "eval/classifier.json"
+# On a CPU a batch's widest activation stays within this many values (8 MiB): larger buffers pass glibc's mmap
+# threshold, so every batch maps and page-faults them in afresh (at 500 images of 32 px: twice the wall time, half of
+# it in the kernel).
+CPU_BATCH_VALUES = 2**21
+
+
+class ClassifierInfo(BaseModel):
+    """What a classifier is and how good it is on real images; recorded beside every number computed with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["trained", "file", "inception-v3"] = "trained"
+    source: str | None = Field(None, description="the file it was loaded from (kinds file and inception-v3)")
+    channels: int
+    resolution: int
+    num_classes: int
+    width: int = 32
+    steps: int | None = None
+    batch_size: int | None = None
+    train_images: int | None = None
+    heldout_images: int
+    heldout_accuracy: float = Field(description="accuracy on real images it was not trained on (for a file: on every "
+                                                "real image of the store, which it may have seen)")
+    seed: int | None = None
+
+    def describe(self) -> str:
+        if self.kind == "trained":
+            return (f"a CNN trained on the store's real images ({self.steps} steps of {self.batch_size}; held-out "
+                    f"accuracy {self.heldout_accuracy:.3f} on {self.heldout_images} real images)")
+        return (f"{'Inception-v3' if self.kind == 'inception-v3' else 'a CNN'} from {self.source} (accuracy "
+                f"{self.heldout_accuracy:.3f} on the store's {self.heldout_images} real images)")
+
+
+class Classifier(nn.Module):
+    """Four conv stages (the last three stride 2), global average pool, linear: resolution-agnostic."""
+
+    def __init__(self, channels: int, num_classes: int, width: int = 32):
+        super().__init__()
+        widths = [width, width * 2, width * 4, width * 4]
+        layers, c_in = [], channels
+        for i, c_out in enumerate(widths):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=1 if i == 0 else 2, padding=1), nn.BatchNorm2d(c_out),
+                       nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pooled(x))  # (N, K) logits
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features (N, 4 * width): FID's feature space when this classifier is the feature net."""
+        return self.features(x).mean(dim=(2, 3))
+
+
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [-1, 1], the scale G produces."""
+    return images.float() / 127.5 - 1.0
+
+
+def _forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, pooled features) of uint8 images (N, C, H, W) from one forward pass."""
+    if isinstance(model, Classifier):
+        pooled = model.pooled(to_input(images))
+        return model.head(pooled), pooled
+    return _inception_forward(model, images)
+
+
+def inception_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> Inception-v3's input (N, 3, 299, 299): grey to 3 channels, bilinear to 299x299, and the
+    [-1, 1] scale its ImageNet weights (ported from Google's) were trained on. That is what torchvision feeds them with
+    `transform_input=True` after the usual ImageNet normalisation; built from a weights file (`weights=None`)
+    torchvision leaves that flag off, so we build the network with it off and give it this scale ourselves."""
+    x = images.float() / 255.0
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    return x * 2.0 - 1.0
+
+
+def _inception_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's Inception-v3 on uint8 images: logits and the pooled features."""
+    x = inception_input(images)
+    pooled: list[torch.Tensor] = []
+    hook = net.avgpool.register_forward_hook(lambda module, inputs, out: pooled.append(out.flatten(1)))
+    try:
+        logits = net(x)
+    finally:
+        hook.remove()
+    return logits, pooled[0]  # pooled: (N, 2048), the features FID is usually computed on
+
+
+def _images_per_pass(model: nn.Module, images: torch.Tensor, device: torch.device) -> int:
+    """Images per forward pass: 500 on a GPU; on a CPU as many as keep the widest activation (the first convolution's
+    output) within CPU_BATCH_VALUES."""
+    if device.type != "cpu":
+        return 500
+    if isinstance(model, Classifier):
+        widest = model.features[0].out_channels * images.shape[-2] * images.shape[-1]
+    else:
+        widest = 32 * 149 * 149  # Inception-v3's first convolution on its 299x299 input
+    return max(1, CPU_BATCH_VALUES // widest)
+
+
+def feature_width(model: nn.Module) -> int:
+    """The width of the pooled features `classify` returns: FID's feature space."""
+    return model.head.in_features if isinstance(model, Classifier) else model.fc.in_features
+
+
+class Outputs(NamedTuple):
+    predicted: torch.Tensor  # (N,) class ids
+    logits: torch.Tensor | None  # (N, K), when asked for: the Inception Score's input
+    features: torch.Tensor | None  # (N, F) pooled features, when asked for: FID's feature space
+
+
+@torch.no_grad()
+def classify(model: nn.Module, images: torch.Tensor, *, logits: bool = False, features: bool = False,
+             size: int | None = None, desc: str | None = None) -> Outputs:
+    """The classifier on uint8 images (N, C, H, W), in batches on its device, one forward pass serving every output;
+    the results on the CPU. With `size`, each batch is first taken down to size x size and back up (the resolution
+    study). `desc` names a progress bar."""
+    model.eval()
+    device = next(model.parameters()).device
+    step = _images_per_pass(model, images, device)
+    kept: dict[str, list[torch.Tensor]] = {"predicted": [], "logits": [], "features": []}
+    for i in tqdm(range(0, len(images), step), desc=desc, unit="batch", disable=desc is None or not sys.stderr.isatty()):
+        batch = images[i:i + step] if size is None else resize_down_and_up(images[i:i + step], size)
+        batch_logits, batch_features = _forward(model, batch.to(device))
+        kept["predicted"].append(batch_logits.argmax(1).cpu())
+        if logits:
+            kept["logits"].append(batch_logits.float().cpu())
+        if features:
+            kept["features"].append(batch_features.float().cpu())
+    return Outputs(**{name: torch.cat(parts) if parts else None for name, parts in kept.items()})
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 1500,
+                     heldout_fraction: float = 0.2, seed: int = 0, device: str | torch.device = "cpu",
+                     batch_size: int = 64) -> tuple[Classifier, ClassifierInfo]:
+    """Train on all but a held-out fraction of each class; report accuracy on the held-out images."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=gen)
+    heldout = torch.zeros(len(labels), dtype=torch.bool)
+    for c in range(num_classes):
+        members = order[labels[order] == c]
+        heldout[members[:max(1, int(len(members) * heldout_fraction))]] = True
+    train_x, train_y = images[~heldout], labels[~heldout]
+    torch.manual_seed(seed)
+    model = Classifier(images.shape[1], num_classes).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    model.train()
+    for _ in tqdm(range(steps), desc="classifier", unit="step", disable=not sys.stderr.isatty()):
+        idx = torch.randint(len(train_y), (batch_size,), generator=gen)
+        x = to_input(train_x[idx]).to(device)
+        # Small random shifts: the classifier must judge shapes, not exact pixel positions.
+        shift = torch.randint(-2, 3, (2,), generator=gen).tolist()
+        x = torch.roll(x, shifts=shift, dims=(2, 3))
+        loss = F.cross_entropy(model(x), train_y[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    accuracy = (classify(model, images[heldout]).predicted == labels[heldout]).float().mean().item()
+    info = ClassifierInfo(channels=images.shape[1], resolution=images.shape[-1], num_classes=num_classes,
+                          steps=steps, batch_size=batch_size, train_images=int((~heldout).sum()), heldout_images=int(heldout.sum()),
+                          heldout_accuracy=accuracy, seed=seed)
+    log.info("classifier: held-out accuracy on real images %.3f (%d images)", accuracy, info.heldout_images)
+    return model.eval(), info
+
+
+def save_classifier(store: Store, model: Classifier, info: ClassifierInfo) -> None:
+    store.write_bytes(WEIGHTS_KEY, save_safetensors({k: v.contiguous().cpu() for k, v in model.state_dict().items()}))
+    store.write_bytes(INFO_KEY, json.dumps(info.model_dump(), indent=2).encode())
+
+
+def load_classifier(store: Store) -> tuple[Classifier, ClassifierInfo] | None:
+    if not (store.exists(INFO_KEY) and store.exists(WEIGHTS_KEY)):
+        return None
+    info = ClassifierInfo.model_validate(json.loads(store.read_bytes(INFO_KEY)))
+    model = Classifier(info.channels, info.num_classes, info.width)
+    model.load_state_dict(load_safetensors(store.read_bytes(WEIGHTS_KEY)))
+    return model.eval(), info
+
+
+def read_classifier_file(source: str, store: Store) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors classifier file: a local path, else a key in the store."""
+    if not source.endswith(".safetensors"):
+        raise UserError(f"--classifier {source}: give a .safetensors file (we never unpickle .pth/.pt files; the "
+                        f"README's Dependencies section shows the one-line conversion)")
+    path = Path(source)
+    if path.is_file():
+        data = path.read_bytes()
+    elif is_store_key(source) and store.exists(source):
+        data = store.read_bytes(source)
+    else:
+        raise UserError(f"--classifier {source}: no such file, nor a key of the store {store.uri}")
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError) as e:
+        raise UserError(f"--classifier {source} is not a readable safetensors file ({e}): check the file") from None
+
+
+def is_store_key(text: str) -> bool:
+    try:
+        check_key(text)
+    except UserError:
+        return False
+    return True
+
+
+def classifier_from_tensors(tensors: dict[str, torch.Tensor], source: str,
+                            channels: int) -> tuple[nn.Module, Literal["file", "inception-v3"]]:
+    """Build the network a weights file describes: torchvision's Inception-v3, or one of our classifiers."""
+    if any(k.startswith("Mixed_7c.") for k in tensors):
+        try:
+            from torchvision.models import inception_v3
+        except ImportError:
+            raise UserError(f"--classifier {source} holds Inception-v3 weights, which need torchvision: install the "
+                            f"`inception` extra (pip install 'acgan-ensemble[inception]')") from None
+        net = inception_v3(weights=None, aux_logits="AuxLogits.fc.weight" in tensors, init_weights=False,
+                           num_classes=tensors["fc.weight"].shape[0], transform_input=False)  # see inception_input
+        kind = "inception-v3"
+    elif "head.weight" in tensors and "features.0.weight" in tensors:
+        width, in_channels = tensors["features.0.weight"].shape[:2]
+        if in_channels != channels:
+            raise UserError(f"--classifier {source} takes {in_channels}-channel images, the store's have {channels}: "
+                            f"use a classifier trained on this data set")
+        net = Classifier(channels, tensors["head.weight"].shape[0], width)
+        kind = "file"
+    else:
+        raise UserError(f"--classifier {source} is neither Inception-v3 weights nor an acgan classifier: use "
+                        f"torchvision's Inception-v3 weights or another store's eval/classifier.safetensors")
+    try:
+        net.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise UserError(f"--classifier {source} does not fit the network it names ({first}): check the file") from None
+    return net.eval(), kind
+
+
+def load_classifier_file(source: str, store: Store, channels: int, num_classes: int,
+                         device: torch.device) -> tuple[nn.Module, Literal["file", "inception-v3"]]:
+    """A user-supplied classifier on `device`, checked against the store's classes; the evaluation scores it on the
+    real images as it streams them (file_classifier_info)."""
+    net, kind = classifier_from_tensors(read_classifier_file(source, store), source, channels)
+    outputs = net.head.out_features if isinstance(net, Classifier) else net.fc.out_features
+    if outputs != num_classes:
+        raise UserError(f"--classifier {source} has {outputs} classes, the store {num_classes}: use a classifier of "
+                        f"this data set's classes (in the plan's order)")
+    return net.to(device), kind
+
+
+def file_classifier_info(net: nn.Module, kind: Literal["file", "inception-v3"], source: str, channels: int,
+                         resolution: int, real_images: int, real_accuracy: float) -> ClassifierInfo:
+    """What a user-supplied classifier is, with its accuracy on the store's real images."""
+    log.info("classifier %s: accuracy on the store's real images %.3f", source, real_accuracy)
+    return ClassifierInfo(kind=kind, source=source, channels=channels, resolution=resolution,
+                          num_classes=net.head.out_features if kind == "file" else net.fc.out_features,
+                          width=net.head.in_features // 4 if kind == "file" else 0, heldout_images=real_images,
+                          heldout_accuracy=real_accuracy)

@@ -1,0 +1,460 @@
+"""Where everything of an experiment lives: a local directory (the embedded default) or an S3 bucket prefix.
+
+`open_store(uri)` is the one place that decides local versus remote. Keys are '/'-separated and relative to the
+store's root. S3 settings come from the environment (read here and nowhere else):
+  ACGAN_S3_ENDPOINT   http(s)://host:port of MinIO, SeaweedFS or any S3 endpoint (scheme sets TLS on/off)
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (optional)
+  ACGAN_S3_RETRY_SECONDS  how long a call retries a transient failure (default 300: a store pod rescheduled)
+
+Besides plain reads and writes, a store offers conditional ones (`write_if`, `delete_if`): create only if absent,
+replace or delete only if unchanged since read (S3's If-None-Match / If-Match on the ETag). The split lease and the
+checkpoint marker are written with them, so two writers can never both win.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import logging
+import os
+import random
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, TypeVar
+from urllib.parse import urlparse
+
+from acgan.errors import UserError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
+_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+# S3 error codes that mean "the server is busy or starting: try again" (AWS's and MinIO's own).
+_TRY_AGAIN = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized",
+              "OperationAborted", "XMinioServerBusy"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+           "AllAccessDisabled"}
+
+
+class PreconditionFailed(Exception):
+    """A conditional write or delete found the object other than expected: another writer got there first."""
+
+
+class StoreUnavailable(UserError):
+    """The store kept failing transiently for the whole retry budget."""
+
+
+def redact(text: str) -> str:
+    """`scheme://user:secret@host` -> `scheme://***@host`: credentials in a URI never reach a message or a log."""
+    return _USERINFO.sub("***@", text)
+
+
+def _tag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_key(key: str) -> str:
+    """Keys are relative paths of plain names: no '..', no absolute paths, no empty parts."""
+    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+        raise UserError(f"invalid store key {key!r}: use relative '/'-separated names of letters, digits, '.', '_', '-'")
+    return key
+
+
+class LocalStore:
+    """A directory. Writes go to a temporary file and are renamed into place, so no reader sees half an object."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def _temporary(self, path: Path, data: bytes) -> Path:
+        """A hidden file beside `path` holding `data`; unique per write, as a renewal thread writes beside training."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return tmp
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        os.replace(self._temporary(path, data), path)
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path):
+        """An exclusive flock on a hidden lock file beside `path`: compare-and-swap among processes of this host."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(f".{path.name}.lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object and a tag that changes whenever it does (its sha256, as an ETag is its MD5)."""
+        data = self.read_bytes(key)
+        return data, _tag(data)
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> str:
+        """Create `key` (tag None) or replace it if its tag is still `tag`; returns the new tag. A create is a hard
+        link of a complete temporary file, which fails if the name exists: atomic without any lock."""
+        path = self._path(key)
+        tmp = self._temporary(path, data)
+        try:
+            if tag is None:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise PreconditionFailed(key) from None
+            else:
+                with self._locked(path):
+                    if not path.is_file() or _tag(path.read_bytes()) != tag:
+                        raise PreconditionFailed(key)
+                    os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return _tag(data)
+
+    def delete_if(self, key: str, tag: str) -> None:
+        path = self._path(key)
+        with self._locked(path):
+            if not path.is_file() or _tag(path.read_bytes()) != tag:
+                raise PreconditionFailed(key)
+            path.unlink()
+
+    def clean_temporaries(self, prefix: str, older_than: float) -> int:
+        """Delete the hidden temporaries that killed writes left under `prefix`; returns how many."""
+        base, cutoff, removed = self.root / prefix, time.time() - older_than, 0
+        for p in base.rglob(".*.tmp-*") if base.is_dir() else []:
+            with contextlib.suppress(FileNotFoundError):
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    removed += 1
+        return removed
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under `prefix` (a folder-like prefix ending in '/'), sorted; temporary files are not listed."""
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if not k.rsplit("/", 1)[-1].startswith("."))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        # Folders are only key prefixes: remove the ones this left empty, as S3 would show none.
+        for parent in path.parents:
+            try:
+                if parent == self.root or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+            except OSError:  # another writer just added a key below it
+                break
+
+    def ensure_ready(self, create: bool = False) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"--store {self.uri} is a file, not a directory: give a directory (new or an existing "
+                            "store) or s3://BUCKET/PREFIX")
+        if create:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # a parent that is a file, no permission
+                raise UserError(f"--store {self.uri}: cannot create the directory ({e.strerror})") from None
+        elif not self.root.is_dir():
+            raise UserError(f"store {self.uri} does not exist: run `acgan prepare --store {self.uri}` first")
+
+
+class S3Store:
+    """A bucket prefix on any S3-protocol server, through the minio client. Transient errors are retried for
+    `retry_seconds` with backoff and jitter; permanent ones (access denied, no such bucket) fail at once."""
+
+    def __init__(self, bucket: str, prefix: str, endpoint: str, access_key: str | None, secret_key: str | None,
+                 region: str | None = None, retry_seconds: float = 300):
+        import urllib3
+        from minio import Minio
+        from minio.helpers import check_bucket_name
+
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} is not http(s)://host[:port]")
+        if "@" in parsed.netloc:
+            raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} holds credentials: give them as "
+                            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, not in the endpoint")
+        try:
+            check_bucket_name(bucket, strict=True)
+        except ValueError:
+            raise UserError(f"s3://{bucket}: not a valid bucket name (3-63 lowercase letters, digits, '.', '-')") from None
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
+        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.retry_seconds = retry_seconds
+        # Our own retry loop (below) handles transient failures; the pool itself must not retry.
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=120), retries=urllib3.Retry(total=0),
+                                   maxsize=8)
+        self.client = Minio(parsed.netloc, access_key=access_key, secret_key=secret_key, region=region,
+                            secure=parsed.scheme == "https", http_client=http)
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _failure(self, e: Exception) -> tuple[bool, str]:
+        """(transient?, what went wrong) for an error of the client; raises at once for a permanent one we can name."""
+        from minio.error import InvalidResponseError, S3Error, ServerError
+        from urllib3.exceptions import HTTPError
+
+        if isinstance(e, S3Error):
+            if e.code == "PreconditionFailed":
+                raise PreconditionFailed(e.object_name) from None
+            if e.code in _DENIED:
+                raise UserError(f"store {self.uri} at {self.endpoint} rejected the credentials or denied access "
+                                f"({e.code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy"
+                                ) from None
+            if e.code == "NoSuchBucket":
+                raise UserError(f"bucket {self.bucket!r} does not exist at {self.endpoint} (NoSuchBucket): run "
+                                f"`acgan prepare --store {self.uri}` first, or create the bucket") from None
+            status = e.response.status if e.response is not None else 0
+            return e.code in _TRY_AGAIN or status >= 500 or status == 429, f"{e.code}, HTTP {status}"
+        if isinstance(e, InvalidResponseError):  # a body that is not S3's XML: a proxy or load balancer answered
+            status = e._code  # noqa: SLF001 (the client exposes the status of this error nowhere else)
+            if status == 403:
+                raise UserError(f"store {self.uri} at {self.endpoint} refused access (HTTP 403 from something in "
+                                "front of the store): check the endpoint and the credentials") from None
+            return status >= 500 or status == 429, f"HTTP {status} (not from S3)"
+        if isinstance(e, ServerError):
+            return True, f"HTTP {e.status_code}"
+        if isinstance(e, HTTPError):  # connection refused or reset, a timeout: the server may come back
+            return True, type(getattr(e, "reason", None) or e).__name__  # MaxRetryError wraps the cause
+        raise e
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """`fn()`, retried while its failures are transient, for up to `retry_seconds`. An outage is logged once
+        when it starts and once when it ends, not at every attempt."""
+        from minio.error import MinioException
+        from urllib3.exceptions import HTTPError
+
+        started, attempt = time.monotonic(), 0
+        while True:
+            attempt += 1
+            try:
+                result = fn()
+            except (MinioException, HTTPError) as e:
+                transient, error = self._failure(e)
+                waited = time.monotonic() - started
+                if not transient:
+                    raise UserError(f"store {self.uri} at {self.endpoint}: {what} failed ({error})") from None
+                if waited >= self.retry_seconds:
+                    raise StoreUnavailable(f"store {self.uri} unreachable at {self.endpoint}: {what} failed for "
+                                           f"{waited:.0f}s ({attempt} attempt(s), last: {error}); check that the "
+                                           "server is up, or raise ACGAN_S3_RETRY_SECONDS") from None
+                if attempt == 1:
+                    log.warning("store %s: %s failed (%s); retrying for up to %.0fs", self.endpoint, what, error,
+                                self.retry_seconds)
+                # Full jitter: trainers of many splits that lost the store together do not return in lockstep.
+                backoff = random.uniform(0.5, 1.0) * min(0.25 * 2 ** (attempt - 1), 10.0)
+                time.sleep(max(0.0, min(backoff, self.retry_seconds - waited)))
+                continue
+            if attempt > 1:
+                log.warning("store %s: %s succeeded after %.1fs (%d attempts; last failure: %s)", self.endpoint, what,
+                            time.monotonic() - started, attempt, error)
+            return result
+
+    def exists(self, key: str) -> bool:
+        from minio.error import S3Error
+
+        def stat() -> bool:
+            try:
+                self.client.stat_object(self.bucket, self._name(key))
+                return True
+            except S3Error as e:
+                if e.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                    return False
+                raise
+
+        return self._call(f"stat {key}", stat)
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """The object and its ETag, from one GET (so the two always belong together)."""
+        from minio.error import S3Error
+
+        def get() -> tuple[bytes, str]:
+            try:
+                response = self.client.get_object(self.bucket, self._name(key))
+            except S3Error as e:
+                if e.code == "NoSuchKey":
+                    raise KeyError(key) from None
+                raise
+            try:
+                return response.read(), response.headers.get("ETag", "")
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call(f"read {key}", get)
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.read_tagged(key)[0]
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        # An S3 PUT is atomic: readers see the old object or the whole new one, never a part.
+        self._call(f"write {key}", lambda: self.client.put_object(self.bucket, self._name(key), io.BytesIO(data),
+                                                                 len(data)))
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> str:
+        """Create `key` (tag None: If-None-Match: *) or replace it if its ETag is still `tag` (If-Match); returns the
+        new ETag. minio 7.2 has no public parameter for these headers (`put_object`'s metadata turns them into
+        x-amz-meta-*), so this goes through the client's own signed request, `_execute`, with explicit headers: one
+        PUT of the whole body, signed and region-resolved exactly like the public calls."""
+        headers = {"Content-Type": "application/octet-stream", **({"If-None-Match": "*"} if tag is None
+                                                                  else {"If-Match": tag})}
+        try:
+            tag = self._call(f"write {key}", lambda: self._conditional("PUT", key, data, headers)).headers.get("ETag")
+            if tag:
+                return tag
+        except PreconditionFailed:
+            pass
+        # A retried PUT whose first attempt landed (its answer lost) fails its own precondition: ours if the bytes
+        # are ours (they hold the writer's token and time, so no other writer's are equal). The read also gives the
+        # ETag of a server that answered a PUT without one.
+        try:
+            current, current_tag = self.read_tagged(key)
+        except KeyError:
+            raise PreconditionFailed(key) from None
+        if current != data:
+            raise PreconditionFailed(key)
+        return current_tag
+
+    def delete_if(self, key: str, tag: str) -> None:
+        self._call(f"delete {key}", lambda: self._conditional("DELETE", key, None, {"If-Match": tag}))
+
+    def _conditional(self, method: str, key: str, body: bytes | None, headers: dict):
+        from minio.error import S3Error
+
+        try:
+            return self.client._execute(method, self.bucket, self._name(key), body=body,  # noqa: SLF001 (write_if)
+                                        headers=headers)
+        except S3Error as e:
+            if e.code == "NoSuchKey":  # If-Match on an object that is gone: not the one we expected either
+                raise PreconditionFailed(key) from None
+            raise
+
+    def clean_temporaries(self, prefix: str, older_than: float) -> int:
+        """Abort the multipart uploads that killed writers left under `prefix` (their parts cost storage and no
+        listing shows them); returns how many."""
+        from datetime import datetime, timezone
+
+        name = self._name(prefix.rstrip("/")) + "/"
+        result = self._call(f"list uploads {prefix}", lambda: self.client._list_multipart_uploads(  # noqa: SLF001
+            self.bucket, prefix=name, max_uploads=1000))
+        cutoff, removed = time.time() - older_than, 0
+        for upload in result.uploads:
+            started = upload.initiated_time or datetime.now(timezone.utc)
+            if started.timestamp() < cutoff:
+                self._call(f"abort upload {upload.object_name}", lambda u=upload: self.client._abort_multipart_upload(
+                    self.bucket, u.object_name, u.upload_id))  # noqa: SLF001
+                removed += 1
+        return removed
+
+    def list(self, prefix: str) -> list[str]:
+        start = len(self.prefix) + 1 if self.prefix else 0
+        objects = self._call(f"list {prefix}", lambda: list(
+            self.client.list_objects(self.bucket, prefix=self._name(prefix.rstrip("/")) + "/", recursive=True)))
+        return sorted(o.object_name[start:] for o in objects)
+
+    def folders(self) -> list[str]:
+        """Names of the folders right under the prefix: one listing with a delimiter, not every key below."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        objects = self._call("list folders", lambda: list(self.client.list_objects(self.bucket, prefix=base)))
+        return sorted(o.object_name[len(base):].rstrip("/") for o in objects if o.is_dir)
+
+    def delete(self, key: str) -> None:
+        self._call(f"delete {key}", lambda: self.client.remove_object(self.bucket, self._name(key)))
+
+    def ensure_ready(self, create: bool = False) -> None:
+        exists = self._call("check bucket", lambda: self.client.bucket_exists(self.bucket))
+        if not exists:
+            if not create:
+                raise UserError(f"bucket {self.bucket!r} does not exist at {self.endpoint}: "
+                                f"run `acgan prepare --store {self.uri}` first, or create the bucket")
+            self._call("create bucket", lambda: self.client.make_bucket(self.bucket))
+
+
+Store = LocalStore | S3Store
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = os.environ.get(name, str(default))
+    if not re.fullmatch(r"\d{1,7}(\.\d{1,3})?", value):
+        raise UserError(f"{name}={value!r} is not a number of seconds (e.g. 300)")
+    return float(value)
+
+
+def open_store(uri: str) -> Store:
+    """The one function that decides local versus remote storage."""
+    if uri.startswith("s3://"):
+        parsed = urlparse(uri)
+        if "@" in parsed.netloc:
+            raise UserError(f"store {redact(uri)!r} holds credentials: use s3://BUCKET/PREFIX and give them as "
+                            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+        if not parsed.netloc:
+            raise UserError(f"store {uri!r} names no bucket: use s3://BUCKET[/PREFIX]")
+        endpoint = os.environ.get("ACGAN_S3_ENDPOINT")
+        if not endpoint:
+            raise UserError("ACGAN_S3_ENDPOINT is not set: export it as http(s)://host:port of the S3/MinIO server")
+        return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get("AWS_ACCESS_KEY_ID"),
+                       os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_REGION"),
+                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300))
+    if "://" in uri and not uri.startswith("file://"):
+        raise UserError(f"store {redact(uri)!r}: use a local directory or s3://BUCKET/PREFIX")
+    return LocalStore(uri.removeprefix("file://"))
+
+
+CHECKSUM = "checksum"  # in a checksummed JSON object: "sha256:" + the hex digest of the rest, written canonically
+
+
+def _canonical(obj: dict) -> bytes:
+    import json
+
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def read_json(store: Store, key: str) -> dict:
+    """A JSON object of the store; one written with `checksum=True` is verified and returned without its checksum
+    (objects of older stores carry none and are read as they are)."""
+    import json
+
+    try:
+        obj = json.loads(store.read_bytes(key))
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, a number past Python's 4300 digits, too deep
+        raise UserError(f"{store.uri}/{key} is not valid JSON ({str(e)[:120]}); the object is corrupt") from None
+    if isinstance(obj, dict) and CHECKSUM in obj:
+        recorded = obj.pop(CHECKSUM)
+        if recorded != "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest():
+            raise UserError(f"{store.uri}/{key}: {CHECKSUM}: the contents do not match it; the object is damaged "
+                            "(restore it from a copy, or start a new store)")
+    return obj
+
+
+def write_json(store: Store, key: str, obj: dict, checksum: bool = False) -> None:
+    """Write `obj` as JSON; with `checksum`, a sha256 of its canonical form goes in with it, in the same atomic
+    write (for what training trusts: a flipped byte inside a number would still parse)."""
+    if checksum:
+        obj = {**obj, CHECKSUM: "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest()}
+    store.write_bytes(key, _canonical(obj))

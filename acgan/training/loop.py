@@ -1,0 +1,291 @@
+"""`train_split`: train the AC-GAN of one class split, resumable from its own checkpoints in the store.
+
+The task's identity is (store, split), not a run id: starting it again continues from the newest complete, intact
+checkpoint, so a killed or preempted task loses at most one checkpoint interval; one stopped with SIGTERM first
+saves the step it reached and exits non-zero (`Preempted`), so that its retry resumes there. With a fixed seed on CPU
+and one thread (OMP_NUM_THREADS=1), a run killed after a checkpoint and resumed ends with the same weights as an
+uninterrupted one; with several threads on a loaded machine, the last bits may differ.
+
+Progress is counted in steps (one D update and one G update on a batch). Every tick appends one JSON line to
+`splits/split-NNNNN/stats.jsonl`: losses, D's source and class accuracy on real and fake images, and the mean
+intra-class MS-SSIM of fixed samples per class (rising towards 1 means that class is collapsing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from typing import Iterator, Literal
+
+import torch
+from pydantic import Field, model_validator
+from tqdm import tqdm
+
+from acgan.checkpoint import (CheckpointExists, complete_steps, latest_checkpoint, prune_checkpoints,
+                                   quarantine_checkpoint, save_checkpoint, split_prefix)
+from acgan.data.plan import load_plan
+from acgan.data.prepare import load_shard, shard_key
+from acgan.errors import UserError
+from acgan.lease import SplitBusy, SplitLease
+from acgan.metrics import mean_ms_ssim
+from acgan.model import Discriminator, Generator, ModelConfig
+from acgan.settings import TrainingSettings
+from acgan.store import Store, write_json
+from acgan.training.state import pack_checkpoint, unpack_checkpoint
+from acgan.training.step import FastPath, TrainStep, make_optimizers
+
+log = logging.getLogger(__name__)
+
+
+class TrainConfig(TrainingSettings):
+    """The spec of one split's training; saved as `config.json` beside its checkpoints. The settings a run sets are
+    `TrainingSettings`' fields (the paper's values by default); these are the trainer's own."""
+
+    split: int = Field(0, ge=0)
+    lr: float = Field(2e-4, gt=0, le=1.0, description="Adam learning rate")
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    tick_every: int = Field(100, ge=1, description="steps between stats lines")
+    keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
+    noise_dim: int = Field(100, ge=1)
+    stats_samples_per_class: int = Field(16, ge=2, le=1024)
+    stats_pairs: int = Field(100, ge=1)
+    lease_seconds: float = Field(300, ge=1, le=86_400, description="the split's lease expires this long after its "
+                                                                   "last renewal (renewed every third of it): how "
+                                                                   "long a killed trainer blocks another")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, float32 "
+                                                                            "on a CPU")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile G and D (auto: on a GPU)")
+
+    @model_validator(mode="after")
+    def _device_exists(self) -> "TrainConfig":
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda was requested but no CUDA GPU is visible; use --device cpu")
+        return self
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+def model_config_for(store: Store, cfg: TrainConfig) -> tuple[ModelConfig, list[int]]:
+    plan = load_plan(store)
+    members = plan.check_split(cfg.split)
+    return ModelConfig(resolution=plan.resolution, channels=plan.channels, num_classes=len(members),
+                       noise_dim=cfg.noise_dim, d_noise_std=cfg.d_noise_std, d_dropout=cfg.d_dropout,
+                       width=cfg.width, d_width=cfg.d_width, g_layout=cfg.g_layout), members
+
+
+@torch.no_grad()
+def class_diversity(G, z: torch.Tensor, y: torch.Tensor, num_classes: int, pairs: int) -> list[float]:
+    """Mean MS-SSIM of G's fixed samples, per class (images in [-1, 1], so data range 2)."""
+    was_training = G.training
+    G.eval()
+    images = G(z, y)
+    G.train(was_training)
+    pair_rng = torch.Generator().manual_seed(0)  # its own generator: ticks must not shift the training RNG
+    return [mean_ms_ssim(images[y == k], pairs, data_range=2.0, generator=pair_rng) for k in range(num_classes)]
+
+
+class Preempted(UserError):
+    """SIGTERM (a spot reclaim, a drain, an eviction) stopped the trainer after it saved a checkpoint. It exits
+    non-zero so that the task counts as failed and its retry resumes from that checkpoint (docs/operators.md)."""
+
+
+@contextlib.contextmanager
+def sigterm_requests_stop() -> Iterator[threading.Event]:
+    """An event set by SIGTERM while the block runs; outside the main thread (signals cannot be caught there) an
+    event that stays clear."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train_split(store: Store, cfg: TrainConfig) -> dict:
+    """Train split `cfg.split` up to `cfg.steps` holding the split's lease; returns the last stats line (or the
+    state if already done). Raises SplitBusy if another trainer holds the split, Preempted after SIGTERM."""
+    lease = SplitLease(store, cfg.split, cfg.lease_seconds)
+    with sigterm_requests_stop() as stop:
+        lease.acquire()
+        try:
+            # Killed writes of earlier trainers left temporaries (local) or unfinished multipart uploads (S3); the
+            # split is ours now, and anything older than a lease period is nobody's.
+            cleaned = store.clean_temporaries(f"{split_prefix(cfg.split)}/", older_than=cfg.lease_seconds)
+            if cleaned:
+                log.info("split %d: removed %d unfinished write(s) of earlier trainers", cfg.split, cleaned)
+            return _train(store, cfg, lease, stop)
+        finally:
+            lease.release()
+
+
+def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Event) -> dict:
+    # Setup: model shape from the plan, data resident on the device as uint8.
+    model_cfg, members = model_config_for(store, cfg)
+    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    images, labels = load_shard(store, cfg.split)
+    if tuple(images.shape[1:]) != (model_cfg.channels, model_cfg.resolution, model_cfg.resolution):
+        raise UserError(f"data of split {cfg.split} has shape {tuple(images.shape[1:])}, the plan says "
+                        f"{model_cfg.channels}x{model_cfg.resolution}x{model_cfg.resolution}: run `acgan prepare` again")
+    outside = labels[~torch.isin(labels, torch.tensor(members))]
+    if len(outside):
+        raise UserError(f"{store.uri}/{shard_key(cfg.split)}: labels: {len(outside)} label(s) outside split "
+                        f"{cfg.split}'s classes {members} (e.g. {outside[0].item()}): the shard is damaged or from "
+                        "another plan: run `acgan prepare` into a new store")
+    to_local = torch.full((max(members) + 1,), -1, dtype=torch.long)
+    to_local[torch.tensor(members)] = torch.arange(len(members))
+    images, local_labels = images.to(device), to_local[labels].to(device)
+    K, n_images = model_cfg.num_classes, images.shape[0]
+
+    torch.manual_seed(cfg.seed)
+    data_rng = torch.Generator(device).manual_seed(cfg.seed)
+    G, D = Generator(model_cfg).to(device), Discriminator(model_cfg).to(device)
+    fast = FastPath.resolve(device, cfg.precision, cfg.compile)
+    opt_g, opt_d = make_optimizers(G, D, cfg.lr, (cfg.beta1, cfg.beta2), fast)
+    # Before the restore: the step puts G and D in their memory layout, which the restored Adam moments must match.
+    train_step = TrainStep(G, D, opt_g, opt_d, fast, cfg.d_fake_class_loss, cfg.mode_seeking, cfg.augment, data_rng)
+
+    # Resume from the newest complete, intact checkpoint of this split.
+    prefix = split_prefix(cfg.split)
+    stats_key = f"{prefix}/stats.jsonl"
+    start, stats_lines = 0, []
+    latest = latest_checkpoint(store, cfg.split)
+    if latest is not None:
+        step, files = latest
+        saved = ModelConfig.model_validate(json.loads(files["meta.json"])["model"])
+        shape = ModelConfig.SHAPE_FIELDS
+        if saved.model_dump(include=set(shape)) != model_cfg.model_dump(include=set(shape)):
+            raise UserError(f"split {cfg.split} has checkpoints of a different model ({_describe(saved)}) than "
+                            f"requested ({_describe(model_cfg)}): use the original settings or a new store")
+        unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng)
+        start = step
+    for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
+        quarantine_checkpoint(store, cfg.split, newer)  # failed verification: its step is trained again
+    if latest is not None:
+        stats_lines = stats_lines_up_to(store, stats_key, start)
+        log.info("split %d: resuming from step %d", cfg.split, start)
+    if start >= cfg.steps:
+        log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
+        return {"step": start, "steps": cfg.steps, "resumed_from": start}
+    write_json(store, f"{prefix}/config.json", {"train": cfg.model_dump(), "model": model_cfg.model_dump(),
+                                                 "classes": members, "device": str(device),
+                                                 "fast_path": fast.model_dump(), "threads": torch.get_num_threads()})
+
+    fixed_rng = torch.Generator(device).manual_seed(cfg.seed + 1)
+    fixed_y = torch.arange(K, device=device).repeat_interleave(cfg.stats_samples_per_class)
+    fixed_z = torch.randn(len(fixed_y), model_cfg.noise_dim, generator=fixed_rng, device=device)
+
+    # Main loop.
+    sums = torch.zeros(6, device=device)  # loss_d, loss_g, src acc real, src acc fake, cls acc real, cls acc fake
+    tick_start, tick_step, last = time.perf_counter(), start, {}
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"split {cfg.split}", unit="step", disable=not sys.stderr.isatty())
+    saved, done = start, start
+
+    def checkpoint(step: int, healthy_since: int) -> None:
+        if not all(torch.isfinite(p).all() for p in [*G.parameters(), *D.parameters()]):
+            raise TrainingDiverged(f"split {cfg.split} has non-finite weights at step {step}; its checkpoints up "
+                                   f"to step {healthy_since} are intact: lower --lr and run again")
+        meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
+                "train": cfg.model_dump(), "fast_path": fast.model_dump(), "time": time.time()}
+        try:  # the renewals before the upload and the marker: a trainer that lost its split commits nothing
+            save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta),
+                            fence=lease.renew)
+        except CheckpointExists as e:
+            raise SplitBusy(f"split {cfg.split}: {e}; another trainer holds the split, this one stops") from None
+        prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)
+
+    for step in range(start + 1, cfg.steps + 1):
+        if stop.is_set():
+            break
+        idx = torch.randint(n_images, (cfg.batch_size,), generator=data_rng, device=device)
+        x_real = images[idx].float() / 127.5 - 1.0  # (B, C, R, R) in [-1, 1], the scale of G's tanh
+        y_real = local_labels[idx]
+        z = torch.randn(cfg.batch_size, model_cfg.noise_dim, generator=data_rng, device=device)
+        if cfg.mode_seeking:  # pairs of the same class, the halves of the batch, for the mode-seeking term
+            y_half = torch.randint(K, ((cfg.batch_size + 1) // 2,), generator=data_rng, device=device)
+            y_fake = torch.cat([y_half, y_half])[:cfg.batch_size]
+        else:
+            y_fake = torch.randint(K, (cfg.batch_size,), generator=data_rng, device=device)
+        sums += train_step(x_real, y_real, z, y_fake)
+        done = step
+        bar.update(1)
+        is_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
+        if not (is_checkpoint or step % cfg.tick_every == 0):
+            continue
+
+        # Tick: check health, write a stats line; then maybe a checkpoint.
+        means = (sums / (step - tick_step)).tolist()
+        if not all(math.isfinite(v) for v in means[:2]):
+            raise TrainingDiverged(f"split {cfg.split} diverged between steps {tick_step} and {step} (loss_d="
+                                   f"{means[0]}, loss_g={means[1]}); its checkpoints up to step {tick_step} are intact:"
+                                   " lower --lr and run again")
+        diversity = class_diversity(G, fixed_z, fixed_y, K, cfg.stats_pairs)
+        elapsed = time.perf_counter() - tick_start
+        last = {"step": step, "loss_d": means[0], "loss_g": means[1], "d_source_acc_real": means[2],
+                "d_source_acc_fake": means[3], "d_class_acc_real": means[4], "d_class_acc_fake": means[5],
+                "ms_ssim": dict(zip(map(str, members), diversity)), "ms_ssim_mean": sum(diversity) / K,
+                "images_per_second": (step - tick_step) * cfg.batch_size / elapsed, "time": time.time()}
+        stats_lines.append(json.dumps(last))
+        lease.check()  # the renewal thread found another trainer holding the split: stop
+        try:  # best effort: the stats are a record, the checkpoints are the state
+            store.write_bytes(stats_key, ("\n".join(stats_lines) + "\n").encode())
+        except UserError as e:
+            log.warning("split %d: stats line of step %d not written (%s); training continues", cfg.split, step, e)
+        bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", cls_fake=f"{means[5]:.2f}",
+                        ms_ssim=f"{last['ms_ssim_mean']:.3f}")
+        if bar.disable:
+            log.info("split %d step %d/%d: loss_d %.3f loss_g %.3f class acc fake %.2f ms-ssim %.3f (%.0f img/s)",
+                     cfg.split, step, cfg.steps, means[0], means[1], means[5], last["ms_ssim_mean"],
+                     last["images_per_second"])
+        if is_checkpoint:
+            checkpoint(step, tick_step)
+            saved = step
+        sums.zero_()
+        tick_start, tick_step = time.perf_counter(), step
+    bar.close()
+    if stop.is_set() and done < cfg.steps:
+        if done > saved:
+            checkpoint(done, saved)
+        saved_now = "with its checkpoint saved" if done > start else "before training a step"
+        raise Preempted(f"split {cfg.split}: stopped by SIGTERM at step {done} of {cfg.steps} {saved_now}; a retry "
+                        f"(or `acgan rerun`) resumes from step {done}")
+    return {**last, "steps": cfg.steps, "resumed_from": start}
+
+
+def stats_lines_up_to(store: Store, key: str, step: float = math.inf) -> list[str]:
+    """The stats lines of steps up to `step`; lines that are damaged (a flipped byte, a cut write) are dropped with a
+    warning: the stats are a record, never a reason not to resume or to fail `acgan status`."""
+    try:
+        text = store.read_bytes(key).decode("utf-8", errors="replace")
+    except KeyError:
+        return []
+    kept, dropped = [], 0
+    for line in filter(None, text.splitlines()):
+        try:
+            entry = json.loads(line)
+            keep = isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step
+        except (ValueError, RecursionError):
+            keep, dropped = False, dropped + 1
+        if keep:
+            kept.append(line)
+    if dropped:
+        log.warning("%s/%s: dropped %d damaged line(s); the rest is kept", store.uri, key, dropped)
+    return kept
+
+
+def _describe(m: ModelConfig) -> str:
+    return (f"{m.resolution}px, {m.channels} channel(s), {m.num_classes} classes, noise {m.noise_dim}, width {m.width}, "
+            f"d_width {m.d_width}, g_layout {m.g_layout}")

@@ -1,0 +1,100 @@
+"""Training state <-> checkpoint files. Tensors go to safetensors, everything else to JSON: nothing is pickled.
+
+An optimiser's state_dict is flattened to tensors `<name>.<param index>.<field>` plus its param_groups in JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from acgan.training.step import match_param_layouts
+
+GENERATOR_FILE = "generator.safetensors"
+TRAIN_STATE_FILE = "train_state.safetensors"
+META_FILE = "meta.json"
+
+log = logging.getLogger(__name__)
+
+
+def _tensors(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def _unprefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    sd = opt.state_dict()
+    flat = {f"{idx}.{field}": (v if torch.is_tensor(v) else torch.tensor(v))
+            for idx, fields in sd["state"].items() for field, v in fields.items()}
+    return flat, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in flat.items():
+        idx, field = key.split(".", 1)
+        state.setdefault(int(idx), {})[field] = v
+    # Hyper-parameters come from the checkpoint, the implementation (fused on a GPU, not on a CPU) from this run.
+    implementation = ("fused", "foreach", "capturable", "differentiable")
+    groups = [{**saved, **{k: own[k] for k in implementation if k in own}}
+              for saved, own in zip(groups, opt.param_groups)]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    match_param_layouts(opt)  # saved moments are contiguous; a channels-last weight needs them channels-last
+
+
+def pack_checkpoint(G, D, opt_g, opt_d, data_rng: torch.Generator, meta: dict) -> dict[str, bytes]:
+    """The files of one checkpoint: the sampling snapshot (generator + meta) and the full training state."""
+    g_opt, g_groups = optimizer_tensors(opt_g)
+    d_opt, d_groups = optimizer_tensors(opt_d)
+    tensors = {**_tensors("G", G.state_dict()), **_tensors("D", D.state_dict()),
+               **_tensors("opt_g", g_opt), **_tensors("opt_d", d_opt),
+               "rng.torch": torch.get_rng_state(), "rng.data": data_rng.get_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    meta = {**meta, "device": data_rng.device.type, "optimizer_groups": {"opt_g": g_groups, "opt_d": d_groups}}
+    return {GENERATOR_FILE: save_safetensors(_tensors("G", G.state_dict())),
+            TRAIN_STATE_FILE: save_safetensors(tensors),
+            META_FILE: json.dumps(meta, indent=2, sort_keys=True).encode()}
+
+
+def unpack_checkpoint(files: dict[str, bytes], G, D, opt_g, opt_d, data_rng: torch.Generator) -> dict:
+    """Restore everything saved by pack_checkpoint; returns the meta."""
+    meta = json.loads(files[META_FILE])
+    tensors = load_safetensors(files[TRAIN_STATE_FILE])
+    G.load_state_dict(_unprefix(tensors, "G"))
+    D.load_state_dict(_unprefix(tensors, "D"))
+    load_optimizer(opt_g, _unprefix(tensors, "opt_g"), meta["optimizer_groups"]["opt_g"])
+    load_optimizer(opt_d, _unprefix(tensors, "opt_d"), meta["optimizer_groups"]["opt_d"])
+    torch.set_rng_state(tensors["rng.torch"])
+    _restore_data_rng(data_rng, tensors["rng.data"], meta)
+    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
+    return meta
+
+
+def load_generator_weights(G, files: dict[str, bytes]) -> None:
+    G.load_state_dict(_unprefix(load_safetensors(files[GENERATOR_FILE]), "G"))
+
+
+def _restore_data_rng(data_rng: torch.Generator, state: torch.Tensor, meta: dict) -> None:
+    """A CPU generator's state does not fit a CUDA one and back (checkpoints from before the device was recorded
+    tell by the state's size): a split moved to the other device type draws from a generator seeded by its seed
+    and step, the same on every such move."""
+    saved = meta.get("device") or ("cpu" if state.numel() == torch.Generator().get_state().numel() else "cuda")
+    if saved == data_rng.device.type:
+        data_rng.set_state(state)
+        return
+    seed, step = meta.get("train", {}).get("seed", 0), meta.get("step", 0)
+    data_rng.manual_seed((seed * 2**32 + step) % 2**63)
+    log.warning("checkpoint of step %s was written on %s and resumes on %s: the data generator is re-seeded from "
+                "the seed and step, so the run is not bit-identical to one that stayed on %s", step, saved,
+                data_rng.device.type, saved)

@@ -1,0 +1,482 @@
+"""`acgan`: a thin command line over the library. Bad input -> one line on stderr, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+import typing
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from acgan import allocator
+from acgan.errors import UserError, explain
+
+
+def _prepare(args: argparse.Namespace) -> dict:
+    from acgan.data.prepare import PrepareConfig, prepare, shard_info
+    from acgan.store import open_store
+
+    cfg = PrepareConfig.model_validate(_given(args, PrepareConfig.model_fields))
+    store = open_store(args.store)
+    plan = prepare(cfg, store)
+    infos = [shard_info(store, split) for split in range(len(plan.splits))]
+    return {"store": args.store, "classes": plan.num_classes, "splits": len(plan.splits),
+            "images": sum(sum(i.images.values()) for i in infos),
+            "skipped": sum(sum(i.skipped.values()) for i in infos), "resolution": plan.resolution}
+
+
+def _train_split(args: argparse.Namespace) -> dict:
+    from acgan.store import open_store
+    from acgan.training.loop import TrainConfig, train_split
+
+    cfg = TrainConfig.model_validate(_given(args, TrainConfig.model_fields))
+    store = open_store(args.store)
+    store.ensure_ready()
+    return train_split(store, cfg)
+
+
+def _sample(args: argparse.Namespace) -> dict:
+    from acgan.ensemble import sample
+    from acgan.store import open_store
+
+    store = open_store(args.store)
+    store.ensure_ready()
+    return sample(store, args.class_, args.n, args.seed, args.out, args.device)
+
+
+def _run_settings(args: argparse.Namespace):
+    from acgan.settings import RunSettings
+
+    given = _given(args, RunSettings.model_fields)
+    if "split_ids" in given:
+        try:
+            given["split_ids"] = [int(s) for s in given["split_ids"].split(",") if s.strip()]
+        except ValueError:
+            raise UserError(f"--split-ids {given['split_ids']!r}: give split ids separated by commas, e.g. 0,3,7") from None
+    return RunSettings.model_validate(given)
+
+
+def _cluster_settings(args: argparse.Namespace):
+    from acgan.settings import ClusterSettings, parse_node_selector
+
+    given = _given(args, ClusterSettings.model_fields)
+    if "node_selector" in given:
+        try:
+            given["node_selector"] = parse_node_selector(given["node_selector"])
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    if given.get("gpu_toleration") == "none":
+        given["gpu_toleration"] = None
+    return ClusterSettings.model_validate(given)
+
+
+def _run(args: argparse.Namespace) -> dict | None:
+    from acgan.evaluation import METRICS_KEY
+    from acgan.store import LocalStore, open_store
+    from pipelines.console import summary_text
+    from pipelines.runs import run_local
+
+    if args.parallelism < 1:
+        raise UserError(f"--parallelism {args.parallelism}: run at least one task at a time")
+    result = run_local(_run_settings(args), args.pipeline_root, args.parallelism, quiet=not args.verbose)
+    store = open_store(result["store"])
+    local_report = Path(store.root) / "eval" / "report.html" if isinstance(store, LocalStore) else None
+    print(summary_text(json.loads(store.read_bytes(METRICS_KEY)), result["report"], result["samples"],
+                       local_report))
+    if not args.verbose:
+        print(f"task logs:    {result['logs']}")
+        return None
+    return result
+
+
+def _compile(args: argparse.Namespace) -> dict:
+    from pipelines.runs import compile_pipeline
+
+    cluster = _cluster_settings(args)
+    return {"pipeline": str(compile_pipeline(cluster, args.output, args.preset)), "image": cluster.image,
+            "preset": args.preset}
+
+
+def _submit(args: argparse.Namespace) -> dict:
+    from pipelines.runs import submit
+
+    return submit(_run_settings(args), _cluster_settings(args), args.host, args.namespace, args.experiment,
+                  args.run_name, args.pipeline_id, args.service_account or None, not args.no_preflight,
+                  args.require_gpu_quota)
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    from acgan.evaluation import (
+        METRICS_KEY,
+        REPORT_KEY,
+        EvalSettings,
+        evaluate,
+        flat_summary,
+    )
+    from acgan.store import open_store
+
+    settings = EvalSettings.model_validate(_given(args, EvalSettings.model_fields))
+    store = open_store(args.store)
+    store.ensure_ready()
+    summary = evaluate(store, settings)
+    print(f"{'metric':<48} value", file=sys.stderr)
+    for name, value in flat_summary(summary).items():
+        print(f"{name:<48} {'n/a' if value is None else f'{value:.4f}'}", file=sys.stderr)
+    return {"metrics": f"{store.uri}/{METRICS_KEY}", "report": f"{store.uri}/{REPORT_KEY}", "summary": summary}
+
+
+def _compare(args: argparse.Namespace) -> dict:
+    from acgan.evaluation import compare
+    from acgan.store import open_store
+
+    if len(args.stores) < 2:
+        raise UserError("give two or more stores, trained with different --classes-per-split and evaluated")
+    if args.out.suffix.lower() != ".png" or not args.out.parent.is_dir():
+        raise UserError(f"--out {args.out}: give a .png file name in an existing directory")
+    stores = [open_store(uri) for uri in args.stores]
+    for store in stores:
+        store.ensure_ready()
+    runs, png = compare(stores)
+    args.out.write_bytes(png)
+    print(f"{'classes per model':>17}  {'MS-SSIM':>8}  {'real':>6}  {'accuracy':>8}  store", file=sys.stderr)
+    for r in sorted(runs, key=lambda r: r["classes_per_model"]):
+        print(f"{r['classes_per_model']:>17.1f}  {r['ms_ssim_mean']:>8.3f}  {r['real_ms_ssim_mean']:>6.3f}  "
+              f"{r['accuracy']:>8.3f}  {r['store']}", file=sys.stderr)
+    return {"figure": str(args.out), "runs": runs}
+
+
+def _bench(args: argparse.Namespace) -> dict:
+    import torch
+
+    from cli.bench import BENCHMARKS, machine_record, run_benchmarks, table
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is visible; run on a GPU machine or use --device cpu")
+    only = [name.strip() for name in args.only.split(",")] if args.only else None
+    unknown = sorted(set(only or []) - set(BENCHMARKS))
+    if unknown:
+        raise UserError(f"--only {','.join(unknown)}: choose from {','.join(BENCHMARKS)}")
+    for path in (args.out, args.markdown):
+        if path is not None and not path.parent.is_dir():
+            raise UserError(f"{path}: directory {path.parent} does not exist")
+    device = torch.device(args.device)
+    rows = run_benchmarks(device, only)
+    record = {"machine": machine_record(device), "rows": [r.model_dump() for r in rows]}
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    if args.markdown:
+        m = record["machine"]
+        args.markdown.write_text(f"## {m['device']}, {m['date']}, commit {m['commit']}\n\n{m['cpu']}, {m['cores']} "
+                                 f"cores, torch {m['torch']}, CUDA {m['cuda'] or '-'}, {m['threads']} threads. "
+                                 f"`acgan bench --device {args.device}{f' --only {args.only}' if args.only else ''}`.\n\n{table(rows)}\n")
+    print(table(rows), file=sys.stderr)
+    print(f"written to {args.out}", file=sys.stderr)
+    failed = [r for r in rows if r.error]
+    if failed:
+        raise UserError(f"{len(failed)} benchmark(s) failed ({'; '.join(f'{r.figure}: {r.error}' for r in failed)}); "
+                        f"the other rows are in {args.out}")
+    return record["machine"]
+
+
+def _status(args: argparse.Namespace) -> dict | None:
+    from acgan.experiment import split_statuses
+    from acgan.store import open_store
+
+    store = open_store(args.store)
+    store.ensure_ready()
+    statuses = split_statuses(store, args.verify)
+    if args.json:
+        return {"store": store.uri, "splits": [s.model_dump() for s in statuses]}
+    print(f"{'split':>5}  {'classes':<24} {'step / target':>15}  state")
+    from acgan.collapse import describe
+
+    for s in statuses:
+        classes = ",".join(map(str, s.classes))
+        progress = f"{s.step if s.step is not None else '-'} / {s.target if s.target is not None else '?'}"
+        print(f"{s.split:>5}  {classes[:24]:<24} {progress:>15}  {s.state}{f' by {s.trainer}' if s.trainer else ''}"
+              f"{', COLLAPSING' if s.collapse else ''}")
+    done = sum(s.state == "complete" for s in statuses)
+    print(f"{done} of {len(statuses)} splits complete")
+    for s in statuses:
+        if s.collapse:
+            print(f"split {s.split}: {describe(s.collapse)}")
+    return None
+
+
+def _rerun(args: argparse.Namespace) -> dict:
+    from acgan.settings import ClusterSettings, LOCAL_PARALLELISM
+    from pipelines.runs import rerun
+
+    options = _cluster_settings(args).model_dump(include=set(_given(args, ClusterSettings.model_fields)))
+    return rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
+                 args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
+                 args.pipeline_id)
+
+
+def _plan(args: argparse.Namespace) -> dict | None:
+    from acgan.capacity import PlanInput, make_plan, plan_table
+
+    if args.images_per_second is None:
+        raise UserError("give --images-per-second: one GPU's training throughput at the run's resolution "
+                        "(measure it on one GPU: `acgan bench --device cuda --only training`, or the images/s a few "
+                        "hundred steps of `acgan train-split` report)")
+    p = PlanInput.model_validate(_given(args, PlanInput.model_fields))
+    plan = make_plan(p)
+    if args.json:
+        return {"input": p.model_dump(), "plan": plan.model_dump()}
+    for name, value in plan_table(p, plan):
+        print(f"{name:<28} {value}")
+    for note in plan.notes:
+        print(f"note: {note}")
+    return None
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _given(args: argparse.Namespace, fields: dict) -> dict:
+    """Only the options the user gave, so the validated model's defaults apply to the rest."""
+    return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+
+
+def _flag_type(annotation):
+    """The argparse type of a settings field: the value's own type; pydantic checks it against the field after."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _flag_type(args[0])
+    if annotation is bool:
+        return _boolean
+    return annotation if annotation in (int, float, Path) else str  # a list (split_ids) is parsed from its text
+
+
+def _spec_options(g, model, skip: set[str]) -> None:
+    """One flag per field of a settings model, its help the field's description: a new setting is a new flag."""
+    for name, field in model.model_fields.items():
+        if name not in skip and name != "preset":
+            g.add_argument(f"--{name.replace('_', '-')}", type=_flag_type(field.annotation), help=field.description)
+
+
+def _preset_option(p: argparse.ArgumentParser, default: str) -> None:
+    from acgan.settings import PRESETS
+
+    p.add_argument("--preset", choices=list(PRESETS), default=default, help=f"named defaults of the settings: "
+                   f"{' or '.join(PRESETS)} (default {default}); a setting given as a flag overrides the preset's")
+
+
+def _run_options(p: argparse.ArgumentParser, preset: str) -> None:
+    from acgan.settings import RunSettings
+
+    g = p.add_argument_group(f"run settings (pipeline parameters; defaults from --preset, here {preset})")
+    _preset_option(g, preset)
+    _spec_options(g, RunSettings, skip={"store"})
+
+
+def _service_account_option(p: argparse.ArgumentParser) -> None:
+    from pipelines.runs import SERVICE_ACCOUNT
+
+    p.add_argument("--service-account", default=SERVICE_ACCOUNT,
+                   help=f"the run's Kubernetes ServiceAccount (default {SERVICE_ACCOUNT}, from manifests/; '' for KFP's)")
+
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster settings (fixed when the pipeline is compiled)")
+    g.add_argument("--image", help="the project's container image, REGISTRY/acgan-ensemble:TAG")
+    g.add_argument("--parallelism", type=int, help="training tasks (GPUs) at once (default 16)")
+    g.add_argument("--gpus-per-task", type=int, help="default 1")
+    g.add_argument("--node-selector", action="append", help="key=value label of the GPU pool (repeatable; "
+                   "default acgan.ai/pool=gpu)")
+    g.add_argument("--gpu-toleration", help="taint key to tolerate (default nvidia.com/gpu; 'none' for none)")
+    g.add_argument("--store-secret", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+    g.add_argument("--store-config-map", help="ConfigMap with ACGAN_S3_ENDPOINT")
+    g.add_argument("--timeout-seconds", type=int, help="limit for one training task (default 86400)")
+    g.add_argument("--train-threads", type=int, help="CPU threads of each training task (OMP_NUM_THREADS; default: "
+                                                     "torch's, one per core of the node)")
+    g.add_argument("--kueue-queue", help="admit the GPU tasks' pods through this Kueue LocalQueue (default: no Kueue)")
+    g.add_argument("--retries", type=int, help="retries of a failed task (default 4)")
+    g.add_argument("--retry-backoff-seconds", type=int, help="wait before the first retry, doubled for each next "
+                                                             "(default 120)")
+    g.add_argument("--prepare-cpu", help="CPU request and limit of the tasks that read the source (default 4)")
+    g.add_argument("--prepare-memory", help="memory request of the tasks that read the source (default 8G)")
+    g.add_argument("--data-pvc", help="NAME:/MOUNT: mount this PersistentVolumeClaim into the tasks that read the "
+                                      "source, for a --source on a volume (e.g. imagenet:/data)")
+    g.add_argument("--source-endpoint", help="http(s)://host:port of an S3 source not on the store's endpoint")
+    g.add_argument("--source-secret", help="Secret with the S3 source's own AWS_ACCESS_KEY_ID / "
+                                           "AWS_SECRET_ACCESS_KEY (default: the store's)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump), like every other error of the command."""
+
+    def error(self, message: str):
+        message = message.replace("\r", "\\r").replace("\n", "\\n")  # a value given with a line break in it
+        print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from acgan.data.prepare import PrepareConfig
+    from acgan.settings import LOCAL_PARALLELISM
+    from acgan.training.loop import TrainConfig
+
+    parser = _Parser(prog="acgan", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="read a data set into per-split shards and a split plan in the store")
+    p.add_argument("--store", required=True, help="a directory, or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
+    _preset_option(p, "paper")
+    _spec_options(p, PrepareConfig, skip={"plan_file", "strict"})
+    p.add_argument("--plan-file", type=Path, help='JSON {"splits": [[class, ...], ...]} instead of contiguous groups')
+    p.add_argument("--strict", action="store_true", default=None, help="folder: fail on an unreadable image")
+    p.set_defaults(run=_prepare)
+
+    p = sub.add_parser("train-split", help="train (or continue) the AC-GAN of one class split")
+    p.add_argument("--store", required=True)
+    p.add_argument("--split", type=int, required=True)
+    _preset_option(p, "paper")
+    _spec_options(p, TrainConfig, skip={"split"})
+    p.set_defaults(run=_train_split)
+
+    p = sub.add_parser("run", help="the whole pipeline on this machine (kfp.local): the embedded default")
+    p.add_argument("--store", default="./acgan-store", help="default ./acgan-store")
+    _run_options(p, "demo")
+    p.add_argument("--parallelism", type=int, default=LOCAL_PARALLELISM, help="training tasks at once on this "
+                   f"machine, sharing its cores (default {LOCAL_PARALLELISM})")
+    p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"), help="kfp.local's task outputs")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="every task's full log here, and the result as JSON (default: a progress display, task logs in "
+                        "files under PIPELINE_ROOT/logs/, and a summary)")
+    p.set_defaults(run=_run)
+
+    p = sub.add_parser("compile", help="compile the pipeline to a YAML file to upload in the KFP UI")
+    p.add_argument("-o", "--output", type=Path, default=Path("acgan-ensemble.yaml"))
+    _preset_option(p, "paper")
+    _cluster_options(p)
+    p.set_defaults(run=_compile)
+
+    p = sub.add_parser("submit", help="start a run on a Kubeflow Pipelines server")
+    p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. https://kfp.example/pipeline")
+    p.add_argument("--store", required=True, help="s3://BUCKET/PREFIX that every training pod reaches")
+    p.add_argument("--namespace", help="the KFP (profile) namespace")
+    p.add_argument("--experiment", default="acgan-ensemble", help="KFP experiment name")
+    p.add_argument("--run-name")
+    p.add_argument("--pipeline-id", help="run this already uploaded pipeline instead of compiling one")
+    _service_account_option(p)
+    p.add_argument("--no-preflight", action="store_true", help="skip asking the Kubernetes API (your kube config) "
+                   "whether the namespace has the store's Secret and ConfigMap and the Kueue LocalQueue")
+    p.add_argument("--require-gpu-quota", action="store_true", help="preflight: also require a ResourceQuota on "
+                   "requests.nvidia.com/gpu that admits a training task")
+    _run_options(p, "paper")
+    _cluster_options(p)
+    p.set_defaults(run=_submit)
+
+    p = sub.add_parser("status", help="per split: classes, newest complete step / target, state")
+    p.add_argument("--store", required=True)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--verify", action="store_true", help="check each split's newest checkpoint against its "
+                   "checksums (reads the weights) instead of trusting its completion marker")
+    p.set_defaults(run=_status)
+
+    p = sub.add_parser("rerun", help="train only the splits that are not complete, then re-assemble the ensemble; "
+                       "on a cluster with the settings `acgan submit` recorded in the store, each option given "
+                       "replacing its recorded value")
+    p.add_argument("--store", required=True)
+    p.add_argument("--host", help="a KFP server to run on")
+    p.add_argument("--local", action="store_true", help="run on this machine through kfp.local")
+    p.add_argument("--namespace", help="default: the recorded one")
+    p.add_argument("--experiment", help="KFP experiment name (default: the recorded one)")
+    p.add_argument("--run-name")
+    p.add_argument("--pipeline-id", help="run this uploaded pipeline (default: the recorded one, else compile here)")
+    p.add_argument("--service-account", help="the run's ServiceAccount (default: the recorded one; '' for KFP's)")
+    p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"))
+    _cluster_options(p)
+    p.set_defaults(run=_rerun)
+
+    p = sub.add_parser("plan", help="GPU-hours, wall time and GPU nodes of a run, from the measured throughput")
+    p.add_argument("--classes", type=int, help="classes in the data set (default 1000, ImageNet)")
+    p.add_argument("--classes-per-split", type=int, help="default 10, the paper's")
+    p.add_argument("--steps", type=int, help="steps per split (default 50000, the paper's)")
+    p.add_argument("--batch-size", type=int, help="default 100, the paper's")
+    p.add_argument("--gpus", type=int, help="GPUs available to the run (default 16)")
+    p.add_argument("--gpus-per-node", type=int, help="default 8")
+    p.add_argument("--parallelism", type=int, help="the compiled pipeline's parallelism (default 16)")
+    p.add_argument("--images-per-second", type=float, help="training throughput of one GPU "
+                   "(the images/s that `acgan train-split` reports)")
+    p.add_argument("--task-overhead-s", type=float, help="start-up per task: scheduling, image pull (default 300)")
+    p.add_argument("--target-hours", type=float, help="wanted wall time: also print the GPU nodes it needs")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_plan)
+
+    p = sub.add_parser("evaluate", help="the paper's discriminability and diversity analyses of the ensemble")
+    p.add_argument("--store", required=True)
+    p.add_argument("--samples-per-class", type=int, help="default 100")
+    p.add_argument("--pairs", type=int, help="MS-SSIM pairs per class (default 1000; the paper: 100)")
+    p.add_argument("--real-per-class", type=int, help="real images per class used, at most (default 200)")
+    p.add_argument("--classifier", help="'trained' (default: trained on the store's real images, saved in the store) "
+                                        "or a .safetensors file (local path or store key): another store's "
+                                        "eval/classifier.safetensors, or torchvision's Inception-v3 weights")
+    p.add_argument("--classifier-steps", type=int, help="training steps of the classifier, if none is saved (1500)")
+    p.add_argument("--ms-ssim-threshold", type=float, help="joint analysis: low diversity at or above (default: the "
+                                                           "least diverse real class)")
+    p.add_argument("--accuracy-threshold", type=float, help="joint analysis: low accuracy at or below (0.01)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda: where samples are drawn and every analysis runs (classifier, "
+                                    "MS-SSIM, nearest neighbours)")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("bench", help="speed benchmarks against their targets: a table, and JSON")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run (default all; with "
+                                  "--device cuda all but run)")
+    p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="the JSON results")
+    p.add_argument("--markdown", type=Path, help="also the table as Markdown, with the machine and commit")
+    p.set_defaults(run=_bench)
+
+    p = sub.add_parser("compare", help="the class-split study: mean MS-SSIM against classes per model, over stores")
+    p.add_argument("stores", nargs="+", metavar="STORE", help="evaluated stores (acgan evaluate)")
+    p.add_argument("--out", type=Path, default=Path("ms-ssim-by-classes-per-model.png"), help="the figure (.png)")
+    p.set_defaults(run=_compare)
+
+    p = sub.add_parser("sample", help="draw samples of one class, through the ensemble when assembled")
+    p.add_argument("--store", required=True)
+    p.add_argument("--class", dest="class_", required=True, help="class id or class name")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help=".png (grid) or .npz (images, labels)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    allocator.tune()
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("urllib3", "minio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        result = args.run(args)
+    except (UserError, ValidationError) as e:
+        print(f"acgan {args.command}: error: {explain(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"acgan {args.command}: interrupted; complete checkpoints are kept", file=sys.stderr)
+        return 130
+    if result is not None:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+"""Component: evaluate the assembled ensemble; the summary appears as KFP metrics, the report as an HTML artifact."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Metrics, Output
+
+from acgan.settings import ClusterSettings
+
+
+@dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
+def evaluate_ensemble(store: str, ensemble: str, samples_per_class: int, pairs: int, classifier_steps: int,
+                      classifier: str, seed: int,
+                      metrics: Output[Metrics], report: Output[HTML]):
+    from acgan.evaluation import REPORT_KEY, EvalSettings, evaluate, flat_summary
+    from components import run_step
+    from acgan.store import open_store
+
+    def run() -> None:
+        s = open_store(store)
+        summary = evaluate(s, EvalSettings(samples_per_class=samples_per_class, pairs=pairs, seed=seed,
+                                           classifier_steps=classifier_steps, classifier=classifier))
+        for name, value in flat_summary(summary).items():
+            if value is not None:
+                metrics.log_metric(name, value)
+        with open(report.path, "wb") as f:
+            f.write(s.read_bytes(REPORT_KEY))
+
+    run_step("evaluate-ensemble", run)

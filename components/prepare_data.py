@@ -1,0 +1,20 @@
+"""Component: make the split plan from a listing of the data set's classes, record the run's settings; output the
+split ids to train (each split's shard is built inside the fan-out, by `prepare_split_data`)."""
+
+from kfp import dsl
+
+from acgan.settings import ClusterSettings
+
+
+@dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
+def prepare_data(store: str, preset: str, dataset: str, source: str, resolution: int, classes_per_split: int,
+                 num_classes: int, images_per_class: int, steps: int, batch_size: int, checkpoint_every: int,
+                 seed: int, width: float, d_width: float, d_dropout: float, d_noise_std: float,
+                 d_fake_class_loss: bool, mode_seeking: float, augment: str, g_layout: str, split_ids: list,
+                 samples_per_class: int, pairs: int, classifier_steps: int, classifier: str, class_list: str) -> list:
+    run_parameters = dict(locals())  # exactly the parameters, one per RunSettings field (tests/pipelines)
+    from acgan.experiment import prepare_experiment
+    from acgan.settings import RunSettings
+    from components import run_step
+
+    return run_step("prepare-data", lambda: prepare_experiment(RunSettings(**run_parameters)))
