@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -132,6 +133,11 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.head(self.net(x).flatten(1))  # (N, 1 + K)
         return out[:, 0], out[:, 1:]
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """G's [-1, 1] floats -> uint8 pixels, same layout."""
+    return ((x.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def scaled(channels: int, width: float) -> int:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from acgan.checkpoint import latest_checkpoint
 from acgan.errors import UserError
-from acgan.model import Generator, ModelConfig
+from acgan.model import Generator, ModelConfig, to_uint8
 from acgan.store import Store
 from acgan.training.state import GENERATOR_FILE, META_FILE, load_generator_weights
 
@@ -49,11 +49,6 @@ def generate(G: Generator, local_index: int, n: int, seed: int = 0) -> np.ndarra
     y = torch.full((n,), local_index, dtype=torch.long, device=device)
     step = 500 if device.type != "cpu" else max(1, CPU_BATCH_PIXELS // G.cfg.resolution**2)
     return np.concatenate([to_uint8(G(z[i:i + step], y[i:i + step])) for i in range(0, n, step)])
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[-1, 1] floats -> uint8, same layout."""
-    return ((x.float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> Image.Image:

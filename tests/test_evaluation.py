@@ -18,8 +18,7 @@ from acgan.metrics.discriminability import resize_down_and_up
 from acgan.metrics.fidelity import frechet_distance, inception_score
 from acgan.metrics.joint import joint_fractions
 from acgan.metrics.overfitting import fixed_noise_across_classes, interpolation, nearest_neighbours
-from acgan.model import Generator, ModelConfig
-from acgan.sampling import to_uint8
+from acgan.model import Generator, ModelConfig, to_uint8
 from acgan.metrics.joint import pearson
 from acgan.training.loop import train_split
 from tests.conftest import tiny_config

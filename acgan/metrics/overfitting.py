@@ -14,8 +14,7 @@ from typing import Literal
 import torch
 
 from acgan.metrics.ms_ssim import ms_ssim
-from acgan.model import Generator
-from acgan.sampling import to_uint8
+from acgan.model import Generator, to_uint8
 
 
 @torch.no_grad()
