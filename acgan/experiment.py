@@ -40,11 +40,8 @@ def load_settings(store: Store) -> RunSettings:
     if not store.exists(EXPERIMENT_KEY):
         raise UserError(f"store {store.uri} has no experiment settings (experiment.json): start it with "
                         "`acgan run` or `acgan submit` first")
-    saved = read_json(store, EXPERIMENT_KEY)
-    if isinstance(saved, dict):  # stores written before D's width was a setting trained the full-width D
-        saved.setdefault("d_width", 1.0)
     try:
-        return RunSettings.model_validate(saved)
+        return RunSettings.model_validate(read_json(store, EXPERIMENT_KEY))
     except ValidationError as e:  # the value came from the store, not the command line: name the file and the key
         key, msg = first_problem(e)
         raise UserError(f"{store.uri}/{EXPERIMENT_KEY}: {key or 'its settings'}: {msg}; correct the file or start a "

@@ -31,7 +31,6 @@ from acgan.settings import DataSettings
 from acgan.store import Store, read_json, write_json
 
 log = logging.getLogger(__name__)
-DATASETS = ("digits", "cifar10", "folder", "synthetic")
 PREPARE_KEY = "data/prepare.json"
 
 

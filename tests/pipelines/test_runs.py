@@ -21,7 +21,7 @@ from acgan.checkpoint import complete_steps
 from acgan.collapse import real_diversity
 from acgan.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from acgan.errors import UserError
-from acgan.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_config, train_one_split
+from acgan.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_one_split
 from acgan.lease import Lease, lease_key
 from acgan.settings import ClusterSettings, RunSettings
 from acgan.store import open_store
@@ -31,14 +31,6 @@ from tests.conftest import json_api
 
 TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
             width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
-
-
-def test_settings_written_before_d_width_keep_the_full_width_discriminator(tmp_path):
-    store = open_store(str(tmp_path / "store"))
-    saved = RunSettings(store=store.uri, **TINY).model_dump()
-    del saved["d_width"]  # as an experiment.json from before D's width was a setting
-    store.write_bytes(EXPERIMENT_KEY, json.dumps(saved).encode())
-    assert train_config(load_settings(store), 0).d_width == 1.0  # what its checkpoints were trained with
 
 
 def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
