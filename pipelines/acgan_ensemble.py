@@ -5,8 +5,12 @@ machine through kfp.local (`acgan run`). Kubernetes settings (image, GPU, node p
 are fixed at compile time from `ClusterSettings`; everything a user changes per run is a pipeline parameter.
 """
 
+import inspect
+import types
+import typing
 
 from kfp import dsl, kubernetes
+from pydantic import BaseModel
 
 from acgan.settings import ClusterSettings, RunSettings, preset_defaults
 from components.assemble_ensemble import assemble_ensemble
@@ -78,6 +82,31 @@ def reads_source(task: dsl.PipelineTask, cluster: ClusterSettings) -> dsl.Pipeli
     return task
 
 
+def parameter_type(annotation) -> type:
+    """A settings field's type as a KFP parameter (str, int, float, bool or list): KFP has no None or Literal."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(args[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return parameter_type(args[0])
+    if typing.get_origin(annotation) is list:
+        return list
+    return annotation if annotation in (int, float, bool) else str
+
+
+def pipeline_signature(model: type[BaseModel], preset: str) -> inspect.Signature:
+    """The pipeline's parameters: one per field of `model`, its KFP type, its default the preset's (KFP strings have
+    no None: ""). kfp reads a pipeline's parameters with inspect.signature, which honours `__signature__`, so a new
+    setting reaches the pipeline, and the KFP UI, without an edit here."""
+    defaults = preset_defaults(model, preset)
+    parameters = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    annotation=parameter_type(field.annotation),
+                                    default=inspect.Parameter.empty if field.is_required()
+                                    else "" if defaults[name] is None else defaults[name])
+                  for name, field in model.model_fields.items()]
+    return inspect.Signature(sorted(parameters, key=lambda p: p.default is not inspect.Parameter.empty))
+
+
 def parameter_docs() -> str:
     """The `Args:` section of the pipeline's docstring, from RunSettings' field descriptions: kfp takes each
     parameter's description in the KFP UI from it, so the UI and `acgan --help`'s settings share one source."""
@@ -85,45 +114,20 @@ def parameter_docs() -> str:
 
 
 def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "paper"):
-    """The pipeline, its parameters' defaults those of `preset` (the paper's unless another is named)."""
-    DEFAULTS = preset_defaults(RunSettings, preset)  # fixed once the pipeline is built, like a constant
+    """The pipeline, its parameters RunSettings' fields with the defaults of `preset` (the paper's unless another
+    is named)."""
+    signature = pipeline_signature(RunSettings, preset)
 
-    def acgan_ensemble(
-        store: str,
-        preset: str = DEFAULTS["preset"],
-        dataset: str = DEFAULTS["dataset"],
-        source: str = "",
-        class_list: str = "",
-        resolution: int = DEFAULTS["resolution"],
-        classes_per_split: int = DEFAULTS["classes_per_split"],
-        num_classes: int = DEFAULTS["num_classes"],
-        images_per_class: int = DEFAULTS["images_per_class"],
-        steps: int = DEFAULTS["steps"],
-        batch_size: int = DEFAULTS["batch_size"],
-        checkpoint_every: int = DEFAULTS["checkpoint_every"],
-        seed: int = DEFAULTS["seed"],
-        width: float = DEFAULTS["width"],
-        d_width: float = DEFAULTS["d_width"],
-        d_dropout: float = DEFAULTS["d_dropout"],
-        d_noise_std: float = DEFAULTS["d_noise_std"],
-        d_fake_class_loss: bool = DEFAULTS["d_fake_class_loss"],
-        mode_seeking: float = DEFAULTS["mode_seeking"],
-        augment: str = DEFAULTS["augment"],
-        g_layout: str = DEFAULTS["g_layout"],
-        split_ids: list = [],
-        samples_per_class: int = DEFAULTS["samples_per_class"],
-        pairs: int = DEFAULTS["pairs"],
-        classifier_steps: int = DEFAULTS["classifier_steps"],
-        classifier: str = DEFAULTS["classifier"],
-    ):
+    def acgan_ensemble(*values):
         """1. Plan: list the data set's classes, group them into class splits; output the splits to train.
         2. Per class split (at most `parallelism` at once): build its data shard from that split's classes (skipped
            when complete), then train it, resuming from its checkpoints.
         3. Assemble: map every class to its split's newest verified checkpoint, or fail naming the splits not ready.
         4. Evaluate: sample every class through the ensemble; discriminability and diversity as metrics and a report.
         """
-        run_parameters = {name: value for name, value in locals().items() if name in RunSettings.model_fields}
-        prepare = prepare_data(**run_parameters).set_display_name("Plan the class splits")
+        run = signature.bind(*values).arguments  # every RunSettings field by name (kfp passes them in order)
+        store = run["store"]
+        prepare = prepare_data(**run).set_display_name("Plan the class splits")
         reads_source(on_cluster(prepare, cluster, gpu=False), cluster)
 
         with dsl.ParallelFor(items=prepare.output, parallelism=cluster.parallelism, name="class-splits") as split:
@@ -138,10 +142,12 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "
         on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)
 
         evaluate = evaluate_ensemble(store=store, ensemble=assemble.outputs["Output"],
-                                     samples_per_class=samples_per_class, pairs=pairs,
-                                     classifier_steps=classifier_steps, classifier=classifier, seed=seed)
+                                     samples_per_class=run["samples_per_class"], pairs=run["pairs"],
+                                     classifier_steps=run["classifier_steps"], classifier=run["classifier"],
+                                     seed=run["seed"])
         on_cluster(evaluate.set_display_name("Evaluate the ensemble"), cluster, gpu=True)
 
+    acgan_ensemble.__signature__ = signature
     acgan_ensemble.__doc__ += "\n" + parameter_docs()
     return dsl.pipeline(name=PIPELINE_NAME, description="Class-split AC-GAN ensemble (Odena, Olah & Shlens 2016)")(
         acgan_ensemble)

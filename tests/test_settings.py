@@ -12,6 +12,7 @@ from acgan.errors import explain
 from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
 from acgan.settings import PRESETS, DataSettings, RunSettings, TrainingSettings, preset_defaults
 from components.prepare_data import prepare_data
+from pipelines.acgan_ensemble import pipeline_signature
 from acgan.store import open_store
 from acgan.training.loop import TrainConfig
 
@@ -122,10 +123,10 @@ def test_compiled_parameters_are_the_spec_with_the_presets_defaults(capsys, tmp_
 
 
 def test_a_new_setting_is_one_field():
-    """A setting added to the spec (here on a test-only copy) is a flag with its description and reaches the
-    validated settings without another edit; the pipeline and its component are held to the spec by the test
-    above, so adding it there too is the rest (three edits in all: the field, the pipeline's and the component's
-    signature)."""
+    """A setting added to the spec (here on a test-only copy) is a flag with its description, a pipeline parameter
+    with its type and the preset's default, and reaches the validated settings, without another edit. The one
+    other edit is the `prepare_data` component's signature, which the test above holds to the spec (kfp ships that
+    function's source into the container, so its parameters are written out): two edits in all."""
     class Extended(RunSettings):
         generator_lr: float = Field(2e-4, gt=0, le=1, description="a test-only setting: G's learning rate")
 
@@ -140,6 +141,10 @@ def test_a_new_setting_is_one_field():
     with pytest.raises(ValidationError, match="generator_lr"):
         Extended.model_validate(cli._given(parser.parse_args(["--store", "s", "--generator-lr", "5"]),
                                            Extended.model_fields))
+    parameters = pipeline_signature(Extended, "demo").parameters
+    assert list(parameters)[0] == "store" and set(parameters) == set(Extended.model_fields)
+    assert parameters["generator_lr"].annotation is float and parameters["generator_lr"].default == 2e-4
+    assert parameters["steps"].default == 900 and parameters["source"].default == ""  # KFP strings have no None
 
 
 def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoints(capsys, digits_store):
