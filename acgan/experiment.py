@@ -89,6 +89,20 @@ def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
     return out
 
 
+
+def splits_to_rerun(store: Store) -> tuple[list[int], list[SplitStatus]]:
+    """What a rerun trains: the splits not started or incomplete, each from its newest checkpoint that passes its
+    checksums (a damaged one is trained again); and, apart, the splits being trained now (live leases), which it
+    leaves to their trainers. Splits being trained and nothing else to do: a UserError."""
+    statuses = split_statuses(store, verify=True)
+    todo = [s.split for s in statuses if s.state in ("incomplete", "not started")]
+    busy = [s for s in statuses if s.state == "training"]
+    if busy and not todo:
+        described = ", ".join(f"{s.split} ({s.trainer})" for s in busy)
+        raise UserError(f"splits {described} are being trained now (their leases are live): nothing else to "
+                        "rerun; wait for them, or run `acgan status` once they stop")
+    return todo, busy
+
 def prepare_split_data(store_uri: str, split: int) -> int:
     """Build the shard of `split` unless it is complete; returns the split id (training waits for it)."""
     store = open_store(store_uri)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from acgan.ensemble import assemble_ensemble
 from acgan.errors import UserError, first_problem
-from acgan.experiment import load_settings, split_statuses
+from acgan.experiment import load_settings, splits_to_rerun
 from acgan.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
 from acgan.store import Store, open_store, read_json, write_json
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
@@ -226,18 +227,11 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
     store = open_store(store_uri)
     store.ensure_ready()
     settings = load_settings(store)
-    statuses = split_statuses(store, verify=True)  # checksums: a damaged newest checkpoint is trained again
-    todo = [s.split for s in statuses if s.state in ("incomplete", "not started")]
-    busy = [s for s in statuses if s.state == "training"]
+    todo, busy = splits_to_rerun(store)
     if busy:
-        described = ", ".join(f"{s.split} ({s.trainer})" for s in busy)
-        if not todo:
-            raise UserError(f"splits {described} are being trained now (their leases are live): nothing else to "
-                            "rerun; wait for them, or run `acgan status` once they stop")
-        log.warning("not starting splits being trained now (live leases): %s", described)
+        log.warning("not starting splits being trained now (live leases): %s",
+                    ", ".join(f"{s.split} ({s.trainer})" for s in busy))
     if not todo:
-        from acgan.ensemble import assemble_ensemble
-
         manifest = assemble_ensemble(store, settings.steps)
         return {"trained": [], "ensemble": f"{store.uri}/ensemble.json", "classes": len(manifest.classes)}
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
