@@ -294,7 +294,7 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
     """`evaluate` at 128px, 100 samples and 100 pairs per class, the classifier already trained; measured on
     `classes` synthetic classes (100 on a GPU) and scaled to 1000. What is timed is the evaluation, not the
     generators' quality, so the ensemble is untrained (`untrained_ensemble`)."""
-    from acgan.evaluation import EvalSettings, evaluate, load_real
+    from acgan.evaluation.analyses import EvalSettings, evaluate, load_real
     from acgan.metrics.classifier import save_classifier, train_classifier
     from acgan.store import LocalStore
 

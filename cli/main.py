@@ -75,7 +75,7 @@ def _cluster_settings(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> dict | None:
-    from acgan.evaluation import METRICS_KEY
+    from acgan.evaluation.analyses import METRICS_KEY
     from acgan.store import LocalStore, open_store
     from pipelines.console import summary_text
     from pipelines.runs import run_local
@@ -110,13 +110,8 @@ def _submit(args: argparse.Namespace) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    from acgan.evaluation import (
-        METRICS_KEY,
-        REPORT_KEY,
-        EvalSettings,
-        evaluate,
-        flat_summary,
-    )
+    from acgan.evaluation.analyses import METRICS_KEY, REPORT_KEY, EvalSettings, evaluate
+    from acgan.evaluation.report import flat_summary
     from acgan.store import open_store
 
     settings = EvalSettings.model_validate(_given(args, EvalSettings.model_fields))
@@ -130,7 +125,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
 
 
 def _compare(args: argparse.Namespace) -> dict:
-    from acgan.evaluation import compare
+    from acgan.evaluation.comparison import compare
     from acgan.store import open_store
 
     if len(args.stores) < 2:

@@ -10,7 +10,8 @@ from acgan.settings import ClusterSettings
 def evaluate_ensemble(store: str, ensemble: str, samples_per_class: int, pairs: int, classifier_steps: int,
                       classifier: str, seed: int,
                       metrics: Output[Metrics], report: Output[HTML]):
-    from acgan.evaluation import REPORT_KEY, EvalSettings, evaluate, flat_summary
+    from acgan.evaluation.analyses import REPORT_KEY, EvalSettings, evaluate
+    from acgan.evaluation.report import flat_summary
     from components import run_step
     from acgan.store import open_store
 

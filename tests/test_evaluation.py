@@ -10,7 +10,8 @@ import torch
 
 from acgan.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
 from acgan.errors import UserError
-from acgan.evaluation import EvalSettings, compare, evaluate
+from acgan.evaluation.analyses import EvalSettings, evaluate
+from acgan.evaluation.comparison import compare
 from acgan.metrics import compute_accuracy, compute_class_ms_ssim
 from acgan.metrics import classifier
 from acgan.metrics.classifier import Classifier, classify
@@ -348,7 +349,7 @@ def _synthetic_ensemble(root, num_classes: int):
     """A synthetic 32 px store of `num_classes` classes in splits of 2, each split trained one step and assembled,
     with a store classifier trained beforehand (so an evaluation streams from its start)."""
     from acgan.data.prepare import PrepareConfig, prepare
-    from acgan.evaluation import load_real
+    from acgan.evaluation.analyses import load_real
     from acgan.metrics.classifier import save_classifier, train_classifier
     from acgan.store import LocalStore
 
@@ -373,7 +374,7 @@ def _count_resident(monkeypatch, name: str) -> dict[str, int]:
     alive (freed tensors are finalised at once), and the most alive at one time."""
     import weakref
 
-    from acgan import evaluation
+    from acgan.evaluation import analyses as evaluation
 
     count = {"now": 0, "peak": 0, "calls": 0}
     loader = getattr(evaluation, name)
@@ -409,7 +410,7 @@ def test_evaluation_streams_split_by_split_and_memory_stays_flat(tmp_path, monke
 
 def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path):
     from acgan.data.plan import load_plan
-    from acgan.evaluation import load_real, split_samples
+    from acgan.evaluation.analyses import load_real, split_samples
     from acgan.metrics.classifier import load_classifier
 
     store = _synthetic_ensemble(tmp_path / "store", 8)
@@ -434,7 +435,7 @@ def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path
 
 
 def test_every_analysis_gets_its_images_on_the_evaluation_device(tmp_path, monkeypatch):
-    from acgan import evaluation
+    from acgan.evaluation import analyses as evaluation
     from acgan.data.plan import load_plan
 
     store = _synthetic_ensemble(tmp_path / "store", 4)

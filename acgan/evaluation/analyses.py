@@ -12,16 +12,14 @@ summary (`eval/metrics.json`) last, so a failed evaluation never leaves a partia
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 import logging
-import math
 import resource
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -35,6 +33,7 @@ from acgan.data.plan import SplitPlan, load_plan
 from acgan.data.prepare import load_shard, shard_info
 from acgan.ensemble import EnsembleManifest, load_ensemble, load_member_generator
 from acgan.errors import UserError
+from acgan.evaluation import report
 from acgan.metrics import compute_accuracy, compute_class_ms_ssim
 from acgan.metrics.classifier import (
     ClassifierInfo,
@@ -243,6 +242,71 @@ def class_image_counts(store: Store, plan: SplitPlan) -> dict[int, int]:
     return counts
 
 
+
+@dataclass
+class Streamed:
+    """What the analyses read once every split has been streamed: accuracies per size (overall, per class), each
+    class's mean MS-SSIM of samples and of real images (class order), the samples' logits and FID's running sums."""
+
+    settings: EvalSettings
+    resolution: int
+    info: ClassifierInfo
+    by_resolution: dict[int, tuple[float, list[float]]]
+    real_by_resolution: dict[int, tuple[float, list[float]]]
+    ms_samples: list[float]
+    ms_real: list[float]
+    logits: torch.Tensor
+    fid_sums: FrechetInceptionDistance
+
+    @property
+    def real_max(self) -> float:
+        return max(self.ms_real)
+
+    @property
+    def ms_ssim_threshold(self) -> float:
+        return self.settings.ms_ssim_threshold or self.real_max
+
+
+def discriminability(r: Streamed) -> dict:
+    """The classifier's accuracy on the samples at the plan's size and at each smaller one, against its accuracy on
+    real images; the fraction of classes more discriminable than at a quarter of the size (paper section 4.1)."""
+    more = fractions_more_discriminable({size: acc[1] for size, acc in r.by_resolution.items()})
+    return {"accuracy": r.by_resolution[r.resolution][0],
+            "real_accuracy": r.info.heldout_accuracy,
+            "accuracy_by_resolution": {str(size): acc for size, (acc, _) in r.by_resolution.items()},
+            "real_accuracy_by_resolution": {str(size): acc for size, (acc, _) in r.real_by_resolution.items()},
+            "fraction_more_discriminable_than_at_quarter_resolution": more[r.resolution // 4],
+            "fraction_more_discriminable_than_at_resolution": {str(size): f for size, f in more.items()}}
+
+
+def diversity(r: Streamed) -> dict:
+    """Mean MS-SSIM of each class's samples against its real images' (paper section 4.2)."""
+    return {"ms_ssim_mean": float(np.mean(r.ms_samples)),
+            "ms_ssim_std": float(np.std(r.ms_samples)),
+            "real_ms_ssim_mean": float(np.mean(r.ms_real)),
+            "real_ms_ssim_std": float(np.std(r.ms_real)),
+            "real_ms_ssim_max": r.real_max,
+            "fraction_below_real_max": float(np.mean([m < r.real_max for m in r.ms_samples])),
+            "fraction_at_most_real_ms_ssim": float(np.mean([s <= m for s, m in zip(r.ms_samples, r.ms_real)]))}
+
+
+def joint(r: Streamed) -> dict:
+    """Accuracy against diversity per class: their correlation and the low/high fractions (paper section 4.3)."""
+    per_class_accuracy = r.by_resolution[r.resolution][1]
+    return {"accuracy_ms_ssim_correlation": pearson(per_class_accuracy, r.ms_samples),
+            **joint_fractions(per_class_accuracy, r.ms_samples, r.ms_ssim_threshold, r.settings.accuracy_threshold)}
+
+
+def fidelity(r: Streamed) -> dict:
+    """Inception Score and FID, in the evaluation classifier's logits and feature space."""
+    is_mean, is_std = inception_score(r.logits, r.settings.is_splits, r.settings.seed)
+    return {"inception_score": is_mean, "inception_score_std": is_std, "fid": float(r.fid_sums.compute())}
+
+
+# The evaluation's analyses by name, in the summary's order: each turns what was streamed into its summary figures.
+ANALYSES: dict[str, Callable[[Streamed], dict]] = {"discriminability": discriminability, "diversity": diversity,
+                                                   "joint": joint, "fidelity": fidelity}
+
 def evaluate(store: Store, settings: EvalSettings) -> dict:
     plan = load_plan(store)
     manifest = load_ensemble(store)
@@ -293,42 +357,17 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     if not isinstance(info, ClassifierInfo):  # a user's file: scored on the real images streamed above
         info = file_classifier_info(model, info, settings.classifier, plan.channels, plan.resolution,
                                     len(real_labels), real_by_resolution[plan.resolution][0])
-    accuracy, per_class_accuracy = by_resolution[plan.resolution]
-    more_discriminable = fractions_more_discriminable({size: acc[1] for size, acc in by_resolution.items()})
-    quarter = plan.resolution // 4  # the paper's pair: 128 px against 32 px
-
     # Diversity, in class order (the splits may list classes in any order).
     order = [c for members in plan.splits for c in members]
     ms_samples, se_samples, ms_real, se_real = ([dict(zip(order, kept[name]))[c] for c in classes]
                                                 for name in ("ms", "ms_se", "real_ms", "real_ms_se"))
-    real_max = max(ms_real)
-    ms_threshold = settings.ms_ssim_threshold or real_max
-    correlation = pearson(per_class_accuracy, ms_samples)
+    streamed = Streamed(settings=settings, resolution=plan.resolution, info=info, by_resolution=by_resolution,
+                        real_by_resolution=real_by_resolution, ms_samples=ms_samples, ms_real=ms_real,
+                        logits=torch.cat(kept["logits"]), fid_sums=fid_sums)
+    summary = {name: value for analysis in ANALYSES.values() for name, value in analysis(streamed).items()}
+    per_class_accuracy = by_resolution[plan.resolution][1]
+    real_max, quarter, ms_threshold = streamed.real_max, plan.resolution // 4, streamed.ms_ssim_threshold
 
-    # Inception Score and FID in the classifier's feature space.
-    is_mean, is_std = inception_score(torch.cat(kept["logits"]), settings.is_splits, settings.seed)
-    fid = float(fid_sums.compute())
-
-    summary = {
-        "accuracy": accuracy,
-        "real_accuracy": info.heldout_accuracy,
-        "ms_ssim_mean": float(np.mean(ms_samples)),
-        "ms_ssim_std": float(np.std(ms_samples)),
-        "real_ms_ssim_mean": float(np.mean(ms_real)),
-        "real_ms_ssim_std": float(np.std(ms_real)),
-        "real_ms_ssim_max": real_max,
-        "fraction_below_real_max": float(np.mean([m < real_max for m in ms_samples])),
-        "fraction_at_most_real_ms_ssim": float(np.mean([s <= r for s, r in zip(ms_samples, ms_real)])),
-        "accuracy_ms_ssim_correlation": correlation,
-        **joint_fractions(per_class_accuracy, ms_samples, ms_threshold, settings.accuracy_threshold),
-        "accuracy_by_resolution": {str(size): acc for size, (acc, _) in by_resolution.items()},
-        "real_accuracy_by_resolution": {str(size): acc for size, (acc, _) in real_by_resolution.items()},
-        "fraction_more_discriminable_than_at_quarter_resolution": more_discriminable[quarter],
-        "fraction_more_discriminable_than_at_resolution": {str(size): f for size, f in more_discriminable.items()},
-        "inception_score": is_mean,
-        "inception_score_std": is_std,
-        "fid": fid,
-    }
     computed_on = {
         "checkpoints": sorted({(m.split, m.step) for m in manifest.classes}),
         "samples_per_class": settings.samples_per_class, "pairs_per_class": settings.pairs, "seed": settings.seed,
@@ -366,7 +405,8 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
             sizes, [by_resolution[s][0] for s in sizes], [real_by_resolution[s][0] for s in sizes]),
         "eval/figures/ms-ssim-samples-vs-real.png": figures.ms_ssim_scatter(ms_real, ms_samples, real_max),
         "eval/figures/accuracy-vs-ms-ssim.png": figures.accuracy_vs_ms_ssim(
-            ms_samples, per_class_accuracy, ms_threshold, settings.accuracy_threshold, correlation),
+            ms_samples, per_class_accuracy, ms_threshold, settings.accuracy_threshold,
+            summary["accuracy_ms_ssim_correlation"]),
     }
     curves = training_curves(store, plan)
     if curves:
@@ -378,81 +418,8 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     for key, png in {**pictures, **grids}.items():
         store.write_bytes(key, png)
     shown = dict(list(grids.items())[:settings.report_splits])
-    store.write_bytes(REPORT_KEY, render_report(summary, per_class, computed_on, pictures, shown, info,
-                                                len(grids)).encode())
+    store.write_bytes(REPORT_KEY, report.render_report(summary, per_class, computed_on, pictures, shown, info,
+                                                       len(grids)).encode())
     write_json(store, METRICS_KEY, {"summary": summary, "computed_on": computed_on, "classes": per_class})
     log.info("evaluation written to %s/%s", store.uri, METRICS_KEY)
     return summary
-
-
-def flat_summary(summary: dict) -> dict[str, float | None]:
-    """One number per name (per-resolution figures become `<name>_<size>px`): KFP metrics and the printed table."""
-    flat = {}
-    for name, value in summary.items():
-        if isinstance(value, dict):
-            flat.update({f"{name}_{size}px": v for size, v in value.items()})
-        else:
-            flat[name] = value
-    return flat
-
-
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
-
-
-def _img(title: str, png: bytes) -> str:
-    return (f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-            f"<figcaption>{html.escape(title)}</figcaption></figure>")
-
-
-def render_report(summary: dict, per_class: list[dict], computed_on: dict, pictures: dict[str, bytes],
-                  grids: dict[str, bytes], info: ClassifierInfo, total_grids: int) -> str:
-    rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in flat_summary(summary).items())
-    class_rows = "".join(
-        f"<tr><td>{c['id']}</td><td>{html.escape(c['name'])}</td><td>{c['split']}</td><td>{_fmt(c['accuracy'])}</td>"
-        f"<td>{_fmt(c['real_accuracy'])}</td><td>{_fmt(c['ms_ssim'])} &plusmn; {_fmt(c['ms_ssim_se'])}</td>"
-        f"<td>{_fmt(c['real_ms_ssim'])} &plusmn; {_fmt(c['real_ms_ssim_se'])}</td>"
-        f"<td>{'yes' if c['low_diversity'] else ''}</td></tr>" for c in per_class)
-    figs = "".join(_img(key.rsplit("/", 1)[1].removesuffix(".png").replace("-", " "), png)
-                   for key, png in pictures.items() if key.startswith("eval/figures/"))
-    checks = "".join(_img(key.rsplit("/", 1)[1].removesuffix(".png").replace("-", " "), png)
-                     for key, png in pictures.items() if key.startswith("eval/overfitting/"))
-    images = "".join(_img(key.rsplit("/", 1)[1].removesuffix(".png"), png) for key, png in grids.items())
-    more = f"<p>{total_grids - len(grids)} more split grids are in the store under eval/.</p>" \
-        if total_grids > len(grids) else ""
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>acgan-ensemble evaluation</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
-padding:2px 8px;text-align:right}}figure{{display:inline-block;margin:0 1em 1em 0}}
-img{{image-rendering:pixelated;max-width:min(100%,640px)}}</style></head><body>
-<h1>acgan-ensemble evaluation</h1>
-<p>{computed_on['samples_per_class']} samples per class through the ensemble, {computed_on['pairs_per_class']} MS-SSIM
-pairs per class, {computed_on['real_images']} real images; classifier: {html.escape(info.describe())}. Inception
-Score and FID use this classifier as their feature network: they compare runs evaluated with the same classifier only.
-</p>
-<h2>Summary</h2><table>{rows}</table>
-<h2>Figures</h2>{figs}
-<h2>Samples (one row per class)</h2>{images}{more}
-<h2>Overfitting checks</h2><p>Nearest neighbours: each row is a sample followed by its nearest real images of the
-class. Interpolation: one row per class, z moving in a straight line. Fixed z: one row per z, one column per class.</p>
-{checks}
-<h2>Per class</h2><table><tr><th>id</th><th>name</th><th>split</th><th>accuracy</th><th>real accuracy</th>
-<th>MS-SSIM &plusmn; s.e.</th><th>real MS-SSIM &plusmn; s.e.</th><th>low diversity</th></tr>{class_rows}</table>
-</body></html>
-"""
-
-
-def compare(stores: list[Store]) -> tuple[list[dict], bytes]:
-    """The class-split study (paper Figure 10): mean MS-SSIM of each evaluated store against its classes per model."""
-    runs = []
-    for store in stores:
-        if not store.exists(METRICS_KEY):
-            raise UserError(f"store {store.uri} has no evaluation ({METRICS_KEY}): run `acgan evaluate --store "
-                            f"{store.uri}` first")
-        metrics = json.loads(store.read_bytes(METRICS_KEY))
-        plan = load_plan(store)
-        runs.append({"store": store.uri, "classes_per_model": plan.num_classes / len(plan.splits),
-                     **{k: metrics["summary"][k] for k in ("ms_ssim_mean", "ms_ssim_std", "real_ms_ssim_mean",
-                                                           "accuracy")}})
-    return runs, figures.ms_ssim_by_classes_per_model(runs)
