@@ -5,7 +5,7 @@ and S3 has no lock, but it has conditional writes. The policy:
 - A trainer takes the lease with a conditional write: a create if there is none (If-None-Match: *), or a replace of
   the expired lease it read (If-Match on that ETag). Of two trainers at once exactly one write succeeds; the other
   refuses with one line.
-- A background thread renews the lease every third of its time, again with If-Match on the ETag of its own last
+- A background thread starts a renewal every third of its time, again with If-Match on the ETag of its own last
   write, so set-up, a long first compiled step or a slow checkpoint upload cannot starve it. A renewal that fails its
   precondition means another trainer took over: the lease is lost, and training stops at its next check.
 - Before each checkpoint's upload and again before its completion marker, the trainer renews in the foreground: the
@@ -145,7 +145,11 @@ class SplitLease:
         self._thread.start()
 
     def _keep(self) -> None:
-        while not self._stop.wait(self.seconds / 3):
+        # A renewal starts a third of a period after the previous one started, not after it ended: on a store taking
+        # seconds per request, waiting a third after each write would let the stored lease run out between them.
+        started = time.monotonic()
+        while not self._stop.wait(max(0.0, started + self.seconds / 3 - time.monotonic())):
+            started = time.monotonic()
             try:
                 self.renew()
             except SplitBusy:

@@ -3,7 +3,9 @@
 `up()` listens on the same port again, `cut_uploads_after(n)` resets the connection that carries the n-th byte sent
 upstream from now on (an upload that dies half-way), and with `then_down=True` the whole server goes away with it.
 `answer_with(status, ...)` makes the proxy itself answer every request for a while, as a load balancer in front of a
-restarting store does (502/503), or a gateway that refuses the client (403)."""
+restarting store does (502/503), or a gateway that refuses the client (403). `slow_down(seconds)` holds every request
+that long before passing it on (an overloaded store or a congested link); `requests` records when each request was
+passed on and its request line, so a test can tell in which order a client's calls reached the store."""
 
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ class FlakyProxy:
         self._down_after_cut = False
         self._answer: tuple[bytes, float] | None = None  # response, seconds
         self._answer_until: float | None = None
+        self._delay = 0.0
         self.cuts = 0
         self.answered = 0
+        self.requests: list[tuple[float, str]] = []  # (time.time() when passed on, request line)
         self.up()
 
     def up(self) -> None:
@@ -53,6 +57,9 @@ class FlakyProxy:
 
     def cut_uploads_after(self, n_bytes: int | None, then_down: bool = False) -> None:
         self._cut_after, self._down_after_cut = n_bytes, then_down
+
+    def slow_down(self, seconds: float) -> None:
+        self._delay = seconds
 
     def answer_with(self, status: int, reason: str, seconds: float, body: bytes = b"",
                     content_type: str = "text/html") -> None:
@@ -114,12 +121,21 @@ class FlakyProxy:
                     _close(client), _close(upstream)
                     return
                 self._conns += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+            answered = threading.Event()  # the server answered: the client's next bytes start its next request
+            answered.set()
+            threading.Thread(target=self._pipe, args=(client, upstream, True, answered), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False, answered), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool, answered: threading.Event) -> None:
         try:
             while data := src.recv(65536):
+                if not upstream:
+                    answered.set()
+                elif answered.is_set():  # a new request (HTTP/1.1: one at a time per connection)
+                    answered.clear()
+                    time.sleep(self._delay)
+                    with self._lock:
+                        self.requests.append((time.time(), data.split(b"\r\n", 1)[0].decode("latin-1")))
                 with self._lock:
                     budget = self._cut_after if upstream else None
                     if budget is not None:
