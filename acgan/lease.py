@@ -186,10 +186,13 @@ class SplitLease:
         """Stop renewing and delete the lease if it is still ours. Never raises: a store that fails here must not
         hide why training stopped; the lease then just expires."""
         self._stop.set()
+        # A renewal in flight on a slow store finishes first (within the lease's period, at most 30 s); one stuck
+        # in the store's retries for longer holds the lock: then the lease is left to expire.
+        patience = min(self.seconds, 30.0)
+        deadline = time.monotonic() + patience
         if self._thread is not None:
-            self._thread.join(timeout=1.0)
-        # A renewal stuck in the store's retries holds the lock: then the lease is left to expire.
-        if not self._lock.acquire(timeout=1.0):
+            self._thread.join(timeout=patience)
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             log.warning("split %d: the store is not answering; its lease expires in at most %.0fs", self.split,
                         self.seconds)
             return

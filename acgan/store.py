@@ -250,31 +250,39 @@ class S3Store:
         from minio.error import MinioException
         from urllib3.exceptions import HTTPError
 
-        started, attempt = time.monotonic(), 0
+        started, attempt, error = time.monotonic(), 0, ""
+
+        def outage_over(outcome: str) -> None:
+            if attempt > 1:
+                log.warning("store %s: %s %s after %.1fs (%d attempts; last failure: %s)", self.endpoint, what,
+                            outcome, time.monotonic() - started, attempt, error)
+
         while True:
             attempt += 1
             try:
-                result = fn()
-            except (MinioException, HTTPError) as e:
-                transient, error = self._failure(e)
-                waited = time.monotonic() - started
-                if not transient:
-                    raise UserError(f"store {self.uri} at {self.endpoint}: {what} failed ({error})") from None
-                if waited >= self.retry_seconds:
-                    raise StoreUnavailable(f"store {self.uri} unreachable at {self.endpoint}: {what} failed for "
-                                           f"{waited:.0f}s ({attempt} attempt(s), last: {error}); check that the "
-                                           "server is up, or raise ACGAN_S3_RETRY_SECONDS") from None
-                if attempt == 1:
-                    log.warning("store %s: %s failed (%s); retrying for up to %.0fs", self.endpoint, what, error,
-                                self.retry_seconds)
-                # Full jitter: trainers of many splits that lost the store together do not return in lockstep.
-                backoff = random.uniform(0.5, 1.0) * min(0.25 * 2 ** (attempt - 1), 10.0)
-                time.sleep(max(0.0, min(backoff, self.retry_seconds - waited)))
-                continue
-            if attempt > 1:
-                log.warning("store %s: %s succeeded after %.1fs (%d attempts; last failure: %s)", self.endpoint, what,
-                            time.monotonic() - started, attempt, error)
-            return result
+                try:
+                    result = fn()
+                except (MinioException, HTTPError) as e:
+                    transient, error = self._failure(e)
+                else:
+                    outage_over("succeeded")
+                    return result
+            except PreconditionFailed:  # an answer too: a retried create whose first attempt landed meets itself
+                outage_over("precondition failed")
+                raise
+            waited = time.monotonic() - started
+            if not transient:
+                raise UserError(f"store {self.uri} at {self.endpoint}: {what} failed ({error})") from None
+            if waited >= self.retry_seconds:
+                raise StoreUnavailable(f"store {self.uri} unreachable at {self.endpoint}: {what} failed for "
+                                       f"{waited:.0f}s ({attempt} attempt(s), last: {error}); check that the "
+                                       "server is up, or raise ACGAN_S3_RETRY_SECONDS") from None
+            if attempt == 1:
+                log.warning("store %s: %s failed (%s); retrying for up to %.0fs", self.endpoint, what, error,
+                            self.retry_seconds)
+            # Full jitter: trainers of many splits that lost the store together do not return in lockstep.
+            backoff = random.uniform(0.5, 1.0) * min(0.25 * 2 ** (attempt - 1), 10.0)
+            time.sleep(max(0.0, min(backoff, self.retry_seconds - waited)))
 
     def exists(self, key: str) -> bool:
         from minio.error import S3Error

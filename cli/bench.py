@@ -294,7 +294,7 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
     """`evaluate` at 128px, 100 samples and 100 pairs per class, the classifier already trained; measured on
     `classes` synthetic classes (100 on a GPU) and scaled to 1000. What is timed is the evaluation, not the
     generators' quality, so the ensemble is untrained (`untrained_ensemble`)."""
-    from acgan.evaluation.analyses import EvalSettings, evaluate, load_real
+    from acgan.evaluation.analyses import EvalSettings, evaluate, real_on_disk
     from acgan.metrics.classifier import save_classifier, train_classifier
     from acgan.store import LocalStore
 
@@ -302,8 +302,8 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
     with tempfile.TemporaryDirectory() as tmp:
         store = LocalStore(tmp)
         plan = untrained_ensemble(store, classes)
-        real, labels = load_real(store, plan, 100, 0)
-        model, info = train_classifier(real, labels, classes, steps=1, device=device)
+        with real_on_disk(store, plan, 100, 0) as (real, labels):
+            model, info = train_classifier(real, labels, classes, steps=1, device=device)
         save_classifier(store, model.cpu(), info)
         start = time.perf_counter()
         evaluate(store, EvalSettings(samples_per_class=100, pairs=100, device=device.type))

@@ -3,12 +3,16 @@ the Kubernetes API with the `kubernetes` client, as the submitting user (kube co
 
 A pod that lacks its Secret or ConfigMap is never started (CreateContainerConfigError) and one labelled for a Kueue
 LocalQueue that does not exist waits forever, so each of these would otherwise show up as a stuck run much later.
-Only the names of keys are read, never a value.
+Only the names of keys are read, never a value. It also reads KFP's Argo configuration, when the submitting user
+may, to warn when Argo would not retry a failed or a preempted training pod (docs/operators.md, section 5).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+
+import yaml
 
 from acgan.errors import UserError
 from acgan.settings import ClusterSettings
@@ -17,6 +21,13 @@ from pipelines.acgan_ensemble import STORE_ENV
 STORE_ENDPOINT_KEY = "ACGAN_S3_ENDPOINT"
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 GPU_QUOTA_KEY = "requests.nvidia.com/gpu"
+KFP_NAMESPACE, ARGO_CONFIG_MAP = "kubeflow", "workflow-controller-configmap"
+ARGO_PATCH = "manifests/kfp/workflow-controller-configmap-patch.yaml"
+# Which pods each Argo retry policy leaves unretried (Argo's RetryPolicyActual: no policy means OnFailure).
+UNRETRIED = {"OnFailure": "deleted or evicted (preempted)", "OnError": "failed (a crash, an OOM kill)",
+             "OnTransientError": "failed or preempted", "Always": None}
+
+log = logging.getLogger(__name__)
 
 
 def kubernetes_api_client():
@@ -73,6 +84,30 @@ def missing_objects(cluster: ClusterSettings, namespace: str, require_gpu_quota:
     return missing
 
 
+def argo_retry_gap(api_client) -> str | None:
+    """A warning when KFP's Argo configuration leaves failed or preempted pods unretried; None when it retries both,
+    or when the submitting user may not read it (nothing is known then)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        config_map = client.CoreV1Api(api_client).read_namespaced_config_map(ARGO_CONFIG_MAP, KFP_NAMESPACE)
+    except (ApiException, HTTPError):
+        return None
+    try:
+        defaults = yaml.safe_load((config_map.data or {}).get("workflowDefaults") or "{}") or {}
+        policy = defaults["spec"]["templateDefaults"]["retryStrategy"].get("retryPolicy") or "OnFailure"
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        policy = "OnFailure"  # no template default: Argo's own
+    unretried = UNRETRIED.get(policy, "failed or preempted")
+    if unretried is None:
+        return None
+    return (f"preflight: KFP's Argo retries with policy {policy} ({KFP_NAMESPACE}/{ARGO_CONFIG_MAP}), so a "
+            f"{unretried} training pod is not retried and its split waits for a rerun: apply {ARGO_PATCH} "
+            "(docs/operators.md, section 5)")
+
+
 def _read(call, kind: str, name: str):
     """The object, None when the API says it does not exist; any other answer is the one-line error."""
     from kubernetes.client.exceptions import ApiException
@@ -92,7 +127,11 @@ def _read(call, kind: str, name: str):
 
 def preflight(cluster: ClusterSettings, namespace: str, require_gpu_quota: bool = False, api_client=None) -> None:
     """Raises UserError naming, in one line, everything the namespace lacks."""
-    missing = missing_objects(cluster, namespace, require_gpu_quota, api_client or kubernetes_api_client())
+    api_client = api_client or kubernetes_api_client()
+    missing = missing_objects(cluster, namespace, require_gpu_quota, api_client)
     if missing:
         raise UserError(f"preflight: namespace {namespace} lacks {'; '.join(missing)}: apply manifests/ "
                         "(docs/operators.md) or compile with the names your cluster uses; --no-preflight skips this")
+    gap = argo_retry_gap(api_client)
+    if gap:
+        log.warning(gap)

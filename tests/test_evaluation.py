@@ -345,11 +345,18 @@ def test_resolution_study_sizes_and_resizing():
     assert torch.equal(resize_down_and_up(flat, 8), flat)  # no information lost, none invented
 
 
+def load_real(store, plan, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every split's real images at once, in RAM (what the evaluation held before it streamed): the reference."""
+    from acgan.evaluation.analyses import real_by_split
+
+    images, labels = zip(*real_by_split(store, plan, per_class, seed, torch.device("cpu")))
+    return torch.cat(images), torch.cat(labels)
+
+
 def _synthetic_ensemble(root, num_classes: int):
     """A synthetic 32 px store of `num_classes` classes in splits of 2, each split trained one step and assembled,
     with a store classifier trained beforehand (so an evaluation streams from its start)."""
     from acgan.data.prepare import PrepareConfig, prepare
-    from acgan.evaluation.analyses import load_real
     from acgan.metrics.classifier import save_classifier, train_classifier
     from acgan.store import LocalStore
 
@@ -410,7 +417,7 @@ def test_evaluation_streams_split_by_split_and_memory_stays_flat(tmp_path, monke
 
 def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path):
     from acgan.data.plan import load_plan
-    from acgan.evaluation.analyses import load_real, split_samples
+    from acgan.evaluation.analyses import split_samples
     from acgan.metrics.classifier import load_classifier
 
     store = _synthetic_ensemble(tmp_path / "store", 8)
@@ -459,3 +466,47 @@ def test_every_analysis_gets_its_images_on_the_evaluation_device(tmp_path, monke
     # Real images go to the device asked for (meta: a device without data, the one other than the CPU here).
     for images, labels in evaluation.real_by_split(store, load_plan(store), 3, 0, torch.device("meta")):
         assert images.device.type == labels.device.type == "meta" and images.shape[0] == 6  # 2 classes of 3
+
+
+def _prepared(root, num_classes: int):
+    """A synthetic 32 px store of `num_classes` classes (10 images each) in splits of 2: data only, no classifier."""
+    from acgan.data.prepare import PrepareConfig, prepare
+    from acgan.store import LocalStore
+
+    store = LocalStore(root)
+    plan = prepare(PrepareConfig(dataset="synthetic", num_classes=num_classes, images_per_class=10, resolution=32,
+                                 classes_per_split=2), store)
+    return store, plan
+
+
+def test_training_the_default_classifier_holds_one_split_of_real_images_at_a_time(tmp_path, monkeypatch):
+    from acgan.evaluation.analyses import get_classifier
+
+    settings = STREAM_SETTINGS.model_copy(update={"classifier_steps": 2})
+    peaks = {}
+    for num_classes in (2, 8):
+        store, plan = _prepared(tmp_path / f"{num_classes}-classes", num_classes)
+        with monkeypatch.context() as patch:
+            real = _count_resident(patch, "real_of_split")
+            _, info = get_classifier(store, plan, settings, torch.device("cpu"))
+        assert real["calls"] == num_classes // 2  # every split loaded once
+        assert info.train_images + info.heldout_images == 6 * num_classes  # trained on every class's chosen images
+        peaks[num_classes] = real["peak"]
+    assert peaks[2] == peaks[8] == 12  # one split (2 classes of 6) in memory at a time, whatever the classes
+
+
+def test_classifier_trained_from_disk_equals_the_one_trained_in_memory(tmp_path, monkeypatch):
+    from acgan.evaluation.analyses import real_on_disk
+    from acgan.metrics.classifier import train_classifier
+
+    store, plan = _prepared(tmp_path / "store", 8)
+    real, labels = load_real(store, plan, 10, 0)
+    in_memory = train_classifier(real, labels, 8, steps=3)
+    # Held-out images in forward passes of 3 (16 held out: six passes, the last short) against one pass in memory.
+    monkeypatch.setattr(classifier, "CPU_BATCH_VALUES", 3 * 32 * 32 * 32)
+    with real_on_disk(store, plan, 10, 0) as (mapped, mapped_labels):
+        assert torch.equal(mapped, real) and torch.equal(mapped_labels, labels)  # the same images in the same order
+        from_disk = train_classifier(mapped, mapped_labels, 8, steps=3)
+    assert from_disk[1] == in_memory[1]  # held-out accuracy and counts
+    weights, reference = from_disk[0].state_dict(), in_memory[0].state_dict()
+    assert all(torch.equal(weights[k], reference[k]) for k in reference)

@@ -264,9 +264,15 @@ def folder_source(root: str, resolution: int, strict: bool, class_list: str | No
         cores = workers or usable_cores()
         log.info("decoding %d images of %d classes on %d core(s)", total, len(members), cores)
         out = []
-        with Pool(cores) if cores > 1 else contextlib.nullcontext() as pool:
-            for c in members:
-                jobs = [(image, resolution) for image in tree.fetch(files[c])]
+        # The next class's files are fetched while this one decodes: reading waits on the network or the disk,
+        # decoding on the cores, and a bucket's round trips would otherwise leave the cores idle between classes.
+        with Pool(cores) if cores > 1 else contextlib.nullcontext() as pool, ThreadPoolExecutor(1) as reader:
+            fetched = reader.submit(tree.fetch, files[members[0]])
+            for i, c in enumerate(members):
+                data = fetched.result()
+                if i + 1 < len(members):
+                    fetched = reader.submit(tree.fetch, files[members[i + 1]])
+                jobs = [(image, resolution) for image in data]
                 decoded = pool.map(_decode, jobs, chunksize=16) if pool else [_decode(j) for j in jobs]
                 bad = [f for f, img in zip(files[c], decoded) if img is None]
                 if bad and strict:

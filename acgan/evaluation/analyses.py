@@ -17,8 +17,10 @@ import json
 import logging
 import resource
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,10 +106,24 @@ def real_by_split(store: Store, plan: SplitPlan, per_class: int, seed: int,
         yield tuple(t.to(device) for t in real_of_split(store, split, members, per_class, gen))
 
 
-def load_real(store: Store, plan: SplitPlan, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every split's real images at once, on the CPU (training the default classifier needs them together)."""
-    images, labels = zip(*real_by_split(store, plan, per_class, seed, torch.device("cpu")))
-    return torch.cat(images), torch.cat(labels)
+@contextmanager
+def real_on_disk(store: Store, plan: SplitPlan, per_class: int,
+                 seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every split's real images (the ones real_by_split chooses, in its order) as one uint8 tensor mapped from a
+    temporary file on local disk, their labels in RAM. Training the default classifier draws batches from every class,
+    yet at the ImageNet shape the images are ~10 GB: written split by split, only one split and the pages a batch
+    reads are in memory, and the kernel can drop those again. The file is unlinked from the start: gone on exit."""
+    with tempfile.TemporaryFile(prefix="acgan-real-") as file:
+        labels, shape = [], None
+        for images, split_labels in real_by_split(store, plan, per_class, seed, torch.device("cpu")):
+            file.write(images.contiguous().numpy())
+            labels.append(split_labels)
+            shape = images.shape[1:]
+            del images  # else it holds this split's images while the next split loads, and the last one throughout
+        file.flush()
+        labels = torch.cat(labels)
+        # Copy-on-write: a writable array for torch, whose writes (none are made) would never reach the file.
+        yield torch.from_numpy(np.memmap(file, np.uint8, "c", shape=(len(labels), *shape))), labels
 
 
 def split_samples(store: Store, manifest: EnsembleManifest, members: list[int], n: int, seed: int,
@@ -131,10 +147,10 @@ def get_classifier(store: Store, plan: SplitPlan, settings: EvalSettings,
                         f"plan {plan.num_classes} at {plan.resolution}px: delete {store.uri}/eval/classifier.* to retrain")
     if loaded is not None:
         return loaded[0].to(device), loaded[1]
-    # Training needs every class's images at once: the first evaluation of a store holds them while it trains.
-    real_images, real_labels = load_real(store, plan, settings.real_per_class, settings.seed)
-    model, info = train_classifier(real_images, real_labels, plan.num_classes, settings.classifier_steps,
-                                   seed=settings.seed, device=device)
+    # Training draws from every class at once: the first evaluation of a store maps them from disk while it trains.
+    with real_on_disk(store, plan, settings.real_per_class, settings.seed) as (real_images, real_labels):
+        model, info = train_classifier(real_images, real_labels, plan.num_classes, settings.classifier_steps,
+                                       seed=settings.seed, device=device)
     save_classifier(store, model.cpu(), info)
     return model.to(device), info
 

@@ -172,36 +172,45 @@ def classify(model: nn.Module, images: torch.Tensor, *, logits: bool = False, fe
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 1500,
                      heldout_fraction: float = 0.2, seed: int = 0, device: str | torch.device = "cpu",
                      batch_size: int = 64) -> tuple[Classifier, ClassifierInfo]:
-    """Train on all but a held-out fraction of each class; report accuracy on the held-out images."""
+    """Train on all but a held-out fraction of each class; report accuracy on the held-out images. `images` may be
+    mapped from a file (evaluation.real_on_disk): only a batch of them is ever copied, never the training set."""
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=gen)
     heldout = torch.zeros(len(labels), dtype=torch.bool)
     for c in range(num_classes):
         members = order[labels[order] == c]
         heldout[members[:max(1, int(len(members) * heldout_fraction))]] = True
-    train_x, train_y = images[~heldout], labels[~heldout]
+    train = (~heldout).nonzero().squeeze(1)  # indices into images: a batch is images[train[idx]]
     torch.manual_seed(seed)
     model = Classifier(images.shape[1], num_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     model.train()
     for _ in tqdm(range(steps), desc="classifier", unit="step", disable=not sys.stderr.isatty()):
-        idx = torch.randint(len(train_y), (batch_size,), generator=gen)
-        x = to_input(train_x[idx]).to(device)
+        idx = train[torch.randint(len(train), (batch_size,), generator=gen)]
+        x = to_input(images[idx]).to(device)
         # Small random shifts: the classifier must judge shapes, not exact pixel positions.
         shift = torch.randint(-2, 3, (2,), generator=gen).tolist()
         x = torch.roll(x, shifts=shift, dims=(2, 3))
-        loss = F.cross_entropy(model(x), train_y[idx].to(device))
+        loss = F.cross_entropy(model(x), labels[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-    accuracy = (classify(model, images[heldout]).predicted == labels[heldout]).float().mean().item()
+    accuracy = heldout_accuracy(model, images, labels, heldout.nonzero().squeeze(1))
     info = ClassifierInfo(channels=images.shape[1], resolution=images.shape[-1], num_classes=num_classes,
-                          steps=steps, batch_size=batch_size, train_images=int((~heldout).sum()), heldout_images=int(heldout.sum()),
+                          steps=steps, batch_size=batch_size, train_images=len(train), heldout_images=int(heldout.sum()),
                           heldout_accuracy=accuracy, seed=seed)
     log.info("classifier: held-out accuracy on real images %.3f (%d images)", accuracy, info.heldout_images)
     return model.eval(), info
+
+
+def heldout_accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, heldout: torch.Tensor) -> float:
+    """Accuracy on images[heldout], gathered one forward pass's worth at a time (classify's own batches, so the
+    predictions are those of one call on every held-out image) rather than copied out all at once."""
+    step = _images_per_pass(model, images, next(model.parameters()).device)
+    predicted = [classify(model, images[heldout[i:i + step]]).predicted for i in range(0, len(heldout), step)]
+    return (torch.cat(predicted) == labels[heldout]).float().mean().item()
 
 
 def save_classifier(store: Store, model: Classifier, info: ClassifierInfo) -> None:

@@ -188,3 +188,26 @@ def test_pipeline_service_account_has_only_what_tasks_need(rendered):
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
         if "secrets" in rule["resources"] or "configmaps" in rule["resources"]:
             assert rule["verbs"] == ["get"] and rule["resourceNames"]  # by name only, never list
+
+
+# KFP 2.17.0's own Argo configuration (manifests/kustomize/third-party/argo/base/workflow-controller-configmap-patch.yaml
+# at tag 2.17.0 of kubeflow/pipelines): the key the patch below replaces.
+KFP_2_17_WORKFLOW_DEFAULTS = {"spec": {
+    "ttlStrategy": {"secondsAfterCompletion": 3600, "secondsAfterSuccess": 3600, "secondsAfterFailure": 3600},
+    "templateDefaults": {"retryStrategy": {"limit": "2", "retryPolicy": "OnError"}}}}
+
+
+def test_argo_retries_failed_and_deleted_pods_once_patched():
+    """The compiled tasks' retryPolicy has a count and a backoff but no policy (tests/pipelines, test_every_task_
+    retries...), so Argo's templateDefaults decide what is retried: the patch changes KFP 2.17.0's OnError (deleted
+    pods only) to Always (failed and deleted pods) and keeps the rest of what KFP ships."""
+    path = MANIFESTS / "kfp" / "workflow-controller-configmap-patch.yaml"
+    patch = yaml.safe_load(path.read_text())
+    kubernetes_validate.validate(patch, K8S_VERSION, strict=True)
+    assert patch["metadata"] == {"name": "workflow-controller-configmap", "namespace": "kubeflow"}
+    assert set(patch["data"]) == {"workflowDefaults"}  # a merge patch: every other key of KFP's ConfigMap stays
+    defaults = yaml.safe_load(patch["data"]["workflowDefaults"])
+    expected = yaml.safe_load(yaml.safe_dump(KFP_2_17_WORKFLOW_DEFAULTS))
+    expected["spec"]["templateDefaults"]["retryStrategy"]["retryPolicy"] = "Always"
+    assert defaults == expected
+    assert "kubectl -n kubeflow patch configmap workflow-controller-configmap --type merge" in path.read_text()

@@ -3,7 +3,9 @@
 `up()` listens on the same port again, `cut_uploads_after(n)` resets the connection that carries the n-th byte sent
 upstream from now on (an upload that dies half-way), and with `then_down=True` the whole server goes away with it.
 `answer_with(status, ...)` makes the proxy itself answer every request for a while, as a load balancer in front of a
-restarting store does (502/503), or a gateway that refuses the client (403). `slow_down(seconds)` holds every request
+restarting store does (502/503), or a gateway that refuses the client (403). `lose_answers(n)` lets the next n
+requests reach the server and resets the connection instead of passing the server's answer back (a write that
+landed, its answer lost on the way). `slow_down(seconds)` holds every request
 that long before passing it on (an overloaded store or a congested link); `requests` records when each request was
 passed on and its request line, so a test can tell in which order a client's calls reached the store."""
 
@@ -29,6 +31,7 @@ class FlakyProxy:
         self._answer: tuple[bytes, float] | None = None  # response, seconds
         self._answer_until: float | None = None
         self._delay = 0.0
+        self._lose = 0
         self.cuts = 0
         self.answered = 0
         self.requests: list[tuple[float, str]] = []  # (time.time() when passed on, request line)
@@ -57,6 +60,9 @@ class FlakyProxy:
 
     def cut_uploads_after(self, n_bytes: int | None, then_down: bool = False) -> None:
         self._cut_after, self._down_after_cut = n_bytes, then_down
+
+    def lose_answers(self, n: int) -> None:
+        self._lose = n
 
     def slow_down(self, seconds: float) -> None:
         self._delay = seconds
@@ -130,6 +136,12 @@ class FlakyProxy:
         try:
             while data := src.recv(65536):
                 if not upstream:
+                    with self._lock:
+                        lose, self._lose = self._lose > 0, max(0, self._lose - 1)
+                    if lose:  # a reset (linger 0), and a shutdown that wakes the other pipe's recv()
+                        dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                        dst.shutdown(socket.SHUT_RDWR)
+                        break
                     answered.set()
                 elif answered.is_set():  # a new request (HTTP/1.1: one at a time per connection)
                     answered.clear()

@@ -20,7 +20,7 @@ from acgan.checkpoint import (
 )
 from acgan.data.prepare import PrepareConfig, prepare
 from acgan.errors import UserError
-from acgan.store import LocalStore, open_store
+from acgan.store import LocalStore, PreconditionFailed, open_store
 from acgan.training.loop import train_split
 from tests.conftest import tiny_config
 from tests.faults.proxy import FlakyProxy
@@ -176,13 +176,31 @@ def test_http_error_bursts_are_ridden_out(flaky_store, reference_weights, s3_ser
     assert not watcher.is_alive() and proxy.answered >= 2
     messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store"]
     started = [m for m in messages if "retrying for up to" in m]
-    ended = [m for m in messages if "succeeded after" in m]
+    ended = [m for m in messages if "attempts; last failure" in m]
     assert any("HTTP 502" in m for m in ended) and any("SlowDown" in m for m in ended), messages
     attempts = [int(m.split(" attempts;")[0].rsplit("(", 1)[1]) for m in ended]
     assert len(started) == len(ended) and max(attempts) >= 3, messages  # two lines per outage, not one per attempt
     assert _equal(_weights(store), reference_weights)
     fault_report("HTTP error bursts", "a proxy answers 502 (not S3 XML) for 2 s, later 503 SlowDown for 1 s", 2, 2,
                  "none", "none; final weights bit-identical")
+
+
+def test_a_conditional_write_whose_answer_was_lost_ends_its_outage_line(flaky_store, caplog, fault_report):
+    """The create lands, its answer is lost (a reset), the retry meets its own object (412): the write counts as
+    done, and the outage it started is closed by a second line, like any other (the race the 502 burst above can
+    hit when it falls between a marker's landing and its answer)."""
+    proxy, store = flaky_store
+    proxy.lose_answers(1)
+    with caplog.at_level("WARNING", logger="acgan.store"):
+        tag = store.write_if("fenced/marker.json", b"mine", None)
+    assert store.read_tagged("fenced/marker.json") == (b"mine", tag)
+    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store"]
+    assert [m for m in messages if "retrying for up to" in m] and len(messages) == 2, messages
+    assert "precondition failed after" in messages[1] and "2 attempts" in messages[1], messages
+    with pytest.raises(PreconditionFailed):  # and another writer's create still loses
+        store.write_if("fenced/marker.json", b"theirs", None)
+    fault_report("answer lost after a conditional create", "the proxy resets the connection after the store took "
+                 "the PUT", 1, 1, "none", "none; the write counted once, the outage logged as two lines")
 
 
 @pytest.mark.parametrize("fault", ["gateway 403", "AccessDenied", "NoSuchBucket"])

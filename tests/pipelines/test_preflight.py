@@ -2,6 +2,7 @@
 paths with the JSON an API server returns, and the real `kubernetes` client reaches it through a kube config."""
 
 import base64
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,7 +10,7 @@ import yaml
 from cli.main import main
 from acgan.errors import UserError
 from acgan.settings import ClusterSettings
-from pipelines.preflight import preflight
+from pipelines.preflight import ARGO_PATCH, preflight
 from tests.conftest import json_api
 
 NS = "acgan"
@@ -39,6 +40,24 @@ def recorded_objects() -> dict[str, dict]:
                        "status": {"hard": {"requests.nvidia.com/gpu": "16"},
                                   "used": {"requests.nvidia.com/gpu": "0"}}}]},
     }
+
+
+def argo_config(workflow_defaults: str) -> dict:
+    return {"kind": "ConfigMap", "apiVersion": "v1",
+            "metadata": {"name": "workflow-controller-configmap", "namespace": "kubeflow", "uid": "5c1d",
+                         "resourceVersion": "77", "creationTimestamp": "2026-11-30T01:00:00Z"},
+            "data": {"executor": "imagePullPolicy: IfNotPresent\n", "workflowDefaults": workflow_defaults}}
+
+
+ARGO_CONFIG = "/api/v1/namespaces/kubeflow/configmaps/workflow-controller-configmap"
+KFP_2_17_DEFAULTS = """spec:
+  ttlStrategy:
+    secondsAfterCompletion: 3600
+  templateDefaults:
+    retryStrategy:
+      limit: '2'
+      retryPolicy: OnError
+"""
 
 
 def _status(code: int, reason: str, path: str) -> dict:
@@ -75,7 +94,7 @@ def api_server(tmp_path, monkeypatch):
 def test_a_namespace_with_everything_passes(api_server):
     preflight(ClusterSettings(kueue_queue="acgan"), NS, require_gpu_quota=True)
     paths = {path for path, _ in api_server["requests"]}
-    assert paths == set(recorded_objects())
+    assert paths == set(recorded_objects()) | {ARGO_CONFIG}  # and KFP's Argo configuration, for a warning only
     assert {auth for _, auth in api_server["requests"]} == {"Bearer submitter-token"}
 
 
@@ -120,3 +139,26 @@ def test_submit_stops_before_kfp_with_one_line(api_server, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert f"acgan submit: error: preflight: namespace {NS} lacks ConfigMap acgan-store" in err
+
+
+@pytest.mark.parametrize("defaults, unretried", [
+    (KFP_2_17_DEFAULTS, "failed (a crash, an OOM kill)"),  # KFP 2.17.0 as it ships
+    (None, "deleted or evicted (preempted)"),  # no workflowDefaults: Argo's own OnFailure
+])
+def test_argo_retry_gaps_are_a_warning_naming_the_patch(api_server, caplog, defaults, unretried):
+    api_server["objects"][ARGO_CONFIG] = argo_config(defaults) if defaults else {
+        **argo_config(""), "data": {"executor": "imagePullPolicy: IfNotPresent\n"}}
+    with caplog.at_level("WARNING", logger="pipelines.preflight"):
+        preflight(ClusterSettings(), NS)  # a warning, not a refusal
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert f"a {unretried} training pod is not retried" in warning and ARGO_PATCH in warning, warning
+
+
+def test_argo_patched_or_unreadable_is_silent(api_server, caplog):
+    patch = yaml.safe_load((Path(__file__).parents[2] / ARGO_PATCH).read_text())
+    api_server["objects"][ARGO_CONFIG] = argo_config(patch["data"]["workflowDefaults"])
+    with caplog.at_level("WARNING", logger="pipelines.preflight"):
+        preflight(ClusterSettings(), NS)
+        api_server["objects"][ARGO_CONFIG] = 403  # the submitting user may not read KFP's namespace: nothing known
+        preflight(ClusterSettings(), NS)
+    assert not caplog.records and ARGO_CONFIG in [path for path, _ in api_server["requests"]]
