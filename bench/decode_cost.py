@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from imagenet_like import start_moto, write_tree  # noqa: E402
 
-from components.data.sources import folder_source  # noqa: E402
+from acgan.data.sources import folder_source  # noqa: E402
 
 
 def cpu_seconds(pid: int | None = None) -> float:
