@@ -7,7 +7,8 @@ on it: the plan from the listing, one shard task per split inside the fan-out, t
     python bench/imagenet_like.py --classes 6 --per-class 3 --classes-per-split 3 --out /tmp/x -- --classifier-steps 20
 
 Prints one JSON line: wall times (tree, run), the images the shards hold, and the shard tasks' decoding rates from
-their "decoded N / N images, R images/s" log lines. The run's full log is written beside the store.
+their "decoded N / N images, R images/s" lines in the task logs (kfp-local/logs/). The run's console output is written
+beside the store.
 """
 
 from __future__ import annotations
@@ -113,16 +114,19 @@ def main() -> None:
         start = time.perf_counter()
         images = write_tree(source, args.classes, args.per_class)
         tree_s = time.perf_counter() - start
+        # --pairs: the evaluation's MS-SSIM pairs per class must fit the real images a class has (20 give 190).
+        pairs = min(100, args.per_class * (args.per_class - 1) // 2)
         command = ["acgan", "run", "--store", store, "--dataset", "folder", "--source", source,
                    "--classes-per-split", str(args.classes_per_split), "--resolution", str(args.resolution),
-                   "--steps", str(args.steps), "--pipeline-root", str(args.out / "kfp-local"),
+                   "--steps", str(args.steps), "--pairs", str(pairs), "--pipeline-root", str(args.out / "kfp-local"),
                    *[o for o in args.run_options if o != "--"]]
         log_path = args.out / f"run-{args.source}.log"
         start = time.perf_counter()
         with open(log_path, "w") as log:
             code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
         run_s = time.perf_counter() - start
-        finished = re.findall(r"decoded (\d+) / \1 images, ([\d.]+) images/s", log_path.read_text())
+        task_logs = "".join(p.read_text() for p in (args.out / "kfp-local" / "logs").glob("*/*-prepare-split-data.log"))
+        finished = re.findall(r"decoded (\d+) / \1 images, ([\d.]+) images/s", task_logs)
         rates = [float(rate) for _, rate in finished]
         print(json.dumps({"source": args.source, "classes": args.classes, "images": images, "tree_s": round(tree_s, 1),
                           "run_s": round(run_s, 1), "exit": code, "shard_tasks": len(rates),

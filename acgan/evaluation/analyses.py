@@ -323,6 +323,7 @@ def fidelity(r: Streamed) -> dict:
 ANALYSES: dict[str, Callable[[Streamed], dict]] = {"discriminability": discriminability, "diversity": diversity,
                                                    "joint": joint, "fidelity": fidelity}
 
+
 def evaluate(store: Store, settings: EvalSettings) -> dict:
     plan = load_plan(store)
     manifest = load_ensemble(store)

@@ -10,8 +10,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from acgan.checkpoint import complete_steps
 from acgan.ensemble import load_ensemble
 from acgan.experiment import split_statuses
