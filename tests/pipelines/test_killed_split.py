@@ -23,9 +23,10 @@ SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=12, 
 KILLED_SPLIT = 1
 
 
-def training_processes(split: int) -> list[int]:
-    """The pids of the live Python processes training `split` (kfp.local runs a task as `sh -c` and the Python below
-    it, both with the executor input; the trainer is the Python one)."""
+def training_processes(split: int, pipeline_root: Path) -> list[int]:
+    """The pids of the live Python processes training `split` in the run under `pipeline_root` (kfp.local runs a task
+    as `sh -c` and the Python below it, both with the executor input; the trainer is the Python one). Only this run's:
+    another run on the machine (an `acgan run` beside the tests) trains its own split 1."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -36,7 +37,9 @@ def training_processes(split: int) -> list[int]:
         if not comm.startswith("python") or b"--executor_input" not in args or b"train_split" not in args:
             continue
         executor_input = json.loads(args[args.index(b"--executor_input") + 1])
-        if executor_input["inputs"]["parameterValues"].get("split") == split:
+        outputs = executor_input["outputs"]["artifacts"]["metrics"]["artifacts"]
+        if (executor_input["inputs"]["parameterValues"].get("split") == split
+                and Path(outputs[0]["uri"]).is_relative_to(pipeline_root)):
             found.append(int(pid))
     return found
 
@@ -44,14 +47,14 @@ def training_processes(split: int) -> list[int]:
 class KillOnce(threading.Thread):
     """SIGKILLs the split's trainer once it has a complete checkpoint, once."""
 
-    def __init__(self, store, split: int):
+    def __init__(self, store, split: int, pipeline_root: Path):
         super().__init__(daemon=True)
-        self.store, self.split, self.done = store, split, threading.Event()
+        self.store, self.split, self.root, self.done = store, split, pipeline_root, threading.Event()
         self.killed_at: int | None = None  # the split's newest complete checkpoint when it was killed
 
     def run(self):
         while not self.done.is_set() and self.killed_at is None:
-            pids = training_processes(self.split)
+            pids = training_processes(self.split, self.root)
             steps = complete_steps(self.store, self.split) if pids else []
             if steps:
                 for pid in pids:
@@ -62,7 +65,7 @@ class KillOnce(threading.Thread):
 
 def test_a_killed_trainer_is_retried_and_the_run_completes(tmp_path):
     store = open_store(str(tmp_path / "store"))
-    killer = KillOnce(store, KILLED_SPLIT)
+    killer = KillOnce(store, KILLED_SPLIT, tmp_path / "kfp-local")
     killer.start()
     try:
         result = runs.run_local(RunSettings(store=store.uri, **SETTINGS), tmp_path / "kfp-local", quiet=True)
