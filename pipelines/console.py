@@ -132,11 +132,12 @@ class RunProgress:
         """A stage is done when all its tasks are: one per split inside the fan-out (where the plan's split count
         is known before the run), else one."""
         self.running[task] = self.running.get(task, 1) - 1
-        self.finished[task] = self.finished.get(task, 0) + 1
         expected = self.splits if task in PER_SPLIT and self.splits else None
-        if not ok:
+        if not ok:  # not a finished task: its retry, or the run's failure, follows
             self.say(f"{STAGES.get(task, task)}: a task failed; its log: {log}")
-        elif self.finished[task] == expected or (expected is None and not self.running[task]):
+            return
+        self.finished[task] = self.finished.get(task, 0) + 1
+        if self.finished[task] == expected or (expected is None and not self.running[task]):
             if task == "train-split" and self.bar is not None:
                 self.bar.close()
                 self.bar = None

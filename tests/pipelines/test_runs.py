@@ -120,6 +120,9 @@ def test_a_quiet_run_shows_progress_and_files_each_task_log(local_run):
                                                                             "  split 1: step 4/4"]
     assert [line.split(":")[0] for line in console if ": done in " in line] == [
         "planning the class splits", "preparing each split's data", "training", "assembling", "evaluating"]
+    # Training is done when every split is, not when the failed attempt and the other split have ended.
+    trained_at = console.index(next(line for line in console if line.startswith("training: done in ")))
+    assert trained_at > max(i for i, line in enumerate(console) if line.endswith("step 4/4"))
     assert "Executing task" not in result["console"] and "executor_input" not in result["console"]
     # Split 1's first attempt failed (the fixture's lease holder), and its retry trained it: both attempts have logs.
     failed = [line for line in console if line.startswith("training: a task failed; its log: ")]
