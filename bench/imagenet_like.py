@@ -6,6 +6,9 @@ on it: the plan from the listing, one shard task per split inside the fan-out, t
     python bench/imagenet_like.py --source local --out /tmp/imagenet-like # the same tree from a local folder
     python bench/imagenet_like.py --classes 6 --per-class 3 --classes-per-split 3 --out /tmp/x -- --classifier-steps 20
 
+The JPEGs are generated once into `--tree` (default OUT/train) and kept: a later run, of either source, reads them
+from there (the s3 source uploads them to a fresh test server).
+
 Prints one JSON line: wall times (tree, run), the images the shards hold, and the shard tasks' decoding rates from
 their "decoded N / N images, R images/s" lines in the task logs (kfp-local/logs/). The run's console output is written
 beside the store.
@@ -72,28 +75,33 @@ def start_moto() -> tuple[subprocess.Popen, str]:
     raise SystemExit("moto server did not start: install the test extras (pip install -e .[test])")
 
 
-def write_tree(source: str, classes: int, per_class: int) -> int:
-    """The tree at `source` (a directory or s3:// prefix); returns the number of images."""
-    bucket = open_store(source) if source.startswith("s3://") else None
-    if bucket:
-        bucket.ensure_ready(create=True)
-    n = 0
-    with Pool(usable_cores()) as pool, ThreadPoolExecutor(8) as uploads:
-        for files in pool.imap_unordered(class_jpegs, [(c, per_class) for c in range(classes)], chunksize=4):
-            if bucket:
-                list(uploads.map(lambda f: bucket.write_bytes(*f), files))
-            else:
-                for name, data in files:
-                    (Path(source) / name).parent.mkdir(parents=True, exist_ok=True)
-                    (Path(source) / name).write_bytes(data)
-            n += len(files)
-    return n
+def write_tree(tree: Path, classes: int, per_class: int) -> int:
+    """Generates the classes missing from the local tree (a class folder is complete once renamed into place);
+    returns the number of images the tree holds."""
+    missing = [(c, per_class) for c in range(classes) if not (tree / synset(c)).is_dir()]
+    with Pool(usable_cores()) as pool:
+        for files in pool.imap_unordered(class_jpegs, missing, chunksize=4):
+            partial = tree / f".partial-{files[0][0].split('/')[0]}"
+            partial.mkdir(parents=True, exist_ok=True)
+            for name, data in files:
+                (partial / name.split("/")[1]).write_bytes(data)
+            partial.rename(tree / files[0][0].split("/")[0])
+    return sum(len(list((tree / synset(c)).iterdir())) for c in range(classes))
+
+
+def upload_tree(tree: Path, classes: int, source: str) -> None:
+    bucket = open_store(source)
+    bucket.ensure_ready(create=True)
+    files = [f for c in range(classes) for f in sorted((tree / synset(c)).iterdir())]
+    with ThreadPoolExecutor(8) as uploads:
+        list(uploads.map(lambda f: bucket.write_bytes(f"{f.parent.name}/{f.name}", f.read_bytes()), files))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", choices=["s3", "local"], default="s3")
-    p.add_argument("--out", type=Path, required=True, help="working directory: the local tree, store, kfp outputs")
+    p.add_argument("--out", type=Path, required=True, help="working directory: the store and kfp outputs")
+    p.add_argument("--tree", type=Path, help="the local JPEG tree, made if missing (default: OUT/train)")
     p.add_argument("--classes", type=int, default=1000)
     p.add_argument("--per-class", type=int, default=20)
     p.add_argument("--classes-per-split", type=int, default=10)
@@ -102,6 +110,7 @@ def main() -> None:
     p.add_argument("run_options", nargs=argparse.REMAINDER, help="after --: more `acgan run` options")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    tree = args.tree or args.out / "train"
     moto = None
     if args.source == "s3":
         moto, endpoint = start_moto()
@@ -109,11 +118,15 @@ def main() -> None:
         source, store = "s3://imagenet-like/train", "s3://acgan-bench/run"
         open_store(store).ensure_ready(create=True)
     else:
-        source, store = str(args.out / "train"), str(args.out / "store")
+        source, store = str(tree), str(args.out / "store")
     try:
         start = time.perf_counter()
-        images = write_tree(source, args.classes, args.per_class)
+        images = write_tree(tree, args.classes, args.per_class)
         tree_s = time.perf_counter() - start
+        start = time.perf_counter()
+        if moto:
+            upload_tree(tree, args.classes, source)
+        upload_s = time.perf_counter() - start
         # --pairs: the evaluation's MS-SSIM pairs per class must fit the real images a class has (20 give 190).
         pairs = min(100, args.per_class * (args.per_class - 1) // 2)
         command = ["acgan", "run", "--store", store, "--dataset", "folder", "--source", source,
@@ -129,6 +142,7 @@ def main() -> None:
         finished = re.findall(r"decoded (\d+) / \1 images, ([\d.]+) images/s", task_logs)
         rates = [float(rate) for _, rate in finished]
         print(json.dumps({"source": args.source, "classes": args.classes, "images": images, "tree_s": round(tree_s, 1),
+                          "upload_s": round(upload_s, 1),
                           "run_s": round(run_s, 1), "exit": code, "shard_tasks": len(rates),
                           "decode_images_per_s_per_task": round(float(np.mean(rates)), 1) if rates else None,
                           "cores": usable_cores(), "command": " ".join(command), "log": str(log_path)}))
