@@ -111,6 +111,27 @@ class GaussianNoise(nn.Module):
         return x
 
 
+class Dropout(nn.Module):
+    """Dropout whose mask comes from random 16-bit integers, four to each 64-bit draw: on a CPU, `bernoulli_` (what
+    nn.Dropout uses) draws one 32-bit number per element and was a fifth of the demo network's training step. An
+    element is dropped with probability round(p * 65536) / 65536, p itself for the 0.5 and 0.25 the presets use."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.threshold = round(p * 65536) - 32768  # drop where the uniform int16 is below it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        bits = torch.randint(-2**63, 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64, device=x.device)
+        keep = bits.view(torch.int16)[:x.numel()].view(x.shape) >= self.threshold
+        return x * keep * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Discriminator(nn.Module):
     """Returns (source logit of shape (N,), class logits of shape (N, K)). Losses apply sigmoid/softmax themselves."""
 
@@ -123,7 +144,7 @@ class Discriminator(nn.Module):
             layers += [GaussianNoise(cfg.d_noise_std), nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)]
             if i > 0:
                 layers.append(nn.BatchNorm2d(c_out))
-            layers += [nn.LeakyReLU(0.2, inplace=True), nn.Dropout(cfg.d_dropout)]
+            layers += [nn.LeakyReLU(0.2, inplace=True), Dropout(cfg.d_dropout)]
             c_in = c_out
         self.net = nn.Sequential(*layers)
         side = cfg.resolution // 8  # three stride-2 layers

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from acgan import sampling
-from acgan.model import Discriminator, Generator, ModelConfig
+from acgan.model import Discriminator, Dropout, Generator, ModelConfig
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128])
@@ -32,7 +32,7 @@ def test_paper_architecture_at_128():
     assert [(m.out_channels, m.stride[0], m.kernel_size) for m in d_convs] == [
         (16, 2, (3, 3)), (32, 1, (3, 3)), (64, 2, (3, 3)), (128, 1, (3, 3)), (256, 2, (3, 3)), (512, 1, (3, 3))]
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in D.modules()) == 5  # all but the first
-    assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in D.modules()) == 6
+    assert sum(isinstance(m, Dropout) and m.p == 0.5 for m in D.modules()) == 6
     assert D.head.out_features == 11
     weights = torch.cat([m.weight.flatten() for m in convs + d_convs])
     assert abs(weights.std().item() - 0.02) < 0.002 and abs(weights.mean().item()) < 0.001
@@ -74,6 +74,28 @@ def test_activation_noise_only_while_training():
     assert torch.equal(D(x)[0], D(x)[0])
     D.train()
     assert not torch.equal(D(x)[0], D(x)[0])
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.3])
+def test_dropout_drops_a_fraction_p_and_rescales_the_rest(p):
+    x = torch.randn(1001, 999).requires_grad_()  # an element count not a multiple of four
+    torch.manual_seed(0)
+    y = Dropout(p)(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - p) < 0.003  # 1M elements: the standard error is 0.0005
+    assert torch.allclose(y[kept], x[kept] / (1 - p))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / (1 - p)))
+    # No pattern across the mask's 16-bit lanes or rows: each of the four lanes of a 64-bit draw drops p.
+    lanes = kept.flatten()[:1000 * 999 // 4 * 4].view(-1, 4).float().mean(0)
+    assert (lanes - (1 - p)).abs().max() < 0.006
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(p)(x), y)  # the seed gives the mask: a resumed run draws what it would have
+
+
+def test_dropout_only_while_training():
+    x = torch.randn(4, 8)
+    assert torch.equal(Dropout(0.5).eval()(x), x) and torch.equal(Dropout(0.0)(x), x)
 
 
 def test_bad_config_rejected():
