@@ -609,8 +609,14 @@ def test_diversity_alone_trains_no_classifier(tmp_path, monkeypatch):
     joint = evaluate(store, settings.model_copy(update={"analyses": ["joint"]}))
     assert classified["calls"] > 0 and store.exists("eval/classifier.safetensors")
     assert "accuracy_ms_ssim_correlation" in joint and "ms_ssim_mean" not in joint
-    again = json.loads(store.read_bytes("eval/metrics.json"))["classes"]
-    assert [c["ms_ssim"] for c in again] == [c["ms_ssim"] for c in metrics["classes"]]
+    again = json.loads(store.read_bytes("eval/metrics.json"))
+    assert [c["ms_ssim"] for c in again["classes"]] == [c["ms_ssim"] for c in metrics["classes"]]
+    text = summary_text(again, "REPORT", "GRIDS", None)  # no overall figures, but both columns per class
+    assert text.startswith("Recognised under 90%") and "recognised   MS-SSIM samples" in text
+    fidelity = evaluate(store, settings.model_copy(update={"analyses": ["fidelity"]}))
+    assert set(fidelity) == {"inception_score", "inception_score_std", "fid"}
+    text = summary_text(json.loads(store.read_bytes("eval/metrics.json")), "REPORT", "GRIDS", None)
+    assert text.startswith("Recognised under 90%") and "MS-SSIM" not in text  # it classified: accuracy per class
 
 
 def test_the_pipelines_evaluation_step_computes_and_logs_only_the_chosen_analyses(tmp_path):
