@@ -190,6 +190,34 @@ def test_a_new_setting_is_one_field():
     assert parameters["steps"].default == 900 and parameters["source"].default == ""  # KFP strings have no None
 
 
+def test_a_new_evaluation_setting_is_one_field():
+    """An evaluation setting added to EvaluationSettings (here on test-only copies) is a flag of `acgan evaluate`
+    and of `acgan run`, a pipeline parameter, and reaches `acgan evaluate`'s validated settings. Its other edits are
+    the signatures of `prepare_data` and `evaluate_ensemble`, which the tests hold to the spec (above, and
+    tests/pipelines/test_acgan_ensemble.py): three edits in all."""
+    class Evaluation(EvaluationSettings):
+        fid_batch: int = Field(64, ge=1, le=4096, description="a test-only evaluation setting: FID's batch")
+
+    class Run(RunSettings, Evaluation):
+        pass
+
+    class Evaluate(EvalSettings, Evaluation):
+        pass
+
+    for model in (Evaluation, Run):  # what `acgan evaluate` and `acgan run` make their flags from
+        parser = cli._Parser(prog="acgan test")
+        cli._spec_options(parser, model, skip=set())
+        flag = next(a for a in parser._actions if a.dest == "fid_batch")
+        assert flag.option_strings == ["--fid-batch"] and flag.help == "a test-only evaluation setting: FID's batch"
+    args = parser.parse_args(["--store", "s", "--fid-batch", "32", "--analyses", "diversity"])
+    assert Run.model_validate(cli._given(args, Run.model_fields)).fid_batch == 32
+    evaluated = Evaluate.model_validate(cli._given(args, Evaluate.model_fields))
+    assert (evaluated.fid_batch, evaluated.analyses, evaluated.real_per_class) == (32, ["diversity"], 200)
+    parameters = pipeline_signature(Run, "demo").parameters
+    assert parameters["fid_batch"].annotation is int and parameters["fid_batch"].default == 64
+    assert parameters["analyses"].annotation is list and parameters["analyses"].default == list(ANALYSES)
+
+
 def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoints(capsys, digits_store):
     argv = ["train-split", "--store", digits_store.root, "--split", 0, "--steps", 2, "--checkpoint-every", 2,
             "--batch-size", 8, "--width", 0.0625, "--stats-samples-per-class", 2, "--stats-pairs", 1]
