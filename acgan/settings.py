@@ -1,9 +1,10 @@
 """Validated settings: what a run trains (`RunSettings`, the pipeline's parameters) and where it runs on a cluster
 (`ClusterSettings`, fixed when the pipeline is compiled). Both reject unknown keys and impossible combinations.
 
-Each training and data setting is declared once, as a field of `DataSettings` or `TrainingSettings`: `RunSettings`,
-the training config (`TrainConfig`) and the data config (`PrepareConfig`) inherit those fields, and the command line's
-flags are made from them. `PRESETS` names sets of values for them (`paper`, `demo`)."""
+Each training, data and evaluation setting is declared once, as a field of `DataSettings`, `TrainingSettings` or
+`EvaluationSettings`: `RunSettings`, the training config (`TrainConfig`), the data config (`PrepareConfig`) and
+`acgan evaluate`'s settings (`EvalSettings`) inherit those fields, and the command line's flags are made from them.
+`PRESETS` names sets of values for the training and data settings (`paper`, `demo`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -37,6 +38,27 @@ def parse_policy(policy: str) -> str:
 
 
 AugmentPolicy = Annotated[str, AfterValidator(parse_policy)]
+
+# The evaluation's analyses, in its summary's order. Their code is `ANALYSES` in acgan/evaluation/analyses.py, which
+# needs torch; the names are here so that settings validate without it (tests/test_settings.py holds the two equal).
+ANALYSIS_NAMES = ("discriminability", "diversity", "joint", "fidelity")
+
+
+def _comma_separated(value):
+    """The command line gives a list as one comma-separated text; the KFP UI and experiment.json as a list."""
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
+def check_analyses(names: list[str]) -> list[str]:
+    """The analyses named, each once, in the summary's order; an unknown name or none at all is rejected."""
+    unknown = [name for name in dict.fromkeys(names) if name not in ANALYSIS_NAMES]
+    if unknown or not names:
+        problem = f"unknown analysis {', '.join(unknown)}" if unknown else "no analysis named"
+        raise ValueError(f"{problem}: use a comma-separated subset of {','.join(ANALYSIS_NAMES)}")
+    return [name for name in ANALYSIS_NAMES if name in names]
+
+
+AnalysisList = Annotated[list[str], BeforeValidator(_comma_separated), AfterValidator(check_analyses)]
 
 
 # Named presets: plain data, the values a preset gives the settings it names; the rest keep their field's default.
@@ -138,7 +160,28 @@ class TrainingSettings(PresetSettings):
                                                    "translation, cutout; empty or none is the paper's")
 
 
-class RunSettings(TrainingSettings, DataSettings):
+class EvaluationSettings(BaseModel):
+    """What the evaluation of an ensemble computes, and from how many samples; shared by `RunSettings` (the
+    pipeline's last step) and `EvalSettings` (`acgan evaluate`, which adds the settings only it takes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
+    pairs: int = Field(1000, ge=1, le=1_000_000, description="evaluation: random MS-SSIM pairs per class; the "
+                                                             "paper: 100")
+    classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="evaluation: training steps of the "
+                                                                        "classifier, when none is saved in the store")
+    classifier: str = Field("trained", min_length=1, description=(
+        "evaluation: 'trained' (a CNN trained on the store's real images, saved there and reused) or a .safetensors "
+        "file, a path the evaluation's process or pod can read or a store key: another store's "
+        "eval/classifier.safetensors, or torchvision's Inception-v3 weights"))
+    analyses: AnalysisList = Field(default_factory=lambda: list(ANALYSIS_NAMES), description=(
+        "evaluation: the analyses to compute (on the command line: comma-separated, e.g. discriminability,diversity) "
+        f"of {', '.join(ANALYSIS_NAMES)}; default all. Only what they read is computed: the classifier for "
+        "discriminability, joint and fidelity; MS-SSIM, the slow part, for diversity and joint"))
+
+
+class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
     """The parameters of one experiment, as a user sets them in the KFP UI or on the command line."""
 
     default_preset: ClassVar[str | None] = "demo"  # `RunSettings(store=...)` is what `acgan run` trains
@@ -148,11 +191,6 @@ class RunSettings(TrainingSettings, DataSettings):
                                                   "is not complete")
     split_ids: list[int] = Field(default_factory=list, description="splits to train (on the command line: "
                                                                   "comma-separated, e.g. 0,3,7); empty = all")
-    samples_per_class: int = Field(100, ge=2, le=100_000, description="evaluation: samples drawn per class")
-    pairs: int = Field(1000, ge=1, le=1_000_000, description="evaluation: MS-SSIM pairs per class; the paper: 100")
-    classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="evaluation: training steps of the classifier")
-    classifier: str = Field("trained", min_length=1, description="evaluation: 'trained' (a CNN on the real images) or a "
-                                                                 ".safetensors file the pods can read, or a store key")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunSettings":

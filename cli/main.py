@@ -320,7 +320,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from acgan.data.prepare import PrepareConfig
-    from acgan.settings import LOCAL_PARALLELISM
+    from acgan.settings import LOCAL_PARALLELISM, EvaluationSettings
     from acgan.training.loop import TrainConfig
 
     parser = _Parser(prog="acgan", description=__doc__)
@@ -414,13 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="the paper's discriminability and diversity analyses of the ensemble")
     p.add_argument("--store", required=True)
-    p.add_argument("--samples-per-class", type=int, help="default 100")
-    p.add_argument("--pairs", type=int, help="MS-SSIM pairs per class (default 1000; the paper: 100)")
+    _spec_options(p, EvaluationSettings, skip=set())
     p.add_argument("--real-per-class", type=int, help="real images per class used, at most (default 200)")
-    p.add_argument("--classifier", help="'trained' (default: trained on the store's real images, saved in the store) "
-                                        "or a .safetensors file (local path or store key): another store's "
-                                        "eval/classifier.safetensors, or torchvision's Inception-v3 weights")
-    p.add_argument("--classifier-steps", type=int, help="training steps of the classifier, if none is saved (1500)")
     p.add_argument("--ms-ssim-threshold", type=float, help="joint analysis: low diversity at or above (default: the "
                                                            "least diverse real class)")
     p.add_argument("--accuracy-threshold", type=float, help="joint analysis: low accuracy at or below (0.01)")

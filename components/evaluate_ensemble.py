@@ -7,9 +7,11 @@ from acgan.settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
-def evaluate_ensemble(store: str, ensemble: str, samples_per_class: int, pairs: int, classifier_steps: int,
-                      classifier: str, seed: int,
+def evaluate_ensemble(store: str, ensemble: str, seed: int, samples_per_class: int, pairs: int,
+                      classifier_steps: int, classifier: str, analyses: list,
                       metrics: Output[Metrics], report: Output[HTML]):
+    # The seed, and one parameter per EvaluationSettings field (tests/pipelines): the evaluation's settings.
+    settings = {k: v for k, v in locals().items() if k not in ("store", "ensemble", "metrics", "report")}
     from acgan.evaluation.analyses import REPORT_KEY, EvalSettings, evaluate
     from acgan.evaluation.report import flat_summary
     from components import run_step
@@ -17,8 +19,7 @@ def evaluate_ensemble(store: str, ensemble: str, samples_per_class: int, pairs: 
 
     def run() -> None:
         s = open_store(store)
-        summary = evaluate(s, EvalSettings(samples_per_class=samples_per_class, pairs=pairs, seed=seed,
-                                           classifier_steps=classifier_steps, classifier=classifier))
+        summary = evaluate(s, EvalSettings(**settings))
         for name, value in flat_summary(summary).items():
             if value is not None:
                 metrics.log_metric(name, value)

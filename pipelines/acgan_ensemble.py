@@ -12,7 +12,7 @@ import typing
 from kfp import dsl, kubernetes
 from pydantic import BaseModel
 
-from acgan.settings import ClusterSettings, RunSettings, preset_defaults
+from acgan.settings import ClusterSettings, EvaluationSettings, RunSettings, preset_defaults
 from components.assemble_ensemble import assemble_ensemble
 from components.evaluate_ensemble import evaluate_ensemble
 from components.prepare_data import prepare_data
@@ -123,7 +123,8 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "
         2. Per class split (at most `parallelism` at once): build its data shard from that split's classes (skipped
            when complete), then train it, resuming from its checkpoints.
         3. Assemble: map every class to its split's newest verified checkpoint, or fail naming the splits not ready.
-        4. Evaluate: sample every class through the ensemble; discriminability and diversity as metrics and a report.
+        4. Evaluate: sample every class through the ensemble; the analyses chosen (`analyses`, every one by default)
+           as metrics and a report.
         """
         run = signature.bind(*values).arguments  # every RunSettings field by name (kfp passes them in order)
         store = run["store"]
@@ -141,10 +142,8 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "
         assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.outputs["Output"]))
         on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)
 
-        evaluate = evaluate_ensemble(store=store, ensemble=assemble.outputs["Output"],
-                                     samples_per_class=run["samples_per_class"], pairs=run["pairs"],
-                                     classifier_steps=run["classifier_steps"], classifier=run["classifier"],
-                                     seed=run["seed"])
+        evaluate = evaluate_ensemble(store=store, ensemble=assemble.outputs["Output"], seed=run["seed"],
+                                     **{name: run[name] for name in EvaluationSettings.model_fields})
         on_cluster(evaluate.set_display_name("Evaluate the ensemble"), cluster, gpu=True)
 
     acgan_ensemble.__signature__ = signature

@@ -186,25 +186,37 @@ def tail(path: Path, lines: int = 20) -> str:
 
 
 def summary_text(metrics: dict, report: str, grids: str, local_report: Path | None) -> str:
-    """The evaluation in words and a per-class table, with where to look next."""
+    """The evaluation in words and a per-class table, with where to look next: the parts of it that the analyses
+    chosen computed (overall accuracy: discriminability; overall MS-SSIM: diversity; per class, the accuracy where
+    the classifier ran and the MS-SSIM where MS-SSIM ran)."""
     s, classes = metrics["summary"], metrics["classes"]
-    low = [c["name"] for c in classes if c["low_diversity"]]
-    weak = [c["name"] for c in classes if c["accuracy"] < 0.9]
-    lines = [
-        f"{s['accuracy']:.1%} of samples are recognised as their class by a classifier trained on the real images "
-        f"(real images: {s['real_accuracy']:.1%}).",
-        f"Diversity (mean MS-SSIM of same-class pairs, lower is more varied): samples {s['ms_ssim_mean']:.2f}, "
-        f"real images {s['real_ms_ssim_mean']:.2f}; {s['fraction_below_real_max']:.0%} of classes are below the "
-        f"least diverse real class ({s['real_ms_ssim_max']:.2f}).",
-        f"Flagged as collapsing (at or above {s['real_ms_ssim_max']:.2f}): {', '.join(low) if low else 'none'}. "
-        f"Recognised under 90%: {', '.join(weak) if weak else 'none'}.",
-        "",
-        f"{'class':<12} {'recognised':>10}  {'MS-SSIM samples':>16}  {'MS-SSIM real':>14}  flag",
-    ]
+    accuracy, diversity = "accuracy" in classes[0], "ms_ssim" in classes[0]  # per class, what was computed
+    lines, flagged = [], []
+    if "accuracy" in s:
+        lines.append(f"{s['accuracy']:.1%} of samples are recognised as their class by a classifier trained on the "
+                     f"real images (real images: {s['real_accuracy']:.1%}).")
+    if "ms_ssim_mean" in s:
+        lines.append(f"Diversity (mean MS-SSIM of same-class pairs, lower is more varied): samples "
+                     f"{s['ms_ssim_mean']:.2f}, real images {s['real_ms_ssim_mean']:.2f}; "
+                     f"{s['fraction_below_real_max']:.0%} of classes are below the least diverse real class "
+                     f"({s['real_ms_ssim_max']:.2f}).")
+        low = [c["name"] for c in classes if c["low_diversity"]]
+        flagged.append(f"Flagged as collapsing (at or above {s['real_ms_ssim_max']:.2f}): "
+                       f"{', '.join(low) if low else 'none'}.")
+    if accuracy:
+        weak = [c["name"] for c in classes if c["accuracy"] < 0.9]
+        flagged.append(f"Recognised under 90%: {', '.join(weak) if weak else 'none'}.")
+    lines.append(" ".join(flagged))
+    # Every analysis reads the classifier or MS-SSIM: the table has one of the two at least.
+    head = f"{'class':<12}" + (f" {'recognised':>10}" if accuracy else "") + \
+        (f"  {'MS-SSIM samples':>16}  {'MS-SSIM real':>14}  flag" if diversity else "")
+    lines += ["", head]
     for c in classes:
-        flag = "collapsing" if c["low_diversity"] else ""
-        lines.append(f"{c['name'][:12]:<12} {c['accuracy']:>10.1%}  {c['ms_ssim']:>9.2f} ± {c['ms_ssim_se']:.2f}  "
-                     f"{c['real_ms_ssim']:>7.2f} ± {c['real_ms_ssim_se']:.2f}  {flag}".rstrip())
+        row = f"{c['name'][:12]:<12}" + (f" {c['accuracy']:>10.1%}" if accuracy else "")
+        if diversity:
+            row += (f"  {c['ms_ssim']:>9.2f} ± {c['ms_ssim_se']:.2f}  {c['real_ms_ssim']:>7.2f} ± "
+                    f"{c['real_ms_ssim_se']:.2f}  {'collapsing' if c['low_diversity'] else ''}")
+        lines.append(row.rstrip())
     lines += ["", f"report:       {report}", f"sample grids: {grids}"]
     if local_report is not None:
         lines.append(f"open it with: python -m webbrowser {local_report.as_uri()}")

@@ -81,11 +81,16 @@ def test_bad_inputs(capsys, tmp_path, digits_store):
         (["compile", "-o", tmp_path / "no" / "p.yaml"], "does not exist"),
         (["status", "--store", tmp_path / "missing"], "does not exist"),
         (["rerun", "--store", store, "--local"], "no experiment settings"),
+        (["evaluate", "--store", store, "--analyses", "diversity,foo"], "--analyses: unknown analysis foo: use a "
+                                                                        "comma-separated subset of "
+                                                                        "discriminability,diversity,joint,fidelity"),
+        (["run", "--store", tmp_path / "r", "--analyses", ""], "--analyses: no analysis named"),
     ]
     for argv, fragment in cases:
         code, _, err = run(capsys, *argv)
         assert_one_line_error(code, err, fragment)
     assert not (tmp_path / "r").exists()  # rejected before anything was written
+    assert not (digits_store.root / "eval").exists()
 
 
 def test_sample_bad_output_keeps_store(capsys, tmp_path, digits_store):

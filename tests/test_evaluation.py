@@ -353,9 +353,9 @@ def load_real(store, plan, per_class: int, seed: int) -> tuple[torch.Tensor, tor
     return torch.cat(images), torch.cat(labels)
 
 
-def _synthetic_ensemble(root, num_classes: int):
+def _synthetic_ensemble(root, num_classes: int, classifier: bool = True):
     """A synthetic 32 px store of `num_classes` classes in splits of 2, each split trained one step and assembled,
-    with a store classifier trained beforehand (so an evaluation streams from its start)."""
+    with a store classifier trained beforehand (so an evaluation streams from its start) unless not `classifier`."""
     from acgan.data.prepare import PrepareConfig, prepare
     from acgan.metrics.classifier import save_classifier, train_classifier
     from acgan.store import LocalStore
@@ -366,6 +366,8 @@ def _synthetic_ensemble(root, num_classes: int):
     for split in range(len(plan.splits)):
         train_split(store, tiny_config(split=split, steps=1, checkpoint_every=1, tick_every=1))
     assemble_ensemble(store, 1)
+    if not classifier:
+        return store
     real, labels = load_real(store, plan, 6, 0)
     model, info = train_classifier(real, labels, num_classes, steps=2)
     save_classifier(store, model, info)
@@ -510,3 +512,126 @@ def test_classifier_trained_from_disk_equals_the_one_trained_in_memory(tmp_path,
     assert from_disk[1] == in_memory[1]  # held-out accuracy and counts
     weights, reference = from_disk[0].state_dict(), in_memory[0].state_dict()
     assert all(torch.equal(weights[k], reference[k]) for k in reference)
+
+
+DISCRIMINABILITY_KEYS = {"accuracy", "real_accuracy", "accuracy_by_resolution", "real_accuracy_by_resolution",
+                         "fraction_more_discriminable_than_at_quarter_resolution",
+                         "fraction_more_discriminable_than_at_resolution"}
+DIVERSITY_KEYS = {"ms_ssim_mean", "ms_ssim_std", "real_ms_ssim_mean", "real_ms_ssim_std", "real_ms_ssim_max",
+                  "fraction_below_real_max", "fraction_at_most_real_ms_ssim"}
+CLASS_ACCURACY_KEYS = {"accuracy", "accuracy_by_resolution", "real_accuracy", "real_accuracy_by_resolution"}
+CLASS_MS_SSIM_KEYS = {"ms_ssim", "ms_ssim_se", "real_ms_ssim", "real_ms_ssim_se", "low_diversity"}
+
+
+def _count_calls(monkeypatch, name: str) -> dict[str, int]:
+    """Wraps evaluation.<name> (the real function) to count its calls."""
+    from acgan.evaluation import analyses as evaluation
+
+    count = {"calls": 0}
+    real = getattr(evaluation, name)
+
+    def counted(*args, **kwargs):
+        count["calls"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, name, counted)
+    return count
+
+
+def test_every_analysis_by_default_writes_the_keys_it_always_wrote(tmp_path):
+    """No --analyses: every analysis, and metrics.json has exactly the keys it had before analyses were chosen."""
+    store = _synthetic_ensemble(tmp_path / "store", 4)
+    summary = evaluate(store, STREAM_SETTINGS)
+    metrics = json.loads(store.read_bytes("eval/metrics.json"))
+    assert set(metrics) == {"summary", "computed_on", "classes"}
+    assert set(summary) == DISCRIMINABILITY_KEYS | DIVERSITY_KEYS | {
+        "accuracy_ms_ssim_correlation", "classes_low_diversity", "fraction_low_diversity_with_low_accuracy",
+        "fraction_high_diversity_with_high_accuracy", "inception_score", "inception_score_std", "fid"}
+    assert all(set(c) == {"id", "name", "split"} | CLASS_ACCURACY_KEYS | CLASS_MS_SSIM_KEYS for c in metrics["classes"])
+    assert set(metrics["computed_on"]) == {
+        "checkpoints", "samples_per_class", "pairs_per_class", "seed", "real_images", "real_per_class_at_most",
+        "ms_ssim_standard_error", "classifier", "ms_ssim_data_range", "resolution_study", "joint_thresholds",
+        "inception_score", "fid", "overfitting", "peak_host_memory_bytes", "peak_device_memory_bytes"}
+
+
+def test_discriminability_alone_classifies_and_computes_no_ms_ssim(tmp_path, monkeypatch):
+    from acgan.evaluation.report import flat_summary
+    from pipelines.console import summary_text
+
+    store = _synthetic_ensemble(tmp_path / "store", 4)
+    ms_ssim = _count_calls(monkeypatch, "compute_class_ms_ssim")
+    everything = evaluate(store, STREAM_SETTINGS)
+    assert ms_ssim["calls"] == 4  # samples and real images of each split: the count sees the real calls
+    ms_ssim["calls"] = 0
+    summary = evaluate(store, STREAM_SETTINGS.model_copy(update={"analyses": ["discriminability"]}))
+    assert ms_ssim["calls"] == 0
+    assert set(summary) == DISCRIMINABILITY_KEYS and summary == {k: everything[k] for k in DISCRIMINABILITY_KEYS}
+    metrics = json.loads(store.read_bytes("eval/metrics.json"))
+    assert metrics["summary"] == summary and set(flat_summary(summary)) < set(flat_summary(everything))  # KFP's
+    assert all(set(c) == {"id", "name", "split"} | CLASS_ACCURACY_KEYS for c in metrics["classes"])
+    assert "classifier" in metrics["computed_on"] and "resolution_study" in metrics["computed_on"]
+    assert not {"pairs_per_class", "ms_ssim_standard_error", "joint_thresholds", "fid"} & set(metrics["computed_on"])
+    # Its figure only: the previous evaluation's MS-SSIM figures are gone with its numbers.
+    assert store.list("eval/figures/") == ["eval/figures/accuracy-by-resolution.png"]
+    page = store.read_bytes("eval/report.html").decode()
+    assert "accuracy by resolution" in page and "MS-SSIM &plusmn;" not in page and "<th>accuracy</th>" in page
+    assert store.exists("eval/overfitting/nearest-ms-ssim.png") and store.exists("eval/samples-split-00001.png")
+    # Consumers say what is missing: the comparison needs diversity; the console prints the accuracy part.
+    with pytest.raises(UserError, match=r"has no diversity, which the comparison needs: run `acgan evaluate --store "
+                                        r".* --analyses discriminability,diversity`"):
+        compare([store, store])
+    text = summary_text(metrics, "REPORT", "GRIDS", None)
+    assert text.startswith(f"{summary['accuracy']:.1%} of samples are recognised") and "MS-SSIM" not in text
+    rows = [line.split() for line in text.splitlines() if line.endswith("%")]  # name and accuracy, no MS-SSIM
+    assert rows == [[c["name"][:12], f"{c['accuracy']:.1%}"] for c in metrics["classes"]]
+
+
+def test_diversity_alone_trains_no_classifier(tmp_path, monkeypatch):
+    from pipelines.console import summary_text
+
+    store = _synthetic_ensemble(tmp_path / "store", 4, classifier=False)
+    classified = _count_calls(monkeypatch, "classify")
+    settings = STREAM_SETTINGS.model_copy(update={"analyses": ["diversity"], "classifier_steps": 2})
+    summary = evaluate(store, settings)
+    assert classified["calls"] == 0 and not store.list("eval/classifier")  # none trained, none saved
+    assert set(summary) == DIVERSITY_KEYS
+    metrics = json.loads(store.read_bytes("eval/metrics.json"))
+    assert all(set(c) == {"id", "name", "split"} | CLASS_MS_SSIM_KEYS for c in metrics["classes"])
+    assert not {"classifier", "resolution_study", "fid"} & set(metrics["computed_on"])
+    assert "eval/figures/ms-ssim-samples-vs-real.png" in store.list("eval/figures/")
+    page = store.read_bytes("eval/report.html").decode()
+    assert "MS-SSIM &plusmn;" in page and "<th>accuracy</th>" not in page and "classifier:" not in page
+    with pytest.raises(UserError, match="has no discriminability, which the comparison needs"):
+        compare([store, store])
+    text = summary_text(metrics, "REPORT", "GRIDS", None)
+    assert text.startswith("Diversity (mean MS-SSIM") and "recognised" not in text
+    # The joint analysis reads both parts: the classifier is trained (and saved), and the MS-SSIM is the same.
+    joint = evaluate(store, settings.model_copy(update={"analyses": ["joint"]}))
+    assert classified["calls"] > 0 and store.exists("eval/classifier.safetensors")
+    assert "accuracy_ms_ssim_correlation" in joint and "ms_ssim_mean" not in joint
+    again = json.loads(store.read_bytes("eval/metrics.json"))
+    assert [c["ms_ssim"] for c in again["classes"]] == [c["ms_ssim"] for c in metrics["classes"]]
+    text = summary_text(again, "REPORT", "GRIDS", None)  # no overall figures, but both columns per class
+    assert text.startswith("Recognised under 90%") and "recognised   MS-SSIM samples" in text
+    fidelity = evaluate(store, settings.model_copy(update={"analyses": ["fidelity"]}))
+    assert set(fidelity) == {"inception_score", "inception_score_std", "fid"}
+    text = summary_text(json.loads(store.read_bytes("eval/metrics.json")), "REPORT", "GRIDS", None)
+    assert text.startswith("Recognised under 90%") and "MS-SSIM" not in text  # it classified: accuracy per class
+
+
+def test_the_pipelines_evaluation_step_computes_and_logs_only_the_chosen_analyses(tmp_path):
+    """The evaluation component (its own function, with real KFP artifacts) takes `analyses` with the other
+    evaluation settings: its KFP metrics are the chosen analyses' figures, its HTML the report."""
+    from kfp.dsl import HTML, Metrics
+
+    from components.evaluate_ensemble import evaluate_ensemble
+
+    store = _synthetic_ensemble(tmp_path / "store", 4)
+    metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"), metadata={})
+    page = HTML(name="report", uri=str(tmp_path / "report.html"), metadata={})
+    evaluate_ensemble.python_func(store=store.uri, ensemble="ensemble.json", seed=0, samples_per_class=4, pairs=3,
+                                  classifier_steps=2, classifier="trained", analyses=["diversity"], metrics=metrics,
+                                  report=page)
+    assert set(metrics.metadata) == DIVERSITY_KEYS
+    assert metrics.metadata == json.loads(store.read_bytes("eval/metrics.json"))["summary"]
+    assert (tmp_path / "report.html").read_bytes() == store.read_bytes("eval/report.html")

@@ -1,6 +1,7 @@
 """One declaration per setting, named presets, and where each command takes its defaults from."""
 
 import json
+import typing
 
 import pytest
 import yaml
@@ -10,7 +11,16 @@ from cli import main as cli
 from acgan.data.prepare import PrepareConfig
 from acgan.errors import explain
 from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
-from acgan.settings import PRESETS, DataSettings, RunSettings, TrainingSettings, preset_defaults
+from acgan.evaluation.analyses import ANALYSES, EvalSettings
+from acgan.settings import (
+    ANALYSIS_NAMES,
+    PRESETS,
+    DataSettings,
+    EvaluationSettings,
+    RunSettings,
+    TrainingSettings,
+    preset_defaults,
+)
 from components.prepare_data import prepare_data
 from pipelines.acgan_ensemble import pipeline_signature
 from acgan.store import open_store
@@ -20,7 +30,8 @@ from acgan.training.loop import TrainConfig
 EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=32, classes_per_split=5, num_classes=10,
                     images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, width=0.125,
                     d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
-                    g_layout="imagenet-start", split_ids=[], samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained")
+                    g_layout="imagenet-start", split_ids=[], samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained",
+                    analyses=["discriminability", "diversity", "joint", "fidelity"])
 # Odena, Olah & Shlens (2016) at ImageNet's shape, nothing added.
 PAPER = dict(resolution=128, classes_per_split=10, batch_size=100, steps=50_000, width=1.0, d_width=1.0,
              d_fake_class_loss=True, mode_seeking=0.0, augment="", d_dropout=0.5, d_noise_std=0.1, g_layout="paper")
@@ -81,13 +92,45 @@ def test_every_preset_names_only_settings_and_its_values_validate():
 
 
 def test_each_shared_setting_is_one_declaration():
-    """TrainConfig and PrepareConfig take the run's settings from the same fields as RunSettings: same type,
-    bounds, default and description, so the two cannot drift apart."""
-    for base, config in ((TrainingSettings, TrainConfig), (DataSettings, PrepareConfig)):
+    """TrainConfig, PrepareConfig and `acgan evaluate`'s EvalSettings take the run's settings from the same fields
+    as RunSettings: same type, bounds, default and description, so they cannot drift apart."""
+    for base, config in ((TrainingSettings, TrainConfig), (DataSettings, PrepareConfig),
+                         (EvaluationSettings, EvalSettings)):
         for name, field in base.model_fields.items():
             assert repr(RunSettings.model_fields[name]) == repr(config.model_fields[name]) == repr(field), name
     paper_training = {k: v for k, v in PAPER.items() if k in TrainConfig.model_fields}
     assert TrainConfig().model_dump(include=set(PAPER)) == paper_training  # the fields' defaults are the paper's
+
+
+def test_the_evaluation_settings_are_flags_of_acgan_evaluate_and_of_acgan_run():
+    """`acgan evaluate` and `acgan run` make their evaluation flags from EvaluationSettings' fields: each flag's help
+    is its field's description, and a value given reaches the validated settings."""
+    parser = cli.build_parser()
+    for command in ("evaluate", "run"):
+        sub = parser._subparsers._group_actions[0].choices[command]
+        flags = {a.dest: a for a in sub._actions}
+        for name, field in EvaluationSettings.model_fields.items():
+            assert flags[name].option_strings == [f"--{name.replace('_', '-')}"], (command, name)
+            assert flags[name].help == field.description, (command, name)
+    args = parser.parse_args(["evaluate", "--store", "s", "--pairs", "7", "--analyses", "joint, diversity"])
+    settings = EvalSettings.model_validate(cli._given(args, EvalSettings.model_fields))
+    assert (settings.pairs, settings.analyses) == (7, ["diversity", "joint"])  # the table's order
+    assert parsed("run", "--analyses", "fidelity")["analyses"] == ["fidelity"]
+
+
+def test_the_settings_name_the_analyses_of_the_evaluations_table():
+    """settings.py lists the names without importing the evaluation (torch); the two lists are one."""
+    assert ANALYSIS_NAMES == tuple(ANALYSES)
+    assert EvaluationSettings().analyses == list(ANALYSES)
+
+
+@pytest.mark.parametrize("value, problem", [("foo", "unknown analysis foo"), ("diversity,fid", "unknown analysis fid"),
+                                            ("", "no analysis named"), (" , ", "no analysis named")])
+def test_an_unknown_analysis_is_one_line_naming_the_flag_and_the_analyses(value, problem):
+    with pytest.raises(ValidationError) as e:
+        RunSettings(store="s", analyses=value)
+    assert explain(e.value) == f"--analyses: {problem}: use a comma-separated subset of " \
+                               "discriminability,diversity,joint,fidelity"
 
 
 def test_the_split_configs_and_experiment_json_record_the_preset_and_every_value(tmp_path):
@@ -114,7 +157,7 @@ def test_compiled_parameters_are_the_spec_with_the_presets_defaults(capsys, tmp_
     for name, field in RunSettings.model_fields.items():
         kind = cli._flag_type(field.annotation)  # the value's type, as the command line reads it
         kind = bool if kind is cli._boolean else kind
-        expected = "LIST" if name == "split_ids" else KFP_TYPES.get(kind, "STRING")
+        expected = "LIST" if typing.get_origin(field.annotation) is list else KFP_TYPES.get(kind, "STRING")
         assert params[name]["parameterType"] == expected, name
         if name != "store":  # the one parameter a run must give; KFP strings have no None
             assert params[name].get("defaultValue") == ("" if defaults[name] is None else defaults[name]), name
@@ -145,6 +188,34 @@ def test_a_new_setting_is_one_field():
     assert list(parameters)[0] == "store" and set(parameters) == set(Extended.model_fields)
     assert parameters["generator_lr"].annotation is float and parameters["generator_lr"].default == 2e-4
     assert parameters["steps"].default == 900 and parameters["source"].default == ""  # KFP strings have no None
+
+
+def test_a_new_evaluation_setting_is_one_field():
+    """An evaluation setting added to EvaluationSettings (here on test-only copies) is a flag of `acgan evaluate`
+    and of `acgan run`, a pipeline parameter, and reaches `acgan evaluate`'s validated settings. Its other edits are
+    the signatures of `prepare_data` and `evaluate_ensemble`, which the tests hold to the spec (above, and
+    tests/pipelines/test_acgan_ensemble.py): three edits in all."""
+    class Evaluation(EvaluationSettings):
+        fid_batch: int = Field(64, ge=1, le=4096, description="a test-only evaluation setting: FID's batch")
+
+    class Run(RunSettings, Evaluation):
+        pass
+
+    class Evaluate(EvalSettings, Evaluation):
+        pass
+
+    for model in (Evaluation, Run):  # what `acgan evaluate` and `acgan run` make their flags from
+        parser = cli._Parser(prog="acgan test")
+        cli._spec_options(parser, model, skip=set())
+        flag = next(a for a in parser._actions if a.dest == "fid_batch")
+        assert flag.option_strings == ["--fid-batch"] and flag.help == "a test-only evaluation setting: FID's batch"
+    args = parser.parse_args(["--store", "s", "--fid-batch", "32", "--analyses", "diversity"])
+    assert Run.model_validate(cli._given(args, Run.model_fields)).fid_batch == 32
+    evaluated = Evaluate.model_validate(cli._given(args, Evaluate.model_fields))
+    assert (evaluated.fid_batch, evaluated.analyses, evaluated.real_per_class) == (32, ["diversity"], 200)
+    parameters = pipeline_signature(Run, "demo").parameters
+    assert parameters["fid_batch"].annotation is int and parameters["fid_batch"].default == 64
+    assert parameters["analyses"].annotation is list and parameters["analyses"].default == list(ANALYSES)
 
 
 def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoints(capsys, digits_store):

@@ -3,7 +3,9 @@
 import pytest
 import yaml
 
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.evaluation.analyses import ANALYSES
+from acgan.settings import ClusterSettings, EvaluationSettings, RunSettings
+from components.evaluate_ensemble import evaluate_ensemble
 from pipelines.runs import compile_pipeline
 
 
@@ -46,6 +48,20 @@ def test_every_parameter_has_its_settings_description(compiled):
     for name, field in RunSettings.model_fields.items():
         assert field.description, f"RunSettings.{name} has no description"
         assert " ".join(params[name]["description"].split()) == field.description, name
+
+
+def test_the_evaluation_takes_every_evaluation_setting_from_its_parameter(compiled):
+    """The evaluation step gets each EvaluationSettings field (the chosen `analyses` among them) and the seed from
+    the pipeline parameter of the same name; `analyses` is a list in the KFP UI, every analysis by default."""
+    _, spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["analyses"]["parameterType"] == "LIST"
+    assert params["analyses"]["defaultValue"] == list(ANALYSES)
+    assert " ".join(params["analyses"]["description"].split()) == EvaluationSettings.model_fields["analyses"].description
+    inputs = spec["root"]["dag"]["tasks"]["evaluate-ensemble"]["inputs"]["parameters"]
+    wired = {name for name, given in inputs.items() if given.get("componentInputParameter") == name}
+    assert wired == set(EvaluationSettings.model_fields) | {"store", "seed"}
+    assert set(evaluate_ensemble.component_spec.inputs) == wired | {"ensemble"}
 
 
 def test_training_task_kubernetes_settings(compiled):
