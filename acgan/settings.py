@@ -13,7 +13,15 @@ import os
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -309,3 +317,21 @@ def parse_node_selector(pairs: list[str]) -> dict[str, str]:
             raise ValueError(f"node selector {pair!r} must be key=value")
         out[key] = value
     return out
+
+
+class EvalSettings(EvaluationSettings):
+    """`acgan evaluate`'s settings: the evaluation's shared ones (`EvaluationSettings`: samples, pairs, classifier,
+    analyses) and those only it takes."""
+
+    real_per_class: int = Field(200, ge=2, le=100_000, description="real images per class used (at most)")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    ms_ssim_threshold: float | None = Field(None, gt=0, le=1, description="joint analysis: a class is low-diversity "
+                                                                         "at or above it (default: the max real class)")
+    accuracy_threshold: float = Field(0.01, ge=0, lt=1, description="joint analysis: low accuracy at or below it "
+                                                                    "(paper: 1%)")
+    is_splits: int = Field(10, ge=1, le=100, description="Inception Score: the samples in this many parts")
+    grid_columns: int = Field(10, ge=1, le=100, description="samples per class in the report's grids")
+    report_splits: int = Field(10, ge=1, le=1000, description="splits whose sample grids the report shows")
+    overfitting_classes: int = Field(4, ge=1, le=100, description="classes in the overfitting grids")
+    neighbours: int = Field(5, ge=1, le=50, description="nearest training neighbours shown per sample")

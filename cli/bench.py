@@ -294,7 +294,9 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
     """`evaluate` at 128px, 100 samples and 100 pairs per class, the classifier already trained; measured on
     `classes` synthetic classes (100 on a GPU) and scaled to 1000. What is timed is the evaluation, not the
     generators' quality, so the ensemble is untrained (`untrained_ensemble`)."""
-    from acgan.evaluation.analyses import EvalSettings, evaluate, real_on_disk
+    from acgan.evaluation.analyses import evaluate
+    from acgan.evaluation.inputs import real_on_disk
+    from acgan.settings import EvalSettings
     from acgan.metrics.classifier import save_classifier, train_classifier
     from acgan.store import LocalStore
 

@@ -110,7 +110,8 @@ def _submit(args: argparse.Namespace) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    from acgan.evaluation.analyses import METRICS_KEY, REPORT_KEY, EvalSettings, evaluate
+    from acgan.evaluation.analyses import METRICS_KEY, REPORT_KEY, evaluate
+    from acgan.settings import EvalSettings
     from acgan.evaluation.report import flat_summary
     from acgan.store import open_store
 

@@ -12,7 +12,8 @@ def evaluate_ensemble(store: str, ensemble: str, seed: int, samples_per_class: i
                       metrics: Output[Metrics], report: Output[HTML]):
     # The seed, and one parameter per EvaluationSettings field (tests/pipelines): the evaluation's settings.
     settings = {k: v for k, v in locals().items() if k not in ("store", "ensemble", "metrics", "report")}
-    from acgan.evaluation.analyses import REPORT_KEY, EvalSettings, evaluate
+    from acgan.evaluation.analyses import REPORT_KEY, evaluate
+    from acgan.settings import EvalSettings
     from acgan.evaluation.report import flat_summary
     from components import run_step
     from acgan.store import open_store

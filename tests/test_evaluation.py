@@ -10,7 +10,8 @@ import torch
 
 from acgan.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
 from acgan.errors import UserError
-from acgan.evaluation.analyses import EvalSettings, evaluate
+from acgan.evaluation.analyses import evaluate
+from acgan.settings import EvalSettings
 from acgan.evaluation.comparison import compare
 from acgan.metrics import compute_accuracy, compute_class_ms_ssim
 from acgan.metrics import classifier
@@ -347,7 +348,7 @@ def test_resolution_study_sizes_and_resizing():
 
 def load_real(store, plan, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every split's real images at once, in RAM (what the evaluation held before it streamed): the reference."""
-    from acgan.evaluation.analyses import real_by_split
+    from acgan.evaluation.inputs import real_by_split
 
     images, labels = zip(*real_by_split(store, plan, per_class, seed, torch.device("cpu")))
     return torch.cat(images), torch.cat(labels)
@@ -379,11 +380,13 @@ STREAM_SETTINGS = EvalSettings(samples_per_class=4, pairs=3, real_per_class=6, o
 
 
 def _count_resident(monkeypatch, name: str) -> dict[str, int]:
-    """Wraps evaluation.<name> (a loader returning (images, labels)): counts the images it returned that are still
-    alive (freed tensors are finalised at once), and the most alive at one time."""
+    """Wraps <name> (a loader returning (images, labels)) where the evaluation calls it: counts the images it returned
+    that are still alive (freed tensors are finalised at once), and the most alive at one time."""
     import weakref
 
-    from acgan.evaluation import analyses as evaluation
+    from acgan.evaluation import analyses, inputs
+
+    evaluation = inputs if name == "real_of_split" else analyses  # real_by_split calls it; evaluate split_samples
 
     count = {"now": 0, "peak": 0, "calls": 0}
     loader = getattr(evaluation, name)
@@ -419,7 +422,7 @@ def test_evaluation_streams_split_by_split_and_memory_stays_flat(tmp_path, monke
 
 def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path):
     from acgan.data.plan import load_plan
-    from acgan.evaluation.analyses import split_samples
+    from acgan.evaluation.inputs import split_samples
     from acgan.metrics.classifier import load_classifier
 
     store = _synthetic_ensemble(tmp_path / "store", 8)
@@ -444,7 +447,7 @@ def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path
 
 
 def test_every_analysis_gets_its_images_on_the_evaluation_device(tmp_path, monkeypatch):
-    from acgan.evaluation import analyses as evaluation
+    from acgan.evaluation import inputs as evaluation
     from acgan.data.plan import load_plan
 
     store = _synthetic_ensemble(tmp_path / "store", 4)
@@ -482,7 +485,7 @@ def _prepared(root, num_classes: int):
 
 
 def test_training_the_default_classifier_holds_one_split_of_real_images_at_a_time(tmp_path, monkeypatch):
-    from acgan.evaluation.analyses import get_classifier
+    from acgan.evaluation.inputs import get_classifier
 
     settings = STREAM_SETTINGS.model_copy(update={"classifier_steps": 2})
     peaks = {}
@@ -498,7 +501,7 @@ def test_training_the_default_classifier_holds_one_split_of_real_images_at_a_tim
 
 
 def test_classifier_trained_from_disk_equals_the_one_trained_in_memory(tmp_path, monkeypatch):
-    from acgan.evaluation.analyses import real_on_disk
+    from acgan.evaluation.inputs import real_on_disk
     from acgan.metrics.classifier import train_classifier
 
     store, plan = _prepared(tmp_path / "store", 8)
@@ -524,8 +527,8 @@ CLASS_MS_SSIM_KEYS = {"ms_ssim", "ms_ssim_se", "real_ms_ssim", "real_ms_ssim_se"
 
 
 def _count_calls(monkeypatch, name: str) -> dict[str, int]:
-    """Wraps evaluation.<name> (the real function) to count its calls."""
-    from acgan.evaluation import analyses as evaluation
+    """Wraps the evaluation's inputs.<name> (the real function) to count its calls."""
+    from acgan.evaluation import inputs as evaluation
 
     count = {"calls": 0}
     real = getattr(evaluation, name)

@@ -11,11 +11,12 @@ from cli import main as cli
 from acgan.data.prepare import PrepareConfig
 from acgan.errors import explain
 from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
-from acgan.evaluation.analyses import ANALYSES, EvalSettings
+from acgan.evaluation.analyses import ANALYSES
 from acgan.settings import (
     ANALYSIS_NAMES,
     PRESETS,
     DataSettings,
+    EvalSettings,
     EvaluationSettings,
     RunSettings,
     TrainingSettings,

@@ -20,7 +20,7 @@ from acgan.data.prepare import PrepareConfig, prepare
 from acgan.checkpoint import latest_checkpoint
 from acgan.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
 from acgan.errors import UserError, explain
-from acgan.evaluation.analyses import EvalSettings
+from acgan.settings import EvalSettings
 from acgan.experiment import EXPERIMENT_KEY
 from acgan.lease import Lease, lease_key
 from acgan.settings import ClusterSettings, RunSettings

@@ -1,0 +1,215 @@
+"""What the evaluation streams, split by split: the real images it uses (or all of them mapped from disk, to
+train the default classifier), samples through the ensemble, the classifier, and what one split gives each
+analysis (`analyse_split`); the training curves and the overfitting grids. `analyses.py` runs the stream."""
+
+from __future__ import annotations
+
+import io
+import json
+import resource
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import numpy as np
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from acgan.data.plan import SplitPlan
+from acgan.data.prepare import load_shard, shard_info
+from acgan.ensemble import EnsembleManifest, load_member_generator
+from acgan.errors import UserError
+from acgan.metrics import compute_class_ms_ssim
+from acgan.metrics.classifier import (
+    ClassifierInfo,
+    classify,
+    load_classifier,
+    load_classifier_file,
+    save_classifier,
+    train_classifier,
+)
+from acgan.metrics.overfitting import (
+    fixed_noise_across_classes,
+    interpolation,
+    nearest_neighbours,
+)
+from acgan.sampling import generate, image_grid
+from acgan.settings import EvalSettings
+from acgan.store import Store
+
+
+def real_of_split(store: Store, split: int, members: list[int], per_class: int,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most `per_class` real images of each class of a split (a seeded choice where a class has more); the rest of
+    the split's shard is dropped on return."""
+    x, y = load_shard(store, split)
+    chosen = []
+    for c in members:
+        indices = (y == c).nonzero().squeeze(1)
+        chosen.append(indices[torch.randperm(len(indices), generator=gen)[:per_class]])
+    chosen = torch.cat(chosen)
+    return x[chosen], y[chosen]
+
+
+def real_by_split(store: Store, plan: SplitPlan, per_class: int, seed: int,
+                  device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Split by split, the real images the evaluation uses, on `device`: one split's images are held at a time."""
+    gen = torch.Generator().manual_seed(seed)
+    for split, members in enumerate(plan.splits):  # no name holds a yielded split: the caller's drop frees it
+        yield tuple(t.to(device) for t in real_of_split(store, split, members, per_class, gen))
+
+
+@contextmanager
+def real_on_disk(store: Store, plan: SplitPlan, per_class: int,
+                 seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every split's real images (the ones real_by_split chooses, in its order) as one uint8 tensor mapped from a
+    temporary file on local disk, their labels in RAM. Training the default classifier draws batches from every class,
+    yet at the ImageNet shape the images are ~10 GB: written split by split, only one split and the pages a batch
+    reads are in memory, and the kernel can drop those again. The file is unlinked from the start: gone on exit."""
+    with tempfile.TemporaryFile(prefix="acgan-real-") as file:
+        labels, shape = [], None
+        for images, split_labels in real_by_split(store, plan, per_class, seed, torch.device("cpu")):
+            file.write(images.contiguous().numpy())
+            labels.append(split_labels)
+            shape = images.shape[1:]
+            del images  # else it holds this split's images while the next split loads, and the last one throughout
+        file.flush()
+        labels = torch.cat(labels)
+        # Copy-on-write: a writable array for torch, whose writes (none are made) would never reach the file.
+        yield torch.from_numpy(np.memmap(file, np.uint8, "c", shape=(len(labels), *shape))), labels
+
+
+def split_samples(store: Store, manifest: EnsembleManifest, members: list[int], n: int, seed: int,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """n samples of each class of one split through the ensemble, on `device`: uint8 (len(members) * n, C, H, W)
+    and their global class ids."""
+    G = load_member_generator(store, manifest.member(members[0]), device)
+    images = [torch.from_numpy(generate(G, manifest.member(c).local_index, n, seed + c)) for c in members]
+    return torch.cat(images).to(device), torch.tensor(members, device=device).repeat_interleave(n)
+
+
+def get_classifier(store: Store, plan: SplitPlan, settings: EvalSettings,
+                   device: torch.device) -> tuple[torch.nn.Module, ClassifierInfo | Literal["file", "inception-v3"]]:
+    """The classifier on `device` and its info; for a user's file its kind, the info waiting for its accuracy on the
+    real images (file_classifier_info)."""
+    if settings.classifier != "trained":
+        return load_classifier_file(settings.classifier, store, plan.channels, plan.num_classes, device)
+    loaded = load_classifier(store)
+    if loaded is not None and (loaded[1].num_classes, loaded[1].resolution) != (plan.num_classes, plan.resolution):
+        raise UserError(f"the store's classifier has {loaded[1].num_classes} classes at {loaded[1].resolution}px, the "
+                        f"plan {plan.num_classes} at {plan.resolution}px: delete {store.uri}/eval/classifier.* to retrain")
+    if loaded is not None:
+        return loaded[0].to(device), loaded[1]
+    # Training draws from every class at once: the first evaluation of a store maps them from disk while it trains.
+    with real_on_disk(store, plan, settings.real_per_class, settings.seed) as (real_images, real_labels):
+        model, info = train_classifier(real_images, real_labels, plan.num_classes, settings.classifier_steps,
+                                       seed=settings.seed, device=device)
+    save_classifier(store, model.cpu(), info)
+    return model.to(device), info
+
+
+def training_curves(store: Store, plan: SplitPlan) -> dict[int, tuple[list[int], list[float]]]:
+    """Per class: (steps, MS-SSIM of the split's fixed samples) from the training stats lines."""
+    curves: dict[int, tuple[list[int], list[float]]] = {}
+    for split in range(len(plan.splits)):
+        key = f"splits/split-{split:05d}/stats.jsonl"
+        if not store.exists(key):
+            continue
+        for line in store.read_bytes(key).decode().splitlines():
+            stats = json.loads(line)
+            for class_id, value in stats.get("ms_ssim", {}).items():
+                steps, values = curves.setdefault(int(class_id), ([], []))
+                steps.append(stats["step"])
+                values.append(value)
+    return curves
+
+
+def nearest_rows(samples: torch.Tensor, real: torch.Tensor, k: int) -> dict[str, list[torch.Tensor]]:
+    """Per distance, one grid row per sample (on the CPU): the sample, then its k nearest real images of its class."""
+    rows = {}
+    for metric in ("l1", "ms_ssim"):
+        nearest = nearest_neighbours(samples, real, k, metric)
+        rows[metric] = [torch.cat([s[None], real[idx]]).cpu() for s, idx in zip(samples, nearest)]
+    return rows
+
+
+def overfitting_grids(store: Store, manifest: EnsembleManifest, plan: SplitPlan, settings: EvalSettings,
+                      chosen: list[int], rows: dict[int, dict[str, list[torch.Tensor]]], k: int,
+                      device: torch.device) -> dict[str, bytes]:
+    """PNG grids for a few classes spread over the plan (`chosen`, whose nearest-neighbour `rows` the stream kept);
+    each row starts with a sample or a class."""
+    grids = {f"eval/overfitting/nearest-{metric.replace('_', '-')}.png":
+             grid_png(torch.cat([row for c in chosen for row in rows[c][metric]]), 1 + k) for metric in ("l1", "ms_ssim")}
+    gen = torch.Generator(device).manual_seed(settings.seed)
+    interpolations, fixed = [], []
+    for c in chosen:
+        member = manifest.member(c)
+        G = load_member_generator(store, member, device)
+        z = torch.randn(2, G.cfg.noise_dim, generator=gen, device=device)
+        interpolations.append(interpolation(G, member.local_index, z[0], z[1], 10))
+        if member.split not in {m for m, _ in fixed}:
+            fixed.append((member.split, fixed_noise_across_classes(
+                G, torch.randn(4, G.cfg.noise_dim, generator=gen, device=device))))
+    grids["eval/overfitting/interpolation.png"] = grid_png(torch.cat(interpolations), 10)
+    for split, images in fixed:
+        grids[f"eval/overfitting/fixed-z-split-{split:05d}.png"] = grid_png(images, len(plan.splits[split]))
+    return grids
+
+
+def grid_png(images: torch.Tensor, columns: int) -> bytes:
+    buffer = io.BytesIO()
+    image_grid(images.cpu().numpy(), columns=columns).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def evaluation_device(settings: EvalSettings) -> torch.device:
+    return torch.device("cuda" if settings.device == "cuda" or (settings.device == "auto" and
+                                                               torch.cuda.is_available()) else "cpu")
+
+
+def peak_memory(device: torch.device) -> dict[str, int | None]:
+    """The process's peak resident set so far (the evaluation's, when it runs alone as `acgan evaluate` does) and,
+    on a GPU, the most memory torch allocated on it since the evaluation began."""
+    return {"peak_host_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_device_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+
+
+def analyse_split(model: torch.nn.Module | None, sizes: list[int], settings: EvalSettings, ms_ssim: bool,
+                  samples: torch.Tensor, sample_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor,
+                  members: list[int], kept: dict[str, list], fid_sums: FrechetInceptionDistance | None) -> None:
+    """What the chosen analyses need from one split's samples and real images, on their device: small outputs
+    appended to `kept` (on the CPU), features summed into `fid_sums`, so that the images themselves can be dropped.
+    The classifier's predictions where a `model` is given, MS-SSIM of pairs where `ms_ssim`."""
+    if model is not None:
+        # Discriminability and the resolution study. One pass over each image set at full resolution also gives the
+        # Inception Score's logits and FID's features; each smaller size is one more pass.
+        full = classify(model, samples, logits=True, features=True)
+        real_full = classify(model, real, features=True)
+        kept["logits"].append(full.logits)
+        fid_sums.update(real_full.features, real=True)
+        fid_sums.update(full.features, real=False)
+        kept[f"predicted_{sizes[0]}"].append(full.predicted)
+        kept[f"real_predicted_{sizes[0]}"].append(real_full.predicted)
+        for size in sizes[1:]:
+            kept[f"predicted_{size}"].append(classify(model, samples, size=size).predicted)
+            kept[f"real_predicted_{size}"].append(classify(model, real, size=size).predicted)
+    kept["sample_labels"].append(sample_labels.cpu())
+    kept["real_labels"].append(real_labels.cpu())
+    if ms_ssim:
+        # Diversity: each class's pairs come from a generator seeded by its id, so a split alone gives the same pairs.
+        for name, images, labels in (("ms", samples, sample_labels), ("real_ms", real, real_labels)):
+            means, errors = compute_class_ms_ssim(images, labels, members, settings.pairs, settings.seed)
+            kept[name] += means
+            kept[f"{name}_se"] += errors
+
+
+def class_image_counts(store: Store, plan: SplitPlan) -> dict[int, int]:
+    """Real images per class id: from the plan where it counted them, else from each split's shard sidecar (a plan
+    made from a listing knows names only)."""
+    counts = {c.id: c.images for c in plan.classes if c.images is not None}
+    for split, members in enumerate(plan.splits):
+        if any(c not in counts for c in members):
+            by_name = shard_info(store, split).images
+            counts.update({c: by_name[plan.classes[c].name] for c in members})
+    return counts
