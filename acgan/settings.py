@@ -125,12 +125,12 @@ class DataSettings(PresetSettings):
     """What data a run reads and how it is split; shared by `RunSettings` and `PrepareConfig`."""
 
     dataset: Literal["digits", "cifar10", "folder", "synthetic"] = Field(
-        "digits", description="digits (ships with scikit-learn), cifar10, folder (a sub-folder per class) or "
-                              "synthetic")
+        "digits", description="digits (ships with scikit-learn), cifar10, folder (a sub-folder or a .tar per "
+                              "class) or synthetic")
     source: str | None = Field(None, description="cifar10/folder input: a path as the preparation pods see it (a "
                                                  "volume mounted with `acgan compile --data-pvc`), or for folder "
                                                  "also s3://BUCKET/PREFIX")
-    class_list: str | None = Field(None, description="folder: a text file of class folder names, one a line: only "
+    class_list: str | None = Field(None, description="folder: a text file of class names, one a line: only "
                                                      "these classes, in this order (a path, or s3://BUCKET/KEY)")
     resolution: Literal[32, 64, 128] = Field(32, description="image size in pixels: 32, 64 or 128 (the paper's)")
     classes_per_split: int = Field(10, ge=1, description="classes per AC-GAN of the ensemble; the paper: 10")

@@ -386,11 +386,13 @@ class S3Store:
             self.client.list_objects(self.bucket, prefix=self._name(prefix.rstrip("/")) + "/", recursive=True)))
         return sorted(o.object_name[start:] for o in objects)
 
-    def folders(self) -> list[str]:
-        """Names of the folders right under the prefix: one listing with a delimiter, not every key below."""
+    def top_level(self) -> tuple[list[str], list[str]]:
+        """Names of the folders and of the objects right under the prefix: one listing with a delimiter, not every
+        key below."""
         base = f"{self.prefix}/" if self.prefix else ""
         objects = self._call("list folders", lambda: list(self.client.list_objects(self.bucket, prefix=base)))
-        return sorted(o.object_name[len(base):].rstrip("/") for o in objects if o.is_dir)
+        names = [(o.object_name[len(base):].rstrip("/"), o.is_dir) for o in objects]
+        return sorted(n for n, is_dir in names if is_dir), sorted(n for n, is_dir in names if not is_dir)
 
     def delete(self, key: str) -> None:
         self._call(f"delete {key}", lambda: self.client.remove_object(self.bucket, self._name(key)))

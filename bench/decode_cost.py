@@ -1,8 +1,9 @@
-"""What a shard task's decoding costs per image from a bucket and from a local folder, split into our process (its
-fetch threads and decode workers) and the S3 server, so that a machine that also runs the test server (moto, on the
-same cores) can still say what the bucket path costs the pod itself. The same JPEGs as bench/imagenet_like.py.
+"""What a shard task's decoding costs per image from a bucket and from a local folder, each with a folder of JPEGs
+per class or one tar per class, split into our process (its reader thread and decode workers) and the S3 server, so
+that a machine that also runs the test server (moto, on the same cores) can still say what the bucket path costs the
+pod itself. The same JPEGs as bench/imagenet_like.py.
 
-    python bench/decode_cost.py --out /tmp/decode-cost            # 10 classes x 40 JPEGs, each source 3 times
+    python bench/decode_cost.py --out /tmp/decode-cost            # 10 classes x 40 JPEGs, each layout 3 times
 
 Prints one JSON line per trial, then the mean per source: images/s (wall), our CPU ms per image, the server's.
 """
@@ -22,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from imagenet_like import start_moto, write_tree  # noqa: E402
+from imagenet_like import archive_tree, start_moto, upload_tree, write_tree  # noqa: E402
 
 from acgan.data.sources import folder_source  # noqa: E402
 
@@ -46,12 +47,15 @@ def main() -> None:
     args = p.parse_args()
     moto, endpoint = start_moto()
     os.environ.update(ACGAN_S3_ENDPOINT=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
-    sources = {"s3": "s3://decode-cost/train", "local": str(args.out / "train")}
+    sources = {"s3": "s3://decode-cost/train", "s3-archives": "s3://decode-cost/archives",
+               "local": str(args.out / "train"), "local-archives": str(args.out / "archives")}
     images = args.classes * args.per_class
     rows: dict[str, list[dict]] = {kind: [] for kind in sources}
     try:
-        for root in sources.values():
-            write_tree(root, args.classes, args.per_class)
+        write_tree(args.out / "train", args.classes, args.per_class)
+        archive_tree(args.out / "train", args.classes, args.out / "archives")
+        upload_tree(args.out / "train", args.classes, sources["s3"])
+        upload_tree(args.out / "train", args.classes, sources["s3-archives"], archives=True)
         for _ in range(args.trials):  # interleaved, so that both sources meet the same load
             for kind, root in sources.items():
                 server, ours, start = cpu_seconds(moto.pid), cpu_seconds(), time.perf_counter()

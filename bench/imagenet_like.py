@@ -4,25 +4,28 @@ on it: the plan from the listing, one shard task per split inside the fan-out, t
 
     python bench/imagenet_like.py --source s3 --out /tmp/imagenet-like    # 1000 classes x 20 JPEGs, 100 splits
     python bench/imagenet_like.py --source local --out /tmp/imagenet-like # the same tree from a local folder
+    python bench/imagenet_like.py --archives --out /tmp/imagenet-like     # each class one .tar, as ImageNet ships
     python bench/imagenet_like.py --classes 6 --per-class 3 --classes-per-split 3 --out /tmp/x -- --classifier-steps 20
 
 The JPEGs are generated once into `--tree` (default OUT/train) and kept: a later run, of either source, reads them
 from there (the s3 source uploads them to a fresh test server).
 
 Prints one JSON line: wall times (tree, run), the images the shards hold, and the shard tasks' decoding rates from
-their "decoded N / N images, R images/s" lines in the task logs (kfp-local/logs/). The run's console output is written
+their last "decoded N images, K / K classes, R images/s" lines in the task logs (kfp-local/logs/). The run's console output is written
 beside the store.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Pool
@@ -89,12 +92,38 @@ def write_tree(tree: Path, classes: int, per_class: int) -> int:
     return sum(len(list((tree / synset(c)).iterdir())) for c in range(classes))
 
 
-def upload_tree(tree: Path, classes: int, source: str) -> None:
+def class_archive(folder: Path) -> bytes:
+    """A class folder as an uncompressed tar of its images, as ImageNet's train set ships each class."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for f in sorted(folder.iterdir()):
+            archive.add(f, arcname=f.name)
+    return buffer.getvalue()
+
+
+def archive_tree(tree: Path, classes: int, archives: Path) -> None:
+    """The local tree's classes as `<class>.tar` files in `archives` (made where missing)."""
+    archives.mkdir(parents=True, exist_ok=True)
+    for c in range(classes):
+        if not (archives / f"{synset(c)}.tar").exists():
+            (archives / f".{synset(c)}.tar").write_bytes(class_archive(tree / synset(c)))
+            (archives / f".{synset(c)}.tar").rename(archives / f"{synset(c)}.tar")
+
+
+def upload_tree(tree: Path, classes: int, source: str, archives: bool = False) -> None:
+    """The local tree under the S3 prefix `source`: an object per image, or with `archives` one tar per class."""
     bucket = open_store(source)
     bucket.ensure_ready(create=True)
-    files = [f for c in range(classes) for f in sorted((tree / synset(c)).iterdir())]
+    if archives:
+        def put(c: int) -> None:
+            bucket.write_bytes(f"{synset(c)}.tar", class_archive(tree / synset(c)))
+        jobs = range(classes)
+    else:
+        def put(f: Path) -> None:
+            bucket.write_bytes(f"{f.parent.name}/{f.name}", f.read_bytes())
+        jobs = [f for c in range(classes) for f in sorted((tree / synset(c)).iterdir())]
     with ThreadPoolExecutor(8) as uploads:
-        list(uploads.map(lambda f: bucket.write_bytes(f"{f.parent.name}/{f.name}", f.read_bytes()), files))
+        list(uploads.map(put, jobs))
 
 
 def main() -> None:
@@ -102,6 +131,8 @@ def main() -> None:
     p.add_argument("--source", choices=["s3", "local"], default="s3")
     p.add_argument("--out", type=Path, required=True, help="working directory: the store and kfp outputs")
     p.add_argument("--tree", type=Path, help="the local JPEG tree, made if missing (default: OUT/train)")
+    p.add_argument("--archives", action="store_true", help="each class as one <class>.tar (as ImageNet's train set "
+                   "ships) instead of a folder of JPEGs")
     p.add_argument("--classes", type=int, default=1000)
     p.add_argument("--per-class", type=int, default=20)
     p.add_argument("--classes-per-split", type=int, default=10)
@@ -118,14 +149,16 @@ def main() -> None:
         source, store = "s3://imagenet-like/train", "s3://acgan-bench/run"
         open_store(store).ensure_ready(create=True)
     else:
-        source, store = str(tree), str(args.out / "store")
+        source, store = str(args.out / "train-archives" if args.archives else tree), str(args.out / "store")
     try:
         start = time.perf_counter()
         images = write_tree(tree, args.classes, args.per_class)
         tree_s = time.perf_counter() - start
         start = time.perf_counter()
         if moto:
-            upload_tree(tree, args.classes, source)
+            upload_tree(tree, args.classes, source, args.archives)
+        elif args.archives:
+            archive_tree(tree, args.classes, Path(source))
         upload_s = time.perf_counter() - start
         # --pairs: the evaluation's MS-SSIM pairs per class must fit the real images a class has (20 give 190).
         pairs = min(100, args.per_class * (args.per_class - 1) // 2)
@@ -139,7 +172,7 @@ def main() -> None:
             code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
         run_s = time.perf_counter() - start
         task_logs = "".join(p.read_text() for p in (args.out / "kfp-local" / "logs").glob("*/*-prepare-split-data.log"))
-        finished = re.findall(r"decoded (\d+) / \1 images, ([\d.]+) images/s", task_logs)
+        finished = re.findall(r"decoded \d+ images, (\d+) / \1 classes, ([\d.]+) images/s", task_logs)
         rates = [float(rate) for _, rate in finished]
         print(json.dumps({"source": args.source, "classes": args.classes, "images": images, "tree_s": round(tree_s, 1),
                           "upload_s": round(upload_s, 1),

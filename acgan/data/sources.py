@@ -2,7 +2,8 @@
 
 - digits:    the 8x8 digits that ship with scikit-learn, upsampled bilinearly (1 channel, 10 classes).
 - cifar10:   the standard python-pickle batches, a directory or the .tar.gz (read with a restricted unpickler).
-- folder:    one sub-folder per class of JPEG/PNG images, as ImageNet's train set is laid out (`folder.py`).
+- folder:    per class a sub-folder of JPEG/PNG images, as ImageNet's train set is laid out once extracted, or an
+             uncompressed tar of them named after the class (`n01440764.tar`), as ImageNet's train set ships.
 - synthetic: procedurally drawn shapes, any number of classes, each class a distinct colour/shape/background.
 """
 
@@ -32,6 +33,7 @@ from acgan.errors import UserError
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+ARCHIVE_SUFFIX = ".tar"
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD", or "max PERIOD" without a CPU limit
 PROGRESS_SECONDS = 10.0
 
@@ -155,51 +157,85 @@ def _decode(job: tuple[str | bytes, int]) -> np.ndarray | None:
         return None
 
 
+def _archive_images(archive: tarfile.TarFile, where: str) -> tuple[list[str], list[bytes]]:
+    """The images of one class's tar, in member order: their names (for messages) and bytes."""
+    names, images = [], []
+    for member in archive:
+        if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+            names.append(f"{where}:{member.name}")
+            images.append(archive.extractfile(member).read())
+    return names, images
+
+
+def _class_names(folders: list[str], archives: list[str], uri: str) -> list[str]:
+    """Class names from the sub-folders and the `<class>.tar` files of a tree; a class in both is ambiguous."""
+    stems = [a.removesuffix(ARCHIVE_SUFFIX) for a in archives]
+    both = sorted(set(folders) & set(stems))
+    if both:
+        raise UserError(f"class {both[0]} is both a folder and an archive in {uri} ({both[0]}/ and "
+                        f"{both[0]}{ARCHIVE_SUFFIX}): keep one of them")
+    return sorted(folders + stems)
+
+
 class LocalTree:
-    """A class-folder tree in a directory (local, or a volume mounted into the pod). Workers read the files."""
+    """A class tree in a directory (local, or a volume mounted into the pod). Workers read a folder's files; an
+    archive is read here, one class at a time."""
 
     def __init__(self, root: str):
         self.root, self.uri = Path(root), root
         if not self.root.is_dir():
             raise UserError(f"folder source {root} does not exist or is not a directory: pass --source DIR "
-                            "with one sub-folder per class (in a pod: a mounted volume, see `acgan compile "
-                            "--data-pvc`), or s3://BUCKET/PREFIX")
+                            "with one sub-folder (or .tar) per class (in a pod: a mounted volume, see `acgan "
+                            "compile --data-pvc`), or s3://BUCKET/PREFIX")
+        self.archives: set[str] = set()
 
     def classes(self) -> list[str]:
-        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for name in names:
+        entries = [p for p in self.root.iterdir() if not p.name.startswith(".")]
+        for entry in entries:
             try:
-                name.encode("utf-8")
+                entry.name.encode("utf-8")
             except UnicodeEncodeError:
-                raise UserError(f"class folder {os.fsencode(self.root / name)!r} has a name that is not UTF-8: "
-                                "rename it (class names are written to the plan as JSON)") from None
-        return names
+                raise UserError(f"class {os.fsencode(entry)!r} has a name that is not UTF-8: rename it (class names "
+                                "are written to the plan as JSON)") from None
+        archives = [p.name for p in entries if p.is_file() and p.name.endswith(ARCHIVE_SUFFIX)]
+        self.archives = {a.removesuffix(ARCHIVE_SUFFIX) for a in archives}
+        return _class_names([p.name for p in entries if p.is_dir()], archives, self.uri)
 
-    def files(self, name: str) -> list[str]:
-        return sorted(str(p) for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-    def fetch(self, files: list[str]) -> list[str]:
-        return files
+    def read(self, name: str) -> tuple[list[str], list[str] | list[bytes]]:
+        """One class's images: their names, and what a worker decodes (a path, or the bytes from an archive)."""
+        if name in self.archives:
+            path = self.root / f"{name}{ARCHIVE_SUFFIX}"
+            with tarfile.open(path, "r:") as archive:
+                return _archive_images(archive, str(path))
+        files = sorted(str(p) for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return files, files
 
 
 class BucketTree:
-    """A class-folder tree under an S3 prefix, read through the store's client (`acgan.store.S3Store`).
-    The store's endpoint and keys by default; a source elsewhere takes ACGAN_SOURCE_S3_ENDPOINT and
-    ACGAN_SOURCE_AWS_ACCESS_KEY_ID / ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY / ACGAN_SOURCE_AWS_REGION."""
+    """A class tree under an S3 prefix, read through the store's client (`acgan.store.S3Store`): a class folder
+    costs one request per image, a class archive one request for the class. The store's endpoint and keys by
+    default; a source elsewhere takes ACGAN_SOURCE_S3_ENDPOINT and ACGAN_SOURCE_AWS_ACCESS_KEY_ID /
+    ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY / ACGAN_SOURCE_AWS_REGION."""
 
     def __init__(self, uri: str):
         self.bucket, self.uri = open_bucket(uri), uri
+        self.archives: set[str] = set()
 
     def classes(self) -> list[str]:
-        return self.bucket.folders()
+        folders, files = self.bucket.top_level()
+        archives = [f for f in files if f.endswith(ARCHIVE_SUFFIX)]
+        self.archives = {a.removesuffix(ARCHIVE_SUFFIX) for a in archives}
+        return _class_names(folders, archives, self.uri)
 
-    def files(self, name: str) -> list[str]:
-        return [k for k in self.bucket.list(f"{name}/") if Path(k).suffix.lower() in IMAGE_SUFFIXES]
-
-    def fetch(self, files: list[str]) -> list[bytes]:
+    def read(self, name: str) -> tuple[list[str], list[bytes]]:
+        if name in self.archives:
+            key = f"{name}{ARCHIVE_SUFFIX}"
+            with tarfile.open(fileobj=io.BytesIO(self.bucket.read_bytes(key)), mode="r:") as archive:
+                return _archive_images(archive, f"{self.uri}/{key}")
+        files = [k for k in self.bucket.list(f"{name}/") if Path(k).suffix.lower() in IMAGE_SUFFIXES]
         # Requests wait on the network: as many at once as the client's connection pool holds.
         with ThreadPoolExecutor(8) as pool:
-            return list(pool.map(self.bucket.read_bytes, files))
+            return [f"{self.uri}/{k}" for k in files], list(pool.map(self.bucket.read_bytes, files))
 
 
 def open_bucket(uri: str):
@@ -235,14 +271,16 @@ def _read_class_list(path: str) -> list[str]:
 def _select(tree: LocalTree | BucketTree, class_list: str | None) -> list[str]:
     names = tree.classes()
     if not names:
-        raise UserError(f"{tree.uri} has no class sub-folders: lay it out as {tree.uri}/<class name>/<image>.jpg")
+        raise UserError(f"{tree.uri} has no class sub-folders or archives: lay it out as {tree.uri}/<class "
+                        f"name>/<image>.jpg or {tree.uri}/<class name>.tar")
     if class_list is None:
         return names
     wanted = _read_class_list(class_list)
     known = set(names)
     for i, name in enumerate(wanted):
         if name not in known:
-            raise UserError(f"class list {class_list}, line {i + 1}: {name!r} is not a class folder of {tree.uri}")
+            raise UserError(f"class list {class_list}, line {i + 1}: {name!r} is not a class (folder or .tar) of "
+                            f"{tree.uri}")
         if name in wanted[:i]:
             raise UserError(f"class list {class_list}, line {i + 1}: {name!r} is listed twice")
     if not wanted:
@@ -252,29 +290,29 @@ def _select(tree: LocalTree | BucketTree, class_list: str | None) -> list[str]:
 
 def folder_source(root: str, resolution: int, strict: bool, class_list: str | None = None,
                   workers: int | None = None) -> Source:
-    """One sub-folder per class; classes sorted by folder name (ImageNet's synset order gives its standard ids), or
-    those of `class_list` in its order. Listing the classes reads names only; `load_classes` reads the images."""
+    """One sub-folder or `<class>.tar` per class; classes sorted by name (ImageNet's synset order gives its standard
+    ids), or those of `class_list` in its order. Listing the classes reads names only; `load_classes` reads the
+    images."""
     tree = BucketTree(root) if root.startswith("s3://") else LocalTree(root)
     names = _select(tree, class_list)
     skipped: dict[str, int] = {}
 
     def load_classes(members: list[int]) -> list[np.ndarray]:
-        files = {c: tree.files(names[c]) for c in members}
-        total, done, start, last_log = sum(len(f) for f in files.values()), 0, time.perf_counter(), 0.0
+        done, start, last_log = 0, time.perf_counter(), 0.0
         cores = workers or usable_cores()
-        log.info("decoding %d images of %d classes on %d core(s)", total, len(members), cores)
+        log.info("decoding the images of %d classes on %d core(s)", len(members), cores)
         out = []
-        # The next class's files are fetched while this one decodes: reading waits on the network or the disk,
-        # decoding on the cores, and a bucket's round trips would otherwise leave the cores idle between classes.
+        # The next class is read while this one decodes: reading waits on the network or the disk, decoding on
+        # the cores, and a bucket's round trips would otherwise leave the cores idle between classes.
         with Pool(cores) if cores > 1 else contextlib.nullcontext() as pool, ThreadPoolExecutor(1) as reader:
-            fetched = reader.submit(tree.fetch, files[members[0]])
+            read = reader.submit(tree.read, names[members[0]])
             for i, c in enumerate(members):
-                data = fetched.result()
+                files, data = read.result()
                 if i + 1 < len(members):
-                    fetched = reader.submit(tree.fetch, files[members[i + 1]])
+                    read = reader.submit(tree.read, names[members[i + 1]])
                 jobs = [(image, resolution) for image in data]
                 decoded = pool.map(_decode, jobs, chunksize=16) if pool else [_decode(j) for j in jobs]
-                bad = [f for f, img in zip(files[c], decoded) if img is None]
+                bad = [f for f, img in zip(files, decoded) if img is None]
                 if bad and strict:
                     raise UserError(f"unreadable image {bad[0]} (--strict): remove or replace it, or drop --strict "
                                     "to skip")
@@ -283,14 +321,15 @@ def folder_source(root: str, resolution: int, strict: bool, class_list: str | No
                     log.warning("class %s: skipped %d unreadable file(s), e.g. %s", names[c], len(bad), bad[0])
                 good = [img for img in decoded if img is not None]
                 if not good:
-                    raise UserError(f"class folder {tree.uri}/{names[c]} has no readable JPEG/PNG images: add "
-                                    "images, or leave the class out (remove the folder, or use --class-list)")
+                    raise UserError(f"class {names[c]} of {tree.uri} has no readable JPEG/PNG images: add images, "
+                                    "or leave the class out (remove its folder or archive, or use --class-list)")
                 out.append(np.stack(good))
                 done += len(jobs)
                 elapsed = time.perf_counter() - start
-                if elapsed - last_log >= PROGRESS_SECONDS or done == total:
+                if elapsed - last_log >= PROGRESS_SECONDS or i + 1 == len(members):
                     last_log = elapsed
-                    log.info("decoded %d / %d images, %.0f images/s", done, total, done / max(elapsed, 1e-9))
+                    log.info("decoded %d images, %d / %d classes, %.0f images/s", done, i + 1, len(members),
+                             done / max(elapsed, 1e-9))
         return out
 
     return Source("folder", 3, names, load_classes, skipped)

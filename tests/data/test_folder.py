@@ -35,6 +35,24 @@ def image_tree(classes=CLASSES, per_class: int = 2) -> dict[str, bytes]:
     return files
 
 
+def as_archives(files: dict[str, bytes], classes: list[str]) -> dict[str, bytes]:
+    """The same tree with `classes` packed as `<class>.tar` (uncompressed, as ImageNet's train set ships each class),
+    the other classes left as folders."""
+    import tarfile
+
+    out = {name: data for name, data in files.items() if name.split("/")[0] not in classes}
+    for c in classes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for name, data in sorted(files.items()):
+                if name.startswith(f"{c}/"):
+                    info = tarfile.TarInfo(name.split("/", 1)[1])
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+        out[f"{c}.tar"] = buffer.getvalue()
+    return out
+
+
 def write_local(root, files):
     for name, data in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -67,12 +85,38 @@ def test_local_folder(tmp_path, caplog):
     with caplog.at_level("INFO"):
         _check_prepared(LocalStore(tmp_path / "store"), str(write_local(tmp_path / "train", image_tree())))
     assert "class n03: skipped 1 unreadable file(s)" in caplog.text
-    assert "decoded 7 / 7 images" in caplog.text and "decoded 3 / 3 images" in caplog.text  # progress, with images/s
+    # progress, with images/s
+    assert "decoded 7 images, 2 / 2 classes" in caplog.text and "decoded 3 images, 1 / 1 classes" in caplog.text
     assert "skipped 1 unreadable file(s)" in [r for r in caplog.messages if r.startswith("split 1:")][0]
 
 
 def test_bucket_folder_with_the_stores_endpoint(bucket_source, tmp_path):
     _check_prepared(LocalStore(tmp_path / "store"), bucket_source)
+
+
+def test_class_archives_in_a_local_folder_and_in_a_bucket(tmp_path, s3_env, monkeypatch):
+    """Classes as `<class>.tar` beside class folders: the same images, skips and plan; in a bucket an archive is one
+    request for its class where a folder is one per image."""
+    from acgan.store import S3Store
+
+    files = as_archives(image_tree(), ["n02", "n03"])
+    _check_prepared(LocalStore(tmp_path / "local-store"), str(write_local(tmp_path / "train", files)))
+    bucket = open_store(f"{s3_env}/imagenet/train")
+    for name, data in files.items():
+        bucket.write_bytes(name, data)
+    reads = []
+    real_read = S3Store.read_bytes
+    monkeypatch.setattr(S3Store, "read_bytes", lambda self, key: reads.append(key) or real_read(self, key))
+    _check_prepared(LocalStore(tmp_path / "bucket-store"), f"{s3_env}/imagenet/train")
+    images = [key for key in reads if key.startswith(("n01", "n02", "n03"))]
+    assert sorted(images) == ["n01/n01_0.JPEG", "n01/n01_1.JPEG", "n01/n01_cmyk.JPEG", "n02.tar", "n03.tar"]
+
+
+def test_a_class_both_folder_and_archive_is_refused(tmp_path):
+    files = {**image_tree(), **{k: v for k, v in as_archives(image_tree(), ["n02"]).items() if k == "n02.tar"}}
+    with pytest.raises(UserError, match=r"class n02 is both a folder and an archive in .*train \(n02/ and n02.tar\)"):
+        plan_data(PrepareConfig(dataset="folder", source=str(write_local(tmp_path / "train", files))),
+                  LocalStore(tmp_path / "store"))
 
 
 def test_bucket_folder_on_its_own_endpoint_and_keys(bucket_source, s3_server, tmp_path, monkeypatch):
@@ -108,7 +152,7 @@ def test_class_list_takes_a_subset_in_its_order(where, tmp_path, request):
 def test_class_list_errors_name_the_line(tmp_path):
     source = str(write_local(tmp_path / "train", image_tree()))
     (tmp_path / "classes.txt").write_text("n01\nn09\n")
-    with pytest.raises(UserError, match=r"classes.txt, line 2: 'n09' is not a class folder of"):
+    with pytest.raises(UserError, match=r"classes.txt, line 2: 'n09' is not a class \(folder or .tar\) of"):
         plan_data(PrepareConfig(dataset="folder", source=source, class_list=str(tmp_path / "classes.txt")),
                   LocalStore(tmp_path / "s"))
     with pytest.raises(UserError, match="class list .*missing.txt does not exist"):
@@ -122,7 +166,7 @@ def test_a_class_with_no_readable_image_fails_naming_it(tmp_path):
     source = str(write_local(tmp_path / "train", files))
     store = LocalStore(tmp_path / "store")
     plan_data(PrepareConfig(dataset="folder", source=source, classes_per_split=3), store)
-    with pytest.raises(UserError, match=r"class folder .*train/n04 has no readable JPEG/PNG images"):
+    with pytest.raises(UserError, match=r"class n04 of .*train has no readable JPEG/PNG images"):
         prepare_shard(store, 1)
 
 
