@@ -446,6 +446,19 @@ def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path
     assert metrics["computed_on"]["real_images"] == len(real_labels) == 48
 
 
+def test_an_evaluation_writing_to_a_log_reports_each_split_it_starts(tmp_path, monkeypatch, caplog):
+    """In a pod or a kfp.local task there is no terminal for the bar: a 1000-class evaluation printed nothing for
+    ten minutes. A line every PROGRESS_SECONDS (here: every split) says how far it is."""
+    from acgan.evaluation import analyses
+
+    store = _synthetic_ensemble(tmp_path / "store", 6)
+    monkeypatch.setattr(analyses, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level("INFO", logger="acgan.evaluation.analyses"):
+        evaluate(store, STREAM_SETTINGS)
+    lines = [m.split(",")[0] for m in caplog.messages if m.startswith("evaluating split")]
+    assert lines == ["evaluating split 1 / 3", "evaluating split 2 / 3", "evaluating split 3 / 3"]
+
+
 def test_every_analysis_gets_its_images_on_the_evaluation_device(tmp_path, monkeypatch):
     from acgan.evaluation import inputs as evaluation
     from acgan.data.plan import load_plan

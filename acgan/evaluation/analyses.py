@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from acgan.store import Store, write_json
 log = logging.getLogger(__name__)
 METRICS_KEY = "eval/metrics.json"
 REPORT_KEY = "eval/report.html"
+PROGRESS_SECONDS = 30.0
 
 
 @dataclass
@@ -271,9 +273,14 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     kept: dict[str, list] = defaultdict(list)
     fid_sums = frechet_accumulator(feature_width(model)) if model is not None else None  # no features kept
     rows, grids = {}, {}
-    splits = tqdm(plan.splits, desc="evaluate", unit="split", disable=not sys.stderr.isatty())
+    tty = sys.stderr.isatty()  # a bar in a terminal; in a pod's or a task's log, a line every PROGRESS_SECONDS
+    splits = tqdm(plan.splits, desc="evaluate", unit="split", disable=not tty)
+    start = last_log = time.perf_counter()
     reals = real_by_split(store, plan, settings.real_per_class, settings.seed, device)
     for split, members in enumerate(splits):
+        if not tty and (time.perf_counter() - last_log >= PROGRESS_SECONDS or split == 0):
+            last_log = time.perf_counter()
+            log.info("evaluating split %d / %d, %.0f s so far", split + 1, len(plan.splits), last_log - start)
         real, real_labels = next(reals)  # not zip(): its reused result tuple would hold the last split's images
         samples, sample_labels = split_samples(store, manifest, members, settings.samples_per_class, settings.seed,
                                                device)
