@@ -33,6 +33,7 @@ _PLAN = re.compile(r"plan: \d+ classes in (\d+) splits")  # prepare-data's line:
 STAGES = {"prepare-data": "planning the class splits", "prepare-split-data": "preparing each split's data",
           "train-split": "training", "assemble-ensemble": "assembling", "evaluate-ensemble": "evaluating"}
 PER_SPLIT = {"prepare-split-data", "train-split"}  # one task per split, inside the fan-out
+NAMED, TABLE_ROWS = 10, 20  # the closing summary names and tabulates this many classes at most (ImageNet has 1000)
 
 
 class TaskLogs:
@@ -205,26 +206,36 @@ def summary_text(metrics: dict, report: str, grids: str, local_report: Path | No
                      f"{s['fraction_below_real_max']:.0%} of classes are below the least diverse real class "
                      f"({s['real_ms_ssim_max']:.2f}).")
         low = [c["name"] for c in classes if c["low_diversity"]]
-        flagged.append(f"Flagged as collapsing (at or above {s['real_ms_ssim_max']:.2f}): "
-                       f"{', '.join(low) if low else 'none'}.")
+        flagged.append(f"Flagged as collapsing (at or above {s['real_ms_ssim_max']:.2f}): {_some(low, classes)}.")
     if accuracy:
         weak = [c["name"] for c in classes if c["accuracy"] < 0.9]
-        flagged.append(f"Recognised under 90%: {', '.join(weak) if weak else 'none'}.")
+        flagged.append(f"Recognised under 90%: {_some(weak, classes)}.")
     lines.append(" ".join(flagged))
     # Every analysis reads the classifier or MS-SSIM: the table has one of the two at least.
     head = f"{'class':<12}" + (f" {'recognised':>10}" if accuracy else "") + \
         (f"  {'MS-SSIM samples':>16}  {'MS-SSIM real':>14}  flag" if diversity else "")
     lines += ["", head]
-    for c in classes:
+    for c in classes[:TABLE_ROWS]:
         row = f"{c['name'][:12]:<12}" + (f" {c['accuracy']:>10.1%}" if accuracy else "")
         if diversity:
             row += (f"  {c['ms_ssim']:>9.2f} ± {c['ms_ssim_se']:.2f}  {c['real_ms_ssim']:>7.2f} ± "
                     f"{c['real_ms_ssim_se']:.2f}  {'collapsing' if c['low_diversity'] else ''}")
         lines.append(row.rstrip())
+    if len(classes) > TABLE_ROWS:
+        lines.append(f"… {len(classes) - TABLE_ROWS} more classes: every class is in the report and in metrics.json")
     lines += ["", f"report:       {report}", f"sample grids: {grids}"]
     if local_report is not None:
         lines.append(f"open it with: python -m webbrowser {local_report.as_uri()}")
     return "\n".join(lines)
+
+
+def _some(names: list[str], classes: list[dict]) -> str:
+    """Class names for a sentence: all of a few, else how many and the first ones."""
+    if not names:
+        return "none"
+    if len(names) <= NAMED:
+        return ", ".join(names)
+    return f"{len(names)} of {len(classes)} classes, {', '.join(names[:NAMED])} …"
 
 
 def _duration(seconds: float) -> str:

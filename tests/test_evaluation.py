@@ -651,3 +651,20 @@ def test_the_pipelines_evaluation_step_computes_and_logs_only_the_chosen_analyse
     assert set(metrics.metadata) == DIVERSITY_KEYS
     assert metrics.metadata == json.loads(store.read_bytes("eval/metrics.json"))["summary"]
     assert (tmp_path / "report.html").read_bytes() == store.read_bytes("eval/report.html")
+
+
+def test_the_closing_summary_of_a_thousand_classes_stays_short():
+    """A 1000-class run's summary named every class twice and tabulated all 1000: it names ten and tabulates twenty."""
+    from pipelines.console import summary_text
+
+    classes = [{"id": i, "name": f"n{i:08d}", "accuracy": 0.0, "ms_ssim": 0.99, "ms_ssim_se": 0.0,
+                "real_ms_ssim": 0.25, "real_ms_ssim_se": 0.03, "low_diversity": True} for i in range(1000)]
+    summary = {"accuracy": 0.001, "real_accuracy": 0.83, "ms_ssim_mean": 0.99, "real_ms_ssim_mean": 0.27,
+               "fraction_below_real_max": 0.0, "real_ms_ssim_max": 0.40}
+    text = summary_text({"summary": summary, "classes": classes}, "REPORT", "GRIDS", None)
+    assert "Flagged as collapsing (at or above 0.40): 1000 of 1000 classes, n00000000, " in text
+    assert "n00000009 …. Recognised under 90%: 1000 of 1000 classes" in text and "n00000010" not in text.split("\n")[2]
+    rows = [line for line in text.splitlines() if line.startswith("n0")]
+    assert len(rows) == 20 and "… 980 more classes: every class is in the report" in text
+    few = summary_text({"summary": summary, "classes": classes[:3]}, "REPORT", "GRIDS", None)
+    assert "n00000000, n00000001, n00000002." in few and "more classes" not in few
