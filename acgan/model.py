@@ -112,9 +112,10 @@ class GaussianNoise(nn.Module):
 
 
 class Dropout(nn.Module):
-    """Dropout whose mask comes from random 16-bit integers, four to each 64-bit draw: on a CPU, `bernoulli_` (what
-    nn.Dropout uses) draws one 32-bit number per element and was a fifth of the demo network's training step. An
-    element is dropped with probability round(p * 65536) / 65536, p itself for the 0.5 and 0.25 the presets use."""
+    """Dropout whose mask comes, on a CPU, from random 16-bit integers, four to each 64-bit draw: `bernoulli_` (what
+    nn.Dropout uses) draws one 32-bit number per element there and was a fifth of the demo network's training step.
+    An element is dropped with probability round(p * 65536) / 65536, p itself for the 0.5 and 0.25 the presets use.
+    Elsewhere (a GPU's generator is fast, and torch.compile lowers `F.dropout` itself) it is nn.Dropout's."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -124,7 +125,9 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        bits = torch.randint(-2**63, 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64, device=x.device)
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, training=True)
+        bits = torch.randint(-2**63, 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
         keep = bits.view(torch.int16)[:x.numel()].view(x.shape) >= self.threshold
         return x * keep * (1.0 / (1.0 - self.p))
 

@@ -93,9 +93,13 @@ def test_dropout_drops_a_fraction_p_and_rescales_the_rest(p):
     assert torch.equal(Dropout(p)(x), y)  # the seed gives the mask: a resumed run draws what it would have
 
 
-def test_dropout_only_while_training():
+def test_dropout_only_while_training_and_torchs_own_off_the_cpu(monkeypatch):
     x = torch.randn(4, 8)
     assert torch.equal(Dropout(0.5).eval()(x), x) and torch.equal(Dropout(0.0)(x), x)
+    # On another device (meta: shapes without data) it is F.dropout, whose lowering torch.compile knows.
+    calls, real = [], torch.nn.functional.dropout
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    assert Dropout(0.25)(torch.empty(4, 8, device="meta")).shape == (4, 8) and calls == [0.25]
 
 
 def test_bad_config_rejected():
