@@ -17,7 +17,7 @@ from acgan.data.plan import load_plan
 from acgan.data.prepare import PrepareConfig, plan_data, prepare_shard
 from acgan.errors import UserError, first_problem
 from acgan.lease import live_lease
-from acgan.settings import DataSettings, RunSettings, TrainingSettings
+from acgan.settings import DataSettings, EvalSettings, EvaluationSettings, RunSettings, TrainingSettings
 from acgan.store import Store, open_store, read_json, write_json
 from acgan.training.loop import TrainConfig, train_split
 
@@ -46,6 +46,12 @@ def load_settings(store: Store) -> RunSettings:
         key, msg = first_problem(e)
         raise UserError(f"{store.uri}/{EXPERIMENT_KEY}: {key or 'its settings'}: {msg}; correct the file or start a "
                         "new store") from None
+
+
+def evaluation_settings(store: Store) -> EvalSettings:
+    """The run's evaluation settings and seed, as recorded in the store (experiment.json)."""
+    run = load_settings(store)
+    return EvalSettings(seed=run.seed, **run.model_dump(include=set(EvaluationSettings.model_fields)))
 
 
 def train_config(settings: RunSettings, split: int) -> TrainConfig:

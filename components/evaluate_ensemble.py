@@ -7,20 +7,18 @@ from acgan.settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
-def evaluate_ensemble(store: str, ensemble: str, seed: int, samples_per_class: int, pairs: int,
-                      classifier_steps: int, classifier: str, analyses: list,
-                      metrics: Output[Metrics], report: Output[HTML]):
-    # The seed, and one parameter per EvaluationSettings field (tests/pipelines): the evaluation's settings.
-    settings = {k: v for k, v in locals().items() if k not in ("store", "ensemble", "metrics", "report")}
+def evaluate_ensemble(store: str, ensemble: str, metrics: Output[Metrics], report: Output[HTML]):
+    """Evaluates with the run's settings as `prepare_data` recorded them in the store (experiment.json), as each
+    training task reads its own: the pipeline's evaluation parameters (`analyses`, `pairs`, ...) among them."""
     from acgan.evaluation.analyses import REPORT_KEY, evaluate
-    from acgan.settings import EvalSettings
     from acgan.evaluation.report import flat_summary
-    from components import run_step
+    from acgan.experiment import evaluation_settings
     from acgan.store import open_store
+    from components import run_step
 
     def run() -> None:
         s = open_store(store)
-        summary = evaluate(s, EvalSettings(**settings))
+        summary = evaluate(s, evaluation_settings(s))
         for name, value in flat_summary(summary).items():
             if value is not None:
                 metrics.log_metric(name, value)

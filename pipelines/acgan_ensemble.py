@@ -12,7 +12,7 @@ import typing
 from kfp import dsl, kubernetes
 from pydantic import BaseModel
 
-from acgan.settings import ClusterSettings, EvaluationSettings, RunSettings, preset_defaults
+from acgan.settings import ClusterSettings, RunSettings, preset_defaults
 from components.assemble_ensemble import assemble_ensemble
 from components.evaluate_ensemble import evaluate_ensemble
 from components.prepare_data import prepare_data
@@ -142,8 +142,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "
         assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.outputs["Output"]))
         on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)
 
-        evaluate = evaluate_ensemble(store=store, ensemble=assemble.outputs["Output"], seed=run["seed"],
-                                     **{name: run[name] for name in EvaluationSettings.model_fields})
+        evaluate = evaluate_ensemble(store=store, ensemble=assemble.outputs["Output"])
         on_cluster(evaluate.set_display_name("Evaluate the ensemble"), cluster, gpu=True)
 
     acgan_ensemble.__signature__ = signature

@@ -637,17 +637,22 @@ def test_diversity_alone_trains_no_classifier(tmp_path, monkeypatch):
 
 def test_the_pipelines_evaluation_step_computes_and_logs_only_the_chosen_analyses(tmp_path):
     """The evaluation component (its own function, with real KFP artifacts) takes `analyses` with the other
-    evaluation settings: its KFP metrics are the chosen analyses' figures, its HTML the report."""
+    evaluation settings from the run's settings in the store: its KFP metrics are the chosen analyses' figures, its
+    HTML the report."""
     from kfp.dsl import HTML, Metrics
 
+    from acgan.experiment import EXPERIMENT_KEY
+    from acgan.settings import RunSettings
+    from acgan.store import write_json
     from components.evaluate_ensemble import evaluate_ensemble
 
     store = _synthetic_ensemble(tmp_path / "store", 4)
+    run = RunSettings(store=store.uri, dataset="synthetic", num_classes=4, classes_per_split=2, samples_per_class=4,
+                      pairs=3, classifier_steps=2, analyses=["diversity"])
+    write_json(store, EXPERIMENT_KEY, run.model_dump(), checksum=True)  # what the plan's task records
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"), metadata={})
     page = HTML(name="report", uri=str(tmp_path / "report.html"), metadata={})
-    evaluate_ensemble.python_func(store=store.uri, ensemble="ensemble.json", seed=0, samples_per_class=4, pairs=3,
-                                  classifier_steps=2, classifier="trained", analyses=["diversity"], metrics=metrics,
-                                  report=page)
+    evaluate_ensemble.python_func(store=store.uri, ensemble="ensemble.json", metrics=metrics, report=page)
     assert set(metrics.metadata) == DIVERSITY_KEYS
     assert metrics.metadata == json.loads(store.read_bytes("eval/metrics.json"))["summary"]
     assert (tmp_path / "report.html").read_bytes() == store.read_bytes("eval/report.html")

@@ -193,9 +193,9 @@ def test_a_new_setting_is_one_field():
 
 def test_a_new_evaluation_setting_is_one_field():
     """An evaluation setting added to EvaluationSettings (here on test-only copies) is a flag of `acgan evaluate`
-    and of `acgan run`, a pipeline parameter, and reaches `acgan evaluate`'s validated settings. Its other edits are
-    the signatures of `prepare_data` and `evaluate_ensemble`, which the tests hold to the spec (above, and
-    tests/pipelines/test_acgan_ensemble.py): three edits in all."""
+    and of `acgan run`, a pipeline parameter, and reaches `acgan evaluate`'s validated settings. Its other edit is
+    the signature of `prepare_data`, which the tests hold to the spec (above): two edits in all (the evaluation step
+    reads the run's settings from the store, tests/pipelines/test_acgan_ensemble.py)."""
     class Evaluation(EvaluationSettings):
         fid_batch: int = Field(64, ge=1, le=4096, description="a test-only evaluation setting: FID's batch")
 

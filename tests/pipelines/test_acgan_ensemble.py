@@ -50,18 +50,20 @@ def test_every_parameter_has_its_settings_description(compiled):
         assert " ".join(params[name]["description"].split()) == field.description, name
 
 
-def test_the_evaluation_takes_every_evaluation_setting_from_its_parameter(compiled):
-    """The evaluation step gets each EvaluationSettings field (the chosen `analyses` among them) and the seed from
-    the pipeline parameter of the same name; `analyses` is a list in the KFP UI, every analysis by default."""
+def test_the_evaluation_settings_are_parameters_and_reach_the_evaluation_through_the_store(compiled):
+    """Each EvaluationSettings field is a pipeline parameter with its description (`analyses` a list in the KFP UI,
+    every analysis by default), given to the plan's task, which records them; the evaluation step reads them from the
+    store as the training steps read theirs, so it takes the store and the assembled ensemble only."""
     _, spec, _ = compiled
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["analyses"]["parameterType"] == "LIST"
     assert params["analyses"]["defaultValue"] == list(ANALYSES)
-    assert " ".join(params["analyses"]["description"].split()) == EvaluationSettings.model_fields["analyses"].description
-    inputs = spec["root"]["dag"]["tasks"]["evaluate-ensemble"]["inputs"]["parameters"]
-    wired = {name for name, given in inputs.items() if given.get("componentInputParameter") == name}
-    assert wired == set(EvaluationSettings.model_fields) | {"store", "seed"}
-    assert set(evaluate_ensemble.component_spec.inputs) == wired | {"ensemble"}
+    description = EvaluationSettings.model_fields["analyses"].description
+    assert " ".join(params["analyses"]["description"].split()) == description
+    plan = spec["root"]["dag"]["tasks"]["prepare-data"]["inputs"]["parameters"]
+    wired = {name for name, given in plan.items() if given.get("componentInputParameter") == name}
+    assert set(EvaluationSettings.model_fields) <= wired
+    assert set(evaluate_ensemble.component_spec.inputs) == {"store", "ensemble"}
 
 
 def test_training_task_kubernetes_settings(compiled):
