@@ -157,13 +157,18 @@ def _decode(job: tuple[str | bytes, int]) -> np.ndarray | None:
         return None
 
 
-def _archive_images(archive: tarfile.TarFile, where: str) -> tuple[list[str], list[bytes]]:
+def _archive_images(open_archive: Callable[[], tarfile.TarFile], where: str) -> tuple[list[str], list[bytes]]:
     """The images of one class's tar, in member order: their names (for messages) and bytes."""
     names, images = [], []
-    for member in archive:
-        if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
-            names.append(f"{where}:{member.name}")
-            images.append(archive.extractfile(member).read())
+    try:
+        with open_archive() as archive:
+            for member in archive:
+                if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                    names.append(f"{where}:{member.name}")
+                    images.append(archive.extractfile(member).read())
+    except (tarfile.TarError, EOFError) as e:
+        raise UserError(f"class archive {where} is not a readable tar ({e}): replace it with an uncompressed tar "
+                        "of the class's images, or leave the class out (--class-list)") from None
     return names, images
 
 
@@ -187,7 +192,6 @@ class LocalTree:
             raise UserError(f"folder source {root} does not exist or is not a directory: pass --source DIR "
                             "with one sub-folder (or .tar) per class (in a pod: a mounted volume, see `acgan "
                             "compile --data-pvc`), or s3://BUCKET/PREFIX")
-        self.archives: set[str] = set()
 
     def classes(self) -> list[str]:
         entries = [p for p in self.root.iterdir() if not p.name.startswith(".")]
@@ -198,15 +202,13 @@ class LocalTree:
                 raise UserError(f"class {os.fsencode(entry)!r} has a name that is not UTF-8: rename it (class names "
                                 "are written to the plan as JSON)") from None
         archives = [p.name for p in entries if p.is_file() and p.name.endswith(ARCHIVE_SUFFIX)]
-        self.archives = {a.removesuffix(ARCHIVE_SUFFIX) for a in archives}
         return _class_names([p.name for p in entries if p.is_dir()], archives, self.uri)
 
     def read(self, name: str) -> tuple[list[str], list[str] | list[bytes]]:
         """One class's images: their names, and what a worker decodes (a path, or the bytes from an archive)."""
-        if name in self.archives:
-            path = self.root / f"{name}{ARCHIVE_SUFFIX}"
-            with tarfile.open(path, "r:") as archive:
-                return _archive_images(archive, str(path))
+        path = self.root / f"{name}{ARCHIVE_SUFFIX}"
+        if path.is_file():  # `classes` refused a class that is both a folder and an archive
+            return _archive_images(lambda: tarfile.open(path, "r:"), str(path))
         files = sorted(str(p) for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         return files, files
 
@@ -219,7 +221,7 @@ class BucketTree:
 
     def __init__(self, uri: str):
         self.bucket, self.uri = open_bucket(uri), uri
-        self.archives: set[str] = set()
+        self.archives: set[str] = set()  # from the listing `classes` makes: no request per class to tell
 
     def classes(self) -> list[str]:
         folders, files = self.bucket.top_level()
@@ -229,9 +231,9 @@ class BucketTree:
 
     def read(self, name: str) -> tuple[list[str], list[bytes]]:
         if name in self.archives:
-            key = f"{name}{ARCHIVE_SUFFIX}"
-            with tarfile.open(fileobj=io.BytesIO(self.bucket.read_bytes(key)), mode="r:") as archive:
-                return _archive_images(archive, f"{self.uri}/{key}")
+            data = self.bucket.read_bytes(f"{name}{ARCHIVE_SUFFIX}")
+            return _archive_images(lambda: tarfile.open(fileobj=io.BytesIO(data), mode="r:"),
+                                   f"{self.uri}/{name}{ARCHIVE_SUFFIX}")
         files = [k for k in self.bucket.list(f"{name}/") if Path(k).suffix.lower() in IMAGE_SUFFIXES]
         # Requests wait on the network: as many at once as the client's connection pool holds.
         with ThreadPoolExecutor(8) as pool:

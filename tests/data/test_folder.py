@@ -119,6 +119,17 @@ def test_a_class_both_folder_and_archive_is_refused(tmp_path):
                   LocalStore(tmp_path / "store"))
 
 
+def test_a_corrupt_class_archive_is_one_line_naming_it(tmp_path):
+    files = {**image_tree(), "n04.tar": b"not a tar" * 100}
+    store = LocalStore(tmp_path / "store")
+    plan_data(PrepareConfig(dataset="folder", source=str(write_local(tmp_path / "train", files)),
+                            classes_per_split=3), store)
+    prepare_shard(store, 0)  # the other split's classes are unharmed
+    with pytest.raises(UserError, match=r"class archive .*train/n04.tar is not a readable tar .*: replace it"):
+        prepare_shard(store, 1)
+    assert shard_info(store, 0).images == {"n01": 3, "n02": 4, "n03": 2}
+
+
 def test_bucket_folder_on_its_own_endpoint_and_keys(bucket_source, s3_server, tmp_path, monkeypatch):
     # The store's keys are not the source's: the source reads with its own.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "store-key")
