@@ -24,6 +24,7 @@ from pathlib import Path
 STEP = """
 import json, sys, time, torch
 torch.set_num_threads(1)
+import acgan
 from acgan.model import Discriminator, Generator, ModelConfig
 from acgan.training.step import FastPath, TrainStep, make_optimizers
 cfg = ModelConfig(resolution=32, channels=1, num_classes=5, width=0.125, d_width=0.5, d_dropout=0.25,
@@ -38,7 +39,7 @@ def steps(n):
 steps(3)
 start = time.process_time()
 steps(int(sys.argv[1]))
-print(json.dumps((time.process_time() - start) / int(sys.argv[1]) * 1000))
+print(json.dumps([(time.process_time() - start) / int(sys.argv[1]) * 1000, acgan.__file__]))
 """
 
 
@@ -55,7 +56,11 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": str(checkout.resolve()), "OMP_NUM_THREADS": "1"}
             out = subprocess.run([sys.executable, "-c", STEP, str(args.steps)], env=env, check=True, cwd=checkout,
                                  capture_output=True, text=True).stdout
-            times[str(checkout)].append(json.loads(out))
+            ms, package = json.loads(out)
+            if not Path(package).resolve().is_relative_to(checkout.resolve()):
+                sys.exit(f"--checkout {checkout}: its step came from {Path(package).parent}, not from the checkout "
+                         "(a commit from before the acgan/ layout?): give a checkout that has acgan/")
+            times[str(checkout)].append(ms)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v[-1]:.0f} ms" for v in times.values()), file=sys.stderr)
     first = statistics.median(times[str(args.checkout[0])])
     rows = [{"checkout": c, "commit": subprocess.run(["git", "-C", c, "rev-parse", "--short", "HEAD"],
