@@ -157,11 +157,13 @@ def _decode(job: tuple[str | bytes, int]) -> np.ndarray | None:
         return None
 
 
-def _archive_images(open_archive: Callable[[], tarfile.TarFile], where: str) -> tuple[list[str], list[bytes]]:
-    """The images of one class's tar, in member order: their names (for messages) and bytes."""
+def _archive_images(tar: Path | bytes, where: str) -> tuple[list[str], list[bytes]]:
+    """The images of one class's tar (a file, or its bytes read from a bucket), in member order: their names (for
+    messages) and bytes."""
     names, images = [], []
     try:
-        with open_archive() as archive:
+        opened = tarfile.open(tar, "r:") if isinstance(tar, Path) else tarfile.open(fileobj=io.BytesIO(tar), mode="r:")
+        with opened as archive:
             for member in archive:
                 if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
                     names.append(f"{where}:{member.name}")
@@ -208,7 +210,7 @@ class LocalTree:
         """One class's images: their names, and what a worker decodes (a path, or the bytes from an archive)."""
         path = self.root / f"{name}{ARCHIVE_SUFFIX}"
         if path.is_file():  # `classes` refused a class that is both a folder and an archive
-            return _archive_images(lambda: tarfile.open(path, "r:"), str(path))
+            return _archive_images(path, str(path))
         files = sorted(str(p) for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         return files, files
 
@@ -231,9 +233,8 @@ class BucketTree:
 
     def read(self, name: str) -> tuple[list[str], list[bytes]]:
         if name in self.archives:
-            data = self.bucket.read_bytes(f"{name}{ARCHIVE_SUFFIX}")
-            return _archive_images(lambda: tarfile.open(fileobj=io.BytesIO(data), mode="r:"),
-                                   f"{self.uri}/{name}{ARCHIVE_SUFFIX}")
+            key = f"{name}{ARCHIVE_SUFFIX}"
+            return _archive_images(self.bucket.read_bytes(key), f"{self.uri}/{key}")
         files = [k for k in self.bucket.list(f"{name}/") if Path(k).suffix.lower() in IMAGE_SUFFIXES]
         # Requests wait on the network: as many at once as the client's connection pool holds.
         with ThreadPoolExecutor(8) as pool:
