@@ -1,5 +1,9 @@
 """Component: make the split plan from a listing of the data set's classes, record the run's settings; output the
-split ids to train (each split's shard is built inside the fan-out, by `prepare_split_data`)."""
+split ids to train (each split's shard is built inside the fan-out, by `prepare_split_data`).
+
+The output is `list[int]`, not `list`: the loop item is then NUMBER_INTEGER, the type `prepare_split_data(split: int)`
+takes. From a plain `list` the item is STRING, and the KFP backend's iteration driver would turn split 0 into "0",
+which the container driver refuses for an int input (tests/pipelines/test_backend_rules.py)."""
 
 from kfp import dsl
 
@@ -12,7 +16,7 @@ def prepare_data(store: str, preset: str, dataset: str, source: str, resolution:
                  seed: int, width: float, d_width: float, d_dropout: float, d_noise_std: float,
                  d_fake_class_loss: bool, mode_seeking: float, augment: str, g_layout: str, split_ids: list,
                  samples_per_class: int, pairs: int, classifier_steps: int, classifier: str, analyses: list,
-                 class_list: str) -> list:
+                 class_list: str) -> list[int]:
     run_parameters = dict(locals())  # exactly the parameters, one per RunSettings field (tests/pipelines)
     from acgan.experiment import prepare_experiment
     from acgan.settings import RunSettings

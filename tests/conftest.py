@@ -7,11 +7,7 @@ import http.server
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +17,7 @@ import torch
 from acgan.data.prepare import PrepareConfig, prepare
 from acgan.store import LocalStore, open_store
 from acgan.training.loop import TrainConfig
+from tests.s3_test_server import s3_test_server
 
 # Small enough for a CPU test, the real network otherwise (all six D convolutions at a quarter width, all G stages).
 TINY = dict(batch_size=16, width=0.0625, d_width=0.25, tick_every=5, checkpoint_every=5, stats_samples_per_class=4,
@@ -96,42 +93,11 @@ def json_api(answer):
         server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's standalone S3 server on 127.0.0.1 with credential checks on, and one IAM user allowed s3:*."""
-    import boto3
-
-    port = _free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                proc.kill()
-                raise RuntimeError("moto server did not start")
-            time.sleep(0.2)
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bootstrap",
-                       aws_secret_access_key="bootstrap")
-    iam.create_user(UserName="acgan")
-    key = iam.create_access_key(UserName="acgan")["AccessKey"]
-    iam.put_user_policy(UserName="acgan", PolicyName="s3", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-    yield {"endpoint": endpoint, "port": port, "access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"],
-           "proc": proc}
-    proc.terminate()
-    proc.wait(10)
+    with s3_test_server() as server:
+        yield server
 
 
 @pytest.fixture
