@@ -249,6 +249,9 @@ class ClusterSettings(BaseModel):
                                       "(OMP_NUM_THREADS); None: torch's default, one per core of the node, which "
                                       "oversubscribes a pod given fewer")
     train_memory: str = "32G"
+    trainer_restarts: int = Field(3, ge=0, le=20, description="restarts of a crashed trainer inside its training "
+                                  "task, each from the split's newest checkpoint; a failure that repeats is not "
+                                  "restarted")
     retries: int = Field(4, ge=0, le=20, description="retries of a failed task (set_retry); the backend's Argo "
                          "retries failures (exit non-zero), not pods deleted without one (docs/operators.md)")
     retry_backoff_seconds: int = Field(120, ge=0, le=3600, description="wait before the first retry, doubled for "

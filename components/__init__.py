@@ -13,13 +13,10 @@ T = TypeVar("T")
 
 
 def run_step(name: str, fn: Callable[[], T]) -> T:
-    from acgan import allocator
     from acgan.errors import explain
+    from acgan.process import start_task_process
 
-    allocator.tune()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for noisy in ("urllib3", "minio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    start_task_process()
     start = time.perf_counter()
     try:
         result = fn()

@@ -1,8 +1,10 @@
 """Component: train one class split to the run's target steps, resuming from its own checkpoints in the store.
 
-The task is safe to run again, which its retries (pipelines/acgan_ensemble.py) and a clone of the run in the KFP UI
-rely on: a split already at its target returns at once, and an interrupted one continues from its newest complete
-checkpoint (after SIGTERM, one saved at the step it reached)."""
+The trainer runs as a child process that the task restarts from the split's newest complete checkpoint when it
+crashes, at most `restarts` times (acgan/supervise.py); a failure that would repeat is not restarted. The
+task is safe to run again, which a clone of the run in the KFP UI relies on: a split already at its target returns
+at once, and an interrupted one continues from its newest complete checkpoint (after SIGTERM, one saved at the step
+it reached)."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Metrics, Output
@@ -11,16 +13,16 @@ from acgan.settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
-def train_split(store: str, split: int, metrics: Output[Metrics], samples: Output[HTML]) -> int:
+def train_split(store: str, split: int, restarts: int, metrics: Output[Metrics], samples: Output[HTML]) -> int:
     """The split's final losses, images/s, steps, diversity and collapse alarm as Metrics, and its sample grid as
     HTML, for the KFP UI; returns the split id for the fan-in."""
-    from acgan.experiment import train_one_split
     from acgan.split_report import split_metrics, split_page
-    from components import run_step
     from acgan.store import open_store
+    from acgan.supervise import supervise_training
+    from components import run_step
 
     def train() -> int:
-        train_one_split(store, split)
+        supervise_training(store, split, restarts)
         s = open_store(store)
         for name, value in split_metrics(s, split).items():
             metrics.log_metric(name, value)

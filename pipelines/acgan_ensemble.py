@@ -134,7 +134,8 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "
         with dsl.ParallelFor(items=prepare.output, parallelism=cluster.parallelism, name="class-splits") as split:
             shard = prepare_split_data(store=store, split=split).set_display_name("Prepare one split's data")
             reads_source(on_cluster(shard, cluster, gpu=False), cluster)
-            train = train_split(store=store, split=shard.output).set_display_name("Train one class split")
+            train = train_split(store=store, split=shard.output, restarts=cluster.trainer_restarts)
+            train.set_display_name("Train one class split")
             on_cluster(train, cluster, gpu=True)
             if cluster.train_threads:
                 train.set_env_variable("OMP_NUM_THREADS", str(cluster.train_threads))

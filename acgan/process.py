@@ -1,0 +1,15 @@
+"""What every process a pipeline task starts does first: glibc's malloc tuned for tensor work (acgan/allocator.py)
+and log lines of one format on stderr, the store client's own below warnings."""
+
+from __future__ import annotations
+
+import logging
+
+from acgan import allocator
+
+
+def start_task_process() -> None:
+    allocator.tune()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("urllib3", "minio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,130 @@
+"""A training task keeps its trainer running: the trainer is a child process, restarted from the split's newest
+complete checkpoint when it crashes (a segfault, a CUDA error, a store outage longer than its retries, a kill of the
+process alone), a bounded number of times, each restart logged.
+
+Why inside the task and not by the cluster: on a stock Kubeflow Pipelines 2.17 install Argo retries a pod only when
+it errors (retryPolicy OnError: a deleted pod), not when its container fails, and a policy that retries failures
+(Always) applies to every template, KFP's nested DAGs included, so one failing pod would be retried at every level
+(docs/operators.md, section 5). Here the restart costs seconds, not a new pod, a GPU node and an image pull.
+
+A failure that repeats is not retried forever: bad input or an unusable environment (the trainer's one-line error,
+exit status 2) is never restarted, and a trainer that fails twice in a row at the same checkpoint (no step saved in
+between) is not restarted again. SIGTERM or SIGINT to the task reaches the trainer, which saves the step it reached;
+no restart follows.
+
+    python -m acgan.supervise STORE SPLIT      (the child: train SPLIT of STORE with its recorded settings)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+
+from acgan.checkpoint import complete_steps
+from acgan.errors import UserError
+from acgan.store import open_store
+
+log = logging.getLogger(__name__)
+USER_ERROR_STATUS = 2  # components.run_step and the `acgan` command: one line for bad input, exit status 2
+FIRST_BACKOFF_SECONDS = 5.0  # doubled for each next restart, at most a minute
+
+
+class TrainerFailed(UserError):
+    """The trainer failed in a way that restarting it would not change, or it used up its restarts."""
+
+
+def _newest_step(store_uri: str, split: int) -> int | None:
+    try:
+        steps = complete_steps(open_store(store_uri), split)
+    except Exception as e:  # noqa: BLE001 - the store may be what failed: count it as no progress
+        log.warning("split %d: could not list its checkpoints (%s)", split, str(e)[:200])
+        return None
+    return steps[-1] if steps else None
+
+
+def _describe(status: int) -> str:
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
+
+
+def supervise_training(store_uri: str, split: int, restarts: int) -> int:
+    """Train `split` in a child process, restarting a crashed one at most `restarts` times; returns the split id.
+    Raises TrainerFailed when the trainer fails for good, and when a signal stopped it (after it saved its step)."""
+    stop = threading.Event()
+    child: subprocess.Popen | None = None
+
+    def forward(signum, frame):  # the trainer saves the step it reached on SIGTERM; no restart after it
+        stop.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    handlers = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)} \
+        if threading.current_thread() is threading.main_thread() else {}
+    try:
+        attempt, before, stalled = 0, _newest_step(store_uri, split), False
+        while True:
+            attempt += 1
+            child = subprocess.Popen([sys.executable, "-m", "acgan.supervise", store_uri, str(split)])
+            while True:
+                try:
+                    status = child.wait()
+                    break
+                except KeyboardInterrupt:  # only where no handler could be installed
+                    forward(signal.SIGINT, None)
+            if status == 0:
+                return split
+            after = _newest_step(store_uri, split)
+            reached = "no checkpoint" if after is None else f"checkpoint {after}"
+            if stop.is_set():
+                raise TrainerFailed(f"split {split}: stopped by a signal ({_describe(status)}, at {reached}); "
+                                    "its task or a rerun resumes from there")
+            if status == USER_ERROR_STATUS:
+                raise TrainerFailed(f"split {split}: the trainer stopped on an error that a restart would repeat "
+                                    "(its line is above); not restarted")
+            if after == before and stalled:
+                raise TrainerFailed(f"split {split}: the trainer failed twice in a row at {reached} "
+                                    f"({_describe(status)}), saving no step in between: not restarted again; "
+                                    "its log is above")
+            if attempt > restarts:
+                raise TrainerFailed(f"split {split}: the trainer failed {attempt} times (last: {_describe(status)}, "
+                                    f"at {reached}); no restarts left (--trainer-restarts {restarts})")
+            stalled = after == before
+            wait = min(60.0, FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            log.warning("split %d: the trainer failed (%s) at %s; restarting it from there in %.0f s (restart %d "
+                        "of %d)", split, _describe(status), reached, wait, attempt, restarts)
+            before = after
+            if stop.wait(wait):
+                raise TrainerFailed(f"split {split}: stopped by a signal before its trainer restarted, at {reached}")
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+
+
+def main(argv: list[str]) -> int:
+    """The trainer: one split with the experiment's recorded settings; bad input is one line and exit status 2."""
+    from acgan.errors import explain
+    from acgan.experiment import train_one_split
+    from acgan.process import start_task_process
+
+    start_task_process()
+    store_uri, split = argv[0], int(argv[1])
+    try:
+        train_one_split(store_uri, split)
+    except Exception as e:
+        message = explain(e)
+        if message is None:
+            raise
+        log.error("split %d: %s", split, message)
+        return USER_ERROR_STATUS
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,92 @@
+"""A training task's supervision of its trainer (acgan/supervise.py), with real trainer processes killed
+and signalled: what is restarted, what is recognised as repeating and left failed, and a stop that saves the step.
+The restart of a trainer killed mid-training inside a real pipeline run is tests/pipelines/test_killed_split.py."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from acgan.checkpoint import complete_steps
+from acgan.experiment import prepare_experiment, prepare_split_data
+from acgan.settings import RunSettings
+from acgan.store import open_store
+from acgan.supervise import TrainerFailed, supervise_training
+from tests.pipelines.test_killed_split import trainer_processes
+
+SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=400, batch_size=8, checkpoint_every=2,
+                width=0.0625)
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    uri = str(tmp_path / "store")
+    prepare_experiment(RunSettings(store=uri, **SETTINGS))
+    prepare_split_data(uri, 0)
+    return uri
+
+
+class KillEveryTrainer(threading.Thread):
+    """SIGKILLs each trainer of split 0 as soon as it appears (a crash before any step is saved)."""
+
+    def __init__(self, store_uri: str):
+        super().__init__(daemon=True)
+        self.store_uri, self.killed, self.done = store_uri, set(), threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            for pid in set(trainer_processes(self.store_uri, 0)) - self.killed:
+                os.kill(pid, signal.SIGKILL)
+                self.killed.add(pid)
+            time.sleep(0.01)
+
+
+def test_a_trainer_crashing_twice_at_the_same_checkpoint_is_not_restarted_again(experiment, caplog):
+    killer = KillEveryTrainer(experiment)
+    killer.start()
+    try:
+        with caplog.at_level("WARNING"), pytest.raises(TrainerFailed, match=(
+                r"split 0: the trainer failed twice in a row at no checkpoint \(killed by SIGKILL\), saving no step "
+                r"in between: not restarted again")):
+            supervise_training(experiment, 0, restarts=5)
+    finally:
+        killer.done.set()
+        killer.join()
+    assert len(killer.killed) == 2  # the first crash was restarted once; the second, at the same point, was not
+    [restart] = [r.getMessage() for r in caplog.records if "restarting" in r.getMessage()]
+    assert restart.startswith("split 0: the trainer failed (killed by SIGKILL) at no checkpoint; restarting it")
+
+
+def test_bad_input_is_not_restarted(tmp_path, caplog):
+    """The trainer's one-line error (exit status 2: here a store with no experiment) would repeat: no restart."""
+    with caplog.at_level("WARNING"), pytest.raises(TrainerFailed, match="an error that a restart would repeat"):
+        supervise_training(str(tmp_path / "empty"), 0, restarts=5)
+    assert not [r for r in caplog.records if "restarting" in r.getMessage()]
+
+
+def test_sigterm_to_the_task_saves_the_trainers_step_and_restarts_nothing(experiment):
+    """The signal a pod's deletion sends: the task forwards it, the trainer saves the step it reached and stops,
+    the task exits non-zero with one line, and the trainer is not started again."""
+    task = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from acgan.supervise import supervise_training; "
+         "from components import run_step; run_step('train-split', lambda: supervise_training(sys.argv[1], 0, 3))",
+         experiment], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    store = open_store(experiment)
+    deadline = time.monotonic() + 120
+    while not complete_steps(store, 0):
+        assert task.poll() is None and time.monotonic() < deadline, "the trainer saved no checkpoint"
+        time.sleep(0.05)
+    [trainer] = trainer_processes(experiment, 0)
+    task.send_signal(signal.SIGTERM)
+    output, _ = task.communicate(timeout=120)
+    assert task.returncode == 2, output
+    steps = complete_steps(store, 0)
+    assert steps[-1] < SETTINGS["steps"]
+    assert f"split 0: stopped by SIGTERM at step {steps[-1]} of {SETTINGS['steps']}" in output, output  # the trainer
+    assert f"split 0: stopped by a signal (exit status 2, at checkpoint {steps[-1]})" in output, output
+    assert "restarting" not in output and "Traceback" not in output, output
+    assert trainer not in trainer_processes(experiment, 0) and not trainer_processes(experiment, 0)
