@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+IMAGE_CHECK = ".venv/bin/python -m tests.deploy.image_check"  # after the suite, in the environment it installed
 
 
 def test_readme_starts_with_the_two_commands():
@@ -23,12 +24,14 @@ def test_readme_starts_with_the_two_commands():
 
 
 def _ci_run(tmp_path: Path, readme: str) -> subprocess.CompletedProcess:
-    """.ci/run as written, beside `readme`, with its last step echoing the command instead of running the suite."""
+    """.ci/run as written, beside `readme`, with its steps echoing what they would run instead of running the suite
+    and the image check."""
     script = (ROOT / ".ci" / "run").read_text()
     runs = 'bash -c "$test_command"'
-    assert script.count(runs) == 1
+    assert script.count(runs) == 1 and script.count(f"\n{IMAGE_CHECK}\n") == 1
     (tmp_path / ".ci").mkdir()
-    (tmp_path / ".ci" / "run").write_text(script.replace(runs, 'echo "would run: $test_command"'))
+    (tmp_path / ".ci" / "run").write_text(script.replace(runs, 'echo "would run: $test_command"').replace(
+        f"\n{IMAGE_CHECK}\n", '\necho "would check the image"\n'))
     (tmp_path / "README.md").write_text(readme)
     return subprocess.run(["bash", str(tmp_path / ".ci" / "run")], capture_output=True, text=True, timeout=30)
 
@@ -38,7 +41,8 @@ def test_ci_runs_the_readme_test_command(tmp_path):
     install_and_test = readme.splitlines()[2]
     ci = _ci_run(tmp_path, readme)
     assert ci.returncode == 0, ci.stderr
-    assert ci.stdout.splitlines() == [f"+ {install_and_test}", f"would run: {install_and_test}"]
+    assert ci.stdout.splitlines() == [f"+ {install_and_test}", f"would run: {install_and_test}", f"+ {IMAGE_CHECK}",
+                                      "would check the image"]
 
 
 def test_ci_refuses_a_readme_whose_third_line_is_not_the_test_command(tmp_path):
