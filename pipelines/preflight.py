@@ -4,7 +4,8 @@ the Kubernetes API with the `kubernetes` client, as the submitting user (kube co
 A pod that lacks its Secret or ConfigMap is never started (CreateContainerConfigError) and one labelled for a Kueue
 LocalQueue that does not exist waits forever, so each of these would otherwise show up as a stuck run much later.
 Only the names of keys are read, never a value. It also reads KFP's Argo configuration, when the submitting user
-may, to warn when Argo would not retry a failed or a preempted training pod (docs/operators.md, section 5).
+may, to warn when its retry policy would retry a failing pod at every level of KFP's nested DAGs, or would not retry
+a deleted (preempted) pod (docs/operators.md, section 5).
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ STORE_ENDPOINT_KEY = "ACGAN_S3_ENDPOINT"
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 GPU_QUOTA_KEY = "requests.nvidia.com/gpu"
 KFP_NAMESPACE, ARGO_CONFIG_MAP = "kubeflow", "workflow-controller-configmap"
-ARGO_PATCH = "manifests/kfp/workflow-controller-configmap-patch.yaml"
-# Which pods each Argo retry policy leaves unretried (Argo's RetryPolicyActual: no policy means OnFailure).
-UNRETRIED = {"OnFailure": "deleted or evicted (preempted)", "OnError": "failed (a crash, an OOM kill)",
-             "OnTransientError": "failed or preempted", "Always": None}
+# Argo's retry policies that retry a Failed node (workflow/controller/operator.go, processNodeRetries). As a
+# template default they reach every template, DAGs included (mergedTemplateDefaultsInto).
+RETRIES_FAILURES = ("Always", "OnFailure", "OnTransientError")
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,10 @@ def missing_objects(cluster: ClusterSettings, namespace: str, require_gpu_quota:
 
 
 def argo_retry_gap(api_client) -> str | None:
-    """A warning when KFP's Argo configuration leaves failed or preempted pods unretried; None when it retries both,
-    or when the submitting user may not read it (nothing is known then)."""
+    """A warning when KFP's Argo configuration retries in a way a run pays for: a template default that retries
+    failed nodes applies to KFP's nested DAG templates too, so one failing pod is retried at each level (and a retry
+    at the loop's level reruns every split); no template default leaves a deleted (preempted) pod unretried. None for
+    KFP 2.17.0's own OnError, and when the submitting user may not read the configuration (nothing is known)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
@@ -97,15 +99,20 @@ def argo_retry_gap(api_client) -> str | None:
         return None
     try:
         defaults = yaml.safe_load((config_map.data or {}).get("workflowDefaults") or "{}") or {}
-        policy = defaults["spec"]["templateDefaults"]["retryStrategy"].get("retryPolicy") or "OnFailure"
+        strategy = defaults["spec"]["templateDefaults"]["retryStrategy"]
+        policy = strategy.get("retryPolicy") or ("Always" if strategy.get("expression") else "OnFailure")
     except (yaml.YAMLError, KeyError, TypeError, AttributeError):
-        policy = "OnFailure"  # no template default: Argo's own
-    unretried = UNRETRIED.get(policy, "failed or preempted")
-    if unretried is None:
-        return None
-    return (f"preflight: KFP's Argo retries with policy {policy} ({KFP_NAMESPACE}/{ARGO_CONFIG_MAP}), so a "
-            f"{unretried} training pod is not retried and its split waits for a rerun: apply {ARGO_PATCH} "
-            "(docs/operators.md, section 5)")
+        policy = None
+    where = f"{KFP_NAMESPACE}/{ARGO_CONFIG_MAP}"
+    if policy is None:
+        return (f"preflight: KFP's Argo configuration ({where}) sets no template retry policy, so a deleted "
+                "(preempted) training pod is not retried and its split waits for `acgan rerun` or a Clone run "
+                "(docs/operators.md, section 5)")
+    if policy in RETRIES_FAILURES:
+        return (f"preflight: KFP's Argo configuration ({where}) retries every template with policy {policy}, KFP's "
+                "nested DAGs included: a task that fails is attempted again at each level, and a retry of the "
+                "class-splits loop starts every split's pods again (docs/operators.md, section 5)")
+    return None
 
 
 def _read(call, kind: str, name: str):

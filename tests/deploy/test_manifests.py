@@ -56,14 +56,15 @@ def compiled(tmp_path_factory) -> tuple[dict, dict]:
 
 
 def test_the_overlays_an_operator_expects():
-    assert {"generic", "karpenter", "kueue", "external-store", "bundled-minio"} <= set(OVERLAYS)
+    assert {"generic", "karpenter", "kueue", "external-store", "bundled-minio", "kubeflow-profile"} <= set(OVERLAYS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_object_validates_strictly(rendered, overlay):
     docs = rendered[overlay]
     kinds = {d["kind"] for d in docs}
-    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ResourceQuota", "ConfigMap", "Secret"} <= kinds
+    assert {"ServiceAccount", "Role", "RoleBinding", "ResourceQuota", "ConfigMap", "Secret"} <= kinds
+    assert ("Namespace" in kinds) == (overlay != "kubeflow-profile")  # a profile's namespace is the profile's
     for doc in docs:
         if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
             continue
@@ -104,7 +105,7 @@ def test_pipeline_and_manifests_agree(rendered, compiled):
     spec, executors = compiled
     cluster = ClusterSettings()
     for overlay, docs in rendered.items():
-        (namespace,) = objects(docs, "Namespace")
+        (namespace,) = {d["metadata"]["namespace"] for d in docs if d["kind"] == "ServiceAccount"}
         secret = objects(docs, "Secret")[cluster.store_secret]
         config = objects(docs, "ConfigMap")[cluster.store_config_map]
         assert SERVICE_ACCOUNT in objects(docs, "ServiceAccount"), overlay
@@ -190,24 +191,21 @@ def test_pipeline_service_account_has_only_what_tasks_need(rendered):
             assert rule["verbs"] == ["get"] and rule["resourceNames"]  # by name only, never list
 
 
-# KFP 2.17.0's own Argo configuration (manifests/kustomize/third-party/argo/base/workflow-controller-configmap-patch.yaml
-# at tag 2.17.0 of kubeflow/pipelines): the key the patch below replaces.
-KFP_2_17_WORKFLOW_DEFAULTS = {"spec": {
-    "ttlStrategy": {"secondsAfterCompletion": 3600, "secondsAfterSuccess": 3600, "secondsAfterFailure": 3600},
-    "templateDefaults": {"retryStrategy": {"limit": "2", "retryPolicy": "OnError"}}}}
+def test_no_manifest_changes_what_another_component_owns(rendered):
+    """No common label on a Namespace (a Kubeflow profile's carries app.kubernetes.io/part-of: kubeflow-profile,
+    which the profile controller and KFP's NetworkPolicies select on), nothing in KFP's namespace, and nothing of
+    Argo's cluster-wide configuration: the retries need none (docs/operators.md, section 5)."""
+    for overlay, docs in rendered.items():
+        for namespace in objects(docs, "Namespace").values():
+            assert "app.kubernetes.io/part-of" not in namespace["metadata"].get("labels", {}), overlay
+        assert not [d for d in docs if d["metadata"].get("namespace") == "kubeflow"], overlay
+        assert "workflow-controller-configmap" not in objects(docs, "ConfigMap"), overlay
+    assert not (MANIFESTS / "kfp").exists()
 
 
-def test_argo_retries_failed_and_deleted_pods_once_patched():
-    """The compiled tasks' retryPolicy has a count and a backoff but no policy (tests/pipelines, test_every_task_
-    retries...), so Argo's templateDefaults decide what is retried: the patch changes KFP 2.17.0's OnError (deleted
-    pods only) to Always (failed and deleted pods) and keeps the rest of what KFP ships."""
-    path = MANIFESTS / "kfp" / "workflow-controller-configmap-patch.yaml"
-    patch = yaml.safe_load(path.read_text())
-    kubernetes_validate.validate(patch, K8S_VERSION, strict=True)
-    assert patch["metadata"] == {"name": "workflow-controller-configmap", "namespace": "kubeflow"}
-    assert set(patch["data"]) == {"workflowDefaults"}  # a merge patch: every other key of KFP's ConfigMap stays
-    defaults = yaml.safe_load(patch["data"]["workflowDefaults"])
-    expected = yaml.safe_load(yaml.safe_dump(KFP_2_17_WORKFLOW_DEFAULTS))
-    expected["spec"]["templateDefaults"]["retryStrategy"]["retryPolicy"] = "Always"
-    assert defaults == expected
-    assert "kubectl -n kubeflow patch configmap workflow-controller-configmap --type merge" in path.read_text()
+def test_the_profile_overlay_applies_no_namespace(rendered):
+    docs = rendered["kubeflow-profile"]
+    assert not objects(docs, "Namespace")
+    namespaces = {d["metadata"]["namespace"] for d in docs}
+    (binding,) = objects(docs, "RoleBinding").values()
+    assert namespaces == {binding["subjects"][0]["namespace"]} and namespaces != {"acgan"}

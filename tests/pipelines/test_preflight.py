@@ -2,7 +2,6 @@
 paths with the JSON an API server returns, and the real `kubernetes` client reaches it through a kube config."""
 
 import base64
-from pathlib import Path
 
 import pytest
 import yaml
@@ -10,7 +9,7 @@ import yaml
 from cli.main import main
 from acgan.errors import UserError
 from acgan.settings import ClusterSettings
-from pipelines.preflight import ARGO_PATCH, preflight
+from pipelines.preflight import preflight
 from tests.conftest import json_api
 
 NS = "acgan"
@@ -141,22 +140,25 @@ def test_submit_stops_before_kfp_with_one_line(api_server, capsys):
     assert f"acgan submit: error: preflight: namespace {NS} lacks ConfigMap acgan-store" in err
 
 
-@pytest.mark.parametrize("defaults, unretried", [
-    (KFP_2_17_DEFAULTS, "failed (a crash, an OOM kill)"),  # KFP 2.17.0 as it ships
-    (None, "deleted or evicted (preempted)"),  # no workflowDefaults: Argo's own OnFailure
+ALWAYS = KFP_2_17_DEFAULTS.replace("OnError", "Always")
+
+
+@pytest.mark.parametrize("defaults, warned", [
+    (ALWAYS, "retries every template with policy Always, KFP's nested DAGs included"),
+    (KFP_2_17_DEFAULTS.replace("      retryPolicy: OnError\n", ""), "policy OnFailure"),  # Argo's default policy
+    (None, "a deleted (preempted) training pod is not retried"),  # no workflowDefaults (KFP before 2.17.0)
 ])
-def test_argo_retry_gaps_are_a_warning_naming_the_patch(api_server, caplog, defaults, unretried):
+def test_argo_retry_policies_that_cost_a_run_are_a_warning(api_server, caplog, defaults, warned):
     api_server["objects"][ARGO_CONFIG] = argo_config(defaults) if defaults else {
         **argo_config(""), "data": {"executor": "imagePullPolicy: IfNotPresent\n"}}
     with caplog.at_level("WARNING", logger="pipelines.preflight"):
         preflight(ClusterSettings(), NS)  # a warning, not a refusal
     [warning] = [r.getMessage() for r in caplog.records]
-    assert f"a {unretried} training pod is not retried" in warning and ARGO_PATCH in warning, warning
+    assert warned in warning and "docs/operators.md, section 5" in warning, warning
 
 
-def test_argo_patched_or_unreadable_is_silent(api_server, caplog):
-    patch = yaml.safe_load((Path(__file__).parents[2] / ARGO_PATCH).read_text())
-    api_server["objects"][ARGO_CONFIG] = argo_config(patch["data"]["workflowDefaults"])
+def test_kfps_own_argo_configuration_or_an_unreadable_one_is_silent(api_server, caplog):
+    api_server["objects"][ARGO_CONFIG] = argo_config(KFP_2_17_DEFAULTS)
     with caplog.at_level("WARNING", logger="pipelines.preflight"):
         preflight(ClusterSettings(), NS)
         api_server["objects"][ARGO_CONFIG] = 403  # the submitting user may not read KFP's namespace: nothing known
