@@ -252,8 +252,9 @@ class ClusterSettings(BaseModel):
     trainer_restarts: int = Field(3, ge=0, le=20, description="restarts of a crashed trainer inside its training "
                                   "task, each from the split's newest checkpoint; a failure that repeats is not "
                                   "restarted")
-    retries: int = Field(4, ge=0, le=20, description="retries of a failed task (set_retry); the backend's Argo "
-                         "retries failures (exit non-zero), not pods deleted without one (docs/operators.md)")
+    retries: int = Field(4, ge=0, le=20, description="retries of a task by Argo (set_retry): on KFP 2.17's own "
+                         "configuration (OnError) a task whose pod was deleted or preempted, not one that failed "
+                         "(docs/operators.md, section 5)")
     retry_backoff_seconds: int = Field(120, ge=0, le=3600, description="wait before the first retry, doubled for "
                                        "each next one; 120 s then 240 s outlast the 300 s lease of a trainer "
                                        "killed without a chance to release it")

@@ -300,7 +300,7 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kueue-queue", help="admit the GPU tasks' pods through this Kueue LocalQueue (default: no Kueue)")
     g.add_argument("--trainer-restarts", type=int, help="restarts of a crashed trainer inside its training task, "
                    "each from its newest checkpoint (default 3)")
-    g.add_argument("--retries", type=int, help="retries of a failed task (default 4)")
+    g.add_argument("--retries", type=int, help="retries of a task whose pod was deleted or preempted (default 4)")
     g.add_argument("--retry-backoff-seconds", type=int, help="wait before the first retry, doubled for each next "
                                                              "(default 120)")
     g.add_argument("--prepare-cpu", help="CPU request and limit of the tasks that read the source (default 4)")
