@@ -7,6 +7,7 @@ of the run in the KFP UI, whose complete splits return at once); each resumes fr
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from pydantic import BaseModel, ValidationError
@@ -22,18 +23,31 @@ from acgan.store import Store, open_store, read_json, write_json
 from acgan.training.loop import TrainConfig, train_split
 
 EXPERIMENT_KEY = "experiment.json"
+log = logging.getLogger(__name__)
 
 
 def prepare_experiment(settings: RunSettings) -> list[int]:
-    """Make the split plan (a no-op if already made), record the settings; return the split ids to train. Each
-    split's shard is then built by its own task in the fan-out (`prepare_split_data`)."""
+    """Make the split plan (a no-op if already made), record the settings; return the split ids to train: those
+    asked for (all by default), less the ones whose newest complete checkpoint is at the target already, unless
+    `include_complete`. So a Clone run of the KFP UI puts only unfinished splits on GPU nodes. Each split's shard is
+    then built by its own task in the fan-out (`prepare_split_data`)."""
     store = open_store(settings.store)
     plan = plan_data(PrepareConfig(**settings.model_dump(include=set(DataSettings.model_fields))), store)
     outside = [s for s in settings.split_ids if s >= len(plan.splits)]
     if outside:
         raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
     write_json(store, EXPERIMENT_KEY, settings.model_dump(), checksum=True)
-    return settings.split_ids or list(range(len(plan.splits)))
+    asked = settings.split_ids or list(range(len(plan.splits)))
+    complete = [] if settings.include_complete else [
+        s for s in asked if (steps := complete_steps(store, s)) and steps[-1] >= settings.steps]
+    todo = [s for s in asked if s not in complete]
+    # Never an empty fan-out: KFP's driver cannot collect the outputs of a loop that ran no iteration for the
+    # assembly's input (backend/src/v2/driver/resolve.go, resolveUpstreamParameters), so one complete split's task
+    # runs, and returns at once.
+    todo = todo or asked[:1]
+    log.info("fanning out over %d of %d splits%s", len(todo), len(asked),
+             f" ({len(complete)} already at their {settings.steps} steps)" if complete else "")
+    return todo
 
 
 def load_settings(store: Store) -> RunSettings:

@@ -199,6 +199,9 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
                                                   "is not complete")
     split_ids: list[int] = Field(default_factory=list, description="splits to train (on the command line: "
                                                                   "comma-separated, e.g. 0,3,7); empty = all")
+    include_complete: bool = Field(False, description="also run a training task for each split already at its "
+                                   "target steps (it returns at once; its metrics and samples then show in this "
+                                   "run); by default only the unfinished splits are fanned out")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunSettings":

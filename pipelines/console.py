@@ -29,7 +29,7 @@ _RETRYING = re.compile(r"Task (\S+) failed \(attempt (\d+)/(\d+)\)\. Retrying")
 _DONE = re.compile(r"INFO ([a-z-]+): [a-z-]+: done in ")  # a step's own last line (components/run_step)
 _TRAINING = re.compile(r"split (\d+) step (\d+)/(\d+)")
 _RESUMED = re.compile(r"split (\d+): (?:resuming from|already at) step (\d+)")
-_PLAN = re.compile(r"plan: \d+ classes in (\d+) splits")  # prepare-data's line: a folder's split count
+_FANOUT = re.compile(r"fanning out over (\d+) of \d+ splits")  # prepare-data's line: the training tasks to come
 STAGES = {"prepare-data": "planning the class splits", "prepare-split-data": "preparing each split's data",
           "train-split": "training", "assemble-ensemble": "assembling", "evaluate-ensemble": "evaluating"}
 PER_SPLIT = {"prepare-split-data", "train-split"}  # one task per split, inside the fan-out
@@ -132,7 +132,7 @@ class RunProgress:
 
     def task_finished(self, task: str, ok: bool, log: Path | None = None) -> None:
         """A stage is done when all its tasks are: one per split inside the fan-out (the plan's split count, known
-        before the run or read from the plan's log line), else one."""
+        before the run or read from the plan task's fan-out line), else one."""
         self.running[task] = self.running.get(task, 1) - 1
         expected = self.splits if task in PER_SPLIT and self.splits else None
         if not ok:  # not a finished task: its retry, or the run's failure, follows
@@ -147,9 +147,9 @@ class RunProgress:
             self.say(f"{STAGES.get(task, task)}: done in {_duration(seconds)}")
 
     def read(self, line: str) -> None:
-        plan = _PLAN.search(line)
-        if plan and self.splits is None:  # a folder data set: its splits are known once the plan is made
-            self.splits = int(plan[1])
+        fanout = _FANOUT.search(line)
+        if fanout:  # a folder's splits are known once the plan is made, and complete splits are not fanned out
+            self.splits = int(fanout[1])
         step = _TRAINING.search(line) or _RESUMED.search(line)
         if not step:
             return

@@ -225,6 +225,10 @@ class Backend:
         items = values[items_input] if items_input else json.loads(iterator["items"]["raw"])
         if kind(items) != "list":
             raise BackendRejected(f"loop items {items_input}: expected a list, got {kind(items)}")
+        if not items:
+            # iteration_count 0: resolveUpstreamParameters collects only when getParallelForIterationCount > 0,
+            # else it looks for the producer's own execution, which no iteration created: the consumer's driver fails.
+            return {}
         gathered: dict[str, list] = {}
         for index, item in enumerate(items):
             iteration = {k: v for k, v in values.items() if k != items_input} | {item_input: item}

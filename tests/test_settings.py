@@ -31,7 +31,7 @@ from acgan.training.loop import TrainConfig
 EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=32, classes_per_split=5, num_classes=10,
                     images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, width=0.125,
                     d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
-                    g_layout="imagenet-start", split_ids=[], samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained",
+                    g_layout="imagenet-start", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained",
                     analyses=["discriminability", "diversity", "joint", "fidelity"])
 # Odena, Olah & Shlens (2016) at ImageNet's shape, nothing added.
 PAPER = dict(resolution=128, classes_per_split=10, batch_size=100, steps=50_000, width=1.0, d_width=1.0,

@@ -83,6 +83,34 @@ def test_a_loop_over_an_untyped_list_fails_its_first_iteration_as_the_driver_fai
     assert [e.task for e in run.executed] == ["root/untyped-plan"]  # the plan ran; no iteration's task started
 
 
+@dsl.component(install_kfp_package=False)
+def empty_plan() -> list[int]:
+    return []
+
+
+@dsl.component(install_kfp_package=False)
+def gather(splits: list) -> int:
+    return len(splits)
+
+
+@dsl.pipeline
+def empty_loop():
+    plan = empty_plan()
+    with dsl.ParallelFor(plan.output) as split:
+        used = use_split(split=split)
+    gather(splits=dsl.Collected(used.output))
+
+
+def test_a_loop_with_no_iteration_leaves_nothing_to_collect(tmp_path):
+    """Why the plan never returns an empty list (acgan/experiment.py, prepare_experiment): the assembly's driver
+    could not resolve its collected input."""
+    spec, platform = compiled(empty_loop, tmp_path)
+    run = backend(spec, platform, tmp_path)
+    with pytest.raises(BackendRejected, match="producer task, for-loop-1, has no output parameter"):
+        run.submit({})
+    assert [e.task for e in run.executed] == ["root/empty-plan"]
+
+
 def test_a_run_parameter_of_the_wrong_kind_is_refused_at_submission(tmp_path):
     spec, _ = compiled(build_pipeline(ClusterSettings()), tmp_path)
     arguments = pipeline_arguments(RunSettings(store="s3://b/x", **SETTINGS))

@@ -21,7 +21,7 @@ from acgan.checkpoint import complete_steps
 from acgan.collapse import real_diversity
 from acgan.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from acgan.errors import UserError
-from acgan.experiment import EXPERIMENT_KEY, load_settings, split_statuses, train_one_split
+from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, split_statuses, train_one_split
 from acgan.lease import Lease, lease_key
 from acgan.settings import ClusterSettings, RunSettings
 from acgan.store import open_store
@@ -153,7 +153,8 @@ def test_a_folder_runs_stages_end_once_every_split_is_done(tmp_path):
         logs.write(f"INFO - Executing task '{name}'\n" + "".join(f"{line}\n" for line in lines)
                    + f"INFO {name}: {name}: done in 1.0 s\n")
 
-    task("prepare-data", "INFO acgan.data.prepare: plan: 6 classes in 3 splits")
+    task("prepare-data", "INFO acgan.data.prepare: plan: 6 classes in 3 splits",
+         "INFO acgan.experiment: fanning out over 3 of 3 splits")
     for split in range(3):  # one split after the other, as two at a time or one alone would also finish
         task("prepare-split-data")
         task("train-split", f"split {split} step 2/2")
@@ -252,6 +253,18 @@ def test_a_complete_split_returns_at_once(finished_store):
     before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
     assert train_one_split(finished_store.uri, 0) == 0
     assert {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")} == before
+
+
+def test_the_plan_fans_out_over_the_unfinished_splits_only(finished_store, caplog):
+    """A Clone run in the KFP UI (every parameter as before): splits at their target get no task, so no GPU node and
+    no image pull; `include_complete` runs them all; a longer target makes them unfinished again."""
+    settings = load_settings(finished_store).model_copy(update={"store": finished_store.uri})  # this copy's
+    with caplog.at_level("INFO", logger="acgan.experiment"):
+        assert prepare_experiment(settings) == [0]  # nothing to train: one task that returns at once, not an empty loop
+    assert "fanning out over 1 of 2 splits (2 already at their 4 steps)" in caplog.text
+    assert prepare_experiment(settings.model_copy(update={"include_complete": True})) == [0, 1]
+    assert prepare_experiment(settings.model_copy(update={"steps": settings.steps + 2})) == [0, 1]
+    assert prepare_experiment(settings.model_copy(update={"steps": settings.steps + 2, "split_ids": [1]})) == [1]
 
 
 def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env, monkeypatch, tmp_path):
