@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import re
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -181,6 +182,18 @@ class LocalStore:
             raise UserError(f"store {self.uri} does not exist: run `acgan prepare --store {self.uri}` first")
 
 
+def _no_such_host(e: BaseException) -> bool:
+    """Whether a connection failed because the endpoint's name does not exist (EAI_NONAME), as opposed to a lookup
+    that failed for now (EAI_AGAIN: a DNS server restarting), which is retried like any outage."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror):
+            return e.errno == socket.EAI_NONAME
+        e = getattr(e, "reason", None) or e.__cause__ or e.__context__
+    return False
+
+
 class S3Store:
     """A bucket prefix on any S3-protocol server, through the minio client. Transient errors are retried for
     `retry_seconds` with backoff and jitter; permanent ones (access denied, no such bucket) fail at once."""
@@ -241,6 +254,14 @@ class S3Store:
         if isinstance(e, ServerError):
             return True, f"HTTP {e.status_code}"
         if isinstance(e, HTTPError):  # connection refused or reset, a timeout: the server may come back
+            if _no_such_host(e):  # but a name that does not exist will not (a lookup that timed out may)
+                host = urlparse(self.endpoint).hostname
+                in_cluster = " (a name of the cluster's own DNS)" if host.endswith(".local") else ""
+                raise UserError(f"store endpoint {self.endpoint}: the host {host} does not resolve from this machine"
+                                f"{in_cluster}: from outside the cluster, forward the store's port (`kubectl -n "
+                                "NAMESPACE port-forward svc/SERVICE 9000`) and set ACGAN_S3_ENDPOINT="
+                                "http://127.0.0.1:9000, or set ACGAN_S3_ENDPOINT to the store's external address"
+                                ) from None
             return True, type(getattr(e, "reason", None) or e).__name__  # MaxRetryError wraps the cause
         raise e
 

@@ -209,7 +209,7 @@ def _rerun(args: argparse.Namespace) -> dict:
     options = _cluster_settings(args).model_dump(include=set(_given(args, ClusterSettings.model_fields)))
     return rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
                  args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
-                 args.pipeline_id)
+                 args.pipeline_id, preflight=not args.no_preflight)
 
 
 def _plan(args: argparse.Namespace) -> dict | None:
@@ -397,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline-id", help="run this uploaded pipeline (default: the recorded one, else compile here)")
     p.add_argument("--service-account", help="the run's ServiceAccount (default: the recorded one; '' for KFP's)")
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"))
+    p.add_argument("--no-preflight", action="store_true", help="on a cluster, skip asking the Kubernetes API "
+                   "whether the namespace has what the pods need (as `acgan submit` does)")
     _cluster_options(p)
     p.set_defaults(run=_rerun)
 

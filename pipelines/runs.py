@@ -218,10 +218,12 @@ def describe_kfp_error(e: Exception, host: str) -> str:
 def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_options: dict | None = None,
           pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None,
           parallelism: int = LOCAL_PARALLELISM, service_account: str | None = None,
-          experiment: str | None = None, run_name: str | None = None, pipeline_id: str | None = None) -> dict:
+          experiment: str | None = None, run_name: str | None = None, pipeline_id: str | None = None,
+          preflight: bool = True) -> dict:
     """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. On a
     cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and the
-    other arguments given (not None) replace them one by one; service_account "" is KFP's default account."""
+    other arguments given (not None) replace them one by one; service_account "" is KFP's default account. On a
+    cluster the namespace is checked first, as `acgan submit` does (`preflight`)."""
     if (host is None) == (not local):
         raise UserError("rerun needs exactly one of --host URL (a KFP server) or --local (this machine)")
     store = open_store(store_uri)
@@ -249,5 +251,5 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
             raise UserError(f"--{key.replace('_', '-')}: {msg}") from None
         account = recorded.service_account if service_account is None else service_account or None
         result = submit(settings, cluster, host, namespace or recorded.namespace, experiment or recorded.experiment,
-                        run_name, pipeline_id or recorded.pipeline_id, account)
+                        run_name, pipeline_id or recorded.pipeline_id, account, preflight)
     return {**result, "trained": todo, "left_to_their_trainers": [s.split for s in busy]}

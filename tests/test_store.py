@@ -121,3 +121,25 @@ def test_unfinished_writes_are_cleaned_when_a_trainer_takes_the_split(digits_sto
     time.sleep(1.1)
     assert s3.clean_temporaries("splits/split-00000/", older_than=1.0) == 1
     assert uploads() == []
+
+
+@pytest.mark.parametrize("command", ["status", "rerun"])
+def test_an_endpoint_name_that_does_not_resolve_fails_at_once_naming_the_fix(monkeypatch, capsys, command):
+    """`acgan status` / `rerun` from a workstation with the cluster's own store endpoint: one line saying how to
+    reach the store from outside, at once, not after ACGAN_S3_RETRY_SECONDS of retries."""
+    import time
+
+    from cli.main import main
+
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", "http://seaweedfs.kubeflow.svc.cluster.local:8333")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-value")
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "300")
+    started = time.monotonic()
+    args = [command, "--store", "s3://mlpipeline/acgan/exp1"] + (["--local"] if command == "rerun" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 60 and err.count("\n") == 1 and "Traceback" not in err
+    assert ("the host seaweedfs.kubeflow.svc.cluster.local does not resolve from this machine (a name of the "
+            "cluster's own DNS): from outside the cluster, forward the store's port") in err
+    assert "ACGAN_S3_ENDPOINT=http://127.0.0.1:9000" in err and "secret-value" not in err

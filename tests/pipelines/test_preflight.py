@@ -164,3 +164,15 @@ def test_kfps_own_argo_configuration_or_an_unreadable_one_is_silent(api_server, 
         api_server["objects"][ARGO_CONFIG] = 403  # the submitting user may not read KFP's namespace: nothing known
         preflight(ClusterSettings(), NS)
     assert not caplog.records and ARGO_CONFIG in [path for path, _ in api_server["requests"]]
+
+
+def test_rerun_on_a_cluster_runs_the_same_preflight(api_server, s3_env, capsys):
+    from acgan.experiment import prepare_experiment
+    from acgan.settings import RunSettings
+
+    prepare_experiment(RunSettings(store=s3_env, steps=4))
+    del api_server["objects"][f"/api/v1/namespaces/{NS}/configmaps/acgan-store"]
+    code = main(["rerun", "--host", "http://127.0.0.1:9", "--store", s3_env, "--namespace", NS])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"acgan rerun: error: preflight: namespace {NS} lacks ConfigMap acgan-store" in err

@@ -285,7 +285,7 @@ def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env
                 experiment="exp-a")
     assert json.loads(s3.read_bytes(runs.SUBMISSION_KEY))["cluster"]["image"] == "registry.example.com/acgan:7"
 
-    result = runs.rerun(s3_env, host="https://kfp.example", run_name="again")
+    result = runs.rerun(s3_env, host="https://kfp.example", run_name="again", preflight=False)
     assert result["trained"] == [1]
     kind, pipeline_func, arguments, run_name, experiment, namespace, account = client.calls[1]
     assert (kind, run_name, experiment, namespace, account) == ("from_func", "again", "exp-a", "team-a",
@@ -302,10 +302,11 @@ def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env
     # Options given replace the recorded ones; an uploaded pipeline's id is kept for the next rerun.
     runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster, "https://kfp.example",
                 experiment="exp-a", pipeline_id="pl-9")
-    runs.rerun(s3_env, host="https://kfp.example", experiment="exp-b", service_account="")
+    runs.rerun(s3_env, host="https://kfp.example", experiment="exp-b", service_account="", preflight=False)
     assert client.calls[-1][:4] == ("uploaded", "exp-1", f"acgan-ensemble {s3_env}", "pl-9")
     assert client.calls[-1][-1] is None and client.experiments[-1] == "exp-b"
-    runs.rerun(s3_env, host="https://kfp.example", pipeline_id="pl-10", cluster_options={"image": "r.example/a:8"})
+    runs.rerun(s3_env, host="https://kfp.example", pipeline_id="pl-10", cluster_options={"image": "r.example/a:8"},
+               preflight=False)
     assert client.calls[-1][3] == "pl-10"
     assert runs.load_submission(s3).cluster.image == "r.example/a:8"
 
