@@ -249,8 +249,9 @@ class ClusterSettings(BaseModel):
     timeout_seconds: int = Field(24 * 3600, ge=60, description="limit for one training task")
     train_cpu: str = "8"
     train_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of each training task "
-                                      "(OMP_NUM_THREADS); None: torch's default, one per core of the node, which "
-                                      "oversubscribes a pod given fewer")
+                                      "(OMP_NUM_THREADS); None: the task's CPU request (train_cpu), since torch's "
+                                      "default, one per core of the node, oversubscribes a large GPU node shared by "
+                                      "several tasks")
     train_memory: str = "32G"
     trainer_restarts: int = Field(3, ge=0, le=20, description="restarts of a crashed trainer inside its training "
                                   "task, each from the split's newest checkpoint; a failure that repeats is not "
@@ -273,6 +274,21 @@ class ClusterSettings(BaseModel):
                                                           "endpoint than the store's (ACGAN_SOURCE_S3_ENDPOINT)")
     source_secret: str | None = Field(None, description="Secret with the S3 source's own AWS_ACCESS_KEY_ID / "
                                                         "AWS_SECRET_ACCESS_KEY; None: the store's keys")
+
+    @property
+    def training_threads(self) -> int:
+        """OMP_NUM_THREADS of a training task: `train_threads`, else its whole cores of `train_cpu` (at least 1)."""
+        if self.train_threads:
+            return self.train_threads
+        cpu = self.train_cpu
+        return max(1, int(float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)))
+
+    @field_validator("train_cpu", "prepare_cpu")
+    @classmethod
+    def _cpu_quantity(cls, v: str) -> str:
+        if not re.fullmatch(r"\d+(\.\d+)?m?", v) or float(v.rstrip("m")) == 0:
+            raise ValueError(f"{v!r} is not a CPU quantity like 8, 0.5 or 500m")
+        return v
 
     @field_validator("image")
     @classmethod

@@ -137,8 +137,7 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "
             train = train_split(store=store, split=shard.output, restarts=cluster.trainer_restarts)
             train.set_display_name("Train one class split")
             on_cluster(train, cluster, gpu=True)
-            if cluster.train_threads:
-                train.set_env_variable("OMP_NUM_THREADS", str(cluster.train_threads))
+            train.set_env_variable("OMP_NUM_THREADS", str(cluster.training_threads))
 
         assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.outputs["Output"]))
         on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)

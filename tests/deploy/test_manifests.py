@@ -141,7 +141,7 @@ def test_gpu_pools_match_the_training_task(rendered, compiled):
     selector = train["nodeSelector"]["labels"]
     (toleration,) = train["tolerations"]
     # Karpenter creates nodes that the training task selects and tolerates, up to the namespace's quota.
-    (pool,) = objects(rendered["karpenter"], "NodePool").values()
+    pool = objects(rendered["karpenter"], "NodePool")["acgan-gpu"]
     template = pool["spec"]["template"]
     assert template["metadata"]["labels"].items() >= selector.items()
     assert [(t["key"], t["effect"]) for t in template["spec"]["taints"]] == [(toleration["key"], toleration["effect"])]
@@ -175,6 +175,20 @@ def test_gpu_pools_match_the_training_task(rendered, compiled):
         assert executor["podMetadata"]["labels"].get(KUEUE_QUEUE_LABEL) == (local_queue["metadata"]["name"] if gpu
                                                                              else None), name
     assert all(d["apiVersion"] == "kueue.x-k8s.io/v1beta2" for d in kueue if d["apiVersion"].startswith("kueue"))
+
+
+def test_karpenter_has_nodes_for_the_cpu_tasks(rendered, compiled):
+    """The GPU pool is tainted, so the tasks that need no GPU (no toleration, no selector) need a pool of their own,
+    whose nodes fit a data task's requests."""
+    _, executors = compiled
+    cpu_tasks = [e for name, e in executors.items() if "tolerations" not in e]
+    assert cpu_tasks and not [e for e in cpu_tasks if "nodeSelector" in e]
+    (pool,) = [p for p in objects(rendered["karpenter"], "NodePool").values() if not p["spec"]["template"]["spec"].get(
+        "taints")]
+    assert not pool["spec"]["template"].get("metadata", {}).get("labels")
+    requirements = {r["key"]: r["values"] for r in pool["spec"]["template"]["spec"]["requirements"]}
+    assert min(int(c) for c in requirements["karpenter.k8s.aws/instance-cpu"]) > float(ClusterSettings().prepare_cpu)
+    assert pool["spec"]["template"]["spec"]["nodeClassRef"]["name"] in objects(rendered["karpenter"], "EC2NodeClass")
 
 
 def test_pipeline_service_account_has_only_what_tasks_need(rendered):

@@ -118,10 +118,13 @@ def test_what_the_ui_shows(compiled):
     assert fan_in["taskOutputParameter"]["outputParameterKey"] == "pipelinechannel--train-split-Output"
 
 
-def test_training_threads_only_where_set(compiled, tmp_path):
+def test_training_threads_are_the_tasks_cpu_request_unless_set(compiled, tmp_path):
+    """torch's default is a thread per core of the node: on a 96-core GPU node shared by eight tasks, 96 each."""
     _, spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
-    assert not any(e["name"] == "OMP_NUM_THREADS" for x in executors.values() for e in x["container"].get("env", []))
+    assert {"name": "OMP_NUM_THREADS", "value": ClusterSettings().train_cpu} in executors["exec-train-split"][
+        "container"]["env"]
+    assert ClusterSettings(train_cpu="3500m").training_threads == 3 and ClusterSettings(train_cpu="0.5").training_threads == 1
     path = compile_pipeline(ClusterSettings(train_threads=3), tmp_path / "threads.yaml")
     executors = next(yaml.safe_load_all(path.read_text()))["deploymentSpec"]["executors"]
     assert {"name": "OMP_NUM_THREADS", "value": "3"} in executors["exec-train-split"]["container"]["env"]
@@ -150,6 +153,7 @@ def test_loads_with_kfp_loader(compiled):
     (dict(image="Not An Image!"), "not an image reference"),
     (dict(node_selector={"bad key!": "x"}), "not a valid Kubernetes label"),
     (dict(parallelism=0), "greater than or equal to 1"),
+    (dict(train_cpu="eight"), "not a CPU quantity"), (dict(prepare_cpu="0"), "not a CPU quantity"),
 ])
 def test_bad_cluster_settings(settings, message):
     with pytest.raises(ValueError, match=message):
