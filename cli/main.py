@@ -296,7 +296,7 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--store-config-map", help="ConfigMap with ACGAN_S3_ENDPOINT")
     g.add_argument("--timeout-seconds", type=int, help="limit for one training task (default 86400)")
     g.add_argument("--train-threads", type=int, help="CPU threads of each training task (OMP_NUM_THREADS; default: "
-                                                     "torch's, one per core of the node)")
+                                                     "its CPU request, 8)")
     g.add_argument("--kueue-queue", help="admit the GPU tasks' pods through this Kueue LocalQueue (default: no Kueue)")
     g.add_argument("--trainer-restarts", type=int, help="restarts of a crashed trainer inside its training task, "
                    "each from its newest checkpoint (default 3)")
