@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from acgan.store import uri_problem
+
 KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -33,6 +35,14 @@ _IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-
 
 AUGMENTATIONS = ("translation", "cutout")
 LOCAL_PARALLELISM = 2  # `acgan run`: training tasks at once on one machine, sharing its cores
+
+
+def _checked_uri(uri: str | None) -> str | None:
+    """A URI a user gave, refused (with the credentials redacted) by the rule every command applies at its start."""
+    problem = None if uri is None else uri_problem(uri)
+    if problem is not None:
+        raise ValueError(problem)
+    return uri
 
 
 def parse_policy(policy: str) -> str:
@@ -96,7 +106,7 @@ class PresetSettings(BaseModel):
     """The base of every model that holds training or data settings: unknown keys are rejected, and `preset` fills
     the settings not given from a named preset; the resolved model records the preset's name and every value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # an input may be a URI holding a secret
     default_preset: ClassVar[str | None] = None  # None: each field's own default (the paper's values)
 
     preset: str | None = Field(None, description=f"named defaults: {' or '.join(PRESETS)}; a setting given "
@@ -141,6 +151,11 @@ class DataSettings(PresetSettings):
     @classmethod
     def _path_text(cls, v):
         return str(v) if isinstance(v, os.PathLike) else v or None  # the KFP UI sends "" for an unset string
+
+    @field_validator("source", "class_list")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        return _checked_uri(v)
 
 
 class TrainingSettings(PresetSettings):
@@ -200,6 +215,11 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
     split_ids: list[int] = Field(default_factory=list, description="splits to train (on the command line: "
                                                                   "comma-separated, e.g. 0,3,7); empty = all")
 
+    @field_validator("store")
+    @classmethod
+    def _store_uri(cls, v: str) -> str:
+        return _checked_uri(v)
+
     @model_validator(mode="after")
     def _consistent(self) -> "RunSettings":
         if self.dataset in ("cifar10", "folder") and not self.source:
@@ -233,7 +253,7 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
 class ClusterSettings(BaseModel):
     """How the pipeline's tasks run on Kubernetes; chosen at compile time (`acgan compile`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     image: str = "ghcr.io/acgan-ensemble/acgan-ensemble:0.1.0"
     parallelism: int = Field(16, ge=1, le=10_000, description="training tasks (GPUs) at once")
@@ -288,6 +308,11 @@ class ClusterSettings(BaseModel):
         if v is not None and not _LABEL_VALUE.match(v):
             raise ValueError(f"Kueue queue {v!r} is not a valid queue name (a Kubernetes label value)")
         return v
+
+    @field_validator("source_endpoint")
+    @classmethod
+    def _endpoint_uri(cls, v: str | None) -> str | None:
+        return _checked_uri(v)
 
     @field_validator("data_pvc")
     @classmethod

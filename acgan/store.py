@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+# Credentials inside a URI: `scheme://user:secret@host`, also where the secret holds '/' (an AWS secret key may),
+# which ends the authority early: `s3://KEY:abc/def@bucket`. A ':' then a port number is a host, not a user.
+_CREDENTIALS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//)?([^/@]*@|[^/@:]*:(?!\d+([/?#]|$))[^@]*@)")
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*:(?://)?)\S*@")
 # S3 error codes that mean "the server is busy or starting: try again" (AWS's and MinIO's own).
 _TRY_AGAIN = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized",
               "OperationAborted", "XMinioServerBusy"}
@@ -51,7 +54,28 @@ class StoreUnavailable(UserError):
 
 def redact(text: str) -> str:
     """`scheme://user:secret@host` -> `scheme://***@host`: credentials in a URI never reach a message or a log."""
-    return _USERINFO.sub("***@", text)
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def uri_problem(uri: str) -> str | None:
+    """What is wrong with a URI a user gives (a store, a data source, a class list, an endpoint), or None; the
+    message never holds the credentials. Every command checks its URIs with it where it starts (cli/main.py), the
+    settings' validators do (acgan/settings.py), and `open_store`, so a secret is refused before anything is
+    compiled, submitted, logged or written."""
+    if _CREDENTIALS.match(uri):
+        return (f"{redact(uri)!r} holds credentials: write it without them and give them in the environment "
+                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3, KFP_TOKEN for KFP) or a Kubernetes Secret")
+    if re.match(r"(?i)s3:(?!//)", uri):  # else a local folder named `s3:` would be made
+        return f"{uri!r} is not an S3 URI (s3: needs two slashes): write s3://BUCKET/PREFIX"
+    return None
+
+
+def check_uri(uri: str, what: str) -> str:
+    """`uri` if `uri_problem` finds nothing; else UserError naming `what` (the flag) and the problem."""
+    problem = uri_problem(uri)
+    if problem is not None:
+        raise UserError(f"{what} {problem}")
+    return uri
 
 
 def _tag(data: bytes) -> str:
@@ -191,12 +215,13 @@ class S3Store:
         from minio import Minio
         from minio.helpers import check_bucket_name
 
-        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} is not http(s)://host[:port]")
-        if "@" in parsed.netloc:
+        endpoint = endpoint if "://" in endpoint else f"https://{endpoint}"
+        if _CREDENTIALS.match(endpoint):
             raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} holds credentials: give them as "
                             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, not in the endpoint")
+        parsed = urlparse(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} is not http(s)://host[:port]")
         try:
             check_bucket_name(bucket, strict=True)
         except ValueError:
@@ -418,11 +443,9 @@ def _env_seconds(name: str, default: float) -> float:
 
 def open_store(uri: str) -> Store:
     """The one function that decides local versus remote storage."""
+    check_uri(uri, "store")
     if uri.startswith("s3://"):
         parsed = urlparse(uri)
-        if "@" in parsed.netloc:
-            raise UserError(f"store {redact(uri)!r} holds credentials: use s3://BUCKET/PREFIX and give them as "
-                            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
         if not parsed.netloc:
             raise UserError(f"store {uri!r} names no bucket: use s3://BUCKET[/PREFIX]")
         endpoint = os.environ.get("ACGAN_S3_ENDPOINT")
