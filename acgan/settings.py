@@ -35,6 +35,8 @@ _IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-
 
 AUGMENTATIONS = ("translation", "cutout")
 LOCAL_PARALLELISM = 2  # `acgan run`: training tasks at once on one machine, sharing its cores
+# Steps of one split at most: years on one GPU, and exact in KFP's parameters (JSON numbers, doubles).
+MAX_STEPS = 10**9
 
 
 def _checked_uri(uri: str | None) -> str | None:
@@ -161,10 +163,10 @@ class DataSettings(PresetSettings):
 class TrainingSettings(PresetSettings):
     """How one split's AC-GAN is trained; shared by `RunSettings` and `TrainConfig`. Each default is the paper's."""
 
-    steps: int = Field(50_000, ge=1, description="training steps per split (one D and one G update each); a larger "
+    steps: int = Field(50_000, ge=1, le=MAX_STEPS, description="training steps per split (one D and one G update each); a larger "
                                                  "value continues a finished split; the paper: 50000")
     batch_size: int = Field(100, ge=1, le=65_536, description="images per training step; the paper: 100")
-    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints: at most this much is lost "
+    checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS, description="steps between checkpoints: at most this much is lost "
                                                           "when a training pod is preempted")
     width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
     d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")

@@ -35,7 +35,7 @@ from acgan.errors import UserError
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
-from acgan.settings import TrainingSettings
+from acgan.settings import MAX_STEPS, TrainingSettings
 from acgan.store import Store, write_json
 from acgan.training.state import pack_checkpoint, unpack_checkpoint
 from acgan.training.step import FastPath, TrainStep, make_optimizers
@@ -51,7 +51,7 @@ class TrainConfig(TrainingSettings):
     lr: float = Field(2e-4, gt=0, le=1.0, description="Adam learning rate")
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
-    tick_every: int = Field(100, ge=1, description="steps between stats lines")
+    tick_every: int = Field(100, ge=1, le=MAX_STEPS, description="steps between stats lines")
     keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
     noise_dim: int = Field(100, ge=1)
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
