@@ -89,6 +89,15 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_source_key(key: str) -> str:
+    """A data source's keys are names others chose (`cat/IMG 0001 (2).jpg`, unicode, '+'): any characters, but no
+    '.', '..' or empty parts, which could name an object outside the source's prefix."""
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise UserError(f"invalid source key {key!r}: a '.', '..' or empty part could name an object outside the "
+                        "source: rename the object, or leave its class out (--class-list)")
+    return key
+
+
 class LocalStore:
     """A directory. Writes go to a temporary file and are renamed into place, so no reader sees half an object."""
 
@@ -207,10 +216,12 @@ class LocalStore:
 
 class S3Store:
     """A bucket prefix on any S3-protocol server, through the minio client. Transient errors are retried for
-    `retry_seconds` with backoff and jitter; permanent ones (access denied, no such bucket) fail at once."""
+    `retry_seconds` with backoff and jitter; permanent ones (access denied, no such bucket) fail at once. A data
+    source's bucket (`source_keys`) takes the names others gave its objects (`check_source_key`), a store only ours
+    (`check_key`)."""
 
     def __init__(self, bucket: str, prefix: str, endpoint: str, access_key: str | None, secret_key: str | None,
-                 region: str | None = None, retry_seconds: float = 300):
+                 region: str | None = None, retry_seconds: float = 300, source_keys: bool = False):
         import urllib3
         from minio import Minio
         from minio.helpers import check_bucket_name
@@ -230,6 +241,7 @@ class S3Store:
         self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.retry_seconds = retry_seconds
+        self.check_key = check_source_key if source_keys else check_key
         # Our own retry loop (below) handles transient failures; the pool itself must not retry.
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=120), retries=urllib3.Retry(total=0),
                                    maxsize=8)
@@ -237,7 +249,7 @@ class S3Store:
                             secure=parsed.scheme == "https", http_client=http)
 
     def _name(self, key: str) -> str:
-        check_key(key)
+        self.check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _failure(self, e: Exception) -> tuple[bool, str]:
@@ -441,8 +453,8 @@ def _env_seconds(name: str, default: float) -> float:
     return float(value)
 
 
-def open_store(uri: str) -> Store:
-    """The one function that decides local versus remote storage."""
+def open_store(uri: str, source_keys: bool = False) -> Store:
+    """The one function that decides local versus remote storage; `source_keys` for a data source's bucket."""
     check_uri(uri, "store")
     if uri.startswith("s3://"):
         parsed = urlparse(uri)
@@ -453,7 +465,7 @@ def open_store(uri: str) -> Store:
             raise UserError("ACGAN_S3_ENDPOINT is not set: export it as http(s)://host:port of the S3/MinIO server")
         return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get("AWS_ACCESS_KEY_ID"),
                        os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_REGION"),
-                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300))
+                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300), source_keys)
     if "://" in uri and not uri.startswith("file://"):
         raise UserError(f"store {redact(uri)!r}: use a local directory or s3://BUCKET/PREFIX")
     return LocalStore(uri.removeprefix("file://"))

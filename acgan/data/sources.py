@@ -249,10 +249,11 @@ def open_bucket(uri: str):
 
     endpoint = os.environ.get("ACGAN_SOURCE_S3_ENDPOINT")
     if not endpoint:
-        return open_store(uri)
+        return open_store(uri, source_keys=True)
     parsed = urlparse(uri)
     return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get("ACGAN_SOURCE_AWS_ACCESS_KEY_ID"),
-                   os.environ.get("ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"), os.environ.get("ACGAN_SOURCE_AWS_REGION"))
+                   os.environ.get("ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"), os.environ.get("ACGAN_SOURCE_AWS_REGION"),
+                   source_keys=True)
 
 
 def _read_class_list(path: str) -> list[str]:

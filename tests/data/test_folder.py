@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -188,3 +189,44 @@ def test_usable_cores_follow_the_cgroup_quota(tmp_path):
     cpu_max.write_text("max 100000\n")  # no limit: the cores the process may run on
     assert usable_cores(cpu_max) == affinity
     assert usable_cores(tmp_path / "absent") == affinity
+
+
+ORDINARY_NAMES = {"golden retriever/IMG 0001.jpg", "golden retriever/ö (2)+x.JPEG", "cat/IMG 0001.jpg",
+                  "cat/猫 #1 [a]&b=c.png", "cat/100%.jpg"}
+
+
+def test_bucket_source_takes_ordinary_object_names_as_a_folder_does(s3_env, tmp_path):
+    """Spaces, unicode, parentheses, '+', '%': a bucket prepares what the same tree in a folder prepares."""
+    rng = np.random.default_rng(0)
+    files = {name: _jpeg(rng, fmt="PNG" if name.endswith(".png") else "JPEG") for name in sorted(ORDINARY_NAMES)}
+    files["class list (v2).txt"] = "golden retriever\ncat\n".encode()
+    bucket = open_store(f"{s3_env}/src")
+    for name, data in files.items():
+        bucket.client.put_object(bucket.bucket, f"{bucket.prefix}/{name}", io.BytesIO(data), len(data))
+    local = write_local(tmp_path / "train", files)
+    plans, shards = [], []
+    for source, class_list in [(str(local), str(local / "class list (v2).txt")),
+                               (f"{s3_env}/src", f"{s3_env}/src/class list (v2).txt")]:
+        store = LocalStore(tmp_path / f"store-{len(plans)}")
+        plans.append(prepare(PrepareConfig(dataset="folder", source=source, class_list=class_list, resolution=32,
+                                           classes_per_split=2), store))
+        shards.append(load_shard(store, 0))
+    assert [c.name for c in plans[1].classes] == ["golden retriever", "cat"] and plans[0] == plans[1]
+    assert shard_info(LocalStore(tmp_path / "store-1"), 0).images == {"golden retriever": 2, "cat": 3}
+    assert all(torch.equal(a, b) for a, b in zip(*shards))
+
+
+@pytest.mark.parametrize("key", ["cat/../up.jpg", "cat/./here.jpg", "cat//twice.jpg"])
+def test_bucket_source_keys_with_dot_or_empty_parts_stay_refused(s3_env, s3_server, tmp_path, key):
+    import boto3  # the minio client refuses to write such names; another S3 client writes them
+
+    bucket = open_store(f"{s3_env}/src")
+    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint"], region_name="us-east-1",
+                      aws_access_key_id=s3_server["access_key"], aws_secret_access_key=s3_server["secret_key"])
+    for name in ("cat/IMG 0001.jpg", key):
+        s3.put_object(Bucket=bucket.bucket, Key=f"{bucket.prefix}/{name}", Body=b"x")
+    assert f"{bucket.prefix}/{key}" in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket.bucket)["Contents"]]
+    store = LocalStore(tmp_path / "store")
+    plan_data(PrepareConfig(dataset="folder", source=f"{s3_env}/src", classes_per_split=1), store)
+    with pytest.raises(UserError, match=r"invalid source key 'cat/.*': .* could name"):
+        prepare_shard(store, 0)
