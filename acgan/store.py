@@ -335,16 +335,19 @@ class S3Store:
 
         return self._call(f"stat {key}", stat)
 
-    def read_tagged(self, key: str) -> tuple[bytes, str]:
-        """The object and its ETag, from one GET (so the two always belong together)."""
+    def read_tagged(self, key: str, length: int | None = None) -> tuple[bytes, str]:
+        """The object (its first `length` bytes, all of a shorter one) and its ETag, from one GET (so the two always
+        belong together)."""
         from minio.error import S3Error
 
         def get() -> tuple[bytes, str]:
             try:
-                response = self.client.get_object(self.bucket, self._name(key))
+                response = self.client.get_object(self.bucket, self._name(key), length=length)
             except S3Error as e:
                 if e.code == "NoSuchKey":
                     raise KeyError(key) from None
+                if e.code == "InvalidRange":  # a range of an empty object
+                    return b"", ""
                 raise
             try:
                 return response.read(), response.headers.get("ETag", "")

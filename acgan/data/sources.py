@@ -36,6 +36,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 ARCHIVE_SUFFIX = ".tar"
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD", or "max PERIOD" without a CPU limit
 PROGRESS_SECONDS = 10.0
+ARCHIVE_HEAD_BYTES = 1 << 16  # of a class archive in a bucket: its first member headers, to tell it holds an image
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Source:
     class_names: list[str]
     load_classes: Callable[[list[int]], list[np.ndarray]]  # class ids -> per class (N, C, R, R) uint8
     skipped: dict[str, int] = field(default_factory=dict)  # class name -> unreadable files skipped
+    check_classes: Callable[[], None] = lambda: None  # UserError for a class that holds no image, found by name
 
 
 def each_class(load_class: Callable[[int], np.ndarray]) -> Callable[[list[int]], list[np.ndarray]]:
@@ -174,6 +176,34 @@ def _archive_images(tar: Path | bytes, where: str) -> tuple[list[str], list[byte
     return names, images
 
 
+def _archive_has_images(tar: Path | bytes, where: str, whole: bool = True) -> bool | None:
+    """Whether a class archive holds an image, from its member headers up to the first image (no image is read).
+    `tar` may be only the head of the archive (`whole` False): None if that head ends before an image."""
+    try:
+        opened = tarfile.open(tar, "r:") if isinstance(tar, Path) else tarfile.open(fileobj=io.BytesIO(tar), mode="r:")
+        with opened as archive:
+            for member in archive:  # a truncated head reads as the archive's end: hence `whole`
+                if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                    return True
+    except (tarfile.TarError, EOFError) as e:
+        raise UserError(f"class archive {where} is not a readable tar ({e}): replace it with an uncompressed tar "
+                        "of the class's images, or leave the class out (--class-list)") from None
+    return False if whole else None
+
+
+def _check_classes(tree: LocalTree | BucketTree, names: list[str]) -> None:
+    """Every class holds at least one JPEG/PNG by name, asked of all classes before anything is written (a bucket's
+    in parallel, one listing or ranged read each): a class found empty after the plan was written could not be
+    left out without a new store."""
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(tree.has_images, names))
+    empty = [name for name, has in zip(names, found) if has is False]
+    if empty:
+        more = f" (and {len(empty) - 1} more: {', '.join(empty[1:10])}{', ...' if len(empty) > 10 else ''})"
+        raise UserError(f"class {empty[0]} of {tree.uri} has no JPEG/PNG images{more if len(empty) > 1 else ''}: "
+                        "add images, or leave the class out (remove its folder or archive, or use --class-list)")
+
+
 def _class_names(folders: list[str], archives: list[str], uri: str) -> list[str]:
     """Class names from the sub-folders and the `<class>.tar` files of a tree; a class in both is ambiguous."""
     stems = [a.removesuffix(ARCHIVE_SUFFIX) for a in archives]
@@ -206,6 +236,12 @@ class LocalTree:
         archives = [p.name for p in entries if p.is_file() and p.name.endswith(ARCHIVE_SUFFIX)]
         return _class_names([p.name for p in entries if p.is_dir()], archives, self.uri)
 
+    def has_images(self, name: str) -> bool:
+        path = self.root / f"{name}{ARCHIVE_SUFFIX}"
+        if path.is_file():
+            return bool(_archive_has_images(path, str(path)))
+        return any(p.suffix.lower() in IMAGE_SUFFIXES for p in (self.root / name).iterdir())
+
     def read(self, name: str) -> tuple[list[str], list[str] | list[bytes]]:
         """One class's images: their names, and what a worker decodes (a path, or the bytes from an archive)."""
         path = self.root / f"{name}{ARCHIVE_SUFFIX}"
@@ -230,6 +266,14 @@ class BucketTree:
         archives = [f for f in files if f.endswith(ARCHIVE_SUFFIX)]
         self.archives = {a.removesuffix(ARCHIVE_SUFFIX) for a in archives}
         return _class_names(folders, archives, self.uri)
+
+    def has_images(self, name: str) -> bool | None:
+        """From the listing of a class folder; from the head of a class archive (None: no image in its head)."""
+        if name in self.archives:
+            key = f"{name}{ARCHIVE_SUFFIX}"
+            head = self.bucket.read_tagged(key, ARCHIVE_HEAD_BYTES)[0]
+            return _archive_has_images(head, f"{self.uri}/{key}", whole=len(head) < ARCHIVE_HEAD_BYTES)
+        return any(Path(k).suffix.lower() in IMAGE_SUFFIXES for k in self.bucket.list(f"{name}/"))
 
     def read(self, name: str) -> tuple[list[str], list[bytes]]:
         if name in self.archives:
@@ -336,7 +380,7 @@ def folder_source(root: str, resolution: int, strict: bool, class_list: str | No
                              done / max(elapsed, 1e-9))
         return out
 
-    return Source("folder", 3, names, load_classes, skipped)
+    return Source("folder", 3, names, load_classes, skipped, lambda: _check_classes(tree, names))
 
 
 def _synthetic_class(c: int, n: int, resolution: int, rng: np.random.Generator) -> np.ndarray:

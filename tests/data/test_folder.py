@@ -1,6 +1,8 @@
 """Class-folder sources on a local path and under an S3 prefix (the S3-protocol test server), with real JPEGs."""
 
 import io
+import shutil
+import tarfile
 
 import numpy as np
 import torch
@@ -39,8 +41,6 @@ def image_tree(classes=CLASSES, per_class: int = 2) -> dict[str, bytes]:
 def as_archives(files: dict[str, bytes], classes: list[str]) -> dict[str, bytes]:
     """The same tree with `classes` packed as `<class>.tar` (uncompressed, as ImageNet's train set ships each class),
     the other classes left as folders."""
-    import tarfile
-
     out = {name: data for name, data in files.items() if name.split("/")[0] not in classes}
     for c in classes:
         buffer = io.BytesIO()
@@ -121,11 +121,19 @@ def test_a_class_both_folder_and_archive_is_refused(tmp_path):
 
 
 def test_a_corrupt_class_archive_is_one_line_naming_it(tmp_path):
-    files = {**image_tree(), "n04.tar": b"not a tar" * 100}
+    """Not a tar at all: found with the listing, before the plan is written. Cut after its first image: found by
+    its split's data task, the other splits unharmed."""
+    source = write_local(tmp_path / "train", {**image_tree(), "n04.tar": b"not a tar" * 100})
     store = LocalStore(tmp_path / "store")
-    plan_data(PrepareConfig(dataset="folder", source=str(write_local(tmp_path / "train", files)),
-                            classes_per_split=3), store)
-    prepare_shard(store, 0)  # the other split's classes are unharmed
+    with pytest.raises(UserError, match=r"class archive .*train/n04.tar is not a readable tar .*: replace it"):
+        plan_data(PrepareConfig(dataset="folder", source=str(source), classes_per_split=3), store)
+    assert not store.root.exists()
+    rng = np.random.default_rng(0)
+    whole = _tar({"a.JPEG": _jpeg(rng), "b.JPEG": _jpeg(rng)})
+    second = tarfile.open(fileobj=io.BytesIO(whole)).getmember("b.JPEG")
+    (source / "n04.tar").write_bytes(whole[:second.offset_data + second.size // 2])
+    plan_data(PrepareConfig(dataset="folder", source=str(source), classes_per_split=3), store)
+    prepare_shard(store, 0)
     with pytest.raises(UserError, match=r"class archive .*train/n04.tar is not a readable tar .*: replace it"):
         prepare_shard(store, 1)
     assert shard_info(store, 0).images == {"n01": 3, "n02": 4, "n03": 2}
@@ -230,3 +238,40 @@ def test_bucket_source_keys_with_dot_or_empty_parts_stay_refused(s3_env, s3_serv
     plan_data(PrepareConfig(dataset="folder", source=f"{s3_env}/src", classes_per_split=1), store)
     with pytest.raises(UserError, match=r"invalid source key 'cat/.*': .* could name"):
         prepare_shard(store, 0)
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("empty", [{"n04/notes.txt": b"no images"}, {"n04.tar": _tar({"notes.txt": b"no images"})},
+                                   {"n04.tar": b""}], ids=["folder", "archive", "zero-byte-archive"])
+def test_a_class_without_images_is_found_before_anything_is_written(where, empty, tmp_path, request):
+    """Found after the plan was written, the advice (remove the class) led to "already holds a different plan"."""
+    files = {**image_tree(), **empty}
+    if where == "s3":
+        source = f"{request.getfixturevalue('s3_env')}/train"
+        bucket = open_store(source)
+        for name, data in files.items():
+            bucket.client.put_object(bucket.bucket, f"{bucket.prefix}/{name}", io.BytesIO(data), len(data))
+    else:
+        source = str(write_local(tmp_path / "train", files))
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(UserError, match=r"class n04 of .*train has no (readable )?JPEG/PNG|archive .*train/n04.tar is not a readable"):
+        prepare(PrepareConfig(dataset="folder", source=source, classes_per_split=2), store)
+    assert not store.root.exists()
+    if where == "local":  # the advice: remove the class's folder or archive
+        shutil.rmtree(tmp_path / "train" / "n04", ignore_errors=True)
+        (tmp_path / "train" / "n04.tar").unlink(missing_ok=True)
+    else:
+        for name in empty:
+            bucket.delete(name)
+    plan = prepare(PrepareConfig(dataset="folder", source=source, classes_per_split=2), store)
+    assert [c.name for c in plan.classes] == ["n01", "n02", "n03"]
