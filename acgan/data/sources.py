@@ -36,6 +36,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 ARCHIVE_SUFFIX = ".tar"
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD", or "max PERIOD" without a CPU limit
 PROGRESS_SECONDS = 10.0
+# Longest side over shortest of an image that is decoded: its centre square is at least a twentieth of it.
+MAX_ASPECT = 20
 ARCHIVE_HEAD_BYTES = 1 << 16  # of a class archive in a bucket: its first member headers, to tell it holds an image
 
 
@@ -142,18 +144,23 @@ def usable_cores(cpu_max: Path = CPU_MAX) -> int:
 def _decode(job: tuple[str | bytes, int]) -> np.ndarray | None:
     """One image (a path or its bytes) -> (3, R, R) uint8: shorter side resized to R, then centre-cropped.
     The format is sniffed from the content, so a PNG named .jpg decodes; CMYK and greyscale become RGB.
-    None if unreadable."""
+    None if unreadable, or longer than MAX_ASPECT times its width (by its header, before decoding).
+    Memory is bounded by the image's shape: only the centre square is resized (Pillow's `box`), never the whole
+    image, whose long side resizing the short one to R would stretch (a 1 x 3,000,000 PNG of 3 kB: 16 GB)."""
     image, resolution = job
     try:
         with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as img:
+            if max(img.size) > MAX_ASPECT * min(img.size):
+                return None
             img.draft("RGB", (resolution, resolution))  # JPEG: decode at reduced size, much faster
             img = img.convert("RGB")
             w, h = img.size
             scale = resolution / min(w, h)
-            img = img.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
-                             Image.Resampling.BILINEAR, reducing_gap=None)
-            left, top = (img.width - resolution) // 2, (img.height - resolution) // 2
-            img = img.crop((left, top, left + resolution, top + resolution))
+            # The R x R crop of the image resized to (W, H), as a box of the source: the same pixels.
+            W, H = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+            left, top = (W - resolution) // 2 * w / W, (H - resolution) // 2 * h / H
+            box = (left, top, left + resolution * w / W, top + resolution * h / H)
+            img = img.resize((resolution, resolution), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
     except Exception:  # noqa: BLE001 - a file from outside may break Pillow's decoders in any way; it is skipped
         return None
