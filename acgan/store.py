@@ -14,6 +14,7 @@ checkpoint marker are written with them, so two writers can never both win.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -108,23 +109,50 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    @contextlib.contextmanager
+    def _file_system(self, doing: str, path: Path):
+        """An OSError of the volume (full, read-only, another user's) as one line naming the path, the cause and the
+        fix; an absent file or a name taken first stay the answers the callers handle."""
+        try:
+            yield
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except OSError as e:
+            fix = {errno.ENOSPC: "free space on its volume, or give it a larger one",
+                   errno.EDQUOT: "raise this user's quota on its volume, or free space",
+                   errno.EROFS: "the volume is mounted read-only: remount it read-write, or use another --store",
+                   errno.EACCES: f"this user (uid {os.getuid()}) has no access: make the store its own (on "
+                                 "Kubernetes: the pod's fsGroup), or use another --store"}
+            raise UserError(f"store {self.uri}: cannot {doing} {path} ({e.strerror or e}): "
+                            f"{fix.get(e.errno, 'check the volume')}") from None
+
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        with self._file_system("read", path):
+            return path.is_file()
 
     def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            with self._file_system("read", path):
+                return path.read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
 
     def _temporary(self, path: Path, data: bytes) -> Path:
-        """A hidden file beside `path` holding `data`; unique per write, as a renewal thread writes beside training."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """A hidden file beside `path` holding `data`; unique per write, as a renewal thread writes beside training.
+        A write that fails (a full volume) removes its temporary, which would hold space no listing shows."""
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        with self._file_system("write", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return tmp
 
     def write_bytes(self, key: str, data: bytes) -> None:

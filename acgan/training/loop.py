@@ -242,7 +242,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
         lease.check()  # the renewal thread found another trainer holding the split: stop
         try:  # best effort: the stats are a record, the checkpoints are the state
             store.write_bytes(stats_key, ("\n".join(stats_lines) + "\n").encode())
-        except UserError as e:
+        except (UserError, OSError) as e:
             log.warning("split %d: stats line of step %d not written (%s); training continues", cfg.split, step, e)
         bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", cls_fake=f"{means[5]:.2f}",
                         ms_ssim=f"{last['ms_ssim_mean']:.3f}")
