@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -194,3 +195,51 @@ def test_the_stats_write_is_best_effort(digits_store, capsys, caplog, fault_repo
                                       for m, step in zip(warnings, (5, 10))), warnings
     fault_report("stats write failing", "an OSError at every stats write (a folder at its path)", 1, 1, "none",
                  "the stats lines only; both checkpoints written")
+
+
+def test_lease_renewal_rides_out_a_read_only_spell_and_stops_training_once_the_lease_lapsed(
+        volume, _digits_template, capsys, caplog, fault_report):
+    """The store's volume read-only for half a lease period while a trainer runs: its renewals fail, then resume.
+    Read-only for good: the lease lapses, and the trainer stops in one line instead of training on unleased."""
+    vol = volume("16m")
+    shutil.copytree(_digits_template, vol.path / "store")
+    store = LocalStore(vol.path / "store")
+    lease_seconds = 4.0
+    outcome = {}
+
+    def train():
+        outcome["code"] = main([str(a) for a in ["train-split", "--store", store.root, "--split", 0, "--steps",
+                                                 10**6, "--checkpoint-every", 10**6, "--lease-seconds",
+                                                 lease_seconds, *TINY]])
+
+    trainer = threading.Thread(target=train, daemon=True)  # daemon: a trainer that never stops cannot hang pytest
+    trainer.start()
+    deadline = time.monotonic() + 120
+    while not store.exists("splits/split-00000/stats.jsonl"):  # set up and training
+        assert trainer.is_alive() and time.monotonic() < deadline, capsys.readouterr().err[-3000:]
+        time.sleep(0.1)
+
+    vol.remount("ro")
+    time.sleep(lease_seconds / 2)  # a renewal (every third of a period) fails in this
+    vol.remount("rw")
+    back = time.time()
+    while (lease := read_lease(store, 0)).expires < back + lease_seconds / 2:  # renewed since the spell
+        assert time.monotonic() < deadline and trainer.is_alive(), (lease, capsys.readouterr().err[-3000:])
+        time.sleep(0.1)
+    failed_renewals = sum("could not renew its lease" in m for m in caplog.messages)
+    assert failed_renewals >= 1, caplog.messages
+
+    vol.remount("ro")
+    lapsed_by = read_lease(store, 0).expires
+    trainer.join(timeout=lease_seconds * 3 + 30)
+    stopped = time.time()
+    assert not trainer.is_alive(), "the trainer went on training with a lapsed lease"
+    _, err = capsys.readouterr()
+    line = the_error_line(outcome["code"], err)
+    assert "lease" in line and "lapsed" in line and "Read-only file system" in line, line
+    assert stopped - lapsed_by < lease_seconds + 30
+    vol.remount("rw")
+    fault_report("lease renewal failing", f"the store's volume read-only for {lease_seconds / 2:.0f} s, then for "
+                 f"good, under a trainer with a {lease_seconds:.0f} s lease", 2, 2,
+                 f"none, then the steps since the last checkpoint ({failed_renewals} renewal(s) failed and "
+                 "recovered)", "none; it stopped once the lease lapsed, writing nothing")
