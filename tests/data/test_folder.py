@@ -277,45 +277,6 @@ def test_a_class_without_images_is_found_before_anything_is_written(where, empty
     assert [c.name for c in plan.classes] == ["n01", "n02", "n03"]
 
 
-DECODE_MEMORY = """
-import io, json, resource, sys
-from PIL import Image
-from acgan.data.sources import _decode
-
-width, height = int(sys.argv[1]), int(sys.argv[2])
-png = io.BytesIO()
-Image.new("L", (width, height), 200).save(png, "PNG")
-# The machine is shared: an unbounded decode stops at 4 GiB here instead of taking the 16 GB it would.
-vm_kib = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize:")).split()[1])
-resource.setrlimit(resource.RLIMIT_AS, ((vm_kib << 10) + (4 << 30),) * 2)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-decoded = _decode((png.getvalue(), 32))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-print(json.dumps({"png_bytes": len(png.getvalue()), "refused": decoded is None, "peak_mib": peak / 1024,
-                  "shape": None if decoded is None else list(decoded.shape)}))
-"""
-
-
-def decode_in_a_process(width: int, height: int) -> dict:
-    import json
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-c", DECODE_MEMORY, str(width), str(height)], capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout)
-
-
-@pytest.mark.parametrize("width, height", [(1, 3_000_000), (1, 300_000), (300_000, 1), (20, 401)])
-def test_a_long_thin_png_is_refused_without_allocating_gigabytes(width, height):
-    """A 1 x 3,000,000 PNG is 3 kB and 3 megapixels (Pillow's bomb check passes it), but resizing its short side to
-    32 px made it 96 million pixels long: 16 GB. The resize now reads only the centre square, and an image more
-    than 20 times longer than wide is refused by its header."""
-    result = decode_in_a_process(width, height)
-    assert result["refused"] and result["peak_mib"] < 100, result
-
-
 def test_decoding_reads_the_centre_square_as_resize_then_crop_did():
     """The pixels of resizing the short side to R and cropping the centre, without the full resize: the same
     filter at the same places, to a rounding (at most one level in 255)."""
@@ -335,5 +296,7 @@ def test_decoding_reads_the_centre_square_as_resize_then_crop_did():
         expected = np.asarray(full.crop((left, top, left + resolution, top + resolution))).transpose(2, 0, 1)
         decoded = _decode((png.getvalue(), resolution)).astype(int)
         assert np.abs(decoded - expected).max() <= 1, (width, height, resolution)
-    wide = decode_in_a_process(32 * 20, 32)  # as long as allowed
-    assert not wide["refused"] and wide["shape"] == [3, 32, 32] and wide["peak_mib"] < 100, wide
+    wide = Image.new("RGB", (32 * 20, 32))  # as long as allowed
+    png = io.BytesIO()
+    wide.save(png, "PNG")
+    assert _decode((png.getvalue(), 32)).shape == (3, 32, 32)
