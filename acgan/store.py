@@ -162,9 +162,11 @@ class LocalStore:
     @contextlib.contextmanager
     def _locked(self, path: Path):
         """An exclusive flock on a hidden lock file beside `path`: compare-and-swap among processes of this host."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(f".{path.name}.lock"), "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        with self._file_system("write", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(path.with_name(f".{path.name}.lock"), "a")
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
     def read_tagged(self, key: str) -> tuple[bytes, str]:
@@ -219,7 +221,8 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        path.unlink(missing_ok=True)
+        with self._file_system("delete", path):
+            path.unlink(missing_ok=True)
         # Folders are only key prefixes: remove the ones this left empty, as S3 would show none.
         for parent in path.parents:
             try:

@@ -243,3 +243,18 @@ def test_lease_renewal_rides_out_a_read_only_spell_and_stops_training_once_the_l
                  f"good, under a trainer with a {lease_seconds:.0f} s lease", 2, 2,
                  f"none, then the steps since the last checkpoint ({failed_renewals} renewal(s) failed and "
                  "recovered)", "none; it stopped once the lease lapsed, writing nothing")
+
+
+def test_deleting_and_locking_on_a_read_only_volume_is_one_line(volume):
+    """Pruning, a conditional delete (a lease's release): a volume that turned read-only after the last write."""
+    from acgan.errors import UserError
+
+    store = LocalStore(volume("1m").path / "store")
+    tag = store.write_if("splits/split-00000/lease.json", b"{}", None)
+    tag = store.write_if("splits/split-00000/lease.json", b"{ }", tag)  # makes the lock file, as a renewal does
+    store.write_bytes("splits/split-00000/checkpoints/step-00000005/COMPLETE.json", b"{}")
+    subprocess.run(["mount", "-o", "remount,ro", str(store.root.parent)], check=True)
+    with pytest.raises(UserError, match=r"cannot delete .*/step-00000005/COMPLETE.json \(Read-only file system\)"):
+        store.delete("splits/split-00000/checkpoints/step-00000005/COMPLETE.json")
+    with pytest.raises(UserError, match=r"cannot write .*/lease.json \(Read-only file system\)"):
+        store.delete_if("splits/split-00000/lease.json", tag)
