@@ -163,11 +163,12 @@ class DataSettings(PresetSettings):
 class TrainingSettings(PresetSettings):
     """How one split's AC-GAN is trained; shared by `RunSettings` and `TrainConfig`. Each default is the paper's."""
 
-    steps: int = Field(50_000, ge=1, le=MAX_STEPS, description="training steps per split (one D and one G update each); a larger "
-                                                 "value continues a finished split; the paper: 50000")
+    steps: int = Field(50_000, ge=1, le=MAX_STEPS, description="training steps per split (one D and one G update "
+                                                              "each); a larger value continues a finished split; "
+                                                              "the paper: 50000")
     batch_size: int = Field(100, ge=1, le=65_536, description="images per training step; the paper: 100")
-    checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS, description="steps between checkpoints: at most this much is lost "
-                                                          "when a training pod is preempted")
+    checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS, description="steps between checkpoints: at most this "
+                                                                       "much is lost when a training pod is preempted")
     width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
     d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
     d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")

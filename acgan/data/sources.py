@@ -146,7 +146,7 @@ def _decode(job: tuple[str | bytes, int]) -> np.ndarray | None:
     The format is sniffed from the content, so a PNG named .jpg decodes; CMYK and greyscale become RGB.
     None if unreadable, or longer than MAX_ASPECT times its width (by its header, before decoding).
     Memory is bounded by the image's shape: only the centre square is resized (Pillow's `box`), never the whole
-    image, whose long side resizing the short one to R would stretch (a 1 x 3,000,000 PNG of 3 kB: 16 GB)."""
+    image, whose long side resizing the short one to R would stretch (a 1 x 3,000,000 PNG of a few kB: 16 GB)."""
     image, resolution = job
     try:
         with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as img:

@@ -264,7 +264,8 @@ def test_a_class_without_images_is_found_before_anything_is_written(where, empty
     else:
         source = str(write_local(tmp_path / "train", files))
     store = LocalStore(tmp_path / "store")
-    with pytest.raises(UserError, match=r"class n04 of .*train has no (readable )?JPEG/PNG|archive .*train/n04.tar is not a readable"):
+    refused = r"class n04 of .*train has no (readable )?JPEG/PNG|archive .*train/n04.tar is not a readable"
+    with pytest.raises(UserError, match=refused):
         prepare(PrepareConfig(dataset="folder", source=source, classes_per_split=2), store)
     assert not store.root.exists()
     if where == "local":  # the advice: remove the class's folder or archive

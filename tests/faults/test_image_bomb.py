@@ -1,7 +1,7 @@
 """A decompression bomb by shape: a 1 x 3,000,000 PNG is 6 kB and 3 megapixels, which Pillow's bomb check passes,
-but resizing its short side to 32 px stretched its long side to 96 million pixels (16 GB). Decoded in a process of
-its own, each decode's peak memory measured (VmHWM, the peak RSS, reset before the decode), under a 4 GiB address-space cap so that the shared machine never
-lends an unbounded decode its 16 GB."""
+but resizing its short side to 32 px stretched its long side to 96 million pixels (16 GB). The PNGs are decoded in
+a process of their own, each decode's peak memory measured (VmHWM, the peak RSS, reset before it), under a 4 GiB
+address-space cap so that the shared machine never lends an unbounded decode its 16 GB."""
 
 import json
 import subprocess
