@@ -13,6 +13,7 @@ import math
 from pydantic import BaseModel, ConfigDict, Field
 
 from acgan.errors import UserError
+from acgan.settings import MAX_STEPS
 
 
 class PlanInput(BaseModel):
@@ -20,7 +21,7 @@ class PlanInput(BaseModel):
 
     classes: int = Field(1000, ge=1)
     classes_per_split: int = Field(10, ge=1)
-    steps: int = Field(50_000, ge=1)
+    steps: int = Field(50_000, ge=1, le=MAX_STEPS)
     batch_size: int = Field(100, ge=1)
     gpus: int = Field(16, ge=1, description="GPUs available to the run")
     gpus_per_node: int = Field(8, ge=1)

@@ -31,7 +31,7 @@ from acgan.store import PreconditionFailed, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MARKER = "COMPLETE.json"
-_STEP = re.compile(r"^step-(\d{8})$")
+_STEP = re.compile(r"^step-(\d{8,})$")  # eight digits at least: step 10^8 has nine
 
 
 def split_prefix(split: int) -> str:

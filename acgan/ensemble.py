@@ -32,7 +32,7 @@ class EnsembleMember(BaseModel):
     name: str
     split: int = Field(ge=0)
     local_index: int = Field(ge=0)
-    checkpoint: str = Field(pattern=r"^splits/split-\d{5}/checkpoints/step-\d{8}$")
+    checkpoint: str = Field(pattern=r"^splits/split-\d{5}/checkpoints/step-\d{8,}$")
     step: int = Field(ge=1)
 
     @model_validator(mode="after")

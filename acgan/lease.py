@@ -154,9 +154,14 @@ class SplitLease:
                 self.renew()
             except SplitBusy:
                 return  # recorded in _lost; the training loop stops at its next check
-            except UserError as e:  # the store is away for longer than its retries: the next period tries again
-                log.warning("split %d: could not renew its lease (%s); %.0fs left", self.split, e,
-                            self.expires - time.time())
+            except (UserError, OSError) as e:  # the store away, its volume full or read-only: the next one retries
+                left = self.expires - time.time()
+                if left <= 0:  # lapsed: another trainer may take the split, so this one must stop
+                    self._lost = SplitBusy(f"split {self.split}: its lease {self.store.uri}/{lease_key(self.split)} "
+                                           f"lapsed, not renewed for {self.seconds:.0f}s ({e}); stopping without "
+                                           "writing, as another trainer may take the split")
+                    return
+                log.warning("split %d: could not renew its lease (%s); %.0fs left", self.split, e, left)
 
     def renew(self) -> None:
         """Extend the lease by a full period, if it is still ours (If-Match on our last write); else SplitBusy."""

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from acgan.store import uri_problem
+
 KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
                         r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -33,6 +35,16 @@ _IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-
 
 AUGMENTATIONS = ("translation", "cutout")
 LOCAL_PARALLELISM = 2  # `acgan run`: training tasks at once on one machine, sharing its cores
+# Steps of one split at most: years on one GPU, and exact in KFP's parameters (JSON numbers, doubles).
+MAX_STEPS = 10**9
+
+
+def _checked_uri(uri: str | None) -> str | None:
+    """A URI a user gave, refused (with the credentials redacted) by the rule every command applies at its start."""
+    problem = None if uri is None else uri_problem(uri)
+    if problem is not None:
+        raise ValueError(problem)
+    return uri
 
 
 def parse_policy(policy: str) -> str:
@@ -96,7 +108,7 @@ class PresetSettings(BaseModel):
     """The base of every model that holds training or data settings: unknown keys are rejected, and `preset` fills
     the settings not given from a named preset; the resolved model records the preset's name and every value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # an input may be a URI holding a secret
     default_preset: ClassVar[str | None] = None  # None: each field's own default (the paper's values)
 
     preset: str | None = Field(None, description=f"named defaults: {' or '.join(PRESETS)}; a setting given "
@@ -142,15 +154,21 @@ class DataSettings(PresetSettings):
     def _path_text(cls, v):
         return str(v) if isinstance(v, os.PathLike) else v or None  # the KFP UI sends "" for an unset string
 
+    @field_validator("source", "class_list")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        return _checked_uri(v)
+
 
 class TrainingSettings(PresetSettings):
     """How one split's AC-GAN is trained; shared by `RunSettings` and `TrainConfig`. Each default is the paper's."""
 
-    steps: int = Field(50_000, ge=1, description="training steps per split (one D and one G update each); a larger "
-                                                 "value continues a finished split; the paper: 50000")
+    steps: int = Field(50_000, ge=1, le=MAX_STEPS, description="training steps per split (one D and one G update "
+                                                              "each); a larger value continues a finished split; "
+                                                              "the paper: 50000")
     batch_size: int = Field(100, ge=1, le=65_536, description="images per training step; the paper: 100")
-    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints: at most this much is lost "
-                                                          "when a training pod is preempted")
+    checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS, description="steps between checkpoints: at most this "
+                                                                       "much is lost when a training pod is preempted")
     width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
     d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
     d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")
@@ -203,6 +221,11 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
                                    "target steps (it returns at once; its metrics and samples then show in this "
                                    "run); by default only the unfinished splits are fanned out")
 
+    @field_validator("store")
+    @classmethod
+    def _store_uri(cls, v: str) -> str:
+        return _checked_uri(v)
+
     @model_validator(mode="after")
     def _consistent(self) -> "RunSettings":
         if self.dataset in ("cifar10", "folder") and not self.source:
@@ -236,7 +259,7 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
 class ClusterSettings(BaseModel):
     """How the pipeline's tasks run on Kubernetes; chosen at compile time (`acgan compile`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     image: str = "ghcr.io/acgan-ensemble/acgan-ensemble:0.1.0"
     parallelism: int = Field(16, ge=1, le=10_000, description="training tasks (GPUs) at once")
@@ -311,6 +334,11 @@ class ClusterSettings(BaseModel):
         if v is not None and not _LABEL_VALUE.match(v):
             raise ValueError(f"Kueue queue {v!r} is not a valid queue name (a Kubernetes label value)")
         return v
+
+    @field_validator("source_endpoint")
+    @classmethod
+    def _endpoint_uri(cls, v: str | None) -> str | None:
+        return _checked_uri(v)
 
     @field_validator("data_pvc")
     @classmethod

@@ -14,6 +14,7 @@ checkpoint marker are written with them, so two writers can never both win.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import io
@@ -34,7 +35,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
+# Credentials inside a URI: `scheme://user:secret@host`, also where the secret holds '/' (an AWS secret key may),
+# which ends the authority early: `s3://KEY:abc/def@bucket`. A ':' then a port number is a host, not a user.
+_CREDENTIALS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//)?([^/@]*@|[^/@:]*:(?!\d+([/?#]|$))[^@]*@)")
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*:(?://)?)\S*@")
 # S3 error codes that mean "the server is busy or starting: try again" (AWS's and MinIO's own).
 _TRY_AGAIN = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized",
               "OperationAborted", "XMinioServerBusy"}
@@ -52,7 +56,28 @@ class StoreUnavailable(UserError):
 
 def redact(text: str) -> str:
     """`scheme://user:secret@host` -> `scheme://***@host`: credentials in a URI never reach a message or a log."""
-    return _USERINFO.sub("***@", text)
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def uri_problem(uri: str) -> str | None:
+    """What is wrong with a URI a user gives (a store, a data source, a class list, an endpoint), or None; the
+    message never holds the credentials. Every command checks its URIs with it where it starts (cli/main.py), the
+    settings' validators do (acgan/settings.py), and `open_store`, so a secret is refused before anything is
+    compiled, submitted, logged or written."""
+    if _CREDENTIALS.match(uri):
+        return (f"{redact(uri)!r} holds credentials: write it without them and give them in the environment "
+                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3, KFP_TOKEN for KFP) or a Kubernetes Secret")
+    if re.match(r"(?i)s3:(?!//)", uri):  # else a local folder named `s3:` would be made
+        return f"{uri!r} is not an S3 URI (s3: needs two slashes): write s3://BUCKET/PREFIX"
+    return None
+
+
+def check_uri(uri: str, what: str) -> str:
+    """`uri` if `uri_problem` finds nothing; else UserError naming `what` (the flag) and the problem."""
+    problem = uri_problem(uri)
+    if problem is not None:
+        raise UserError(f"{what} {problem}")
+    return uri
 
 
 def _tag(data: bytes) -> str:
@@ -66,6 +91,15 @@ def check_key(key: str) -> str:
     return key
 
 
+def check_source_key(key: str) -> str:
+    """A data source's keys are names others chose (`cat/IMG 0001 (2).jpg`, unicode, '+'): any characters, but no
+    '.', '..' or empty parts, which could name an object outside the source's prefix."""
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise UserError(f"invalid source key {key!r}: a '.', '..' or empty part could name an object outside the "
+                        "source: rename the object, or leave its class out (--class-list)")
+    return key
+
+
 class LocalStore:
     """A directory. Writes go to a temporary file and are renamed into place, so no reader sees half an object."""
 
@@ -76,23 +110,50 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    @contextlib.contextmanager
+    def _file_system(self, doing: str, path: Path):
+        """An OSError of the volume (full, read-only, another user's) as one line naming the path, the cause and the
+        fix; an absent file or a name taken first stay the answers the callers handle."""
+        try:
+            yield
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except OSError as e:
+            fix = {errno.ENOSPC: "free space on its volume, or give it a larger one",
+                   errno.EDQUOT: "raise this user's quota on its volume, or free space",
+                   errno.EROFS: "the volume is mounted read-only: remount it read-write, or use another --store",
+                   errno.EACCES: f"this user (uid {os.getuid()}) has no access: make the store its own (on "
+                                 "Kubernetes: the pod's fsGroup), or use another --store"}
+            raise UserError(f"store {self.uri}: cannot {doing} {path} ({e.strerror or e}): "
+                            f"{fix.get(e.errno, 'check the volume')}") from None
+
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        with self._file_system("read", path):
+            return path.is_file()
 
     def read_bytes(self, key: str) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            with self._file_system("read", path):
+                return path.read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
 
     def _temporary(self, path: Path, data: bytes) -> Path:
-        """A hidden file beside `path` holding `data`; unique per write, as a renewal thread writes beside training."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """A hidden file beside `path` holding `data`; unique per write, as a renewal thread writes beside training.
+        A write that fails (a full volume) removes its temporary, which would hold space no listing shows."""
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        with self._file_system("write", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return tmp
 
     def write_bytes(self, key: str, data: bytes) -> None:
@@ -102,9 +163,11 @@ class LocalStore:
     @contextlib.contextmanager
     def _locked(self, path: Path):
         """An exclusive flock on a hidden lock file beside `path`: compare-and-swap among processes of this host."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(f".{path.name}.lock"), "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        with self._file_system("write", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(path.with_name(f".{path.name}.lock"), "a")
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
     def read_tagged(self, key: str) -> tuple[bytes, str]:
@@ -159,7 +222,8 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        path.unlink(missing_ok=True)
+        with self._file_system("delete", path):
+            path.unlink(missing_ok=True)
         # Folders are only key prefixes: remove the ones this left empty, as S3 would show none.
         for parent in path.parents:
             try:
@@ -196,20 +260,23 @@ def _no_such_host(e: BaseException) -> bool:
 
 class S3Store:
     """A bucket prefix on any S3-protocol server, through the minio client. Transient errors are retried for
-    `retry_seconds` with backoff and jitter; permanent ones (access denied, no such bucket) fail at once."""
+    `retry_seconds` with backoff and jitter; permanent ones (access denied, no such bucket) fail at once. A data
+    source's bucket (`source_keys`) takes the names others gave its objects (`check_source_key`), a store only ours
+    (`check_key`)."""
 
     def __init__(self, bucket: str, prefix: str, endpoint: str, access_key: str | None, secret_key: str | None,
-                 region: str | None = None, retry_seconds: float = 300):
+                 region: str | None = None, retry_seconds: float = 300, source_keys: bool = False):
         import urllib3
         from minio import Minio
         from minio.helpers import check_bucket_name
 
-        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} is not http(s)://host[:port]")
-        if "@" in parsed.netloc:
+        endpoint = endpoint if "://" in endpoint else f"https://{endpoint}"
+        if _CREDENTIALS.match(endpoint):
             raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} holds credentials: give them as "
                             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, not in the endpoint")
+        parsed = urlparse(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} is not http(s)://host[:port]")
         try:
             check_bucket_name(bucket, strict=True)
         except ValueError:
@@ -218,6 +285,7 @@ class S3Store:
         self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.retry_seconds = retry_seconds
+        self.check_key = check_source_key if source_keys else check_key
         # Our own retry loop (below) handles transient failures; the pool itself must not retry.
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=120), retries=urllib3.Retry(total=0),
                                    maxsize=8)
@@ -225,7 +293,7 @@ class S3Store:
                             secure=parsed.scheme == "https", http_client=http)
 
     def _name(self, key: str) -> str:
-        check_key(key)
+        self.check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _failure(self, e: Exception) -> tuple[bool, str]:
@@ -319,16 +387,19 @@ class S3Store:
 
         return self._call(f"stat {key}", stat)
 
-    def read_tagged(self, key: str) -> tuple[bytes, str]:
-        """The object and its ETag, from one GET (so the two always belong together)."""
+    def read_tagged(self, key: str, length: int | None = None) -> tuple[bytes, str]:
+        """The object (its first `length` bytes, all of a shorter one) and its ETag, from one GET (so the two always
+        belong together)."""
         from minio.error import S3Error
 
         def get() -> tuple[bytes, str]:
             try:
-                response = self.client.get_object(self.bucket, self._name(key))
+                response = self.client.get_object(self.bucket, self._name(key), length=length)
             except S3Error as e:
                 if e.code == "NoSuchKey":
                     raise KeyError(key) from None
+                if e.code == "InvalidRange":  # a range of an empty object
+                    return b"", ""
                 raise
             try:
                 return response.read(), response.headers.get("ETag", "")
@@ -437,13 +508,11 @@ def _env_seconds(name: str, default: float) -> float:
     return float(value)
 
 
-def open_store(uri: str) -> Store:
-    """The one function that decides local versus remote storage."""
+def open_store(uri: str, source_keys: bool = False) -> Store:
+    """The one function that decides local versus remote storage; `source_keys` for a data source's bucket."""
+    check_uri(uri, "store")
     if uri.startswith("s3://"):
         parsed = urlparse(uri)
-        if "@" in parsed.netloc:
-            raise UserError(f"store {redact(uri)!r} holds credentials: use s3://BUCKET/PREFIX and give them as "
-                            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
         if not parsed.netloc:
             raise UserError(f"store {uri!r} names no bucket: use s3://BUCKET[/PREFIX]")
         endpoint = os.environ.get("ACGAN_S3_ENDPOINT")
@@ -451,7 +520,7 @@ def open_store(uri: str) -> Store:
             raise UserError("ACGAN_S3_ENDPOINT is not set: export it as http(s)://host:port of the S3/MinIO server")
         return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get("AWS_ACCESS_KEY_ID"),
                        os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_REGION"),
-                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300))
+                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300), source_keys)
     if "://" in uri and not uri.startswith("file://"):
         raise UserError(f"store {redact(uri)!r}: use a local directory or s3://BUCKET/PREFIX")
     return LocalStore(uri.removeprefix("file://"))

@@ -14,6 +14,11 @@ from pydantic import ValidationError
 
 from acgan import allocator
 from acgan.errors import UserError, explain
+from acgan.store import check_uri
+
+# Every option that takes a URI (a store, a data source, a class list, an endpoint): checked where a command starts.
+URI_OPTIONS = {"store": "--store", "stores": "STORE", "source": "--source", "class_list": "--class-list",
+               "host": "--host", "source_endpoint": "--source-endpoint"}
 
 
 def _prepare(args: argparse.Namespace) -> dict:
@@ -236,6 +241,16 @@ def _boolean(text: str) -> bool:
     if text.lower() in ("false", "0", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _check_uris(args: argparse.Namespace) -> None:
+    """The URIs the user gave, each checked once before the command compiles, submits, logs or writes anything:
+    a secret inside one is refused in a line that shows it redacted."""
+    for name, flag in URI_OPTIONS.items():
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None:
+                check_uri(str(value), flag)
 
 
 def _given(args: argparse.Namespace, fields: dict) -> dict:
@@ -461,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("urllib3", "minio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        _check_uris(args)
         result = args.run(args)
     except (UserError, ValidationError) as e:
         print(f"acgan {args.command}: error: {explain(e)}", file=sys.stderr)

@@ -200,3 +200,39 @@ def test_fused_channels_last_resume_equals_uninterrupted_in_either_order(single_
     step(*batch(1))
     for a, b in zip([*G.parameters(), *D.parameters()], [*G2.parameters(), *D2.parameters()]):
         assert torch.equal(a, b), (a - b).abs().max().item()
+
+
+def test_checkpoints_from_step_10_to_the_8_resume_show_prune_and_assemble(digits_store, capsys):
+    """step-100000000 has nine digits: resume, status, pruning and the ensemble see it as they see step-00000005,
+    and --steps is bounded where checkpoint names still sort and KFP's numbers stay exact."""
+    from acgan.ensemble import assemble_ensemble
+    from acgan.experiment import split_statuses
+    from acgan.training.loop import TrainConfig, train_split
+    from cli.main import main
+    from tests.conftest import tiny_config
+
+    big = 10**8
+    train_split(digits_store, tiny_config(split=0, steps=5))
+    train_split(digits_store, tiny_config(split=1, steps=5))
+    files = load_checkpoint(digits_store, 0, 5)  # as a run that long would have written it at step 10^8
+    files["meta.json"] = json.dumps({**json.loads(files["meta.json"]), "step": big}).encode()
+    save_checkpoint(digits_store, 0, big, files)
+    assert complete_steps(digits_store, 0) == [5, big]
+    assert split_statuses(digits_store)[0].step == big
+
+    result = train_split(digits_store, tiny_config(split=0, steps=big + 5))
+    assert result["resumed_from"] == big and result["step"] == big + 5
+    assert complete_steps(digits_store, 0) == [big, big + 5]  # step 5 pruned, two kept
+    manifest = assemble_ensemble(digits_store, 5)
+    assert {m.split: m.step for m in manifest.classes} == {0: big + 5, 1: 5}
+
+    from acgan.settings import MAX_STEPS
+
+    TrainConfig(steps=MAX_STEPS, checkpoint_every=MAX_STEPS)
+    for flag in ("--steps", "--checkpoint-every"):
+        for value in (MAX_STEPS + 1, 10**21):
+            code = main(["train-split", "--store", str(digits_store.root), "--split", "1", flag, str(value)])
+            err = capsys.readouterr().err
+            assert code == 2 and flag in err and "Traceback" not in err, err
+    assert main(["plan", "--images-per-second", "100", "--steps", str(10**21)]) == 2
+    assert "--steps" in capsys.readouterr().err

@@ -136,3 +136,13 @@ def test_status_table_and_json(capsys, digits_store):
     assert lines[-1] == "1 of 2 splits complete"
     code, out, _ = run(capsys, "status", "--store", store, "--json")
     assert [s["state"] for s in json.loads(out)["splits"]] == ["complete", "not started"]
+
+
+@pytest.mark.parametrize("uri", ["s3:/acgan-test/x", "s3:acgan-test/x", "S3:/acgan-test/x"])
+def test_s3_without_two_slashes_is_refused_not_a_local_folder(capsys, tmp_path, monkeypatch, uri):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["prepare", "--store", uri, "--dataset", "digits"], ["run", "--store", uri],
+                 ["status", "--store", uri], ["prepare", "--store", "s", "--dataset", "folder", "--source", uri]):
+        code, _, err = run(capsys, *argv)
+        assert_one_line_error(code, err, f"{uri!r} is not an S3 URI", "s3://BUCKET/PREFIX")
+    assert list(tmp_path.iterdir()) == []  # no folder named s3: (or S3:)

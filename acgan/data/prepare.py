@@ -80,12 +80,14 @@ def open_source(cfg: PrepareConfig) -> Source:
 
 
 def plan_data(cfg: PrepareConfig, store: Store) -> SplitPlan:
-    """Make (or check) the plan from the source's class names and record the settings the shard tasks read."""
-    store.ensure_ready(create=True)
+    """Make (or check) the plan from the source's class names and record the settings the shard tasks read. The
+    source and the plan are checked before anything is written: a plan in the store can only be kept."""
     source = open_source(cfg)
+    source.check_classes()
     names = source.class_names
     splits = splits_from_file(cfg.plan_file, names) if cfg.plan_file else contiguous_splits(len(names),
                                                                                            cfg.classes_per_split)
+    store.ensure_ready(create=True)
     plan = SplitPlan(dataset=cfg.dataset, resolution=cfg.resolution, channels=source.channels,
                      classes=[ClassInfo(id=i, name=n) for i, n in enumerate(names)], splits=splits)
     if store.exists(PLAN_KEY):

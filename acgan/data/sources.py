@@ -36,6 +36,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 ARCHIVE_SUFFIX = ".tar"
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD", or "max PERIOD" without a CPU limit
 PROGRESS_SECONDS = 10.0
+# Longest side over shortest of an image that is decoded: its centre square is at least a twentieth of it.
+MAX_ASPECT = 20
+ARCHIVE_HEAD_BYTES = 1 << 16  # of a class archive in a bucket: its first member headers, to tell it holds an image
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Source:
     class_names: list[str]
     load_classes: Callable[[list[int]], list[np.ndarray]]  # class ids -> per class (N, C, R, R) uint8
     skipped: dict[str, int] = field(default_factory=dict)  # class name -> unreadable files skipped
+    check_classes: Callable[[], None] = lambda: None  # UserError for a class that holds no image, found by name
 
 
 def each_class(load_class: Callable[[int], np.ndarray]) -> Callable[[list[int]], list[np.ndarray]]:
@@ -140,18 +144,23 @@ def usable_cores(cpu_max: Path = CPU_MAX) -> int:
 def _decode(job: tuple[str | bytes, int]) -> np.ndarray | None:
     """One image (a path or its bytes) -> (3, R, R) uint8: shorter side resized to R, then centre-cropped.
     The format is sniffed from the content, so a PNG named .jpg decodes; CMYK and greyscale become RGB.
-    None if unreadable."""
+    None if unreadable, or longer than MAX_ASPECT times its width (by its header, before decoding).
+    Memory is bounded by the image's shape: only the centre square is resized (Pillow's `box`), never the whole
+    image, whose long side resizing the short one to R would stretch (a 1 x 3,000,000 PNG of a few kB: 16 GB)."""
     image, resolution = job
     try:
         with Image.open(io.BytesIO(image) if isinstance(image, bytes) else image) as img:
+            if max(img.size) > MAX_ASPECT * min(img.size):
+                return None
             img.draft("RGB", (resolution, resolution))  # JPEG: decode at reduced size, much faster
             img = img.convert("RGB")
             w, h = img.size
             scale = resolution / min(w, h)
-            img = img.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
-                             Image.Resampling.BILINEAR, reducing_gap=None)
-            left, top = (img.width - resolution) // 2, (img.height - resolution) // 2
-            img = img.crop((left, top, left + resolution, top + resolution))
+            # The R x R crop of the image resized to (W, H), as a box of the source: the same pixels.
+            W, H = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+            left, top = (W - resolution) // 2 * w / W, (H - resolution) // 2 * h / H
+            box = (left, top, left + resolution * w / W, top + resolution * h / H)
+            img = img.resize((resolution, resolution), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
     except Exception:  # noqa: BLE001 - a file from outside may break Pillow's decoders in any way; it is skipped
         return None
@@ -172,6 +181,34 @@ def _archive_images(tar: Path | bytes, where: str) -> tuple[list[str], list[byte
         raise UserError(f"class archive {where} is not a readable tar ({e}): replace it with an uncompressed tar "
                         "of the class's images, or leave the class out (--class-list)") from None
     return names, images
+
+
+def _archive_has_images(tar: Path | bytes, where: str, whole: bool = True) -> bool | None:
+    """Whether a class archive holds an image, from its member headers up to the first image (no image is read).
+    `tar` may be only the head of the archive (`whole` False): None if that head ends before an image."""
+    try:
+        opened = tarfile.open(tar, "r:") if isinstance(tar, Path) else tarfile.open(fileobj=io.BytesIO(tar), mode="r:")
+        with opened as archive:
+            for member in archive:  # a truncated head reads as the archive's end: hence `whole`
+                if member.isfile() and Path(member.name).suffix.lower() in IMAGE_SUFFIXES:
+                    return True
+    except (tarfile.TarError, EOFError) as e:
+        raise UserError(f"class archive {where} is not a readable tar ({e}): replace it with an uncompressed tar "
+                        "of the class's images, or leave the class out (--class-list)") from None
+    return False if whole else None
+
+
+def _check_classes(tree: LocalTree | BucketTree, names: list[str]) -> None:
+    """Every class holds at least one JPEG/PNG by name, asked of all classes before anything is written (a bucket's
+    in parallel, one listing or ranged read each): a class found empty after the plan was written could not be
+    left out without a new store."""
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(tree.has_images, names))
+    empty = [name for name, has in zip(names, found) if has is False]
+    if empty:
+        more = f" (and {len(empty) - 1} more: {', '.join(empty[1:10])}{', ...' if len(empty) > 10 else ''})"
+        raise UserError(f"class {empty[0]} of {tree.uri} has no JPEG/PNG images{more if len(empty) > 1 else ''}: "
+                        "add images, or leave the class out (remove its folder or archive, or use --class-list)")
 
 
 def _class_names(folders: list[str], archives: list[str], uri: str) -> list[str]:
@@ -206,6 +243,12 @@ class LocalTree:
         archives = [p.name for p in entries if p.is_file() and p.name.endswith(ARCHIVE_SUFFIX)]
         return _class_names([p.name for p in entries if p.is_dir()], archives, self.uri)
 
+    def has_images(self, name: str) -> bool:
+        path = self.root / f"{name}{ARCHIVE_SUFFIX}"
+        if path.is_file():
+            return bool(_archive_has_images(path, str(path)))
+        return any(p.suffix.lower() in IMAGE_SUFFIXES for p in (self.root / name).iterdir())
+
     def read(self, name: str) -> tuple[list[str], list[str] | list[bytes]]:
         """One class's images: their names, and what a worker decodes (a path, or the bytes from an archive)."""
         path = self.root / f"{name}{ARCHIVE_SUFFIX}"
@@ -231,6 +274,14 @@ class BucketTree:
         self.archives = {a.removesuffix(ARCHIVE_SUFFIX) for a in archives}
         return _class_names(folders, archives, self.uri)
 
+    def has_images(self, name: str) -> bool | None:
+        """From the listing of a class folder; from the head of a class archive (None: no image in its head)."""
+        if name in self.archives:
+            key = f"{name}{ARCHIVE_SUFFIX}"
+            head = self.bucket.read_tagged(key, ARCHIVE_HEAD_BYTES)[0]
+            return _archive_has_images(head, f"{self.uri}/{key}", whole=len(head) < ARCHIVE_HEAD_BYTES)
+        return any(Path(k).suffix.lower() in IMAGE_SUFFIXES for k in self.bucket.list(f"{name}/"))
+
     def read(self, name: str) -> tuple[list[str], list[bytes]]:
         if name in self.archives:
             key = f"{name}{ARCHIVE_SUFFIX}"
@@ -249,10 +300,11 @@ def open_bucket(uri: str):
 
     endpoint = os.environ.get("ACGAN_SOURCE_S3_ENDPOINT")
     if not endpoint:
-        return open_store(uri)
+        return open_store(uri, source_keys=True)
     parsed = urlparse(uri)
     return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get("ACGAN_SOURCE_AWS_ACCESS_KEY_ID"),
-                   os.environ.get("ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"), os.environ.get("ACGAN_SOURCE_AWS_REGION"))
+                   os.environ.get("ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"), os.environ.get("ACGAN_SOURCE_AWS_REGION"),
+                   source_keys=True)
 
 
 def _read_class_list(path: str) -> list[str]:
@@ -335,7 +387,7 @@ def folder_source(root: str, resolution: int, strict: bool, class_list: str | No
                              done / max(elapsed, 1e-9))
         return out
 
-    return Source("folder", 3, names, load_classes, skipped)
+    return Source("folder", 3, names, load_classes, skipped, lambda: _check_classes(tree, names))
 
 
 def _synthetic_class(c: int, n: int, resolution: int, rng: np.random.Generator) -> np.ndarray:

@@ -35,7 +35,7 @@ from acgan.errors import UserError
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
-from acgan.settings import TrainingSettings
+from acgan.settings import MAX_STEPS, TrainingSettings
 from acgan.store import Store, write_json
 from acgan.training.state import pack_checkpoint, unpack_checkpoint
 from acgan.training.step import FastPath, TrainStep, make_optimizers
@@ -51,7 +51,7 @@ class TrainConfig(TrainingSettings):
     lr: float = Field(2e-4, gt=0, le=1.0, description="Adam learning rate")
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
-    tick_every: int = Field(100, ge=1, description="steps between stats lines")
+    tick_every: int = Field(100, ge=1, le=MAX_STEPS, description="steps between stats lines")
     keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
     noise_dim: int = Field(100, ge=1)
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
@@ -242,7 +242,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
         lease.check()  # the renewal thread found another trainer holding the split: stop
         try:  # best effort: the stats are a record, the checkpoints are the state
             store.write_bytes(stats_key, ("\n".join(stats_lines) + "\n").encode())
-        except UserError as e:
+        except (UserError, OSError) as e:
             log.warning("split %d: stats line of step %d not written (%s); training continues", cfg.split, step, e)
         bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", cls_fake=f"{means[5]:.2f}",
                         ms_ssim=f"{last['ms_ssim_mean']:.3f}")

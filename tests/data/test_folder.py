@@ -1,8 +1,11 @@
 """Class-folder sources on a local path and under an S3 prefix (the S3-protocol test server), with real JPEGs."""
 
 import io
+import shutil
+import tarfile
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -38,8 +41,6 @@ def image_tree(classes=CLASSES, per_class: int = 2) -> dict[str, bytes]:
 def as_archives(files: dict[str, bytes], classes: list[str]) -> dict[str, bytes]:
     """The same tree with `classes` packed as `<class>.tar` (uncompressed, as ImageNet's train set ships each class),
     the other classes left as folders."""
-    import tarfile
-
     out = {name: data for name, data in files.items() if name.split("/")[0] not in classes}
     for c in classes:
         buffer = io.BytesIO()
@@ -120,11 +121,19 @@ def test_a_class_both_folder_and_archive_is_refused(tmp_path):
 
 
 def test_a_corrupt_class_archive_is_one_line_naming_it(tmp_path):
-    files = {**image_tree(), "n04.tar": b"not a tar" * 100}
+    """Not a tar at all: found with the listing, before the plan is written. Cut after its first image: found by
+    its split's data task, the other splits unharmed."""
+    source = write_local(tmp_path / "train", {**image_tree(), "n04.tar": b"not a tar" * 100})
     store = LocalStore(tmp_path / "store")
-    plan_data(PrepareConfig(dataset="folder", source=str(write_local(tmp_path / "train", files)),
-                            classes_per_split=3), store)
-    prepare_shard(store, 0)  # the other split's classes are unharmed
+    with pytest.raises(UserError, match=r"class archive .*train/n04.tar is not a readable tar .*: replace it"):
+        plan_data(PrepareConfig(dataset="folder", source=str(source), classes_per_split=3), store)
+    assert not store.root.exists()
+    rng = np.random.default_rng(0)
+    whole = _tar({"a.JPEG": _jpeg(rng), "b.JPEG": _jpeg(rng)})
+    second = tarfile.open(fileobj=io.BytesIO(whole)).getmember("b.JPEG")
+    (source / "n04.tar").write_bytes(whole[:second.offset_data + second.size // 2])
+    plan_data(PrepareConfig(dataset="folder", source=str(source), classes_per_split=3), store)
+    prepare_shard(store, 0)
     with pytest.raises(UserError, match=r"class archive .*train/n04.tar is not a readable tar .*: replace it"):
         prepare_shard(store, 1)
     assert shard_info(store, 0).images == {"n01": 3, "n02": 4, "n03": 2}
@@ -188,3 +197,107 @@ def test_usable_cores_follow_the_cgroup_quota(tmp_path):
     cpu_max.write_text("max 100000\n")  # no limit: the cores the process may run on
     assert usable_cores(cpu_max) == affinity
     assert usable_cores(tmp_path / "absent") == affinity
+
+
+ORDINARY_NAMES = {"golden retriever/IMG 0001.jpg", "golden retriever/ö (2)+x.JPEG", "cat/IMG 0001.jpg",
+                  "cat/猫 #1 [a]&b=c.png", "cat/100%.jpg"}
+
+
+def test_bucket_source_takes_ordinary_object_names_as_a_folder_does(s3_env, tmp_path):
+    """Spaces, unicode, parentheses, '+', '%': a bucket prepares what the same tree in a folder prepares."""
+    rng = np.random.default_rng(0)
+    files = {name: _jpeg(rng, fmt="PNG" if name.endswith(".png") else "JPEG") for name in sorted(ORDINARY_NAMES)}
+    files["class list (v2).txt"] = "golden retriever\ncat\n".encode()
+    bucket = open_store(f"{s3_env}/src")
+    for name, data in files.items():
+        bucket.client.put_object(bucket.bucket, f"{bucket.prefix}/{name}", io.BytesIO(data), len(data))
+    local = write_local(tmp_path / "train", files)
+    plans, shards = [], []
+    for source, class_list in [(str(local), str(local / "class list (v2).txt")),
+                               (f"{s3_env}/src", f"{s3_env}/src/class list (v2).txt")]:
+        store = LocalStore(tmp_path / f"store-{len(plans)}")
+        plans.append(prepare(PrepareConfig(dataset="folder", source=source, class_list=class_list, resolution=32,
+                                           classes_per_split=2), store))
+        shards.append(load_shard(store, 0))
+    assert [c.name for c in plans[1].classes] == ["golden retriever", "cat"] and plans[0] == plans[1]
+    assert shard_info(LocalStore(tmp_path / "store-1"), 0).images == {"golden retriever": 2, "cat": 3}
+    assert all(torch.equal(a, b) for a, b in zip(*shards))
+
+
+@pytest.mark.parametrize("key", ["cat/../up.jpg", "cat/./here.jpg", "cat//twice.jpg"])
+def test_bucket_source_keys_with_dot_or_empty_parts_stay_refused(s3_env, s3_server, tmp_path, key):
+    import boto3  # the minio client refuses to write such names; another S3 client writes them
+
+    bucket = open_store(f"{s3_env}/src")
+    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint"], region_name="us-east-1",
+                      aws_access_key_id=s3_server["access_key"], aws_secret_access_key=s3_server["secret_key"])
+    for name in ("cat/IMG 0001.jpg", key):
+        s3.put_object(Bucket=bucket.bucket, Key=f"{bucket.prefix}/{name}", Body=b"x")
+    assert f"{bucket.prefix}/{key}" in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket.bucket)["Contents"]]
+    store = LocalStore(tmp_path / "store")
+    plan_data(PrepareConfig(dataset="folder", source=f"{s3_env}/src", classes_per_split=1), store)
+    with pytest.raises(UserError, match=r"invalid source key 'cat/.*': .* could name"):
+        prepare_shard(store, 0)
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("empty", [{"n04/notes.txt": b"no images"}, {"n04.tar": _tar({"notes.txt": b"no images"})},
+                                   {"n04.tar": b""}], ids=["folder", "archive", "zero-byte-archive"])
+def test_a_class_without_images_is_found_before_anything_is_written(where, empty, tmp_path, request):
+    """Found after the plan was written, the advice (remove the class) led to "already holds a different plan"."""
+    files = {**image_tree(), **empty}
+    if where == "s3":
+        source = f"{request.getfixturevalue('s3_env')}/train"
+        bucket = open_store(source)
+        for name, data in files.items():
+            bucket.client.put_object(bucket.bucket, f"{bucket.prefix}/{name}", io.BytesIO(data), len(data))
+    else:
+        source = str(write_local(tmp_path / "train", files))
+    store = LocalStore(tmp_path / "store")
+    refused = r"class n04 of .*train has no (readable )?JPEG/PNG|archive .*train/n04.tar is not a readable"
+    with pytest.raises(UserError, match=refused):
+        prepare(PrepareConfig(dataset="folder", source=source, classes_per_split=2), store)
+    assert not store.root.exists()
+    if where == "local":  # the advice: remove the class's folder or archive
+        shutil.rmtree(tmp_path / "train" / "n04", ignore_errors=True)
+        (tmp_path / "train" / "n04.tar").unlink(missing_ok=True)
+    else:
+        for name in empty:
+            bucket.delete(name)
+    plan = prepare(PrepareConfig(dataset="folder", source=source, classes_per_split=2), store)
+    assert [c.name for c in plan.classes] == ["n01", "n02", "n03"]
+
+
+def test_decoding_reads_the_centre_square_as_resize_then_crop_did():
+    """The pixels of resizing the short side to R and cropping the centre, without the full resize: the same
+    filter at the same places, to a rounding (at most one level in 255)."""
+    from acgan.data.sources import _decode
+
+    rng = np.random.default_rng(0)
+    for (width, height), resolution in [((w, h), r) for w, h in [(60, 45), (45, 60), (640, 480), (20, 400),
+                                                                   (17, 23), (33, 32), (31, 100)]
+                                        for r in (32, 64)]:
+        img = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        png = io.BytesIO()
+        img.save(png, "PNG")
+        scale = resolution / min(width, height)
+        full = img.resize((max(resolution, round(width * scale)), max(resolution, round(height * scale))),
+                          Image.Resampling.BILINEAR, reducing_gap=None)
+        left, top = (full.width - resolution) // 2, (full.height - resolution) // 2
+        expected = np.asarray(full.crop((left, top, left + resolution, top + resolution))).transpose(2, 0, 1)
+        decoded = _decode((png.getvalue(), resolution)).astype(int)
+        assert np.abs(decoded - expected).max() <= 1, (width, height, resolution)
+    wide = Image.new("RGB", (32 * 20, 32))  # as long as allowed
+    png = io.BytesIO()
+    wide.save(png, "PNG")
+    assert _decode((png.getvalue(), 32)).shape == (3, 32, 32)

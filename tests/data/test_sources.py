@@ -101,8 +101,9 @@ def test_folder_class_without_images(tmp_path):
     root = _write_folder(tmp_path / "train", ["a", "b"])
     (root / "empty").mkdir()
     (root / "empty" / "notes.txt").write_text("no images here")
-    with pytest.raises(UserError, match="class empty of .* has no readable JPEG/PNG images"):
+    with pytest.raises(UserError, match="class empty of .* has no JPEG/PNG images"):
         prepare(PrepareConfig(dataset="folder", source=root, classes_per_split=3), LocalStore(tmp_path / "s"))
+    assert not (tmp_path / "s").exists()
 
 
 def test_synthetic_classes_are_distinct(tmp_path):
