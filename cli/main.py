@@ -48,6 +48,13 @@ def _sample(args: argparse.Namespace) -> dict:
     return sample(store, args.class_, args.n, args.seed, args.out, args.device)
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from acgan.serving.server import serve
+    from acgan.settings import ServeSettings
+
+    serve(ServeSettings.model_validate(_given(args, ServeSettings.model_fields)))
+
+
 def _run_settings(args: argparse.Namespace):
     from acgan.settings import RunSettings
 
@@ -321,7 +328,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from acgan.data.prepare import PrepareConfig
-    from acgan.settings import LOCAL_PARALLELISM, EvaluationSettings
+    from acgan.settings import LOCAL_PARALLELISM, EvaluationSettings, ServeSettings
     from acgan.training.loop import TrainConfig
 
     parser = _Parser(prog="acgan", description=__doc__)
@@ -446,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help=".png (grid) or .npz (images, labels)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=_sample)
+
+    p = sub.add_parser("serve", help="serve the ensemble over HTTP (Open Inference Protocol v2, KServe), with a "
+                       "gallery page at /")
+    p.add_argument("--store", required=True, help="a directory, or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
+    _spec_options(p, ServeSettings, skip={"store"})
+    p.set_defaults(run=_serve)
     return parser
 
 
