@@ -13,6 +13,7 @@ A bad request is a 400 with {"error": one line}; what cannot be served now (no e
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import warnings
 from importlib import resources
@@ -129,7 +130,8 @@ def listen(host: str, port: int) -> socket.socket:
         family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         return socket.create_server(address, family=family, backlog=2048)
     except OSError as e:
-        raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e}): choose a free --port "
+        reason = os.strerror(e.errno) if e.errno and not isinstance(e, socket.gaierror) else str(e.strerror or e)
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({reason}): choose a free --port "
                         "and an address of this machine for --host") from None
 
 
