@@ -359,4 +359,4 @@ class ServeSettings(BaseModel):
                                  "at a time")
     forward_batch: int | None = Field(None, ge=1, le=4096, description="images in every forward pass, the last one "
                                       "of a batch padded (so an image never depends on what it was batched with); "
-                                      "default 64 on a GPU, on a CPU 2**17 output pixels (128 at 32 px, 8 at 128 px)")
+                                      "default 64 on a GPU, on a CPU 2**14 output pixels (16 at 32 px, 1 at 128 px)")

@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed benchmarks against their targets: a table, and JSON")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run (default all; with "
+    p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run,serve (default all; with "
                                   "--device cuda all but run)")
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="the JSON results")
     p.add_argument("--markdown", type=Path, help="also the table as Markdown, with the machine and commit")

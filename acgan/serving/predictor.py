@@ -58,8 +58,9 @@ def _one_value(request: InferRequest, name: str):
         raise BadRequest(f"input {name!r} has datatype {given.datatype}: use {' or '.join(INPUTS[name])}")
     data = given.data
     if list(given.shape) != [1] or not isinstance(data, list) or len(data) != 1:
-        raise BadRequest(f"input {name!r} has shape {list(given.shape)} and {len(data) if isinstance(data, list) else 'no'}"
-                         f" value(s): give one value, shape [1]")
+        values = len(data) if isinstance(data, list) else "no"
+        raise BadRequest(f"input {name!r} has shape {list(given.shape)} and {values} value(s): give one value, "
+                         "shape [1]")
     value = data[0]
     if given.datatype == "BYTES":
         if isinstance(value, bytes):
@@ -86,7 +87,7 @@ class EnsembleModel(kserve.Model):
         self._looked = 0.0
         self._reload = asyncio.Lock()
         self.cache = GeneratorCache(self._load_split, settings.max_loaded)
-        self.batcher = Batcher(settings.batch_wait_ms / 1000, self._forward_batch, settings.max_images)
+        self.batcher = Batcher(settings.batch_wait_ms / 1000, self._forward_batch)
 
     # --- loading -------------------------------------------------------------------------------------------------
 

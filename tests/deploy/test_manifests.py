@@ -228,7 +228,8 @@ def closed(schema):
     if not isinstance(schema, dict):
         return schema
     out = {k: closed(v) if k != "properties" else {name: closed(s) for name, s in v.items()} for k, v in schema.items()}
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    listed = "properties" in out and "additionalProperties" not in out
+    if listed and not out.get("x-kubernetes-preserve-unknown-fields"):
         out["additionalProperties"] = False
     return out
 

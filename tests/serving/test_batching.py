@@ -51,8 +51,8 @@ def test_concurrent_requests_for_a_split_share_a_batch_and_other_splits_do_not(m
     monkeypatch.setattr(batching, "draw", recorded)
     asked = [(0, G0, 1, 2, 11), (1, G1, 0, 3, 12), (0, G0, 2, 1, 13), (0, G0, 1, 4, 11), (1, G1, 4, 2, 14)]
 
-    async def together(wait_s, max_images=256):
-        batcher = Batcher(wait_s, lambda G: 16, max_images)
+    async def together(wait_s, per_pass=16):
+        batcher = Batcher(wait_s, lambda G: per_pass)
         return await asyncio.gather(*(batcher.draw(*a) for a in asked))
 
     answers = run(together(0.05))
@@ -65,8 +65,9 @@ def test_concurrent_requests_for_a_split_share_a_batch_and_other_splits_do_not(m
     assert [len(n) for _, n in batches] == [1] * len(asked)  # no batching: one request at a time
 
     batches.clear()
-    run(together(0.05, max_images=4))
-    assert batches == [(G0, [2, 1]), (G1, [3]), (G0, [4]), (G1, [2])]  # at most 4 images a batch, oldest first
+    monkeypatch.setattr(batching, "BATCH_PASSES", 2)
+    run(together(0.05, per_pass=2))
+    assert batches == [(G0, [2, 1]), (G1, [3]), (G0, [4]), (G1, [2])]  # at most 2 passes a batch, oldest first
 
 
 def test_the_cache_loads_a_split_once_and_keeps_the_most_recently_used(monkeypatch):
