@@ -135,8 +135,9 @@ def generator_images_per_second(G, batch: int, seconds: float) -> float:
 
 
 def bench_serve(device: torch.device, seconds: float | None = None, rounds: int = 3) -> list[Row]:
-    """Every figure is the best of `rounds` measurements of `seconds` each, taken in turn (all servers up at once),
-    so that a machine whose load changes over the run slows every figure alike."""
+    """Every figure is the best of `rounds` measurements of `seconds` each, taken in turn (all servers up at once,
+    the generator's own figure for n measured just before the served ones for n), so that a machine whose load
+    changes over the run slows the figures compared alike."""
     gpu = device.type == "cuda"
     seconds = seconds or (3.0 if gpu else 1.5)
     shape = dict(resolution=128, width=1.0, classes_per_split=10) if gpu else \
@@ -152,9 +153,8 @@ def bench_serve(device: torch.device, seconds: float | None = None, rounds: int 
         ports = {mode: servers.enter_context(serve_process(store.root, device, Path(tmp) / f"{mode}.log", *given))
                  for mode, given in options.items()}
         for _ in range(rounds):
-            for b in SIZES:
-                own[b] = max(own[b], generator_images_per_second(G, b, seconds / 2))
             for n in SIZES:
+                own[n] = max(own[n], generator_images_per_second(G, n, seconds / 2))  # beside the served figures
                 for clients in CLIENTS:
                     for mode in ("on", "off"):
                         port = ports["on" if mode == "on" else f"off {n}"]
