@@ -139,7 +139,7 @@ def bench_serve(device: torch.device, seconds: float | None = None, rounds: int 
     the generator's own figure for n measured just before the served ones for n), so that a machine whose load
     changes over the run slows the figures compared alike."""
     gpu = device.type == "cuda"
-    seconds = seconds or (3.0 if gpu else 1.5)
+    seconds = seconds or (2.0 if gpu else 1.5)
     shape = dict(resolution=128, width=1.0, classes_per_split=10) if gpu else \
         dict(resolution=32, width=0.125, classes_per_split=5)
     name = device_name(device)
