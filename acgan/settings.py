@@ -386,3 +386,28 @@ class EvalSettings(EvaluationSettings):
     report_splits: int = Field(10, ge=1, le=1000, description="splits whose sample grids the report shows")
     overfitting_classes: int = Field(4, ge=1, le=100, description="classes in the overfitting grids")
     neighbours: int = Field(5, ge=1, le=50, description="nearest training neighbours shown per sample")
+
+
+class ServeSettings(BaseModel):
+    """`acgan serve`: one Open Inference Protocol server for the whole ensemble of a store (acgan/serving/)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store: str = Field(description="the store whose ensemble.json is served: a directory or s3://BUCKET/PREFIX")
+    host: str = Field("127.0.0.1", min_length=1, description="address to listen on (default 127.0.0.1, this "
+                                                             "machine only; 0.0.0.0 in a pod)")
+    port: int = Field(8080, ge=0, le=65535, description="port to listen on (default 8080; 0: any free port, "
+                                                        "printed when serving starts)")
+    model_name: str = Field("acgan-ensemble", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+                            description="the model's name in the protocol's paths, /v2/models/NAME (default "
+                                        "acgan-ensemble)")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where the generators run (default cpu)")
+    max_loaded: int = Field(100, ge=1, le=100_000, description="generators kept loaded, the least recently used "
+                            "dropped first (default 100: the paper's 128 px G is 66 MB, so 100 take 6.6 GB)")
+    max_images: int = Field(256, ge=1, le=100_000, description="most images one request may ask for (default 256)")
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="how long the first request for a split waits for "
+                                 "others to share its forward passes (default 5); 0: no batching, one request "
+                                 "at a time")
+    forward_batch: int | None = Field(None, ge=1, le=4096, description="images in every forward pass, the last one "
+                                      "of a batch padded (so an image never depends on what it was batched with); "
+                                      "default 64 on a GPU, on a CPU 2**14 output pixels (16 at 32 px, 1 at 128 px)")

@@ -271,18 +271,19 @@ def bench_ms_ssim(device: torch.device) -> list[Row]:
     return rows
 
 
-def untrained_ensemble(store, classes: int):
-    """A prepared store of `classes` synthetic classes at 128px whose ensemble members are untrained generators'
-    sampling snapshots (no split trained, no training state written); returns its plan."""
+def untrained_ensemble(store, classes: int, resolution: int = 128, width: float = 1.0, classes_per_split: int = 10):
+    """A prepared store of `classes` synthetic classes (at 128px, 10 a split, by default) whose ensemble members are
+    untrained generators' sampling snapshots (G at `width`; no split trained, no training state written); returns
+    its plan."""
     from acgan.checkpoint import save_checkpoint
     from acgan.data.prepare import PrepareConfig, prepare
     from acgan.ensemble import assemble_ensemble
     from acgan.training.state import GENERATOR_FILE, META_FILE
 
-    plan = prepare(PrepareConfig(dataset="synthetic", num_classes=classes, images_per_class=100, resolution=128,
-                                 classes_per_split=10), store)
+    plan = prepare(PrepareConfig(dataset="synthetic", num_classes=classes, images_per_class=100, resolution=resolution,
+                                 classes_per_split=classes_per_split), store)
     for split, members in enumerate(plan.splits):
-        cfg = ModelConfig(resolution=128, channels=plan.channels, num_classes=len(members))
+        cfg = ModelConfig(resolution=resolution, channels=plan.channels, num_classes=len(members), width=width)
         weights = {f"G.{k}": v.contiguous() for k, v in Generator(cfg).state_dict().items()}
         save_checkpoint(store, split, 1, {GENERATOR_FILE: save_safetensors(weights),
                                           META_FILE: json.dumps({"step": 1, "model": cfg.model_dump()}).encode()})
@@ -373,8 +374,14 @@ def _seconds(clock: str) -> float:
     return int(h) * 3600 + int(m) * 60 + float(s)
 
 
+def bench_serve(device: torch.device) -> list[Row]:
+    from cli.bench_serve import bench_serve as serve_rows  # that module imports this one
+
+    return serve_rows(device)
+
+
 BENCHMARKS = {"training": bench_training, "data": bench_data_preparation, "ms_ssim": bench_ms_ssim,
-              "evaluation": bench_evaluation, "run": bench_embedded_run}
+              "evaluation": bench_evaluation, "run": bench_embedded_run, "serve": bench_serve}
 
 
 def default_benchmarks(device: torch.device) -> list[str]:

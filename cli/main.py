@@ -53,6 +53,13 @@ def _sample(args: argparse.Namespace) -> dict:
     return sample(store, args.class_, args.n, args.seed, args.out, args.device)
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from acgan.serving.server import serve
+    from acgan.settings import ServeSettings
+
+    serve(ServeSettings.model_validate(_given(args, ServeSettings.model_fields)))
+
+
 def _run_settings(args: argparse.Namespace):
     from acgan.settings import RunSettings
 
@@ -338,7 +345,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from acgan.data.prepare import PrepareConfig
-    from acgan.settings import LOCAL_PARALLELISM, EvaluationSettings
+    from acgan.settings import LOCAL_PARALLELISM, EvaluationSettings, ServeSettings
     from acgan.training.loop import TrainConfig
 
     parser = _Parser(prog="acgan", description=__doc__)
@@ -446,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="speed benchmarks against their targets: a table, and JSON")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run (default all; with "
+    p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run,serve (default all; with "
                                   "--device cuda all but run)")
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="the JSON results")
     p.add_argument("--markdown", type=Path, help="also the table as Markdown, with the machine and commit")
@@ -465,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help=".png (grid) or .npz (images, labels)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=_sample)
+
+    p = sub.add_parser("serve", help="serve the ensemble over HTTP (Open Inference Protocol v2, KServe), with a "
+                       "gallery page at /")
+    p.add_argument("--store", required=True, help="a directory, or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
+    _spec_options(p, ServeSettings, skip={"store"})
+    p.set_defaults(run=_serve)
     return parser
 
 

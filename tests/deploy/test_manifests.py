@@ -21,7 +21,7 @@ K8S_VERSION = "1.32.0"
 # Custom resources have no schema in kubernetes-validate; their fields are asserted below instead.
 CUSTOM_KINDS = {("karpenter.sh/v1", "NodePool"), ("karpenter.k8s.aws/v1", "EC2NodeClass"),
                 ("kueue.x-k8s.io/v1beta2", "ResourceFlavor"), ("kueue.x-k8s.io/v1beta2", "ClusterQueue"),
-                ("kueue.x-k8s.io/v1beta2", "LocalQueue")}
+                ("kueue.x-k8s.io/v1beta2", "LocalQueue"), ("serving.kserve.io/v1beta1", "InferenceService")}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def compiled(tmp_path_factory) -> tuple[dict, dict]:
 
 
 def test_the_overlays_an_operator_expects():
-    assert {"generic", "karpenter", "kueue", "external-store", "bundled-minio", "kubeflow-profile"} <= set(OVERLAYS)
+    assert {"generic", "karpenter", "kueue", "external-store", "bundled-minio", "kubeflow-profile", "serving"} <= set(
+        OVERLAYS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -223,3 +224,95 @@ def test_the_profile_overlay_applies_no_namespace(rendered):
     namespaces = {d["metadata"]["namespace"] for d in docs}
     (binding,) = objects(docs, "RoleBinding").values()
     assert namespaces == {binding["subjects"][0]["namespace"]} and namespaces != {"acgan"}
+
+
+# KServe's InferenceService CRD as kserve/kserve publishes it (config/crd/full/serving.kserve.io_inferenceservices.yaml
+# at tag v0.20.0; the same bytes at the newest commit we could read, aaac4e2 of 2026-08-21, before the 0.21.0 tag),
+# vendored gzipped: the schema the cluster's API server checks an InferenceService against.
+KSERVE_CRD = Path(__file__).parent / "schemas" / "serving.kserve.io_inferenceservices.yaml.gz"
+KSERVE_CRD_SHA256 = "57c3bf13f77de94678bf2ae3748056ec071ad2b9e88d6a28f44fb4710758fcff"
+
+
+def closed(schema):
+    """A CRD's structural schema with unknown fields rejected where it lists the fields (what `kubectl apply`'s
+    strict field validation does; the API server would otherwise drop them silently)."""
+    if isinstance(schema, list):
+        return [closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: closed(v) if k != "properties" else {name: closed(s) for name, s in v.items()} for k, v in schema.items()}
+    listed = "properties" in out and "additionalProperties" not in out
+    if listed and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+@pytest.fixture(scope="module")
+def inference_service_validator():
+    import gzip
+    import hashlib
+
+    import jsonschema
+
+    raw = gzip.decompress(KSERVE_CRD.read_bytes())
+    assert hashlib.sha256(raw).hexdigest() == KSERVE_CRD_SHA256  # the file as published
+    crd = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (version,) = crd["spec"]["versions"]
+    assert (crd["spec"]["group"], version["name"], crd["spec"]["names"]["kind"]) == (
+        "serving.kserve.io", "v1beta1", "InferenceService")
+    return jsonschema.Draft4Validator(closed(version["schema"]["openAPIV3Schema"]))
+
+
+def test_the_inference_service_validates_against_kserves_schema(rendered, inference_service_validator):
+    (service,) = objects(rendered["serving"], "InferenceService").values()
+    inference_service_validator.validate(service)
+    # The check itself: a misspelt field and a wrong type are refused.
+    misspelt = yaml.safe_load(yaml.safe_dump(service))
+    misspelt["spec"]["predictor"]["containers"][0]["readinessprobe"] = {}
+    wrong = yaml.safe_load(yaml.safe_dump(service))
+    wrong["spec"]["predictor"]["minReplicas"] = "one"
+    for bad in (misspelt, wrong):
+        assert not inference_service_validator.is_valid(bad)
+
+
+def test_the_inference_service_runs_acgan_serve_beside_the_pipeline(rendered, compiled):
+    """Standard mode; `acgan serve` in the project's image with arguments our CLI accepts, listening where the
+    probes and the Service look; the store's Secret and ConfigMap the pipeline uses; the GPU pool the training task
+    selects and tolerates; a GPU the namespace's quota leaves room for beside a full run."""
+    from acgan.settings import ServeSettings
+    from cli.main import build_parser
+
+    _, executors = compiled
+    cluster = ClusterSettings()
+    docs = rendered["serving"]
+    (namespace,) = objects(docs, "Namespace")
+    (service,) = objects(docs, "InferenceService").values()
+    assert service["metadata"]["namespace"] == namespace
+    assert service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+    predictor = service["spec"]["predictor"]
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container" and container["image"] == cluster.image
+    args = build_parser().parse_args(container["args"])
+    settings = ServeSettings.model_validate({k: v for k, v in vars(args).items()
+                                             if k in ServeSettings.model_fields and v is not None})
+    assert settings.store.startswith("s3://") and settings.host == "0.0.0.0" and settings.device == "cuda"
+    (port,) = container["ports"]
+    assert port["containerPort"] == settings.port
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == settings.port
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    sources = {next(iter(s)): s[next(iter(s))]["name"] for s in container["envFrom"]}
+    assert sources == {"secretRef": cluster.store_secret, "configMapRef": cluster.store_config_map}
+    assert set(objects(docs, "Secret")[cluster.store_secret]["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert "ACGAN_S3_ENDPOINT" in objects(docs, "ConfigMap")[cluster.store_config_map]["data"]
+    train = executors["exec-train-split"]
+    assert predictor["nodeSelector"] == train["nodeSelector"]["labels"]
+    assert [(t["key"], t["operator"], t["effect"]) for t in predictor["tolerations"]] == [
+        (t["key"], t["operator"], t["effect"]) for t in train["tolerations"]]
+    assert predictor["labels"][STORE_ACCESS_LABEL[0]] == STORE_ACCESS_LABEL[1]
+    gpus = container["resources"]["requests"]["nvidia.com/gpu"]
+    assert gpus == container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    quota = int(objects(docs, "ResourceQuota")["acgan-gpu"]["spec"]["hard"]["requests.nvidia.com/gpu"])
+    assert quota >= cluster.parallelism * cluster.gpus_per_task + predictor["maxReplicas"] * int(gpus)
+    assert predictor["securityContext"]["runAsNonRoot"] and not container["securityContext"]["allowPrivilegeEscalation"]
