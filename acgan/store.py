@@ -9,6 +9,14 @@ store's root. S3 settings come from the environment (read here and nowhere else)
 Besides plain reads and writes, a store offers conditional ones (`write_if`, `delete_if`): create only if absent,
 replace or delete only if unchanged since read (S3's If-None-Match / If-Match on the ETag). The split lease and the
 checkpoint marker are written with them, so two writers can never both win.
+
+minio is pinned to one release (pyproject.toml) because its public API has no conditional write, no listing of
+unfinished multipart uploads and no status of a non-S3 error answer: `write_if`, `delete_if`, `clean_temporaries` and
+the error classification use four private names of the client (`Minio._execute`, `_list_multipart_uploads`,
+`_abort_multipart_upload`, `InvalidResponseError._code`). tests/test_store.py fails when the installed release or
+those names' signatures differ from the pinned ones, and the store's contract tests run them against an S3 server.
+Moving to a client with public conditional-write parameters (boto3's IfNoneMatch/IfMatch) would replace the whole
+client, its retries and its error mapping for these few calls; pinning was the smaller risk.
 """
 
 from __future__ import annotations

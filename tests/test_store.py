@@ -143,3 +143,25 @@ def test_an_endpoint_name_that_does_not_resolve_fails_at_once_naming_the_fix(mon
     assert ("the host seaweedfs.kubeflow.svc.cluster.local does not resolve from this machine (a name of the "
             "cluster's own DNS): from outside the cluster, forward the store's port") in err
     assert "ACGAN_S3_ENDPOINT=http://127.0.0.1:9000" in err and "secret-value" not in err
+
+
+def test_the_private_minio_surface_is_the_pinned_one():
+    """acgan/store.py uses four private names of minio (its docstring); an upgrade that changes them must fail here,
+    not in a lease's conditional write on a cluster."""
+    import importlib.metadata
+    import inspect
+    import tomllib
+    from pathlib import Path
+
+    from minio import Minio
+    from minio.error import InvalidResponseError
+
+    pinned = next(d for d in tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "dependencies"] if d.startswith("minio"))
+    assert pinned == f"minio=={importlib.metadata.version('minio')}"
+    params = {name: list(inspect.signature(getattr(Minio, name)).parameters) for name in
+              ("_execute", "_list_multipart_uploads", "_abort_multipart_upload")}
+    assert params["_execute"][:6] == ["self", "method", "bucket_name", "object_name", "body", "headers"]
+    assert {"bucket_name", "prefix", "max_uploads"} <= set(params["_list_multipart_uploads"])
+    assert params["_abort_multipart_upload"] == ["self", "bucket_name", "object_name", "upload_id"]
+    assert InvalidResponseError(503, "text/html", "<html>")._code == 503
