@@ -263,8 +263,8 @@ class StoreLease:
                 self._lost = SplitBusy(
                     f"{self.name} was taken over by {held.lease.owner} (this process's lease lapsed or was removed "
                     "while it ran): it stops without writing more" if held is not None else
-                    f"{self.name}: this process's lease {self.key} was removed; it stops without writing more, in "
-                    "case another took over")
+                    f"{self.name} was taken over while this process ran (its lease {self.key} was replaced or "
+                    "removed): it stops without writing more")
                 raise self._lost from None
             self.expires = expires
 
