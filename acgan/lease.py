@@ -21,7 +21,9 @@ and S3 has no lock, but it has conditional writes. The policy:
   process of this machine and PID namespace that has ended (killed, crashed; its pid gone or reused) is stale at once,
   so a local restart need not wait; one of another PID namespace (a container with the same hostname, itself PID 1)
   or machine lapses only with its period.
-`acgan rerun` does not start a split whose lease is live; `acgan unlock` clears one whose owner is gone.
+`acgan rerun` does not start a split whose lease is live; `acgan unlock` clears one whose owner is gone. A local run
+(`acgan run`, `acgan rerun --local`) holds a lease of its own on the store (`RunLease`), so that a second one stops
+at once.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class Held(NamedTuple):
 
 def lease_key(split: int) -> str:
     return f"{split_prefix(split)}/lease.json"
+
+
+RUN_LEASE_KEY = "run-lease.json"  # a local run's (`RunLease`)
 
 
 def new_owner() -> str:
@@ -311,3 +316,15 @@ class SplitLease(StoreLease):
                          f"{self.key}, {_left(held):.0f}s left): wait for it to finish, or if that task is gone: "
                          f"`acgan unlock --store {self.store.uri} --split {self.split}`")
 
+
+class RunLease(StoreLease):
+    """The store's lease of a local run (`acgan run`, `acgan rerun --local`), held by its process: a second local run
+    on the store stops at once, before it trains anything, instead of racing the first for each split's lease."""
+
+    def __init__(self, store: Store, seconds: float, owner: str | None = None):
+        super().__init__(store, RUN_LEASE_KEY, f"the local run on {store.uri}", "delete it", seconds, owner)
+
+    def _busy(self, held: Held) -> SplitBusy:
+        return SplitBusy(f"store {self.store.uri} has a local run going: {held.lease.owner} (lease "
+                         f"{self.store.uri}/{self.key}, {_left(held):.0f}s left): wait for it to finish "
+                         f"(`acgan status --store {self.store.uri}`), or use another --store")

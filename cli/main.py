@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.run(args)
     except (UserError, ValidationError) as e:
         print(f"acgan {args.command}: error: {explain(e)}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_status", 2)  # a run stopped by a signal: the shell's status for it
     except KeyboardInterrupt:
         print(f"acgan {args.command}: interrupted; complete checkpoints are kept", file=sys.stderr)
         return 130
