@@ -140,10 +140,16 @@ def _is_live(held: Held) -> bool:
     return not lapsed and not _owner_gone(lease)
 
 
+_HELD: set[str] = set()  # owners of the leases this process holds now (acquired, not yet released)
+
+
 def _owner_gone(lease: Lease) -> bool:
     """The lease's writer has ended: a process of this machine and PID namespace whose pid is gone or now belongs to
-    another process. Of another PID namespace or machine nothing is known: it counts as running."""
+    another process; or this process, which no longer holds it (an earlier call whose release failed). Of another
+    PID namespace or machine nothing is known: it counts as running."""
     if lease.process is not None:
+        if lease.process == process_identity():
+            return lease.owner not in _HELD
         boot, namespace, pid, started = lease.process.split(":")
         return f"{boot}:{namespace}" == _machine() and _start_time(int(pid)) != started
     # Leases of earlier versions name only host and pid.
@@ -235,6 +241,7 @@ class StoreLease:
             raise self._busy(held) if held is not None else SplitBusy(
                 f"{self.name}: another process took and released its lease at the same moment; try again") from None
         self.expires = expires
+        _HELD.add(self.owner)
         self._thread = threading.Thread(target=self._keep, name=f"lease-{self.key}", daemon=True)
         self._thread.start()
 
@@ -282,6 +289,7 @@ class StoreLease:
         """Stop renewing and delete the lease if it is still ours. Never raises: a store that fails here must not
         hide why training stopped; the lease then just expires."""
         self._stop.set()
+        _HELD.discard(self.owner)  # even if the store keeps it: this process no longer trains under it
         # A renewal in flight on a slow store finishes first (within the lease's period, at most 30 s); one stuck
         # in the store's retries for longer holds the lock: then the lease is left to expire.
         patience = min(self.seconds, 30.0)

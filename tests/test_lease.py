@@ -115,3 +115,21 @@ def test_a_lease_of_an_ended_process_of_this_machine_is_stale_at_once(tmp_path):
     restarted.acquire()  # at once, ten minutes before the lease would lapse
     assert read_lease(store, 0).owner == restarted.owner
     restarted.release()
+
+
+def test_a_lease_this_process_could_not_release_is_stale_for_its_next_call(tmp_path, monkeypatch):
+    """An earlier call of this process (a trainer that stopped on a store outage) could not delete its lease: this
+    process no longer holds it, so its next call takes the split at once; one it holds stays live."""
+    store = LocalStore(tmp_path / "store")
+    first = SplitLease(store, 0, seconds=600)
+    first.acquire()
+    with pytest.raises(SplitBusy, match=f"being trained by {first.owner}"):
+        SplitLease(store, 0, seconds=600).acquire()  # held by this process now
+    monkeypatch.setattr(LocalStore, "delete_if", lambda self, key, tag: (_ for _ in ()).throw(OSError("read-only")))
+    first.release()  # logs, keeps the file
+    monkeypatch.undo()
+    assert read_lease(store, 0).owner == first.owner
+    second = SplitLease(store, 0, seconds=600)
+    second.acquire()
+    second.release()
+    assert read_lease(store, 0) is None
