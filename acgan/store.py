@@ -318,7 +318,22 @@ class S3Store:
 
     def read_tagged(self, key: str) -> tuple[bytes, str]:
         """The object and its ETag, from one GET (so the two always belong together)."""
-        return self.read_aged(key)[:2]
+        from minio.error import S3Error
+
+        def get() -> tuple[bytes, str]:
+            try:
+                response = self.client.get_object(self.bucket, self._name(key))
+            except S3Error as e:
+                if e.code == "NoSuchKey":
+                    raise KeyError(key) from None
+                raise
+            try:
+                return response.read(), response.headers.get("ETag", "")
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._call(f"read {key}", get)
 
     def read_aged(self, key: str) -> tuple[bytes, str, float]:
         """The object, its ETag, and how many seconds ago it was written by the store's own clock: the answer's
