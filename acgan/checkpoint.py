@@ -124,17 +124,20 @@ def save_checkpoint(store: Store, split: int, step: int, files: dict[str, bytes]
             store.write_bytes(objects[name], data)
         if fence is not None:
             fence()  # still ours after the upload, with a full period left for the marker
-    except StoreUnavailable:
-        raise  # deleting would only wait for the store again: prune removes the files with their step
-    except BaseException:
-        _discard(store, objects.values())  # the lease is lost (or the task stopped): no marker will name them
-        raise
-    try:
         store.write_if(f"{prefix}/{MARKER}", json.dumps(marker, indent=2).encode(), None)
     except PreconditionFailed:
         _discard(store, objects.values())
         raise CheckpointExists(f"checkpoint {prefix} was completed by another writer first; this one's files were "
                                "discarded") from None
+    except StoreUnavailable:
+        raise  # deleting would only wait for the store again: prune removes the files with their step
+    except BaseException as e:
+        _discard(store, objects.values())  # the lease is lost (or the task stopped): no marker will name them
+        if fence is not None and isinstance(e, Exception):
+            # A writer paused past its lease finds its unfinished write gone: the trainer that took the split over
+            # removes earlier trainers' temporaries. If so, the lost lease is what to report, not the missing file.
+            fence()
+        raise
 
 
 def _discard(store: Store, keys) -> None:

@@ -31,6 +31,7 @@ import os
 import random
 import re
 import socket
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -182,6 +183,23 @@ class LocalStore:
         """The object and a tag that changes whenever it does (its sha256, as an ETag is its MD5)."""
         data = self.read_bytes(key)
         return data, _tag(data)
+
+    def read_aged(self, key: str) -> tuple[bytes, str, float]:
+        """The object, its tag, and how many seconds ago it was written by the store's own clock: its mtime against
+        that of a file made now beside it, both stamped by the filesystem (this machine's kernel, or the file
+        server), never this process's clock, which may be off (misset, or faked: libfaketime leaves stat alone)."""
+        path = self._path(key)
+        try:
+            with self._file_system("read", path), open(path, "rb") as f:  # one file's contents and mtime, even if
+                data, written = f.read(), os.fstat(f.fileno()).st_mtime  # it is replaced meanwhile
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        try:
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.now-") as probe:
+                now = os.fstat(probe.fileno()).st_mtime
+        except OSError:  # a read-only store: this machine's clock is the next best
+            now = time.time()
+        return data, _tag(data), max(0.0, now - written)
 
     def write_if(self, key: str, data: bytes, tag: str | None) -> str:
         """Create `key` (tag None) or replace it if its tag is still `tag`; returns the new tag. A create is a hard
@@ -414,6 +432,35 @@ class S3Store:
             finally:
                 response.close()
                 response.release_conn()
+
+        return self._call(f"read {key}", get)
+
+    def read_aged(self, key: str) -> tuple[bytes, str, float]:
+        """The object, its ETag, and how many seconds ago it was written by the store's own clock: the answer's
+        Date against the object's Last-Modified, from one GET. Both count whole seconds, so this is the age less
+        one second (never more than the real one)."""
+        from email.utils import parsedate_to_datetime
+
+        from minio.error import S3Error
+
+        def get() -> tuple[bytes, str, float]:
+            try:
+                response = self.client.get_object(self.bucket, self._name(key))
+            except S3Error as e:
+                if e.code == "NoSuchKey":
+                    raise KeyError(key) from None
+                raise
+            try:
+                data, headers = response.read(), response.headers
+            finally:
+                response.close()
+                response.release_conn()
+            if not headers.get("Last-Modified"):  # every S3 GET has one; without it no lease could ever expire
+                raise UserError(f"store {self.uri} at {self.endpoint} answered a read of {key} without "
+                                "Last-Modified: it is not an S3-compatible server")
+            written = parsedate_to_datetime(headers["Last-Modified"]).timestamp()
+            now = parsedate_to_datetime(headers["Date"]).timestamp() if headers.get("Date") else time.time()
+            return data, headers.get("ETag", ""), max(0.0, now - written - 1)
 
         return self._call(f"read {key}", get)
 

@@ -224,6 +224,18 @@ def _rerun(args: argparse.Namespace) -> dict:
                  args.pipeline_id, preflight=not args.no_preflight)
 
 
+def _unlock(args: argparse.Namespace) -> dict:
+    from acgan.data.plan import load_plan
+    from acgan.lease import unlock
+    from acgan.store import open_store
+
+    store = open_store(args.store)
+    store.ensure_ready()
+    load_plan(store).check_split(args.split)
+    removed = unlock(store, args.split, args.force)
+    return {"store": store.uri, "split": args.split, "removed": removed.model_dump() if removed else None}
+
+
 def _plan(args: argparse.Namespace) -> dict | None:
     from acgan.capacity import PlanInput, make_plan, plan_table
 
@@ -424,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_options(p)
     p.set_defaults(run=_rerun)
 
+    p = sub.add_parser("unlock", help="remove a split's lease whose trainer is gone (its lease lapsed, or its process "
+                       "on this machine ended), so that a rerun can train the split now")
+    p.add_argument("--store", required=True)
+    p.add_argument("--split", type=int, required=True)
+    p.add_argument("--force", action="store_true", help="also a live lease, for a trainer known to be gone (a lost "
+                   "node); a trainer still running stops at its next renewal")
+    p.set_defaults(run=_unlock)
+
     p = sub.add_parser("plan", help="GPU-hours, wall time and GPU nodes of a run, from the measured throughput")
     p.add_argument("--classes", type=int, help="classes in the data set (default 1000, ImageNet)")
     p.add_argument("--classes-per-split", type=int, help="default 10, the paper's")
@@ -493,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.run(args)
     except (UserError, ValidationError) as e:
         print(f"acgan {args.command}: error: {explain(e)}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_status", 2)  # a run stopped by a signal: the shell's status for it
     except KeyboardInterrupt:
         print(f"acgan {args.command}: interrupted; complete checkpoints are kept", file=sys.stderr)
         return 130

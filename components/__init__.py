@@ -28,3 +28,6 @@ def run_step(name: str, fn: Callable[[], T]) -> T:
             raise
         logging.getLogger(name).error("%s: %s", name, message)
         sys.exit(2)
+    except KeyboardInterrupt:  # a Ctrl-C reaches every process of the terminal's group: the run stops with it
+        logging.getLogger(name).error("%s: interrupted (SIGINT)", name)
+        sys.exit(130)

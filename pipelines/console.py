@@ -110,6 +110,7 @@ class RunProgress:
         self.running: dict[str, int] = {}
         self.finished: dict[str, int] = {}
         self.bar: tqdm | None = None
+        self.stopping = False  # the run was told to stop (pipelines/stopping.py): its tasks end failed, as told
 
     def say(self, text: str) -> None:
         # Never print(): kfp.local swaps builtins.print for one that writes its indent to sys.stdout, which is
@@ -136,7 +137,8 @@ class RunProgress:
         self.running[task] = self.running.get(task, 1) - 1
         expected = self.splits if task in PER_SPLIT and self.splits else None
         if not ok:  # not a finished task: its retry, or the run's failure, follows
-            self.say(f"{STAGES.get(task, task)}: a task failed; its log: {log}")
+            if not self.stopping:
+                self.say(f"{STAGES.get(task, task)}: a task failed; its log: {log}")
             return
         self.finished[task] = self.finished.get(task, 0) + 1
         if self.finished[task] == expected or (expected is None and not self.running[task]):

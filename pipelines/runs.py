@@ -20,14 +20,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from acgan.ensemble import assemble_ensemble
 from acgan.errors import UserError, first_problem
 from acgan.experiment import load_settings, splits_to_rerun
+from acgan.lease import RunLease
 from acgan.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
 from acgan.store import Store, open_store, read_json, write_json
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
+from pipelines.stopping import StopOnSignal, TaskRefused
 
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
 SUBMISSION_KEY = "cluster.json"  # in the store: how its experiment was compiled and submitted, for `acgan rerun`
 LOCAL_RETRIES = 1  # `acgan run`: one more attempt of a failed task (a bad input fails twice, fast)
+RUN_LEASE_SECONDS = 300  # a local run's lease on its store: how long one killed on another machine blocks the store
 
 
 def pipeline_arguments(settings: RunSettings) -> dict:
@@ -52,13 +55,16 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     `parallelism` training tasks run at once and share the cores. Small convolutions use threads poorly: two splits
     on one thread each train about 1.27x faster on 2 cores than one after the other on two threads each.
     `quiet`: each task's output goes to a log file under `pipeline_root/logs/`, and one progress display to stderr
-    (pipelines/console.py); a failed task's last lines are shown."""
+    (pipelines/console.py); a failed task's last lines are shown. One SIGINT or SIGTERM stops the run and its tasks
+    (pipelines/stopping.py); a second local run on the store stops at once (its `RunLease`)."""
     from kfp import local
 
     from pipelines.console import quiet_run, tail
 
     if not settings.store.startswith("s3://"):
         settings = settings.model_copy(update={"store": str(Path(settings.store).expanduser().resolve())})
+    store = open_store(settings.store)
+    store.ensure_ready(create=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
                raise_on_error=True)
     # kfp.local indents each task's output by swapping builtins.print and restoring the one it saw; tasks running at
@@ -67,15 +73,20 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     logs_folder = pipeline_root.resolve() / "logs" / time.strftime("%Y%m%d-%H%M%S")
     console = (quiet_run(logs_folder, settings.splits_to_train, settings.steps, sys.stderr) if quiet
                else contextlib.nullcontext())
+    run_lease, stop = RunLease(store, RUN_LEASE_SECONDS), StopOnSignal(settings.store)
+    run_lease.acquire()  # a second local run on this store stops here, before it starts a task
     try:
-        with console as logs:
+        with console as logs, stop:
+            stop.progress = logs.progress if quiet else None
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
             # A retry at once: a lease left by a killed local trainer is stale as soon as its process is gone.
             cluster = ClusterSettings(parallelism=parallelism, train_threads=threads, retries=LOCAL_RETRIES,
                                       retry_backoff_seconds=0)
             build_pipeline(cluster, settings.preset)(**pipeline_arguments(settings))
-    except RuntimeError as e:
+    except (RuntimeError, TaskRefused) as e:
+        if stop.signum is not None:
+            raise stop.outcome() from None
         failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
         where = "its log is above"
         failed_log = logs.failed_log(failed.strip("'")) if quiet else None
@@ -86,7 +97,8 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
                         f"splits are kept: `acgan rerun --store {settings.store} --local` trains only the rest") from None
     finally:
         builtins.print = original_print
-    uri = open_store(settings.store).uri
+        run_lease.release()
+    uri = store.uri
     return {"store": settings.store, "ensemble": f"{uri}/ensemble.json", "samples": f"{uri}/eval/samples-split-*.png",
             "metrics": f"{uri}/eval/metrics.json", "report": f"{uri}/eval/report.html",
             "pipeline_root": str(pipeline_root), **({"logs": str(logs_folder)} if quiet else {})}

@@ -1,8 +1,9 @@
 """`train_split`: train the AC-GAN of one class split, resumable from its own checkpoints in the store.
 
 The task's identity is (store, split), not a run id: starting it again continues from the newest complete, intact
-checkpoint, so a killed or preempted task loses at most one checkpoint interval; one stopped with SIGTERM first
-saves the step it reached and exits non-zero (`Preempted`), so that its retry resumes there. With a fixed seed on CPU
+checkpoint, so a killed or preempted task loses at most one checkpoint interval; one stopped with SIGTERM (or SIGINT:
+a Ctrl-C reaches every process of a terminal's group) first saves the step it reached and exits non-zero
+(`Preempted`), so that its retry resumes there. With a fixed seed on CPU
 and one thread (OMP_NUM_THREADS=1), a run killed after a checkpoint and resumed ends with the same weights as an
 uninterrupted one; with several threads on a loaded machine, the last bits may differ.
 
@@ -95,28 +96,44 @@ def class_diversity(G, z: torch.Tensor, y: torch.Tensor, num_classes: int, pairs
 
 
 class Preempted(UserError):
-    """SIGTERM (a spot reclaim, a drain, an eviction) stopped the trainer after it saved a checkpoint. It exits
-    non-zero so that the task counts as failed and its retry resumes from that checkpoint (docs/operators.md)."""
+    """SIGTERM (a spot reclaim, a drain, an eviction; a stopped `acgan run`) or SIGINT stopped the trainer after it
+    saved a checkpoint. It exits non-zero so that the task counts as failed and its retry resumes from that
+    checkpoint (docs/operators.md)."""
+
+
+class StopRequest(threading.Event):
+    """Set by the first SIGTERM or SIGINT; `signal` names it."""
+
+    signal: str | None = None
 
 
 @contextlib.contextmanager
-def sigterm_requests_stop() -> Iterator[threading.Event]:
-    """An event set by SIGTERM while the block runs; outside the main thread (signals cannot be caught there) an
-    event that stays clear."""
-    stop = threading.Event()
+def sigterm_requests_stop() -> Iterator[StopRequest]:
+    """An event set by SIGTERM or SIGINT while the block runs; a second SIGINT is a KeyboardInterrupt (a person
+    pressing Ctrl-C again does not want to wait for the checkpoint). Outside the main thread (signals cannot be
+    caught there) an event that stays clear."""
+    stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+
+    def request(signum: int, frame) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.signal = stop.signal or signal.Signals(signum).name
+        stop.set()
+
+    previous = {signum: signal.signal(signum, request) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def train_split(store: Store, cfg: TrainConfig) -> dict:
     """Train split `cfg.split` up to `cfg.steps` holding the split's lease; returns the last stats line (or the
-    state if already done). Raises SplitBusy if another trainer holds the split, Preempted after SIGTERM."""
+    state if already done). Raises SplitBusy if another trainer holds the split, Preempted after SIGTERM or SIGINT."""
     lease = SplitLease(store, cfg.split, cfg.lease_seconds)
     with sigterm_requests_stop() as stop:
         lease.acquire()
@@ -131,7 +148,7 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
             lease.release()
 
 
-def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Event) -> dict:
+def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest) -> dict:
     # Setup: model shape from the plan, data resident on the device as uint8.
     model_cfg, members = model_config_for(store, cfg)
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
@@ -260,8 +277,8 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: threading.Ev
         if done > saved:
             checkpoint(done, saved)
         saved_now = "with its checkpoint saved" if done > start else "before training a step"
-        raise Preempted(f"split {cfg.split}: stopped by SIGTERM at step {done} of {cfg.steps} {saved_now}; a retry "
-                        f"(or `acgan rerun`) resumes from step {done}")
+        raise Preempted(f"split {cfg.split}: stopped by {stop.signal} at step {done} of {cfg.steps} {saved_now}; a "
+                        f"retry (or `acgan rerun`) resumes from step {done}")
     return {**last, "steps": cfg.steps, "resumed_from": start}
 
 

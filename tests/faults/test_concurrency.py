@@ -84,7 +84,7 @@ def test_trainer_that_loses_its_lease_stops_without_writing(digits_store, fault_
         if json.loads(digits_store.read_bytes(lease_key(0)))["owner"] == other.owner or proc.poll() is not None:
             break
     code, err = proc.wait(120), proc.communicate()[1]
-    assert code == 2 and "split 0 is being trained by other-node/1/feedbeef" in err, err[-1500:]
+    assert code == 2 and "split 0 was taken over by other-node/1/feedbeef" in err, err[-1500:]
     steps = _one_valid_sequence(digits_store)
     assert steps[-1] < STEPS and steps[-1] <= taken_at + EVERY  # at most the checkpoint already being written
     assert json.loads(digits_store.read_bytes(lease_key(0)))["owner"] == "other-node/1/feedbeef"  # left alone
