@@ -10,14 +10,22 @@ it errors (retryPolicy OnError: a deleted pod), not when its container fails, an
 A failure that repeats is not retried forever: bad input or an unusable environment (the trainer's one-line error,
 exit status 2) is never restarted, and a trainer that fails twice in a row at the same checkpoint (no step saved in
 between) is not restarted again. SIGTERM or SIGINT to the task reaches the trainer, which saves the step it reached;
-no restart follows.
+no restart follows, and a trainer never outlives its task (it gets SIGTERM when the task dies).
+
+A split that another trainer holds (its lease is live: a second run on the same store, a task the cluster started
+twice) is waited for, not failed: the task starts its trainer again once the lease is released or has lapsed, and
+that trainer returns at once if the split is complete. So two runs on one store both finish and assemble, and each
+split is trained by one trainer.
 
     python -m acgan.supervise STORE SPLIT      (the child: train SPLIT of STORE with its recorded settings)
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -25,11 +33,15 @@ import threading
 
 from acgan.checkpoint import complete_steps
 from acgan.errors import UserError
+from acgan.lease import SplitBusy, live_lease
 from acgan.store import open_store
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 USER_ERROR_STATUS = 2  # components.run_step and the `acgan` command: one line for bad input, exit status 2
+BUSY_STATUS = 3  # the trainer found its split held by another trainer's live lease
 FIRST_BACKOFF_SECONDS = 5.0  # doubled for each next restart, at most a minute
+BUSY_POLL_SECONDS = 10.0  # how often a waiting task reads the lease of the trainer it waits for
 
 
 class TrainerFailed(UserError):
@@ -43,6 +55,27 @@ def _newest_step(store_uri: str, split: int) -> int | None:
         log.warning("split %d: could not list its checkpoints (%s)", split, str(e)[:200])
         return None
     return steps[-1] if steps else None
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the trainer, before it starts: SIGTERM when the task's process ends (Linux's PR_SET_PDEATHSIG), so that a
+    task killed outright (kfp.local, a process killed alone) leaves no trainer holding its split."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the task ended before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _wait_for_lease(store_uri: str, split: int, stop: threading.Event) -> bool:
+    """Wait until the split's lease is released or lapsed; False when a signal stopped the wait."""
+    log.warning("split %d: another trainer holds its lease; waiting for it to be released or to lapse (read every "
+                "%.0f s)", split, BUSY_POLL_SECONDS)
+    store = open_store(store_uri)
+    while live_lease(store, split) is not None:
+        if stop.wait(BUSY_POLL_SECONDS):
+            return False
+    log.info("split %d: its lease is free; starting its trainer", split)
+    return True
 
 
 def _describe(status: int) -> str:
@@ -71,7 +104,8 @@ def supervise_training(store_uri: str, split: int, restarts: int) -> int:
         attempt, before, stalled = 0, _newest_step(store_uri, split), False
         while True:
             attempt += 1
-            child = subprocess.Popen([sys.executable, "-m", "acgan.supervise", store_uri, str(split)])
+            child = subprocess.Popen([sys.executable, "-m", "acgan.supervise", store_uri, str(split)],
+                                     preexec_fn=functools.partial(_die_with_parent, os.getpid()))
             while True:
                 try:
                     status = child.wait()
@@ -80,6 +114,11 @@ def supervise_training(store_uri: str, split: int, restarts: int) -> int:
                     forward(signal.SIGINT, None)
             if status == 0:
                 return split
+            if status == BUSY_STATUS and not stop.is_set():
+                if not _wait_for_lease(store_uri, split, stop):
+                    raise TrainerFailed(f"split {split}: stopped by a signal while waiting for another trainer")
+                attempt -= 1  # not a failure of this task's trainer
+                continue
             after = _newest_step(store_uri, split)
             reached = "no checkpoint" if after is None else f"checkpoint {after}"
             if stop.is_set():
@@ -117,6 +156,9 @@ def main(argv: list[str]) -> int:
     store_uri, split = argv[0], int(argv[1])
     try:
         train_one_split(store_uri, split)
+    except SplitBusy as e:
+        log.warning("split %d: %s", split, explain(e))
+        return BUSY_STATUS
     except Exception as e:
         message = explain(e)
         if message is None:

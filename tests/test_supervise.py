@@ -90,3 +90,53 @@ def test_sigterm_to_the_task_saves_the_trainers_step_and_restarts_nothing(experi
     assert f"split 0: stopped by a signal (exit status 2, at checkpoint {steps[-1]})" in output, output
     assert "restarting" not in output and "Traceback" not in output, output
     assert trainer not in trainer_processes(experiment, 0) and not trainer_processes(experiment, 0)
+
+
+def task_process(store_uri: str) -> subprocess.Popen:
+    """A training task for split 0, as a process of its own (its output captured)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from acgan.supervise import supervise_training; "
+         "from components import run_step; run_step('train-split', lambda: supervise_training(sys.argv[1], 0, 3))",
+         store_uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_second_task_for_a_split_waits_for_the_first_and_trains_nothing(tmp_path):
+    """Two runs on one store (a double submit, a Clone run while the first runs): the task that finds the split
+    held waits for the lease instead of failing, then finds the split complete; both tasks succeed and the split is
+    trained by one trainer."""
+    uri = str(tmp_path / "store")
+    prepare_experiment(RunSettings(store=uri, **{**SETTINGS, "steps": 40}))
+    prepare_split_data(uri, 0)
+    first = task_process(uri)
+    store = open_store(uri)
+    deadline = time.monotonic() + 120
+    while not complete_steps(store, 0):  # the first trainer holds the split and has saved a step
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    second = task_process(uri)
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    assert "waiting for it to be released or to lapse" in outputs[1] and "its lease is free" in outputs[1]
+    assert "split 0: already at step 40 >= 40, nothing to train" in outputs[1], outputs[1]
+    assert "split 0 step" not in outputs[1] and "split 0 step 40/40" in outputs[0]  # one trainer trained
+
+
+def test_a_trainer_does_not_outlive_its_task(experiment):
+    """A task killed outright (SIGKILL: kfp.local's, or a process killed alone) takes its trainer with it: the
+    trainer gets SIGTERM, saves its step and releases the split, so nothing trains it unseen."""
+    from acgan.lease import live_lease
+
+    task = task_process(experiment)
+    store = open_store(experiment)
+    deadline = time.monotonic() + 120
+    while not complete_steps(store, 0):
+        assert task.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    [trainer] = trainer_processes(experiment, 0)
+    task.kill()
+    task.wait()
+    deadline = time.monotonic() + 60
+    while trainer in trainer_processes(experiment, 0):
+        assert time.monotonic() < deadline, "the trainer outlived its task"
+        time.sleep(0.05)
+    assert live_lease(store, 0) is None and complete_steps(store, 0)[-1] < SETTINGS["steps"]

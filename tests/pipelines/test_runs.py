@@ -5,12 +5,12 @@ import contextlib
 import html
 import io
 import json
-import logging
 import os
 import re
 import shutil
-import socket
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from acgan.store import open_store
 from pipelines import runs
 from pipelines.console import summary_text
 from tests.conftest import json_api
+from tests.pipelines.test_killed_split import trainer_processes
 
 TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
             width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
@@ -41,45 +42,40 @@ def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
         load_settings(store)
 
 
-class EndHolderOnFirstFailure(logging.Filter):
-    """When kfp.local reports split training's first failed attempt, ends the process that held the split. A
-    filter on the root logger, which kfp.local logs to: it replaces the root's handlers while it runs."""
+class KillTaskOnce(threading.Thread):
+    """SIGKILLs the training task of `split` once, as soon as its trainer has started (a pod killed outright): the
+    trainer goes with it (acgan/supervise.py), and kfp.local retries the task."""
 
-    def __init__(self, holder: subprocess.Popen):
-        super().__init__()
-        self.holder, self.failures = holder, []
+    def __init__(self, store_uri: str, split: int):
+        super().__init__(daemon=True)
+        self.store_uri, self.split, self.done, self.killed = store_uri, split, threading.Event(), None
 
-    def filter(self, record):
-        message = record.getMessage()
-        if message.startswith("Task train-split failed (attempt 1/"):
-            self.failures.append(message)
-            self.holder.kill()
-            self.holder.wait()
-        return True
+    def run(self):
+        while not self.done.is_set() and self.killed is None:
+            for trainer in trainer_processes(self.store_uri, self.split):
+                task = int(Path(f"/proc/{trainer}/stat").read_text().rpartition(")")[2].split()[1])  # its ppid
+                os.kill(task, signal.SIGKILL)
+                self.killed = task
+            time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     """One real pipeline run (prepare -> 2 x (shard, train) -> assemble -> evaluate) through kfp.local, as `acgan run`
     makes it (task logs in files, progress on stderr), shared by the tests.
-    Split 1's first attempt fails: a live process of this host holds its lease (as a trainer still running would),
-    so the trainer exits non-zero; the holder ends then, and the task's retry inside ParallelFor trains the split."""
+    Split 1's first attempt fails: its task is killed outright as soon as its trainer starts, and the task's retry
+    inside ParallelFor trains the split."""
     root = tmp_path_factory.mktemp("run")
-    holder = subprocess.Popen(["sleep", "600"])
-    lease = Lease(owner=f"{socket.gethostname()}/{holder.pid}/holder", expires=time.time() + 600,
-                  acquired=time.time())
-    open_store(str(root / "store")).write_bytes(lease_key(1), lease.model_dump_json().encode())
-    watcher, original_print, console = EndHolderOnFirstFailure(holder), builtins.print, io.StringIO()
-    logging.getLogger().addFilter(watcher)
+    killer, original_print, console = KillTaskOnce(str(root / "store"), 1), builtins.print, io.StringIO()
+    killer.start()
     try:
         with contextlib.redirect_stderr(console):
             result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local", quiet=True)
     finally:
-        logging.getLogger().removeFilter(watcher)
-        holder.kill()
-        holder.wait()
+        killer.done.set()
+        killer.join()
     assert builtins.print is original_print  # kfp.local's indenting print never outlives the run
-    assert len(watcher.failures) == 1, "split 1's first attempt did not fail"
+    assert killer.killed is not None, "split 1's first attempt was not killed"
     return root, {**result, "console": console.getvalue()}
 
 
@@ -124,10 +120,10 @@ def test_a_quiet_run_shows_progress_and_files_each_task_log(local_run):
     trained_at = console.index(next(line for line in console if line.startswith("training: done in ")))
     assert trained_at > max(i for i, line in enumerate(console) if line.endswith("step 4/4"))
     assert "Executing task" not in result["console"] and "executor_input" not in result["console"]
-    # Split 1's first attempt failed (the fixture's lease holder), and its retry trained it: both attempts have logs.
+    # Split 1's first attempt failed (the fixture killed it), and its retry trained it: both attempts have logs.
     failed = [line for line in console if line.startswith("training: a task failed; its log: ")]
     assert len(failed) == 1 and console[console.index(failed[0]) + 1] == "  retrying it (the task's retry policy)"
-    assert "is being trained by" in Path(failed[0].rpartition(" ")[2]).read_text()
+    assert "train-split: done in" not in Path(failed[0].rpartition(" ")[2]).read_text()
     assert (Path(result["logs"]) / "run.log").is_file()  # kfp.local's own lines
     logs = sorted(Path(result["logs"]).glob("[0-9]*.log"))
     tasks = [p.name.partition("-")[2] for p in logs]  # NN-task.log, numbered in the order the tasks started
