@@ -5,6 +5,18 @@ kfp.local streams every task's output, and its own executor JSON, into this proc
 running task. During a run `TaskLogs` stands in for stdout: it files each thread's lines under the task that thread
 announced ("Executing task 'train-split'"), and reads the progress of the run from the same lines. `--verbose`
 leaves stdout alone.
+
+Two kinds of line are read. kfp.local's own (`KFP_LOCAL`): it reports a task starting, failing and being retried
+only as text through the root logger, task names coloured (kfp/local/task_dispatcher.py,
+run_single_task_implementation; orchestrator/task_executor.py; pipeline_orchestrator.py for a failed run), and has
+no other interface for them; kfp is pinned to one release (pyproject.toml) and tests/pipelines/test_runs.py reads
+these lines from a real kfp.local run. And the project's own lines, which the steps log for their pods too: a
+step's end (components/run_step), the plan's fan-out (acgan/experiment.py) and each training tick
+(acgan/training/loop.py). Training progress is read from the tick lines, not by polling each split's `stats.jsonl`
+in the store: the trainer logs a tick right after writing its stats line, and that line reached this process 15 ms
+after the stats line's time at the median, 27 ms at most (docs/experiments.md, "Where `acgan run` reads its
+progress"), while a poll would see it up to a poll period later, read the store once per split per poll (a GET each
+on S3), and still need these lines to tell a stage's end and which task a thread runs.
 """
 
 from __future__ import annotations
@@ -22,10 +34,13 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+# kfp.local's wording (kfp 2.17.0; see above).
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXECUTING = re.compile(r"Executing task '([^']+)'")
 _FAILED = re.compile(r"Task '([^']+)' finished with status FAILURE")
 _RETRYING = re.compile(r"Task (\S+) failed \(attempt (\d+)/(\d+)\)\. Retrying")
+_RUN_FAILED = re.compile(r"Inner task failed: '([^']+)'")  # the RuntimeError of a failed run
+# The project's own lines.
 _DONE = re.compile(r"INFO ([a-z-]+): [a-z-]+: done in ")  # a step's own last line (components/run_step)
 _TRAINING = re.compile(r"split (\d+) step (\d+)/(\d+)")
 _RESUMED = re.compile(r"split (\d+): (?:resuming from|already at) step (\d+)")
@@ -81,9 +96,10 @@ class TaskLogs:
         else:
             self.progress.read(line)
 
-    def failed_log(self, task: str) -> Path | None:
-        """The log of the task that failed: the last attempt of `task` seen failing, else one that never finished."""
-        of_task = [path for path in self.logs if path.name.endswith(f"-{task}.log")]
+    def failed_log(self, task: str | None) -> Path | None:
+        """The log of the task that failed: the last attempt of `task` seen failing, else one that never finished
+        (`task` None: of any task)."""
+        of_task = [path for path in self.logs if task and path.name.endswith(f"-{task}.log")]
         failed = [path for path in self.failed if path in of_task] or self.failed
         unfinished = [path for path in of_task if not _DONE.search(path.read_text(errors="replace"))]
         return next(iter(failed[::-1] + unfinished), None)
@@ -186,6 +202,12 @@ def quiet_run(folder: Path, splits: int | None, steps: int, out: TextIO) -> Iter
         logs.close()
         if logs.progress.bar is not None:
             logs.progress.bar.close()
+
+
+def failed_task(error: Exception) -> str | None:
+    """The task a failed kfp.local run names ("... Inner task failed: 'train-split' inside 'for-loop-2'."), or None."""
+    found = _RUN_FAILED.search(_ANSI.sub("", str(error)))
+    return found[1] if found else None
 
 
 def tail(path: Path, lines: int = 20) -> str:

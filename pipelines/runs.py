@@ -10,7 +10,6 @@ import builtins
 import contextlib
 import logging
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -59,7 +58,7 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     (pipelines/stopping.py); a second local run on the store stops at once (its `RunLease`)."""
     from kfp import local
 
-    from pipelines.console import quiet_run, tail
+    from pipelines.console import failed_task, quiet_run, tail
 
     if not settings.store.startswith("s3://"):
         settings = settings.model_copy(update={"store": str(Path(settings.store).expanduser().resolve())})
@@ -87,13 +86,13 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     except (RuntimeError, TaskRefused) as e:
         if stop.signum is not None:
             raise stop.outcome() from None
-        failed = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).partition("Inner task failed: ")[2].rstrip(".")
-        where = "its log is above"
-        failed_log = logs.failed_log(failed.strip("'")) if quiet else None
+        failed = failed_task(e)
+        task, where = repr(failed) if failed else "unknown", "its log is above"
+        failed_log = logs.failed_log(failed) if quiet else None
         if failed_log is not None:
             print(f"the last lines of {failed_log}:\n{tail(failed_log)}", file=sys.stderr)
             where = f"its log: {failed_log}"
-        raise UserError(f"the local pipeline run failed (task {failed or 'unknown'}); {where}. Completed "
+        raise UserError(f"the local pipeline run failed (task {task}); {where}. Completed "
                         f"splits are kept: `acgan rerun --store {settings.store} --local` trains only the rest") from None
     finally:
         builtins.print = original_print

@@ -540,3 +540,14 @@ def test_the_reports_open_in_a_real_browser(local_run, tmp_path):
     for page in pages:
         checked = open_in_chromium(page, tmp_path)
         assert checked["errors"] == [] and checked["images"] == checked["loaded"] > 0, (page, checked)
+
+
+def test_the_failed_task_is_read_from_kfp_locals_error():
+    """kfp.local names a failed task inside the loop with the loop's internal name after it: the task is the first
+    name (before, `acgan run` said "task 'train-split' inside 'for-loop-2'")."""
+    from pipelines.console import failed_task
+
+    error = RuntimeError("Pipeline \x1b[95m'acgan-ensemble'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. Inner "
+                         "task failed: \x1b[96m'train-split'\x1b[0m inside \x1b[96m'for-loop-2'\x1b[0m.")
+    assert failed_task(error) == "train-split"
+    assert failed_task(RuntimeError("something else")) is None
