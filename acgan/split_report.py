@@ -1,13 +1,14 @@
 """What the KFP UI shows for one trained split: its numbers as Metrics (final losses, images/s, steps, diversity
 over training, the collapse alarm) and a small self-contained HTML page with a sample grid per class and the
-diversity curve, images embedded as base64 PNG."""
+diversity curve, images embedded as base64 PNG (split_page.html, a jinja2 template with autoescape)."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
+from importlib import resources
 
+import jinja2
 import numpy as np
 
 from acgan.collapse import collapse_alarm, collapse_threshold, describe, stats_lines
@@ -16,6 +17,8 @@ from acgan.sampling import generate, image_grid, load_split_generator
 from acgan.store import Store
 
 SAMPLES_PER_CLASS = 8
+_PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(
+    resources.files("acgan").joinpath("split_page.html").read_text())
 
 
 def split_metrics(store: Store, split: int) -> dict[str, float]:
@@ -53,17 +56,10 @@ def split_page(store: Store, split: int, seed: int = 0) -> str:
     lines = stats_lines(store, split)
     threshold = collapse_threshold(store)
     alarm = collapse_alarm(store, split, threshold, lines)
-    curve = ""
+    curve = None
     if lines:
         curves = {int(c): ([line["step"] for line in lines], [line["ms_ssim"][c] for line in lines])
                   for c in lines[-1]["ms_ssim"]}
-        png = base64.b64encode(ms_ssim_over_training(curves, threshold if threshold is not None else 1.0)).decode()
-        curve = f"<figure><img alt='MS-SSIM over training' src='data:image/png;base64,{png}'>" \
-                "<figcaption>per-class MS-SSIM of fixed samples over training (higher: less diverse)</figcaption>" \
-                "</figure>"
-    warning = f"<p><strong>{html.escape(describe(alarm))}</strong></p>" if alarm else ""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>split {split}</title></head><body>"
-            f"<h3>Split {split}: classes {html.escape(', '.join(map(str, classes)))}, step {meta['step']}</h3>"
-            f"{warning}<figure><img alt='samples, one row per class' src='data:image/png;base64,{_png(grid)}'>"
-            f"<figcaption>{SAMPLES_PER_CLASS} samples per class, one row each</figcaption></figure>{curve}"
-            "</body></html>")
+        curve = base64.b64encode(ms_ssim_over_training(curves, threshold if threshold is not None else 1.0)).decode()
+    return _PAGE.render(split=split, classes=classes, step=meta["step"], alarm=describe(alarm) if alarm else None,
+                        grid=_png(grid), samples_per_class=SAMPLES_PER_CLASS, curve=curve)

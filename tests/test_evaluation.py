@@ -673,3 +673,33 @@ def test_the_closing_summary_of_a_thousand_classes_stays_short():
     assert len(rows) == 20 and "… 980 more classes: every class is in the report" in text
     few = summary_text({"summary": summary, "classes": classes[:3]}, "REPORT", "GRIDS", None)
     assert "n00000000, n00000001, n00000002." in few and "more classes" not in few
+
+
+def test_the_report_escapes_what_it_did_not_write():
+    """A class name is a folder name a user chose and a classifier's source a path they gave: the report shows them
+    as text (jinja2's autoescape), never as markup."""
+    from html.parser import HTMLParser
+
+    from acgan.evaluation.report import render_report
+    from acgan.metrics.classifier import ClassifierInfo
+
+    name, source = "<img src=x onerror=alert(1)>", "/data/<script>x</script>.safetensors"
+    info = ClassifierInfo(kind="file", source=source, channels=1, resolution=32, num_classes=1, heldout_images=2,
+                          heldout_accuracy=0.5)
+    per_class = [{"id": 0, "name": name, "split": 0, "accuracy": 0.5, "real_accuracy": 1.0}]
+    page = render_report({"accuracy": 0.5, "fid": float("nan")}, per_class, {"samples_per_class": 2, "real_images": 2},
+                         {}, {"eval/samples-split-00000.png": b"\x89PNG"}, info, 1)
+
+    class Tags(HTMLParser):
+        tags, text = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    parsed = Tags(convert_charrefs=True)
+    parsed.feed(page)
+    assert "script" not in parsed.tags and parsed.tags.count("img") == 1  # the grid's only
+    assert name in parsed.text and any(source in t for t in parsed.text) and "n/a" in parsed.text

@@ -88,3 +88,16 @@ def test_a_planted_back_import_and_cycle_are_found(tmp_path):
         (tmp_path / name).write_text(text)
     assert back_imports(tmp_path) == ["acgan/store.py imports cli, which is above acgan"]
     assert cycle(library_parts(tmp_path)) == ["metrics", "sampling", "training", "metrics"]
+
+
+def test_every_file_beside_the_code_is_installed_with_it():
+    """The image installs the project as a wheel (images/Dockerfile), which holds a package's other files only as
+    pyproject.toml's package-data names them: the report's and the gallery's templates."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*")):
+            if path.is_file() and path.suffix not in (".py", ".pyc"):
+                folder = path.parent.relative_to(ROOT).as_posix().replace("/", ".")
+                assert path.name in declared.get(folder, []), f"{path.relative_to(ROOT)} is not package data"
