@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from acgan.checkpoint import CorruptCheckpoint, checkpoint_prefix, complete_steps, load_checkpoint
 from acgan.data.plan import load_plan
-from acgan.errors import UserError, explain
+from acgan.errors import UserError
 from acgan.model import Generator
 from acgan.sampling import generate, generator_from_files, load_split_generator, write_samples
-from acgan.store import Store, read_json, write_json
+from acgan.store import Store, read_model, write_json
 from acgan.training.state import GENERATOR_FILE, META_FILE
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,8 @@ def assemble_ensemble(store: Store, target_steps: int) -> EnsembleManifest:
 def load_ensemble(store: Store) -> EnsembleManifest | None:
     if not store.exists(ENSEMBLE_KEY):
         return None
-    try:
-        return EnsembleManifest.model_validate(read_json(store, ENSEMBLE_KEY))
-    except ValidationError as e:
-        raise UserError(f"{store.uri}/{ENSEMBLE_KEY} is not a valid ensemble manifest ({explain(e)}): assemble it "
-                        f"again with `acgan rerun --store {store.uri} --local`") from None
+    return read_model(store, ENSEMBLE_KEY, EnsembleManifest, "it is not a valid ensemble manifest: assemble it "
+                      f"again with `acgan rerun --store {store.uri} --local`")
 
 
 def load_member_generator(store: Store, member: EnsembleMember, device: str | torch.device = "cpu") -> Generator:

@@ -10,16 +10,16 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from acgan.checkpoint import complete_steps, latest_checkpoint, split_prefix
 from acgan.collapse import CollapseAlarm, collapse_alarm, collapse_threshold, record_real_diversity
 from acgan.data.plan import load_plan
 from acgan.data.prepare import PrepareConfig, plan_data, prepare_shard
-from acgan.errors import UserError, first_problem
+from acgan.errors import UserError
 from acgan.lease import live_lease
 from acgan.settings import DataSettings, EvalSettings, EvaluationSettings, RunSettings, TrainingSettings
-from acgan.store import Store, open_store, read_json, write_json
+from acgan.store import Store, open_store, read_json, read_model, write_json
 from acgan.training.loop import TrainConfig, train_split
 
 EXPERIMENT_KEY = "experiment.json"
@@ -54,12 +54,7 @@ def load_settings(store: Store) -> RunSettings:
     if not store.exists(EXPERIMENT_KEY):
         raise UserError(f"store {store.uri} has no experiment settings (experiment.json): start it with "
                         "`acgan run` or `acgan submit` first")
-    try:
-        return RunSettings.model_validate(read_json(store, EXPERIMENT_KEY))
-    except ValidationError as e:  # the value came from the store, not the command line: name the file and the key
-        key, msg = first_problem(e)
-        raise UserError(f"{store.uri}/{EXPERIMENT_KEY}: {key or 'its settings'}: {msg}; correct the file or start a "
-                        "new store") from None
+    return read_model(store, EXPERIMENT_KEY, RunSettings, "correct the file or start a new store", checksum=True)
 
 
 def evaluation_settings(store: Store) -> EvalSettings:

@@ -38,10 +38,13 @@ from pathlib import Path
 from typing import Callable, TypeVar
 from urllib.parse import urlparse
 
-from acgan.errors import UserError
+from pydantic import BaseModel, ValidationError
+
+from acgan.errors import UserError, first_problem
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 _KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
 # Credentials inside a URI: `scheme://user:secret@host`, also where the secret holds '/' (an AWS secret key may),
@@ -590,21 +593,32 @@ def _canonical(obj: dict) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
-def read_json(store: Store, key: str) -> dict:
-    """A JSON object of the store; one written with `checksum=True` is verified and returned without its checksum
-    (objects of older stores carry none and are read as they are)."""
+def read_json(store: Store, key: str, checksum: bool = False) -> dict:
+    """A JSON object of the store. With `checksum`, for what `write_json(..., checksum=True)` wrote, its checksum is
+    verified and the object returned without it; a missing one is refused as damage, like a wrong one."""
     import json
 
     try:
         obj = json.loads(store.read_bytes(key))
     except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, a number past Python's 4300 digits, too deep
         raise UserError(f"{store.uri}/{key} is not valid JSON ({str(e)[:120]}); the object is corrupt") from None
-    if isinstance(obj, dict) and CHECKSUM in obj:
-        recorded = obj.pop(CHECKSUM)
+    if checksum:
+        recorded = obj.pop(CHECKSUM, None) if isinstance(obj, dict) else None
         if recorded != "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest():
-            raise UserError(f"{store.uri}/{key}: {CHECKSUM}: the contents do not match it; the object is damaged "
-                            "(restore it from a copy, or start a new store)")
+            problem = "the contents do not match it" if recorded is not None else "missing"
+            raise UserError(f"{store.uri}/{key}: {CHECKSUM}: {problem}; the object is damaged (restore it from a "
+                            "copy, or start a new store)")
     return obj
+
+
+def read_model(store: Store, key: str, model: type[M], fix: str, checksum: bool = False) -> M:
+    """The JSON object `key` validated as `model`. A value that does not validate is one line naming the object, the
+    field and `fix`: the value came from the store, not the command line, so no flag is to blame."""
+    try:
+        return model.model_validate(read_json(store, key, checksum))
+    except ValidationError as e:
+        where, message = first_problem(e)
+        raise UserError(f"{store.uri}/{key}: {where or 'its contents'}: {message}; {fix}") from None
 
 
 def write_json(store: Store, key: str, obj: dict, checksum: bool = False) -> None:

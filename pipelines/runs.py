@@ -21,7 +21,7 @@ from acgan.errors import UserError, first_problem
 from acgan.experiment import load_settings, splits_to_rerun
 from acgan.lease import RunLease
 from acgan.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
-from acgan.store import Store, open_store, read_json, write_json
+from acgan.store import Store, open_store, read_model, write_json
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
 from pipelines.stopping import StopOnSignal, TaskRefused
 
@@ -166,12 +166,8 @@ class Submission(BaseModel):
 def load_submission(store: Store) -> Submission | None:
     if not store.exists(SUBMISSION_KEY):
         return None
-    try:
-        return Submission.model_validate(read_json(store, SUBMISSION_KEY))
-    except ValidationError as e:
-        key, msg = first_problem(e)
-        raise UserError(f"{store.uri}/{SUBMISSION_KEY}: {key or 'its settings'}: {msg}; correct the file, or delete "
-                        "it and give the compile options to `acgan rerun`") from None
+    return read_model(store, SUBMISSION_KEY, Submission, "correct the file, or delete it and give the compile "
+                      "options to `acgan rerun`")
 
 
 def record_submission(store_uri: str, submission: Submission) -> None:

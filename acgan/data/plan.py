@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acgan.errors import UserError, first_problem
-from acgan.store import Store, read_json, write_json
+from acgan.errors import UserError
+from acgan.store import Store, read_model, write_json
 
 PLAN_KEY = "plan.json"
 MAX_CLASSES = 100_000
@@ -131,12 +131,7 @@ def splits_from_file(path: Path, class_names: list[str]) -> list[list[int]]:
 def load_plan(store: Store) -> SplitPlan:
     if not store.exists(PLAN_KEY):
         raise UserError(f"store {store.uri} has no plan: run `acgan prepare --store {store.uri}` first")
-    try:
-        return SplitPlan.model_validate(read_json(store, PLAN_KEY))
-    except ValidationError as e:  # the value came from the store, not the command line: name the file and the key
-        key, msg = first_problem(e)
-        raise UserError(f"{store.uri}/{PLAN_KEY}: {key or 'the plan'}: {msg}; the plan is damaged: prepare a new "
-                        "store") from None
+    return read_model(store, PLAN_KEY, SplitPlan, "the plan is damaged: prepare a new store", checksum=True)
 
 
 def save_plan(store: Store, plan: SplitPlan) -> None:

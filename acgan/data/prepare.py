@@ -28,7 +28,7 @@ from acgan.data.plan import PLAN_KEY, ClassInfo, SplitPlan, contiguous_splits, l
 from acgan.data.sources import Source, cifar10_source, digits_source, folder_source, synthetic_source
 from acgan.errors import UserError
 from acgan.settings import DataSettings
-from acgan.store import Store, read_json, write_json
+from acgan.store import Store, read_model, write_json
 
 log = logging.getLogger(__name__)
 PREPARE_KEY = "data/prepare.json"
@@ -131,7 +131,7 @@ def prepare_shard(store: Store, split: int) -> ShardInfo:
         log.warning("split %d: rebuilding %s: %s", split, shard_key(split), problem)
     if not store.exists(PREPARE_KEY):
         raise UserError(f"store {store.uri} has no {PREPARE_KEY}: run `acgan prepare --store {store.uri}` again")
-    cfg = PrepareConfig.model_validate(read_json(store, PREPARE_KEY))
+    cfg = read_model(store, PREPARE_KEY, PrepareConfig, f"run `acgan prepare --store {store.uri}` again")
     source = open_source(cfg)
     if source.class_names != [c.name for c in plan.classes]:
         raise UserError(f"the source {cfg.source} no longer has the classes of {store.uri}/{PLAN_KEY}: restore it "
@@ -151,7 +151,8 @@ def prepare_shard(store: Store, split: int) -> ShardInfo:
 
 
 def shard_info(store: Store, split: int) -> ShardInfo:
-    return ShardInfo.model_validate(read_json(store, shard_info_key(split)))
+    return read_model(store, shard_info_key(split), ShardInfo, "the shard's record is damaged: delete it, and the "
+                      "next run builds the shard again")
 
 
 def prepare(cfg: PrepareConfig, store: Store) -> SplitPlan:

@@ -199,14 +199,20 @@ def _with_labels_out_of_range(root: Path) -> None:
         {**d, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}))
 
 
+def _without_checksum(path: Path) -> dict:
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "checksum"}
+
+
 HUGE = "1" * 5000  # past Python's 4300-digit limit for int()
 BAD_STORE_FILES = {
     "plan.json huge int": (lambda r: _edit_json(r / "plan.json", lambda d: json.dumps(d).replace(
         '"splits": [[0', f'"splits": [[{HUGE}', 1)), "status", "plan.json is not valid JSON"),
-    # As in a store written before checksums, whose plan.json carries none.
-    "plan.json wrong type": (lambda r: _edit_json(r / "plan.json", lambda d: json.dumps(
-        {k: v for k, v in d.items() if k != "checksum"} | {"splits": [["x", 1, 2, 3, 4], d["splits"][1]]})), "status",
+    # Checksummed as acgan writes it, so that validation is what refuses it.
+    "plan.json wrong type": (lambda r: write_json(LocalStore(r), "plan.json", {**_without_checksum(r / "plan.json"),
+                             "splits": [["x", 1, 2, 3, 4], [5, 6, 7, 8, 9]]}, checksum=True), "status",
                              "plan.json: splits.0.0: "),
+    "plan.json without checksum": (lambda r: _edit_json(r / "plan.json", lambda d: json.dumps(
+        {k: v for k, v in d.items() if k != "checksum"})), "status", "plan.json: checksum: missing"),
     "plan.json value changed": (lambda r: _edit_json(r / "plan.json", lambda d: json.dumps(
         {**d, "resolution": 33}, indent=2, sort_keys=True)), "status", "plan.json: checksum: "),
     "lease expires Infinity": (lambda r: _edit_json(r / "splits/split-00000/lease.json", lambda _: (

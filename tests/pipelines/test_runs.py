@@ -24,7 +24,7 @@ from acgan.errors import UserError
 from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, split_statuses, train_one_split
 from acgan.lease import Lease, lease_key
 from acgan.settings import ClusterSettings, RunSettings
-from acgan.store import open_store
+from acgan.store import open_store, write_json
 from pipelines import runs
 from pipelines.console import summary_text
 from tests.conftest import json_api
@@ -37,7 +37,7 @@ TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch
 def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
     store = open_store(str(tmp_path / "store"))
     saved = RunSettings(store=store.uri, **TINY).model_dump()
-    store.write_bytes(EXPERIMENT_KEY, json.dumps({**saved, "d_width": -1}).encode())
+    write_json(store, EXPERIMENT_KEY, {**saved, "d_width": -1}, checksum=True)  # as written, then damaged: a bug
     with pytest.raises(UserError, match=r"experiment\.json: d_width: Input should be greater than 0; correct the file"):
         load_settings(store)
 
