@@ -8,8 +8,7 @@ ones beyond `keep` (marker first, so a half-deleted one never looks complete).
 A complete checkpoint is never overwritten, even by a writer that lost its lease while paused (a frozen VM, a long
 GC): each writer stores its files under names of its own (`<writer token>-generator.safetensors`), the marker lists
 those objects, and the marker is created with a conditional create that fails if one exists. So a late writer's
-files lie beside the committed ones, unreferenced, and its marker is refused. Markers written before writer tokens
-list plain names, which are the objects' names, and load as before.
+files lie beside the committed ones, unreferenced, and its marker is refused.
 
 Files: `generator.safetensors` + `meta.json` (the sampling snapshot) and `train_state.safetensors` (G, D, both
 optimisers and the RNG states: everything needed to continue bit-for-bit).
@@ -58,14 +57,14 @@ class _Listed(BaseModel):
 
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    object: str | None = Field(None, pattern=_NAME)  # the stored name; absent in markers before writer tokens
+    object: str = Field(pattern=_NAME)  # the stored name: `<writer token>-<file name>`
 
 
 class _Marker(BaseModel):
     model_config = ConfigDict(strict=True)
 
     step: int
-    writer: str | None = None
+    writer: str
     files: dict[str, _Listed]
 
 
@@ -80,12 +79,6 @@ def _read_marker(store: Store, prefix: str) -> _Marker:
         raise CorruptCheckpoint(f"{prefix}/{MARKER}: {where}: {err['msg']}") from None
     except (ValueError, RecursionError):
         raise CorruptCheckpoint(f"{prefix}/{MARKER} is not valid JSON") from None
-
-
-def checkpoint_objects(store: Store, split: int, step: int) -> dict[str, str]:
-    """File name -> store key of each file of a complete checkpoint, as its marker lists them."""
-    prefix = checkpoint_prefix(split, step)
-    return {name: f"{prefix}/{entry.object or name}" for name, entry in _read_marker(store, prefix).files.items()}
 
 
 def checkpoint_steps(store: Store, split: int) -> dict[int, bool]:
@@ -158,7 +151,7 @@ def load_checkpoint(store: Store, split: int, step: int, names: list[str] | None
     for name in names or list(listed):
         if name not in listed:
             raise CorruptCheckpoint(f"{prefix}/{MARKER} does not list {name}")
-        key = f"{prefix}/{listed[name].object or name}"
+        key = f"{prefix}/{listed[name].object}"
         try:
             data = store.read_bytes(key)
         except KeyError:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from acgan.checkpoint import checkpoint_prefix
 from acgan.data.prepare import PrepareConfig, prepare
 from acgan.store import LocalStore, open_store
 from acgan.training.loop import TrainConfig
@@ -26,6 +27,13 @@ TINY = dict(batch_size=16, width=0.0625, d_width=0.25, tick_every=5, checkpoint_
 
 def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**TINY, "steps": 10, **overrides})
+
+
+def stored_file(store, split: int, step: int, name: str) -> str:
+    """The key a file of a checkpoint is stored under, `<writer token>-<name>` in its step's prefix (acgan/checkpoint.py),
+    found by listing the step: the object a test damages. One writer's, or the listing is ambiguous and this fails."""
+    [key] = [k for k in store.list(f"{checkpoint_prefix(split, step)}/") if k.endswith(f"-{name}")]
+    return key
 
 
 @contextlib.contextmanager

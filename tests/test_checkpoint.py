@@ -7,11 +7,12 @@ import logging
 import pytest
 import torch
 
-from acgan.checkpoint import (MARKER, CheckpointExists, checkpoint_objects, checkpoint_prefix, complete_steps,
+from acgan.checkpoint import (MARKER, CheckpointExists, checkpoint_prefix, complete_steps,
                                    latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint)
 from acgan.model import Discriminator, Generator, ModelConfig
 from acgan.store import LocalStore, open_store
 from acgan.training.state import pack_checkpoint, unpack_checkpoint
+from tests.conftest import stored_file
 
 
 def _models(seed=0):
@@ -79,7 +80,7 @@ def test_corrupt_newest_is_skipped_with_a_warning(tmp_path, caplog, damage):
     store = LocalStore(tmp_path)
     for step in (5, 10):
         save_checkpoint(store, 0, step, {"a.bin": bytes(range(200)), "meta.json": b"{}"})
-    key = checkpoint_objects(store, 0, 10)["a.bin"]
+    key = stored_file(store, 0, 10, "a.bin")
     data = store.read_bytes(key)
     if damage == "flip":
         store.write_bytes(key, data[:50] + bytes([data[50] ^ 0xFF]) + data[51:])
@@ -158,8 +159,7 @@ def test_retention_keeps_newest_two(tmp_path):
         prune_checkpoints(store, 0, keep=2)
     assert complete_steps(store, 0) == [15, 20]
     assert store.list("splits/split-00000/checkpoints/") == sorted(
-        [f"{checkpoint_prefix(0, s)}/{MARKER}" for s in (15, 20)] + [checkpoint_objects(store, 0, s)["a.bin"]
-                                                                    for s in (15, 20)])
+        [f"{checkpoint_prefix(0, s)}/{MARKER}" for s in (15, 20)] + [stored_file(store, 0, s, "a.bin") for s in (15, 20)])
     marker = json.loads(store.read_bytes(f"{checkpoint_prefix(0, 20)}/{MARKER}"))
     assert marker["files"]["a.bin"]["bytes"] == 1 and len(marker["files"]["a.bin"]["sha256"]) == 64
 

@@ -41,12 +41,3 @@ def frechet_accumulator(num_features: int) -> FrechetInceptionDistance:
     """FID over features (N, F) given part by part (`update(features, real=...)`, then `compute()`): it keeps running
     sums of each side's features and their products, so its memory does not grow with the number of images."""
     return FrechetInceptionDistance(feature=_Computed(num_features))
-
-
-@torch.no_grad()
-def frechet_distance(real_features: torch.Tensor, sample_features: torch.Tensor) -> float:
-    """FID between the classifier's pooled features (N, F) of real images and of samples."""
-    metric = frechet_accumulator(real_features.shape[1])
-    metric.update(real_features, real=True)
-    metric.update(sample_features, real=False)
-    return float(metric.compute())

@@ -86,14 +86,13 @@ def load_generator_weights(G, files: dict[str, bytes]) -> None:
 
 
 def _restore_data_rng(data_rng: torch.Generator, state: torch.Tensor, meta: dict) -> None:
-    """A CPU generator's state does not fit a CUDA one and back (checkpoints from before the device was recorded
-    tell by the state's size): a split moved to the other device type draws from a generator seeded by its seed
-    and step, the same on every such move."""
-    saved = meta.get("device") or ("cpu" if state.numel() == torch.Generator().get_state().numel() else "cuda")
+    """A CPU generator's state does not fit a CUDA one and back: a split moved to the other device type draws from
+    a generator seeded by its seed and step, the same on every such move."""
+    saved = meta["device"]
     if saved == data_rng.device.type:
         data_rng.set_state(state)
         return
-    seed, step = meta.get("train", {}).get("seed", 0), meta.get("step", 0)
+    seed, step = meta["train"]["seed"], meta["step"]
     data_rng.manual_seed((seed * 2**32 + step) % 2**63)
     log.warning("checkpoint of step %s was written on %s and resumes on %s: the data generator is re-seeded from "
                 "the seed and step, so the run is not bit-identical to one that stayed on %s", step, saved,

@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from acgan.checkpoint import checkpoint_objects, latest_checkpoint
+from acgan.checkpoint import latest_checkpoint
 from acgan.ensemble import assemble_ensemble, sample
 from acgan.errors import UserError
 from acgan.experiment import split_statuses
 from acgan.store import LocalStore
 from acgan.training.loop import train_split
-from tests.conftest import tiny_config
+from tests.conftest import stored_file, tiny_config
 
 FILES = ("generator.safetensors", "meta.json", "train_state.safetensors")
 DAMAGES = ("flip", "truncate", "delete")
@@ -55,7 +55,7 @@ def test_every_damage_to_every_file_is_caught(trained, tmp_path, caplog, fault_r
     for how, name in itertools.product(DAMAGES, FILES):
         store = LocalStore(tmp_path / f"{how}-{name}")
         shutil.copytree(root, store.root)
-        key = checkpoint_objects(store, 0, 10)[name]  # the object the marker lists, under its writer's token
+        key = stored_file(store, 0, 10, name)  # the object the marker lists, under its writer's token
         damage(store, key, how)
         caplog.clear()
         with caplog.at_level(logging.WARNING):
@@ -85,7 +85,7 @@ def test_ensemble_refuses_a_checkpoint_that_does_not_verify(digits_store, tmp_pa
         train_split(digits_store, tiny_config(split=split, steps=5))
     assemble_ensemble(digits_store, 5)
     sample(digits_store, "7", 4, 0, tmp_path / "ok.png", "cpu")
-    damage(digits_store, checkpoint_objects(digits_store, 1, 5)["generator.safetensors"], "flip")
+    damage(digits_store, stored_file(digits_store, 1, 5, "generator.safetensors"), "flip")
     with pytest.raises(UserError, match="class 7 does not verify"):
         sample(digits_store, "7", 4, 0, tmp_path / "bad.png", "cpu")
     assert not (tmp_path / "bad.png").exists()

@@ -13,7 +13,6 @@ from safetensors.torch import load as load_safetensors
 
 from acgan.checkpoint import (
     MARKER,
-    checkpoint_objects,
     checkpoint_steps,
     complete_steps,
     latest_checkpoint,
@@ -22,7 +21,7 @@ from acgan.data.prepare import PrepareConfig, prepare
 from acgan.errors import UserError
 from acgan.store import LocalStore, PreconditionFailed, open_store
 from acgan.training.loop import train_split
-from tests.conftest import tiny_config
+from tests.conftest import stored_file, tiny_config
 from tests.faults.proxy import FlakyProxy
 
 STEPS, EVERY = 30, 5
@@ -126,7 +125,8 @@ def test_outage_past_the_bound_stops_cleanly_and_resumes(flaky_store, reference_
     store = open_store(store.uri)
     train_split(store, tiny_config(steps=EVERY * 2, checkpoint_every=EVERY))  # two complete checkpoints
     # Past the next checkpoint's generator, half-way into its training state, the server going down with it.
-    sizes = {name: len(store.read_bytes(key)) for name, key in checkpoint_objects(store, 0, EVERY * 2).items()}
+    sizes = {name: len(store.read_bytes(stored_file(store, 0, EVERY * 2, name)))
+             for name in ("generator.safetensors", "train_state.safetensors")}
     proxy.cut_uploads_after(sizes["generator.safetensors"] + sizes["train_state.safetensors"] // 2, then_down=True)
     started = time.time()
     with pytest.raises(UserError, match=r"unreachable at .*failed for 2s \(\d+ attempt\(s\)") as e:

@@ -19,13 +19,14 @@ import httpx
 import numpy as np
 import pytest
 
-from acgan.checkpoint import checkpoint_objects, load_checkpoint
+from acgan.checkpoint import load_checkpoint
 from acgan.ensemble import ENSEMBLE_KEY
 from acgan.sampling import generator_from_files
 from acgan.serving.batching import draw
 from acgan.store import LocalStore, open_store
 from acgan.training.state import GENERATOR_FILE, META_FILE
 from cli.main import main
+from tests.conftest import stored_file
 from tests.serving.chromium import chromium
 from tests.serving.conftest import STEPS, acgan_serve, copy_store
 
@@ -53,7 +54,7 @@ def local(ensemble_template, tmp_path_factory):
     """The server on a local copy of the ensemble whose split 2 (classes 8 and 9) has a damaged generator."""
     root = tmp_path_factory.mktemp("local")
     store = copy_store(ensemble_template, root / "store")
-    damaged = checkpoint_objects(store, 2, STEPS)[GENERATOR_FILE]
+    damaged = stored_file(store, 2, STEPS, GENERATOR_FILE)
     store.write_bytes(damaged, b"\0" * len(store.read_bytes(damaged)))
     with acgan_serve(str(store.root), root / "serve.log", "--max-images", str(MAX_IMAGES)) as (url, proc):
         with httpx.Client(base_url=url, timeout=120) as client:
