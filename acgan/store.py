@@ -364,7 +364,15 @@ class S3Store:
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """`fn()`, retried while its failures are transient, for up to `retry_seconds`. An outage is logged once
-        when it starts and once when it ends, not at every attempt."""
+        when it starts and once when it ends, not at every attempt.
+
+        Our own loop, not the client's retry or tenacity: the client's (urllib3.Retry) counts attempts, not seconds,
+        judges an answer by its HTTP status alone (S3's RequestTimeout is a 400, whose code is in the body) and would
+        repeat a conditional PUT out of `write_if`'s sight, which must know when a retried create met its own
+        first attempt; tenacity is not installed, and its stop_after_delay checks the budget only after each
+        attempt, so a wait would run past `retry_seconds` (here the last wait is cut to what is left), while the
+        classification, the two log lines and the final error stay ours either way: a dependency for no less
+        code."""
         from minio.error import MinioException
         from urllib3.exceptions import HTTPError
 
