@@ -17,19 +17,21 @@ from acgan.settings import MAX_STEPS
 
 
 class PlanInput(BaseModel):
+    """The run to plan, each field a flag of `acgan plan` (the defaults: the paper's ImageNet run)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    classes: int = Field(1000, ge=1)
-    classes_per_split: int = Field(10, ge=1)
-    steps: int = Field(50_000, ge=1, le=MAX_STEPS)
-    batch_size: int = Field(100, ge=1)
+    classes: int = Field(1000, ge=1, description="classes in the data set (ImageNet's 1000)")
+    classes_per_split: int = Field(10, ge=1, description="classes per split; the paper: 10")
+    steps: int = Field(50_000, ge=1, le=MAX_STEPS, description="training steps per split; the paper: 50000")
+    batch_size: int = Field(100, ge=1, description="images per step; the paper: 100")
     gpus: int = Field(16, ge=1, description="GPUs available to the run")
-    gpus_per_node: int = Field(8, ge=1)
+    gpus_per_node: int = Field(8, ge=1, description="GPUs of each node")
     parallelism: int = Field(16, ge=1, description="the compiled pipeline's parallelism")
     images_per_second: float = Field(gt=0, description="training throughput of one GPU "
-                                                                "(the images/s acgan train-split reports)")
-    task_overhead_s: float = Field(300.0, ge=0, description="per task: scheduling, image pull, data loading")
-    target_hours: float | None = Field(None, gt=0, description="wanted wall time, for the node count")
+                                                       "(the images/s that `acgan train-split` reports)")
+    task_overhead_s: float = Field(300.0, ge=0, description="start-up per task: scheduling, image pull, data loading")
+    target_hours: float | None = Field(None, gt=0, description="wanted wall time: also print the GPU nodes it needs")
 
 
 class Plan(BaseModel):

@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import types
+import typing
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
@@ -37,6 +40,21 @@ AUGMENTATIONS = ("translation", "cutout")
 LOCAL_PARALLELISM = 2  # `acgan run`: training tasks at once on one machine, sharing its cores
 # Steps of one split at most: years on one GPU, and exact in KFP's parameters (JSON numbers, doubles).
 MAX_STEPS = 10**9
+
+
+def value_type(annotation) -> type:
+    """The type of a settings field's values, as the command line reads them and a KFP parameter holds them: a
+    Literal's values' type, an optional's other type, list or dict for those, int, float, bool or Path, else str
+    (pydantic validates the value against the field after)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return type(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return value_type(args[0])
+    if origin in (list, dict):
+        return origin
+    return annotation if annotation in (int, float, bool, Path) else str
 
 
 def _checked_uri(uri: str | None) -> str | None:
@@ -79,6 +97,16 @@ def check_analyses(names: list[str]) -> list[str]:
 
 
 AnalysisList = Annotated[list[str], BeforeValidator(_comma_separated), AfterValidator(check_analyses)]
+
+
+def _split_ids(value):
+    """The command line gives split ids as one comma-separated text."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{value!r}: give split ids separated by commas, e.g. 0,3,7") from None
 
 
 # Named presets: plain data, the values a preset gives the settings it names; the rest keep their field's default.
@@ -203,7 +231,7 @@ class EvaluationSettings(BaseModel):
         "eval/classifier.safetensors, or torchvision's Inception-v3 weights"))
     analyses: AnalysisList = Field(default_factory=lambda: list(ANALYSIS_NAMES), description=(
         "evaluation: the analyses to compute (on the command line: comma-separated, e.g. discriminability,diversity) "
-        f"of {', '.join(ANALYSIS_NAMES)}; default all. Only what they read is computed: the classifier for "
+        f"of {', '.join(ANALYSIS_NAMES)}. Only what they read is computed: the classifier for "
         "discriminability, joint and fidelity; MS-SSIM, the slow part, for diversity and joint"))
 
 
@@ -215,7 +243,7 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
     store: str = Field(min_length=1, description="where the experiment lives: a directory, or s3://BUCKET/PREFIX "
                                                   "on a cluster; rerunning with the same store trains only what "
                                                   "is not complete")
-    split_ids: list[int] = Field(default_factory=list, description="splits to train (on the command line: "
+    split_ids: Annotated[list[int], BeforeValidator(_split_ids)] = Field(default_factory=list, description="splits to train (on the command line: "
                                                                   "comma-separated, e.g. 0,3,7); empty = all")
     include_complete: bool = Field(False, description="also run a training task for each split already at its "
                                    "target steps (it returns at once; its metrics and samples then show in this "
@@ -256,26 +284,44 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
         return len(self.split_ids) or (math.ceil(classes / self.classes_per_split) if classes else None)
 
 
+def _node_selector(value):
+    """The command line gives the selector as `key=value` texts (one a flag); cluster.json as a mapping."""
+    if not isinstance(value, list):
+        return value
+    out = {}
+    for pair in value:
+        key, sep, label = str(pair).partition("=")
+        if not sep or not key:
+            raise ValueError(f"node selector {pair!r} must be key=value")
+        out[key] = label
+    return out
+
+
 class ClusterSettings(BaseModel):
-    """How the pipeline's tasks run on Kubernetes; chosen at compile time (`acgan compile`)."""
+    """How the pipeline's tasks run on Kubernetes; chosen at compile time (`acgan compile`), each field a flag of
+    `acgan compile`, `submit` and `rerun`."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    image: str = "ghcr.io/acgan-ensemble/acgan-ensemble:0.1.0"
+    image: str = Field("ghcr.io/acgan-ensemble/acgan-ensemble:0.1.0", description="the project's container image "
+                       "every task runs in, REGISTRY/acgan-ensemble:TAG")
     parallelism: int = Field(16, ge=1, le=10_000, description="training tasks (GPUs) at once")
-    gpus_per_task: int = Field(1, ge=0, le=16)
-    node_selector: dict[str, str] = Field(default_factory=lambda: {"acgan.ai/pool": "gpu"})
-    gpu_toleration: str | None = Field("nvidia.com/gpu", description="taint key tolerated (operator Exists); "
-                                                                   "None for no toleration")
-    store_secret: str = Field("acgan-store-credentials", description="Secret with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    gpus_per_task: int = Field(1, ge=0, le=16, description="GPUs of each training task")
+    node_selector: Annotated[dict[str, str], BeforeValidator(_node_selector)] = Field(
+        default_factory=lambda: {"acgan.ai/pool": "gpu"}, description="labels key=value of the GPU pool's nodes; "
+                                                                     "on the command line, a flag for each")
+    gpu_toleration: Annotated[str | None, BeforeValidator(lambda v: None if v == "none" else v)] = Field(
+        "nvidia.com/gpu", description="taint key the GPU tasks tolerate (operator Exists); none: no toleration")
+    store_secret: str = Field("acgan-store-credentials", description="Secret with AWS_ACCESS_KEY_ID / "
+                                                                      "AWS_SECRET_ACCESS_KEY")
     store_config_map: str = Field("acgan-store", description="ConfigMap with ACGAN_S3_ENDPOINT")
     timeout_seconds: int = Field(24 * 3600, ge=60, description="limit for one training task")
-    train_cpu: str = "8"
+    train_cpu: str = Field("8", description="CPU request of each training task")
     train_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of each training task "
-                                      "(OMP_NUM_THREADS); None: the task's CPU request (train_cpu), since torch's "
+                                      "(OMP_NUM_THREADS); unset: the task's CPU request (train_cpu), since torch's "
                                       "default, one per core of the node, oversubscribes a large GPU node shared by "
                                       "several tasks")
-    train_memory: str = "32G"
+    train_memory: str = Field("32G", description="memory request of each training task")
     trainer_restarts: int = Field(3, ge=0, le=20, description="restarts of a crashed trainer inside its training "
                                   "task, each from the split's newest checkpoint; a failure that repeats is not "
                                   "restarted")
@@ -286,7 +332,7 @@ class ClusterSettings(BaseModel):
                                        "each next one; 120 s then 240 s outlast the 300 s lease of a trainer "
                                        "killed without a chance to release it")
     kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit the GPU tasks' pods through (label "
-                                                      "kueue.x-k8s.io/queue-name); None when Kueue is not used")
+                                                      "kueue.x-k8s.io/queue-name); unset: no Kueue")
     prepare_cpu: str = Field("4", description="CPU request and limit of each task that reads the source (the plan "
                                               "and each split's data); decoding uses this many cores")
     prepare_memory: str = Field("8G", description="memory request of each task that reads the source: a split's "
@@ -296,7 +342,7 @@ class ClusterSettings(BaseModel):
     source_endpoint: str | None = Field(None, description="http(s)://host:port of an S3 source on another "
                                                           "endpoint than the store's (ACGAN_SOURCE_S3_ENDPOINT)")
     source_secret: str | None = Field(None, description="Secret with the S3 source's own AWS_ACCESS_KEY_ID / "
-                                                        "AWS_SECRET_ACCESS_KEY; None: the store's keys")
+                                                        "AWS_SECRET_ACCESS_KEY; unset: the store's keys")
 
     @property
     def training_threads(self) -> int:
@@ -359,24 +405,14 @@ class ClusterSettings(BaseModel):
         return v
 
 
-def parse_node_selector(pairs: list[str]) -> dict[str, str]:
-    """['key=value', ...] from the command line; a malformed pair raises ValueError naming it."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"node selector {pair!r} must be key=value")
-        out[key] = value
-    return out
-
-
 class EvalSettings(EvaluationSettings):
     """`acgan evaluate`'s settings: the evaluation's shared ones (`EvaluationSettings`: samples, pairs, classifier,
     analyses) and those only it takes."""
 
     real_per_class: int = Field(200, ge=2, le=100_000, description="real images per class used (at most)")
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, ge=0, description="seed of the evaluation samples")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda: where samples are drawn "
+                                                   "and every analysis runs (classifier, MS-SSIM, nearest neighbours)")
     ms_ssim_threshold: float | None = Field(None, gt=0, le=1, description="joint analysis: a class is low-diversity "
                                                                          "at or above it (default: the max real class)")
     accuracy_threshold: float = Field(0.01, ge=0, lt=1, description="joint analysis: low accuracy at or below it "
@@ -394,20 +430,18 @@ class ServeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     store: str = Field(description="the store whose ensemble.json is served: a directory or s3://BUCKET/PREFIX")
-    host: str = Field("127.0.0.1", min_length=1, description="address to listen on (default 127.0.0.1, this "
-                                                             "machine only; 0.0.0.0 in a pod)")
-    port: int = Field(8080, ge=0, le=65535, description="port to listen on (default 8080; 0: any free port, "
-                                                        "printed when serving starts)")
+    host: str = Field("127.0.0.1", min_length=1, description="address to listen on: 127.0.0.1 is this machine "
+                                                             "only; 0.0.0.0 in a pod")
+    port: int = Field(8080, ge=0, le=65535, description="port to listen on; 0: any free port, printed when serving "
+                                                        "starts")
     model_name: str = Field("acgan-ensemble", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
-                            description="the model's name in the protocol's paths, /v2/models/NAME (default "
-                                        "acgan-ensemble)")
-    device: Literal["cpu", "cuda"] = Field("cpu", description="where the generators run (default cpu)")
+                            description="the model's name in the protocol's paths, /v2/models/NAME")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where the generators run")
     max_loaded: int = Field(100, ge=1, le=100_000, description="generators kept loaded, the least recently used "
-                            "dropped first (default 100: the paper's 128 px G is 66 MB, so 100 take 6.6 GB)")
-    max_images: int = Field(256, ge=1, le=100_000, description="most images one request may ask for (default 256)")
+                            "dropped first (the paper's 128 px G is 66 MB: 100 take 6.6 GB)")
+    max_images: int = Field(256, ge=1, le=100_000, description="most images one request may ask for")
     batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="how long the first request for a split waits for "
-                                 "others to share its forward passes (default 5); 0: no batching, one request "
-                                 "at a time")
+                                 "others to share its forward passes; 0: no batching, one request at a time")
     forward_batch: int | None = Field(None, ge=1, le=4096, description="images in every forward pass, the last one "
                                       "of a batch padded (so an image never depends on what it was batched with); "
-                                      "default 64 on a GPU, on a CPU 2**14 output pixels (16 at 32 px, 1 at 128 px)")
+                                      "unset: 64 on a GPU, on a CPU 2**14 output pixels (16 at 32 px, 1 at 128 px)")

@@ -6,14 +6,14 @@ import argparse
 import json
 import logging
 import sys
-import types
-import typing
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from acgan import allocator
 from acgan.errors import UserError, explain
+from acgan.settings import (LOCAL_PARALLELISM, PRESETS, ClusterSettings, EvalSettings, RunSettings, ServeSettings,
+                            preset_defaults, value_type)
 from acgan.store import check_uri
 
 # Every option that takes a URI (a store, a data source, a class list, an endpoint): checked where a command starts.
@@ -55,35 +55,16 @@ def _sample(args: argparse.Namespace) -> dict:
 
 def _serve(args: argparse.Namespace) -> None:
     from acgan.serving.server import serve
-    from acgan.settings import ServeSettings
 
     serve(ServeSettings.model_validate(_given(args, ServeSettings.model_fields)))
 
 
-def _run_settings(args: argparse.Namespace):
-    from acgan.settings import RunSettings
-
-    given = _given(args, RunSettings.model_fields)
-    if "split_ids" in given:
-        try:
-            given["split_ids"] = [int(s) for s in given["split_ids"].split(",") if s.strip()]
-        except ValueError:
-            raise UserError(f"--split-ids {given['split_ids']!r}: give split ids separated by commas, e.g. 0,3,7") from None
-    return RunSettings.model_validate(given)
+def _run_settings(args: argparse.Namespace) -> RunSettings:
+    return RunSettings.model_validate(_given(args, RunSettings.model_fields))
 
 
-def _cluster_settings(args: argparse.Namespace):
-    from acgan.settings import ClusterSettings, parse_node_selector
-
-    given = _given(args, ClusterSettings.model_fields)
-    if "node_selector" in given:
-        try:
-            given["node_selector"] = parse_node_selector(given["node_selector"])
-        except ValueError as e:
-            raise UserError(str(e)) from None
-    if given.get("gpu_toleration") == "none":
-        given["gpu_toleration"] = None
-    return ClusterSettings.model_validate(given)
+def _cluster_settings(args: argparse.Namespace) -> ClusterSettings:
+    return ClusterSettings.model_validate(_given(args, ClusterSettings.model_fields))
 
 
 def _run(args: argparse.Namespace) -> dict | None:
@@ -123,7 +104,6 @@ def _submit(args: argparse.Namespace) -> dict:
 
 def _evaluate(args: argparse.Namespace) -> dict:
     from acgan.evaluation.analyses import METRICS_KEY, REPORT_KEY, evaluate
-    from acgan.settings import EvalSettings
     from acgan.evaluation.report import flat_summary
     from acgan.store import open_store
 
@@ -215,7 +195,6 @@ def _status(args: argparse.Namespace) -> dict | None:
 
 
 def _rerun(args: argparse.Namespace) -> dict:
-    from acgan.settings import ClusterSettings, LOCAL_PARALLELISM
     from pipelines.runs import rerun
 
     options = _cluster_settings(args).model_dump(include=set(_given(args, ClusterSettings.model_fields)))
@@ -277,38 +256,52 @@ def _given(args: argparse.Namespace, fields: dict) -> dict:
     return {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
 
 
-def _flag_type(annotation):
-    """The argparse type of a settings field: the value's own type; pydantic checks it against the field after."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is typing.Literal:
-        return type(args[0])
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return _flag_type(args[0])
-    if annotation is bool:
-        return _boolean
-    return annotation if annotation in (int, float, Path) else str  # a list (split_ids) is parsed from its text
+def _flag_help(description: str | None, default) -> str:
+    """A flag's help: its setting's description, then the default it has here, if any (argparse reads % as a
+    format)."""
+    if isinstance(default, bool):
+        default = str(default).lower()
+    elif isinstance(default, list):
+        default = ",".join(map(str, default))
+    elif isinstance(default, dict):
+        default = ",".join(f"{k}={v}" for k, v in default.items())
+    shown = f" (default {default})" if default not in (None, "") else ""
+    return f"{description or ''}{shown}".replace("%", "%%")
 
 
-def _spec_options(g, model, skip: set[str]) -> None:
-    """One flag per field of a settings model, its help the field's description: a new setting is a new flag."""
+def _spec_options(g, model: type[BaseModel], skip: set[str], defaults: dict | None = None) -> None:
+    """One flag per field of a settings model, its help the field's description and the default from `defaults`
+    (a preset's values, or the fields' own; None where it depends on more, as on `acgan rerun`): a new setting is
+    a new flag. A list is given comma-separated, a mapping as repeated key=value flags."""
     for name, field in model.model_fields.items():
-        if name not in skip and name != "preset":
-            g.add_argument(f"--{name.replace('_', '-')}", type=_flag_type(field.annotation), help=field.description)
+        if name in skip or name == "preset":
+            continue
+        kind = value_type(field.annotation)
+        how = {"action": "append", "metavar": "KEY=VALUE"} if kind is dict else \
+            {"type": {bool: _boolean, list: str}.get(kind, kind)}
+        g.add_argument(f"--{name.replace('_', '-')}", **how,
+                       help=_flag_help(field.description, None if defaults is None else defaults.get(name)))
 
 
 def _preset_option(p: argparse.ArgumentParser, default: str) -> None:
-    from acgan.settings import PRESETS
-
     p.add_argument("--preset", choices=list(PRESETS), default=default, help=f"named defaults of the settings: "
                    f"{' or '.join(PRESETS)} (default {default}); a setting given as a flag overrides the preset's")
 
 
-def _run_options(p: argparse.ArgumentParser, preset: str) -> None:
-    from acgan.settings import RunSettings
-
-    g = p.add_argument_group(f"run settings (pipeline parameters; defaults from --preset, here {preset})")
+def _settings_options(p: argparse.ArgumentParser, model: type[BaseModel], preset: str, skip: set[str],
+                      title: str | None = None) -> None:
+    """--preset and the flags of `model`'s settings, each showing its value under `preset`."""
+    g = p.add_argument_group(title) if title else p
     _preset_option(g, preset)
-    _spec_options(g, RunSettings, skip={"store"})
+    _spec_options(g, model, skip, preset_defaults(model, preset))
+
+
+def _cluster_options(p: argparse.ArgumentParser, recorded: bool = False) -> None:
+    """ClusterSettings' flags; on `acgan rerun` the store's recorded values are the defaults."""
+    title = "cluster settings (fixed when the pipeline is compiled" + ("; default: as `acgan submit` recorded them "
+                                                                      "in the store)" if recorded else ")")
+    _spec_options(p.add_argument_group(title), ClusterSettings, set(),
+                  None if recorded else preset_defaults(ClusterSettings, None))
 
 
 def _service_account_option(p: argparse.ArgumentParser) -> None:
@@ -316,34 +309,6 @@ def _service_account_option(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--service-account", default=SERVICE_ACCOUNT,
                    help=f"the run's Kubernetes ServiceAccount (default {SERVICE_ACCOUNT}, from manifests/; '' for KFP's)")
-
-
-def _cluster_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cluster settings (fixed when the pipeline is compiled)")
-    g.add_argument("--image", help="the project's container image, REGISTRY/acgan-ensemble:TAG")
-    g.add_argument("--parallelism", type=int, help="training tasks (GPUs) at once (default 16)")
-    g.add_argument("--gpus-per-task", type=int, help="default 1")
-    g.add_argument("--node-selector", action="append", help="key=value label of the GPU pool (repeatable; "
-                   "default acgan.ai/pool=gpu)")
-    g.add_argument("--gpu-toleration", help="taint key to tolerate (default nvidia.com/gpu; 'none' for none)")
-    g.add_argument("--store-secret", help="Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
-    g.add_argument("--store-config-map", help="ConfigMap with ACGAN_S3_ENDPOINT")
-    g.add_argument("--timeout-seconds", type=int, help="limit for one training task (default 86400)")
-    g.add_argument("--train-threads", type=int, help="CPU threads of each training task (OMP_NUM_THREADS; default: "
-                                                     "its CPU request, 8)")
-    g.add_argument("--kueue-queue", help="admit the GPU tasks' pods through this Kueue LocalQueue (default: no Kueue)")
-    g.add_argument("--trainer-restarts", type=int, help="restarts of a crashed trainer inside its training task, "
-                   "each from its newest checkpoint (default 3)")
-    g.add_argument("--retries", type=int, help="retries of a task whose pod was deleted or preempted (default 4)")
-    g.add_argument("--retry-backoff-seconds", type=int, help="wait before the first retry, doubled for each next "
-                                                             "(default 120)")
-    g.add_argument("--prepare-cpu", help="CPU request and limit of the tasks that read the source (default 4)")
-    g.add_argument("--prepare-memory", help="memory request of the tasks that read the source (default 8G)")
-    g.add_argument("--data-pvc", help="NAME:/MOUNT: mount this PersistentVolumeClaim into the tasks that read the "
-                                      "source, for a --source on a volume (e.g. imagenet:/data)")
-    g.add_argument("--source-endpoint", help="http(s)://host:port of an S3 source not on the store's endpoint")
-    g.add_argument("--source-secret", help="Secret with the S3 source's own AWS_ACCESS_KEY_ID / "
-                                           "AWS_SECRET_ACCESS_KEY (default: the store's)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -355,33 +320,31 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _prepare_parser(sub) -> None:
     from acgan.data.prepare import PrepareConfig
-    from acgan.settings import LOCAL_PARALLELISM, EvaluationSettings, ServeSettings
-    from acgan.training.loop import TrainConfig
-
-    parser = _Parser(prog="acgan", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="read a data set into per-split shards and a split plan in the store")
     p.add_argument("--store", required=True, help="a directory, or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
-    _preset_option(p, "paper")
-    _spec_options(p, PrepareConfig, skip={"plan_file", "strict"})
+    _settings_options(p, PrepareConfig, "paper", skip={"plan_file", "strict"})
     p.add_argument("--plan-file", type=Path, help='JSON {"splits": [[class, ...], ...]} instead of contiguous groups')
     p.add_argument("--strict", action="store_true", default=None, help="folder: fail on an unreadable image")
     p.set_defaults(run=_prepare)
 
+
+def _train_split_parser(sub) -> None:
+    from acgan.training.loop import TrainConfig
+
     p = sub.add_parser("train-split", help="train (or continue) the AC-GAN of one class split")
     p.add_argument("--store", required=True)
     p.add_argument("--split", type=int, required=True)
-    _preset_option(p, "paper")
-    _spec_options(p, TrainConfig, skip={"split"})
+    _settings_options(p, TrainConfig, "paper", skip={"split"})
     p.set_defaults(run=_train_split)
 
+
+def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="the whole pipeline on this machine (kfp.local): the embedded default")
     p.add_argument("--store", default="./acgan-store", help="default ./acgan-store")
-    _run_options(p, "demo")
+    _settings_options(p, RunSettings, "demo", skip={"store"}, title="run settings (pipeline parameters)")
     p.add_argument("--parallelism", type=int, default=LOCAL_PARALLELISM, help="training tasks at once on this "
                    f"machine, sharing its cores (default {LOCAL_PARALLELISM})")
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"), help="kfp.local's task outputs")
@@ -390,12 +353,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "files under PIPELINE_ROOT/logs/, and a summary)")
     p.set_defaults(run=_run)
 
+
+def _compile_parser(sub) -> None:
     p = sub.add_parser("compile", help="compile the pipeline to a YAML file to upload in the KFP UI")
     p.add_argument("-o", "--output", type=Path, default=Path("acgan-ensemble.yaml"))
     _preset_option(p, "paper")
     _cluster_options(p)
     p.set_defaults(run=_compile)
 
+
+def _submit_parser(sub) -> None:
     p = sub.add_parser("submit", help="start a run on a Kubeflow Pipelines server")
     p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. https://kfp.example/pipeline")
     p.add_argument("--store", required=True, help="s3://BUCKET/PREFIX that every training pod reaches")
@@ -408,10 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "whether the namespace has the store's Secret and ConfigMap and the Kueue LocalQueue")
     p.add_argument("--require-gpu-quota", action="store_true", help="preflight: also require a ResourceQuota on "
                    "requests.nvidia.com/gpu that admits a training task")
-    _run_options(p, "paper")
+    _settings_options(p, RunSettings, "paper", skip={"store"}, title="run settings (pipeline parameters)")
     _cluster_options(p)
     p.set_defaults(run=_submit)
 
+
+def _status_parser(sub) -> None:
     p = sub.add_parser("status", help="per split: classes, newest complete step / target, state")
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -419,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "checksums (reads the weights) instead of trusting its completion marker")
     p.set_defaults(run=_status)
 
+
+def _rerun_parser(sub) -> None:
     p = sub.add_parser("rerun", help="train only the splits that are not complete, then re-assemble the ensemble; "
                        "on a cluster with the settings `acgan submit` recorded in the store, each option given "
                        "replacing its recorded value")
@@ -433,9 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"))
     p.add_argument("--no-preflight", action="store_true", help="on a cluster, skip asking the Kubernetes API "
                    "whether the namespace has what the pods need (as `acgan submit` does)")
-    _cluster_options(p)
+    _cluster_options(p, recorded=True)
     p.set_defaults(run=_rerun)
 
+
+def _unlock_parser(sub) -> None:
     p = sub.add_parser("unlock", help="remove a split's lease whose trainer is gone (its lease lapsed, or its process "
                        "on this machine ended), so that a rerun can train the split now")
     p.add_argument("--store", required=True)
@@ -444,33 +417,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "node); a trainer still running stops at its next renewal")
     p.set_defaults(run=_unlock)
 
+
+def _plan_parser(sub) -> None:
+    from acgan.capacity import PlanInput
+
     p = sub.add_parser("plan", help="GPU-hours, wall time and GPU nodes of a run, from the measured throughput")
-    p.add_argument("--classes", type=int, help="classes in the data set (default 1000, ImageNet)")
-    p.add_argument("--classes-per-split", type=int, help="default 10, the paper's")
-    p.add_argument("--steps", type=int, help="steps per split (default 50000, the paper's)")
-    p.add_argument("--batch-size", type=int, help="default 100, the paper's")
-    p.add_argument("--gpus", type=int, help="GPUs available to the run (default 16)")
-    p.add_argument("--gpus-per-node", type=int, help="default 8")
-    p.add_argument("--parallelism", type=int, help="the compiled pipeline's parallelism (default 16)")
-    p.add_argument("--images-per-second", type=float, help="training throughput of one GPU "
-                   "(the images/s that `acgan train-split` reports)")
-    p.add_argument("--task-overhead-s", type=float, help="start-up per task: scheduling, image pull (default 300)")
-    p.add_argument("--target-hours", type=float, help="wanted wall time: also print the GPU nodes it needs")
+    _spec_options(p, PlanInput, set(), preset_defaults(PlanInput, None))
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_plan)
 
+
+def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="the paper's discriminability and diversity analyses of the ensemble")
     p.add_argument("--store", required=True)
-    _spec_options(p, EvaluationSettings, skip=set())
-    p.add_argument("--real-per-class", type=int, help="real images per class used, at most (default 200)")
-    p.add_argument("--ms-ssim-threshold", type=float, help="joint analysis: low diversity at or above (default: the "
-                                                           "least diverse real class)")
-    p.add_argument("--accuracy-threshold", type=float, help="joint analysis: low accuracy at or below (0.01)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto | cpu | cuda: where samples are drawn and every analysis runs (classifier, "
-                                    "MS-SSIM, nearest neighbours)")
+    _spec_options(p, EvalSettings, set(), preset_defaults(EvalSettings, None))
     p.set_defaults(run=_evaluate)
 
+
+def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="speed benchmarks against their targets: a table, and JSON")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run,serve (default all; with "
@@ -479,11 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", type=Path, help="also the table as Markdown, with the machine and commit")
     p.set_defaults(run=_bench)
 
+
+def _compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="the class-split study: mean MS-SSIM against classes per model, over stores")
     p.add_argument("stores", nargs="+", metavar="STORE", help="evaluated stores (acgan evaluate)")
     p.add_argument("--out", type=Path, default=Path("ms-ssim-by-classes-per-model.png"), help="the figure (.png)")
     p.set_defaults(run=_compare)
 
+
+def _sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="draw samples of one class, through the ensemble when assembled")
     p.add_argument("--store", required=True)
     p.add_argument("--class", dest="class_", required=True, help="class id or class name")
@@ -493,11 +461,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=_sample)
 
+
+def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve the ensemble over HTTP (Open Inference Protocol v2, KServe), with a "
                        "gallery page at /")
     p.add_argument("--store", required=True, help="a directory, or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
-    _spec_options(p, ServeSettings, skip={"store"})
+    _spec_options(p, ServeSettings, {"store"}, preset_defaults(ServeSettings, None))
     p.set_defaults(run=_serve)
+
+
+COMMANDS = (_prepare_parser, _train_split_parser, _run_parser, _compile_parser, _submit_parser, _status_parser,
+            _rerun_parser, _unlock_parser, _plan_parser, _evaluate_parser, _bench_parser, _compare_parser,
+            _sample_parser, _serve_parser)  # in the order `acgan --help` lists them
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="acgan", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 

@@ -6,13 +6,11 @@ are fixed at compile time from `ClusterSettings`; everything a user changes per 
 """
 
 import inspect
-import types
-import typing
 
 from kfp import dsl, kubernetes
 from pydantic import BaseModel
 
-from acgan.settings import ClusterSettings, RunSettings, preset_defaults
+from acgan.settings import ClusterSettings, RunSettings, preset_defaults, value_type
 from components.assemble_ensemble import assemble_ensemble
 from components.evaluate_ensemble import evaluate_ensemble
 from components.prepare_data import prepare_data
@@ -83,15 +81,10 @@ def reads_source(task: dsl.PipelineTask, cluster: ClusterSettings) -> dsl.Pipeli
 
 
 def parameter_type(annotation) -> type:
-    """A settings field's type as a KFP parameter (str, int, float, bool or list): KFP has no None or Literal."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is typing.Literal:
-        return type(args[0])
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return parameter_type(args[0])
-    if typing.get_origin(annotation) is list:
-        return list
-    return annotation if annotation in (int, float, bool) else str
+    """A settings field's type as a KFP parameter (str, int, float, bool or list): its values' type as the command
+    line reads them too (`value_type`); KFP has no None, no Literal and no Path."""
+    kind = value_type(annotation)
+    return kind if kind in (int, float, bool, list) else str
 
 
 def pipeline_signature(model: type[BaseModel], preset: str) -> inspect.Signature:

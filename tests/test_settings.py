@@ -1,7 +1,6 @@
 """One declaration per setting, named presets, and where each command takes its defaults from."""
 
 import json
-import typing
 
 import pytest
 import yaml
@@ -15,12 +14,14 @@ from acgan.evaluation.analyses import ANALYSES
 from acgan.settings import (
     ANALYSIS_NAMES,
     PRESETS,
+    ClusterSettings,
     DataSettings,
     EvalSettings,
     EvaluationSettings,
     RunSettings,
     TrainingSettings,
     preset_defaults,
+    value_type,
 )
 from components.prepare_data import prepare_data
 from pipelines.acgan_ensemble import pipeline_signature
@@ -112,7 +113,7 @@ def test_the_evaluation_settings_are_flags_of_acgan_evaluate_and_of_acgan_run():
         flags = {a.dest: a for a in sub._actions}
         for name, field in EvaluationSettings.model_fields.items():
             assert flags[name].option_strings == [f"--{name.replace('_', '-')}"], (command, name)
-            assert flags[name].help == field.description, (command, name)
+            assert flags[name].help.startswith(field.description.replace("%", "%%")), (command, name)
     args = parser.parse_args(["evaluate", "--store", "s", "--pairs", "7", "--analyses", "joint, diversity"])
     settings = EvalSettings.model_validate(cli._given(args, EvalSettings.model_fields))
     assert (settings.pairs, settings.analyses) == (7, ["diversity", "joint"])  # the table's order
@@ -156,9 +157,8 @@ def test_compiled_parameters_are_the_spec_with_the_presets_defaults(capsys, tmp_
     assert set(params) == set(RunSettings.model_fields)
     defaults = preset_defaults(RunSettings, preset)
     for name, field in RunSettings.model_fields.items():
-        kind = cli._flag_type(field.annotation)  # the value's type, as the command line reads it
-        kind = bool if kind is cli._boolean else kind
-        expected = "LIST" if typing.get_origin(field.annotation) is list else KFP_TYPES.get(kind, "STRING")
+        kind = value_type(field.annotation)  # the values' type, as the command line reads them too
+        expected = KFP_TYPES.get(kind, "STRING")
         assert params[name]["parameterType"] == expected, name
         if name != "store":  # the one parameter a run must give; KFP strings have no None
             assert params[name].get("defaultValue") == ("" if defaults[name] is None else defaults[name]), name
@@ -227,3 +227,60 @@ def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoin
     assert saved == TrainConfig(preset="paper", split=0, steps=2, checkpoint_every=2, batch_size=8, width=0.0625,
                                 stats_samples_per_class=2, stats_pairs=1).model_dump()
     assert saved["preset"] == "paper" and saved["d_dropout"] == 0.5 and saved["d_fake_class_loss"] is True
+
+
+def _subcommands() -> dict:
+    return cli.build_parser()._subparsers._group_actions[0].choices
+
+
+def test_every_command_help_shows_each_settings_description_and_default():
+    """Each settings flag's help is its field's description and the default it has there: the preset's for the run's
+    settings, the field's own for the cluster's and the evaluation's; `acgan rerun`'s cluster flags default to what
+    the store recorded, so they show none. Every command's --help renders (a description's % once broke it)."""
+    commands = _subcommands()
+    for command in commands.values():
+        assert command.format_help()
+    cases = [("compile", ClusterSettings, preset_defaults(ClusterSettings, None)),
+             ("submit", ClusterSettings, preset_defaults(ClusterSettings, None)), ("rerun", ClusterSettings, {}),
+             ("evaluate", EvalSettings, preset_defaults(EvalSettings, None)),
+             ("run", RunSettings, preset_defaults(RunSettings, "demo"))]
+    for command, model, defaults in cases:
+        flags = {a.dest: a for a in commands[command]._actions}
+        for name, field in model.model_fields.items():
+            if name in ("store", "preset"):  # --store: each command's own; --preset: its choices
+                continue
+            assert flags[name].option_strings == [f"--{name.replace('_', '-')}"], (command, name)
+            assert flags[name].help == cli._flag_help(field.description, defaults.get(name)), (command, name)
+            assert field.description, (model.__name__, name)
+    compile_help = {a.dest: a.help for a in commands["compile"]._actions}
+    assert compile_help["parallelism"] == "training tasks (GPUs) at once (default 16)"
+    assert compile_help["node_selector"].endswith("(default acgan.ai/pool=gpu)")
+    run_help = {a.dest: a.help for a in commands["run"]._actions}
+    assert run_help["steps"].endswith("(default 900)") and run_help["d_fake_class_loss"].endswith("(default false)")
+    assert "1%%)" in {a.dest: a.help for a in commands["evaluate"]._actions}["accuracy_threshold"]
+
+
+def test_the_cluster_flags_reach_the_cluster_settings():
+    args = cli.build_parser().parse_args(["compile", "--node-selector", "pool=h100", "--node-selector", "zone=a",
+                                          "--gpu-toleration", "none", "--train-memory", "64G", "--retries", "2"])
+    cluster = cli._cluster_settings(args)
+    assert cluster.node_selector == {"pool": "h100", "zone": "a"} and cluster.gpu_toleration is None
+    assert (cluster.train_memory, cluster.retries, cluster.parallelism) == ("64G", 2, 16)
+    recorded = ClusterSettings.model_validate(json.loads(json.dumps(cluster.model_dump())))  # as cluster.json
+    assert recorded == cluster
+
+
+def test_a_new_cluster_setting_is_one_field():
+    """A field added to ClusterSettings (here on a test-only copy) is a flag of the cluster commands with its
+    description and default, and reaches the validated settings: no other edit (the pipeline reads it where it is
+    used, on_cluster in pipelines/acgan_ensemble.py)."""
+    class Extended(ClusterSettings):
+        priority_class: str = Field("acgan-low", description="a test-only cluster setting: the pods' PriorityClass")
+
+    parser = cli._Parser(prog="acgan test")
+    cli._spec_options(parser, Extended, set(), preset_defaults(Extended, None))
+    flag = next(a for a in parser._actions if a.dest == "priority_class")
+    assert flag.option_strings == ["--priority-class"]
+    assert flag.help == "a test-only cluster setting: the pods' PriorityClass (default acgan-low)"
+    assert Extended.model_validate(cli._given(parser.parse_args(["--priority-class", "high"]),
+                                              Extended.model_fields)).priority_class == "high"
