@@ -60,7 +60,7 @@ def load_settings(store: Store) -> RunSettings:
 def evaluation_settings(store: Store) -> EvalSettings:
     """The run's evaluation settings and seed, as recorded in the store (experiment.json)."""
     run = load_settings(store)
-    return EvalSettings(seed=run.seed, **run.model_dump(include=set(EvaluationSettings.model_fields)))
+    return EvalSettings(**run.model_dump(include=set(EvaluationSettings.model_fields)))
 
 
 def train_config(settings: RunSettings, split: int) -> TrainConfig:

@@ -132,7 +132,23 @@ def preset_defaults(model: type[BaseModel], preset: str | None) -> dict:
             "preset": preset}
 
 
-class PresetSettings(BaseModel):
+class SeedSetting(BaseModel):
+    """The seed, one for a run's training and evaluation: shared by the training and data settings (`PresetSettings`)
+    and the evaluation's (`EvaluationSettings`)."""
+
+    seed: int = Field(0, ge=0, description="seed of the data order, the weights and the evaluation samples")
+
+
+class DeviceSetting(BaseModel):
+    """Where a process computes: shared by the trainer's settings (`TrainConfig`) and the evaluation's
+    (`EvalSettings`)."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda: where training runs, or "
+                                                   "the evaluation's sampling and every analysis (auto: a GPU when "
+                                                   "one is visible)")
+
+
+class PresetSettings(SeedSetting):
     """The base of every model that holds training or data settings: unknown keys are rejected, and `preset` fills
     the settings not given from a named preset; the resolved model records the preset's name and every value."""
 
@@ -142,7 +158,6 @@ class PresetSettings(BaseModel):
     preset: str | None = Field(None, description=f"named defaults: {' or '.join(PRESETS)}; a setting given "
                                                  "explicitly overrides the preset's value (the KFP UI shows the "
                                                  "values of the preset compiled in: `acgan compile --preset NAME`)")
-    seed: int = Field(0, ge=0, description="seed of the data order, the weights and the evaluation samples")
 
     @model_validator(mode="before")
     @classmethod
@@ -214,7 +229,7 @@ class TrainingSettings(PresetSettings):
                                                    "translation, cutout; empty or none is the paper's")
 
 
-class EvaluationSettings(BaseModel):
+class EvaluationSettings(SeedSetting):
     """What the evaluation of an ensemble computes, and from how many samples; shared by `RunSettings` (the
     pipeline's last step) and `EvalSettings` (`acgan evaluate`, which adds the settings only it takes)."""
 
@@ -405,14 +420,11 @@ class ClusterSettings(BaseModel):
         return v
 
 
-class EvalSettings(EvaluationSettings):
+class EvalSettings(EvaluationSettings, DeviceSetting):
     """`acgan evaluate`'s settings: the evaluation's shared ones (`EvaluationSettings`: samples, pairs, classifier,
-    analyses) and those only it takes."""
+    analyses, seed), the device, and those only it takes."""
 
     real_per_class: int = Field(200, ge=2, le=100_000, description="real images per class used (at most)")
-    seed: int = Field(0, ge=0, description="seed of the evaluation samples")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda: where samples are drawn "
-                                                   "and every analysis runs (classifier, MS-SSIM, nearest neighbours)")
     ms_ssim_threshold: float | None = Field(None, gt=0, le=1, description="joint analysis: a class is low-diversity "
                                                                          "at or above it (default: the max real class)")
     accuracy_threshold: float = Field(0.01, ge=0, lt=1, description="joint analysis: low accuracy at or below it "

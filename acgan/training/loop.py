@@ -36,7 +36,7 @@ from acgan.errors import UserError
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
-from acgan.settings import MAX_STEPS, TrainingSettings
+from acgan.settings import MAX_STEPS, DeviceSetting, TrainingSettings
 from acgan.store import Store, write_json
 from acgan.training.state import pack_checkpoint, unpack_checkpoint
 from acgan.training.step import FastPath, TrainStep, make_optimizers
@@ -44,7 +44,7 @@ from acgan.training.step import FastPath, TrainStep, make_optimizers
 log = logging.getLogger(__name__)
 
 
-class TrainConfig(TrainingSettings):
+class TrainConfig(TrainingSettings, DeviceSetting):
     """The spec of one split's training; saved as `config.json` beside its checkpoints. The settings a run sets are
     `TrainingSettings`' fields (the paper's values by default); these are the trainer's own."""
 
@@ -60,7 +60,6 @@ class TrainConfig(TrainingSettings):
     lease_seconds: float = Field(300, ge=1, le=86_400, description="the split's lease expires this long after its "
                                                                    "last renewal (renewed every third of it): how "
                                                                    "long a killed trainer blocks another")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, float32 "
                                                                             "on a CPU")
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile G and D (auto: on a GPU)")
