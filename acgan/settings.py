@@ -82,6 +82,11 @@ AugmentPolicy = Annotated[str, AfterValidator(parse_policy)]
 ANALYSIS_NAMES = ("discriminability", "diversity", "joint", "fidelity")
 
 
+def _empty_is_unset(value):
+    """The KFP UI sends "" for a parameter left empty; KFP has no None (an optional number is a string parameter)."""
+    return None if value == "" else value
+
+
 def _comma_separated(value):
     """The command line gives a list as one comma-separated text; the KFP UI and experiment.json as a list."""
     return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
@@ -248,6 +253,13 @@ class EvaluationSettings(SeedSetting):
         "evaluation: the analyses to compute (on the command line: comma-separated, e.g. discriminability,diversity) "
         f"of {', '.join(ANALYSIS_NAMES)}. Only what they read is computed: the classifier for "
         "discriminability, joint and fidelity; MS-SSIM, the slow part, for diversity and joint"))
+    real_per_class: int = Field(200, ge=2, le=100_000, description="evaluation: real images per class used, at most")
+    ms_ssim_threshold: Annotated[float | None, BeforeValidator(_empty_is_unset)] = Field(
+        None, gt=0, le=1, description="evaluation, joint analysis: a class whose samples' MS-SSIM is at or above it "
+                                      "is low in diversity; unset: the least diverse real class's, the paper's")
+    accuracy_threshold: float = Field(0.01, ge=0, lt=1, description="evaluation, joint analysis: a class whose "
+                                                                    "accuracy is at or below it is low in accuracy; "
+                                                                    "the paper: 1%")
 
 
 class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
@@ -424,11 +436,6 @@ class EvalSettings(EvaluationSettings, DeviceSetting):
     """`acgan evaluate`'s settings: the evaluation's shared ones (`EvaluationSettings`: samples, pairs, classifier,
     analyses, seed), the device, and those only it takes."""
 
-    real_per_class: int = Field(200, ge=2, le=100_000, description="real images per class used (at most)")
-    ms_ssim_threshold: float | None = Field(None, gt=0, le=1, description="joint analysis: a class is low-diversity "
-                                                                         "at or above it (default: the max real class)")
-    accuracy_threshold: float = Field(0.01, ge=0, lt=1, description="joint analysis: low accuracy at or below it "
-                                                                    "(paper: 1%)")
     is_splits: int = Field(10, ge=1, le=100, description="Inception Score: the samples in this many parts")
     grid_columns: int = Field(10, ge=1, le=100, description="samples per class in the report's grids")
     report_splits: int = Field(10, ge=1, le=1000, description="splits whose sample grids the report shows")

@@ -6,6 +6,7 @@ are fixed at compile time from `ClusterSettings`; everything a user changes per 
 """
 
 import inspect
+import typing
 
 from kfp import dsl, kubernetes
 from pydantic import BaseModel
@@ -82,9 +83,10 @@ def reads_source(task: dsl.PipelineTask, cluster: ClusterSettings) -> dsl.Pipeli
 
 def parameter_type(annotation) -> type:
     """A settings field's type as a KFP parameter (str, int, float, bool or list): its values' type as the command
-    line reads them too (`value_type`); KFP has no None, no Literal and no Path."""
+    line reads them too (`value_type`). KFP has no Literal, no Path and no None: an optional value is a string, ""
+    for None (`pipeline_arguments`)."""
     kind = value_type(annotation)
-    return kind if kind in (int, float, bool, list) else str
+    return kind if kind in (int, float, bool, list) and type(None) not in typing.get_args(annotation) else str
 
 
 def pipeline_signature(model: type[BaseModel], preset: str) -> inspect.Signature:

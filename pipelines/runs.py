@@ -22,7 +22,7 @@ from acgan.experiment import load_settings, splits_to_rerun
 from acgan.lease import RunLease
 from acgan.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
 from acgan.store import Store, open_store, read_model, write_json
-from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline
+from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline, parameter_type
 from pipelines.stopping import StopOnSignal, TaskRefused
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,13 @@ RUN_LEASE_SECONDS = 300  # a local run's lease on its store: how long one killed
 
 
 def pipeline_arguments(settings: RunSettings) -> dict:
-    """Pipeline parameters from validated settings (KFP strings have no None)."""
-    return {**settings.model_dump(), "source": settings.source or "", "class_list": settings.class_list or "",
-            "preset": settings.preset or ""}
+    """Pipeline parameters from validated settings: a string parameter's value as text, "" for None."""
+    def value(name: str, v):
+        if parameter_type(RunSettings.model_fields[name].annotation) is not str:
+            return v
+        return "" if v is None else str(v)
+
+    return {name: value(name, v) for name, v in settings.model_dump().items()}
 
 
 def compile_pipeline(cluster: ClusterSettings, out: Path, preset: str = "paper") -> Path:

@@ -1,6 +1,7 @@
 """One declaration per setting, named presets, and where each command takes its defaults from."""
 
 import json
+import typing
 
 import pytest
 import yaml
@@ -33,7 +34,8 @@ EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=3
                     images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, width=0.125,
                     d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
                     g_layout="imagenet-start", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained",
-                    analyses=["discriminability", "diversity", "joint", "fidelity"])
+                    analyses=["discriminability", "diversity", "joint", "fidelity"], real_per_class=200,
+                    ms_ssim_threshold=None, accuracy_threshold=0.01)
 # Odena, Olah & Shlens (2016) at ImageNet's shape, nothing added.
 PAPER = dict(resolution=128, classes_per_split=10, batch_size=100, steps=50_000, width=1.0, d_width=1.0,
              d_fake_class_loss=True, mode_seeking=0.0, augment="", d_dropout=0.5, d_noise_std=0.1, g_layout="paper")
@@ -158,7 +160,8 @@ def test_compiled_parameters_are_the_spec_with_the_presets_defaults(capsys, tmp_
     defaults = preset_defaults(RunSettings, preset)
     for name, field in RunSettings.model_fields.items():
         kind = value_type(field.annotation)  # the values' type, as the command line reads them too
-        expected = KFP_TYPES.get(kind, "STRING")
+        optional = type(None) in typing.get_args(field.annotation)  # KFP has no None: a string, "" for None
+        expected = "STRING" if optional else KFP_TYPES.get(kind, "STRING")
         assert params[name]["parameterType"] == expected, name
         if name != "store":  # the one parameter a run must give; KFP strings have no None
             assert params[name].get("defaultValue") == ("" if defaults[name] is None else defaults[name]), name
@@ -257,7 +260,7 @@ def test_every_command_help_shows_each_settings_description_and_default():
     assert compile_help["node_selector"].endswith("(default acgan.ai/pool=gpu)")
     run_help = {a.dest: a.help for a in commands["run"]._actions}
     assert run_help["steps"].endswith("(default 900)") and run_help["d_fake_class_loss"].endswith("(default false)")
-    assert "1%%)" in {a.dest: a.help for a in commands["evaluate"]._actions}["accuracy_threshold"]
+    assert "the paper: 1%% (default 0.01)" in {a.dest: a.help for a in commands["evaluate"]._actions}["accuracy_threshold"]
 
 
 def test_the_cluster_flags_reach_the_cluster_settings():

@@ -3,6 +3,7 @@ kfp.local does not apply: the API server's check of a run's parameters, the driv
 every task input (loop items, upstream outputs, pipeline parameters), the launcher's executor input and outputs,
 and the Secret and ConfigMap keys each pod's environment takes. The components run for real, as processes."""
 
+import json
 import os
 
 import pytest
@@ -130,7 +131,9 @@ def test_the_pipeline_runs_end_to_end_under_the_backends_rules(s3_server, s3_env
                   secrets={cluster.store_secret: {"AWS_ACCESS_KEY_ID": s3_server["access_key"],
                                                   "AWS_SECRET_ACCESS_KEY": s3_server["secret_key"]}},
                   config_maps={cluster.store_config_map: {"ACGAN_S3_ENDPOINT": s3_server["endpoint"]}})
-    run.submit(pipeline_arguments(RunSettings(store=s3_env, **SETTINGS)))
+    # The joint analysis' thresholds and the real images per class: run settings too, an optional number a string.
+    evaluation = dict(real_per_class=150, ms_ssim_threshold=0.9, accuracy_threshold=0.05)
+    run.submit(pipeline_arguments(RunSettings(store=s3_env, **SETTINGS, **evaluation)))
     tasks = [e.task.rsplit("/", 1)[-1] for e in run.executed]
     assert tasks == ["prepare-data", "prepare-split-data", "train-split", "prepare-split-data", "train-split",
                      "assemble-ensemble", "evaluate-ensemble"]
@@ -140,4 +143,6 @@ def test_the_pipeline_runs_end_to_end_under_the_backends_rules(s3_server, s3_env
     store = open_store(s3_env)
     assert [(s.state, s.step) for s in split_statuses(store)] == [("complete", 4), ("complete", 4)]
     assert sorted(m.class_id for m in load_ensemble(store).classes) == list(range(10))
-    assert store.exists("eval/metrics.json")
+    computed_on = json.loads(store.read_bytes("eval/metrics.json"))["computed_on"]
+    assert computed_on["joint_thresholds"] == {"ms_ssim": 0.9, "accuracy": 0.05, "ms_ssim_is_real_max": False}
+    assert computed_on["real_per_class_at_most"] == 150
