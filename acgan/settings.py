@@ -207,6 +207,23 @@ class DataSettings(PresetSettings):
     def _no_credentials(cls, v: str | None) -> str | None:
         return _checked_uri(v)
 
+    @model_validator(mode="after")
+    def _source_fits_dataset(self) -> "DataSettings":
+        if self.dataset in ("cifar10", "folder") and not self.source:
+            raise ValueError(f"dataset {self.dataset} needs --source: the {self.dataset} files to read")
+        if self.class_list and self.dataset != "folder":
+            raise ValueError("--class-list selects class folders: it needs --dataset folder")
+        classes = self.known_class_count
+        if classes is not None and self.classes_per_split > classes:
+            raise ValueError(f"classes_per_split {self.classes_per_split} is larger than the {classes} classes of "
+                             f"{self.dataset}")
+        return self
+
+    @property
+    def known_class_count(self) -> int | None:
+        """The class count before reading any data (None for a folder data set)."""
+        return self.num_classes if self.dataset == "synthetic" else KNOWN_CLASS_COUNTS.get(self.dataset)
+
 
 class TrainingSettings(PresetSettings):
     """How one split's AC-GAN is trained; shared by `RunSettings` and `TrainConfig`. Each default is the paper's."""
@@ -282,15 +299,8 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
         return _checked_uri(v)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "RunSettings":
-        if self.dataset in ("cifar10", "folder") and not self.source:
-            raise ValueError(f"dataset {self.dataset} needs a source path")
-        if self.class_list and self.dataset != "folder":
-            raise ValueError("class_list selects class folders: it needs dataset folder")
+    def _splits_in_plan(self) -> "RunSettings":
         classes = self.known_class_count
-        if classes is not None and self.classes_per_split > classes:
-            raise ValueError(f"classes_per_split {self.classes_per_split} is larger than the {classes} classes of "
-                             f"{self.dataset}")
         if any(s < 0 for s in self.split_ids) or len(set(self.split_ids)) != len(self.split_ids):
             raise ValueError(f"split_ids {self.split_ids} must be distinct non-negative split ids")
         if classes is not None and self.split_ids and max(self.split_ids) >= math.ceil(classes / self.classes_per_split):
@@ -298,11 +308,6 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
                              f"{self.classes_per_split} classes per split has splits 0.."
                              f"{math.ceil(classes / self.classes_per_split) - 1}")
         return self
-
-    @property
-    def known_class_count(self) -> int | None:
-        """The class count before reading any data (None for a folder data set)."""
-        return self.num_classes if self.dataset == "synthetic" else KNOWN_CLASS_COUNTS.get(self.dataset)
 
     @property
     def splits_to_train(self) -> int | None:

@@ -75,7 +75,7 @@ def test_bad_inputs(capsys, tmp_path, digits_store):
         (["run", "--store", tmp_path / "r", "--classes-per-split", 11], "larger than the 10 classes of digits"),
         (["run", "--store", tmp_path / "r", "--split-ids", "0,5"], "outside the plan"),
         (["run", "--store", tmp_path / "r", "--split-ids", "a,b"], "separated by commas"),
-        (["run", "--store", tmp_path / "r", "--dataset", "folder"], "needs a source path"),
+        (["run", "--store", tmp_path / "r", "--dataset", "folder"], "needs --source"),
         (["submit", "--host", "http://127.0.0.1:9", "--store", "s3://acgan/x", "--parallelism", 0], "--parallelism"),
         (["compile", "-o", tmp_path / "p.yaml", "--node-selector", "gpu"], "must be key=value"),
         (["compile", "-o", tmp_path / "p.yaml", "--image", "Bad Image"], "not an image reference"),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -40,14 +40,6 @@ class PrepareConfig(DataSettings):
     plan_file: Path | None = Field(None, description="JSON {'splits': [[class, ...], ...]}; overrides "
                                                      "classes_per_split")
     strict: bool = Field(False, description="folder: fail on the first unreadable image instead of skipping it")
-
-    @model_validator(mode="after")
-    def _source_given(self) -> "PrepareConfig":
-        if self.dataset in ("cifar10", "folder") and self.source is None:
-            raise ValueError(f"dataset {self.dataset} needs --source (the {self.dataset} files to read)")
-        if self.class_list and self.dataset != "folder":
-            raise ValueError("--class-list selects class folders: it needs --dataset folder")
-        return self
 
 
 class ShardInfo(BaseModel):
