@@ -129,13 +129,16 @@ def test_late_writer_cannot_replace_a_committed_checkpoint(any_store):
     assert load_checkpoint(any_store, 0, 5) == {"a.bin": b"by B", "b.bin": b"B too"}
 
 
-def test_markers_of_old_stores_without_writer_tokens_load(tmp_path):
+def test_a_marker_without_writer_tokens_is_not_a_checkpoint(tmp_path, caplog):
+    """0.1.0 writes every marker with its writer's token and object names; one without them is damage."""
     store = LocalStore(tmp_path)
     prefix = checkpoint_prefix(0, 5)
     store.write_bytes(f"{prefix}/a.bin", b"old")
     store.write_bytes(f"{prefix}/{MARKER}", json.dumps({"step": 5, "files": {"a.bin": {
         "bytes": 3, "sha256": hashlib.sha256(b"old").hexdigest()}}}).encode())
-    assert latest_checkpoint(store, 0) == (5, {"a.bin": b"old"})
+    with caplog.at_level(logging.WARNING):
+        assert latest_checkpoint(store, 0) is None
+    assert f"{prefix}/{MARKER}: writer: Field required" in caplog.text
 
 
 @pytest.mark.parametrize("files", [{"a.bin": {"bytes": "3", "sha256": "0" * 64}}, {"a.bin": {"bytes": 3}},
