@@ -7,8 +7,7 @@ Our readings of the paper, where it is silent:
 - At 32x32 the paper's appendix tables a CIFAR-10 generator: linear to 384 channels, then 5x5 stride-2 transposed
   convolutions to 192, 96 and 3 channels. Three stride-2 layers reach 32 from 4, so the linear layer outputs
   384 x 4 x 4 (`g_layout="paper"`). `g_layout="imagenet-start"` keeps the ImageNet G's 768 x 8 x 8 start at 32 px
-  too (two transposed convolutions, to 384 and the image): the network the embedded digits run was tuned with, and
-  the one checkpoints from before the setting hold.
+  too (two transposed convolutions, to 384 and the image): the network the embedded digits run was tuned with.
 - D keeps all six 3x3 convolutions at every resolution; only the input of its final linear layer shrinks.
 - `width` and `d_width` scale G's and D's channel counts, for CPU runs; 1.0 is the paper's network. At 32 px with G
   at width 0.125, the full D is nine tenths of a training step; at half width a step costs half as much. At a
@@ -20,13 +19,15 @@ Our readings of the paper, where it is silent:
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from acgan.settings import ModelSettings
 
 G_WIDTHS = (768, 384, 256, 192)  # ImageNet: linear to 768 (8x8), transposed convs to 384, 256, 192, then the image
 G_WIDTHS_CIFAR = (384, 192, 96)  # CIFAR-10, 32 px: linear to 384 (4x4), transposed convs to 192, 96, then the image
@@ -35,27 +36,18 @@ D_STRIDES = (2, 1, 2, 1, 2, 1)
 RESOLUTIONS = (32, 64, 128)
 
 
-class ModelConfig(BaseModel):
-    """The shapes of G and D (a checkpoint only loads into a model of the same shapes) and D's regularisation."""
+class ModelConfig(ModelSettings):
+    """The shapes of G and D (a checkpoint only loads into a model of the same shapes) and D's regularisation: the
+    run's model settings (`ModelSettings`, acgan/settings.py) and what the split's plan fixes."""
 
     SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ("resolution", "channels", "num_classes", "noise_dim", "width", "d_width",
                                                "g_layout")
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    resolution: int = 128
-    channels: int = Field(3, description="1 (grey) or 3 (RGB)")
+    resolution: int = Field(128, description="the plan's image size: 32, 64 or 128")
+    channels: int = Field(3, description="the plan's image channels: 1 (grey) or 3 (RGB)")
     num_classes: int = Field(10, ge=1, description="classes of this split (K)")
-    noise_dim: int = Field(100, ge=1)
-    d_noise_std: float = Field(0.1, ge=0.0, description="std of D's Gaussian activation noise while training")
-    d_dropout: float = Field(0.5, ge=0.0, lt=1.0, description="dropout after each D layer (paper: 0.5)")
-    width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies G's channel counts; 1.0 is the paper's network")
-    d_width: float = Field(1.0, gt=0.0, le=4.0, description="multiplies D's channel counts; 1.0 is the paper's network")
-    # The default is the layout of checkpoints saved before this field existed, so their configs still load; the
-    # training settings choose "paper" unless a preset says otherwise.
-    g_layout: Literal["paper", "imagenet-start"] = Field(
-        "imagenet-start", description="G at 32 px: the paper's CIFAR-10 table (4x4 start) or the ImageNet G's 8x8 "
-                                       "start")
 
     @field_validator("resolution")
     @classmethod

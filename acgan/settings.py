@@ -225,7 +225,27 @@ class DataSettings(PresetSettings):
         return self.num_classes if self.dataset == "synthetic" else KNOWN_CLASS_COUNTS.get(self.dataset)
 
 
-class TrainingSettings(PresetSettings):
+class ModelSettings(BaseModel):
+    """The settings that shape G and D, and D's regularisation: part of the training settings, and, with what the
+    plan fixes (the resolution, the channels, the split's classes), the model's config (acgan/model.py's
+    `ModelConfig`), so a new model setting is one field here. Each default is the paper's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    noise_dim: int = Field(100, ge=1, le=4096, description="G's noise inputs (z), beside the one-hot class; the "
+                                                           "paper: 100")
+    width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
+    d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
+    d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")
+    d_noise_std: float = Field(0.1, ge=0, le=10, description="D's Gaussian activation noise while training; the "
+                                                            "paper's (our reading): 0.1")
+    g_layout: Literal["paper", "imagenet-start"] = Field(
+        "paper", description="G at 32 px: paper (the appendix's CIFAR-10 generator: linear to 384 x 4 x 4, then "
+                             "192, 96, 3 channels) or imagenet-start (the ImageNet G's 768 x 8 x 8 start, then 384 "
+                             "and the image); the same network at 64 and 128 px")
+
+
+class TrainingSettings(ModelSettings, PresetSettings):
     """How one split's AC-GAN is trained; shared by `RunSettings` and `TrainConfig`. Each default is the paper's."""
 
     steps: int = Field(50_000, ge=1, le=MAX_STEPS, description="training steps per split (one D and one G update "
@@ -234,19 +254,10 @@ class TrainingSettings(PresetSettings):
     batch_size: int = Field(100, ge=1, le=65_536, description="images per training step; the paper: 100")
     checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS, description="steps between checkpoints: at most this "
                                                                        "much is lost when a training pod is preempted")
-    width: float = Field(1.0, gt=0, le=4.0, description="G's channel multiplier; the paper's network is 1.0")
-    d_width: float = Field(1.0, gt=0, le=4.0, description="D's channel multiplier; the paper's network is 1.0")
-    d_dropout: float = Field(0.5, ge=0, lt=1, description="dropout after each D layer; the paper: 0.5")
-    d_noise_std: float = Field(0.1, ge=0, le=10, description="D's Gaussian activation noise while training; the "
-                                                            "paper's (our reading): 0.1")
     d_fake_class_loss: bool = Field(True, description="true | false: D's class term on generated images; the "
                                                       "paper: true")
     mode_seeking: float = Field(0.0, ge=0, le=100, description="weight of G's mode-seeking term against "
                                                               "within-class collapse (MSGAN); the paper: 0")
-    g_layout: Literal["paper", "imagenet-start"] = Field(
-        "paper", description="G at 32 px: paper (the appendix's CIFAR-10 generator: linear to 384 x 4 x 4, then "
-                             "192, 96, 3 channels) or imagenet-start (the ImageNet G's 768 x 8 x 8 start, then 384 "
-                             "and the image); the same network at 64 and 128 px")
     augment: AugmentPolicy = Field("", description="DiffAugment policy for D's inputs: a comma-separated subset of "
                                                    "translation, cutout; empty or none is the paper's")
 

@@ -7,7 +7,7 @@ forward passes of exactly the request's n: one plain forward pass per request, a
 Every request asks for a class of the same split, the case batching is for. The generator's own throughput is plain
 forward passes (and the conversion to uint8) at batch 1 and 64 in this process. Each figure is the best of a few
 rounds, taken in turn. On a CPU the ensemble has the
-embedded run's shape (32 px, G at width 0.125), on a GPU the paper's (128 px, full width); its weights are
+embedded run's shape (32 px, G at width 0.125 from the ImageNet G's 8x8 start), on a GPU the paper's (128 px, full width); its weights are
 untrained, which costs the same.
 """
 
@@ -141,7 +141,7 @@ def bench_serve(device: torch.device, seconds: float | None = None, rounds: int 
     gpu = device.type == "cuda"
     seconds = seconds or (2.0 if gpu else 1.5)
     shape = dict(resolution=128, width=1.0, classes_per_split=10) if gpu else \
-        dict(resolution=32, width=0.125, classes_per_split=5)
+        dict(resolution=32, width=0.125, classes_per_split=5, g_layout="imagenet-start")
     name = device_name(device)
     best: dict[tuple[int, int, str], tuple[float, list[float]]] = {}
     own = dict.fromkeys(SIZES, 0.0)

@@ -57,9 +57,10 @@ def test_32px_generator_follows_the_papers_cifar10_table():
     assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in deconvs] == [
         (384, 192, (5, 5), (2, 2)), (192, 96, (5, 5), (2, 2)), (96, 3, (5, 5), (2, 2))]
     assert G(torch.randn(2, 100), torch.tensor([0, 9])).shape == (2, 3, 32, 32)
-    # The ImageNet G's 8x8 start, kept for the embedded run and for checkpoints saved before the setting existed.
-    legacy = Generator(ModelConfig(resolution=32, channels=3, num_classes=10))
-    assert legacy.fc.out_features == 768 * 8 * 8 and "g_layout" in ModelConfig.SHAPE_FIELDS
+    assert Generator(ModelConfig(resolution=32, channels=3, num_classes=10)).fc.out_features == 384 * 4 * 4  # default
+    # The ImageNet G's 8x8 start, which the embedded run (the demo preset) was tuned with.
+    demo = Generator(ModelConfig(resolution=32, channels=3, num_classes=10, g_layout="imagenet-start"))
+    assert demo.fc.out_features == 768 * 8 * 8 and "g_layout" in ModelConfig.SHAPE_FIELDS
     # At 64 and 128 px there is one generator.
     for resolution in (64, 128):
         shapes = [tuple(p.shape) for g in ("paper", "imagenet-start")

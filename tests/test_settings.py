@@ -31,7 +31,7 @@ from acgan.training.loop import TrainConfig
 
 # What `acgan run` trained before presets existed (RunSettings' defaults then): `demo` must resolve to exactly this.
 EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=32, classes_per_split=5, num_classes=10,
-                    images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, width=0.125,
+                    images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, noise_dim=100, width=0.125,
                     d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
                     g_layout="imagenet-start", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained",
                     analyses=["discriminability", "diversity", "joint", "fidelity"], real_per_class=200,

@@ -36,7 +36,7 @@ from acgan.errors import UserError
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
-from acgan.settings import MAX_STEPS, DeviceSetting, TrainingSettings
+from acgan.settings import MAX_STEPS, DeviceSetting, ModelSettings, TrainingSettings
 from acgan.store import Store, write_json
 from acgan.training.state import pack_checkpoint, unpack_checkpoint
 from acgan.training.step import FastPath, TrainStep, make_optimizers
@@ -54,7 +54,6 @@ class TrainConfig(TrainingSettings, DeviceSetting):
     beta2: float = Field(0.999, ge=0, lt=1)
     tick_every: int = Field(100, ge=1, le=MAX_STEPS, description="steps between stats lines")
     keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
-    noise_dim: int = Field(100, ge=1)
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
     stats_pairs: int = Field(100, ge=1)
     lease_seconds: float = Field(300, ge=1, le=86_400, description="the split's lease expires this long after its "
@@ -76,11 +75,11 @@ class TrainingDiverged(UserError):
 
 
 def model_config_for(store: Store, cfg: TrainConfig) -> tuple[ModelConfig, list[int]]:
+    """The split's model: the plan's shape and classes, the run's model settings."""
     plan = load_plan(store)
     members = plan.check_split(cfg.split)
     return ModelConfig(resolution=plan.resolution, channels=plan.channels, num_classes=len(members),
-                       noise_dim=cfg.noise_dim, d_noise_std=cfg.d_noise_std, d_dropout=cfg.d_dropout,
-                       width=cfg.width, d_width=cfg.d_width, g_layout=cfg.g_layout), members
+                       **cfg.model_dump(include=set(ModelSettings.model_fields))), members
 
 
 @torch.no_grad()
@@ -303,5 +302,4 @@ def stats_lines_up_to(store: Store, key: str, step: float = math.inf) -> list[st
 
 
 def _describe(m: ModelConfig) -> str:
-    return (f"{m.resolution}px, {m.channels} channel(s), {m.num_classes} classes, noise {m.noise_dim}, width {m.width}, "
-            f"d_width {m.d_width}, g_layout {m.g_layout}")
+    return ", ".join(f"{name} {getattr(m, name)}" for name in ModelConfig.SHAPE_FIELDS)
