@@ -39,7 +39,7 @@ from acgan.model import Discriminator, Generator, ModelConfig
 from acgan.settings import MAX_STEPS, DeviceSetting, ModelSettings, TrainingSettings
 from acgan.store import Store, write_json
 from acgan.training.state import pack_checkpoint, unpack_checkpoint
-from acgan.training.step import FastPath, TrainStep, make_optimizers
+from acgan.training.step import STATS, FastPath, TrainStep, make_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -151,20 +151,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
     model_cfg, members = model_config_for(store, cfg)
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    images, labels = load_shard(store, cfg.split)
-    if tuple(images.shape[1:]) != (model_cfg.channels, model_cfg.resolution, model_cfg.resolution):
-        raise UserError(f"data of split {cfg.split} has shape {tuple(images.shape[1:])}, the plan says "
-                        f"{model_cfg.channels}x{model_cfg.resolution}x{model_cfg.resolution}: run `acgan prepare` again")
-    outside = labels[~torch.isin(labels, torch.tensor(members))]
-    if len(outside):
-        raise UserError(f"{store.uri}/{shard_key(cfg.split)}: labels: {len(outside)} label(s) outside split "
-                        f"{cfg.split}'s classes {members} (e.g. {outside[0].item()}): the shard is damaged or from "
-                        "another plan: run `acgan prepare` into a new store")
-    to_local = torch.full((max(members) + 1,), -1, dtype=torch.long)
-    to_local[torch.tensor(members)] = torch.arange(len(members))
-    images, local_labels = images.to(device), to_local[labels].to(device)
-    K, n_images = model_cfg.num_classes, images.shape[0]
-
+    images, labels = _split_data(store, cfg.split, model_cfg, members, device)
     torch.manual_seed(cfg.seed)
     data_rng = torch.Generator(device).manual_seed(cfg.seed)
     G, D = Generator(model_cfg).to(device), Discriminator(model_cfg).to(device)
@@ -174,40 +161,17 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
     train_step = TrainStep(G, D, opt_g, opt_d, fast, cfg.d_fake_class_loss, cfg.mode_seeking, cfg.augment, data_rng)
 
     # Resume from the newest complete, intact checkpoint of this split.
-    prefix = split_prefix(cfg.split)
-    stats_key = f"{prefix}/stats.jsonl"
-    start, stats_lines = 0, []
-    latest = latest_checkpoint(store, cfg.split)
-    if latest is not None:
-        step, files = latest
-        saved = ModelConfig.model_validate(json.loads(files["meta.json"])["model"])
-        shape = ModelConfig.SHAPE_FIELDS
-        if saved.model_dump(include=set(shape)) != model_cfg.model_dump(include=set(shape)):
-            raise UserError(f"split {cfg.split} has checkpoints of a different model ({_describe(saved)}) than "
-                            f"requested ({_describe(model_cfg)}): use the original settings or a new store")
-        unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng)
-        start = step
-    for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
-        quarantine_checkpoint(store, cfg.split, newer)  # failed verification: its step is trained again
-    if latest is not None:
-        stats_lines = stats_lines_up_to(store, stats_key, start)
-        log.info("split %d: resuming from step %d", cfg.split, start)
+    start = _resume(store, cfg, model_cfg, G, D, opt_g, opt_d, data_rng)
     if start >= cfg.steps:
         log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
         return {"step": start, "steps": cfg.steps, "resumed_from": start}
-    write_json(store, f"{prefix}/config.json", {"train": cfg.model_dump(), "model": model_cfg.model_dump(),
-                                                 "classes": members, "device": str(device),
-                                                 "fast_path": fast.model_dump(), "threads": torch.get_num_threads()})
-
+    stats = StatsFile(store, cfg.split, start)
+    write_json(store, f"{split_prefix(cfg.split)}/config.json", {
+        "train": cfg.model_dump(), "model": model_cfg.model_dump(), "classes": members, "device": str(device),
+        "fast_path": fast.model_dump(), "threads": torch.get_num_threads()})
     fixed_rng = torch.Generator(device).manual_seed(cfg.seed + 1)
-    fixed_y = torch.arange(K, device=device).repeat_interleave(cfg.stats_samples_per_class)
+    fixed_y = torch.arange(model_cfg.num_classes, device=device).repeat_interleave(cfg.stats_samples_per_class)
     fixed_z = torch.randn(len(fixed_y), model_cfg.noise_dim, generator=fixed_rng, device=device)
-
-    # Main loop.
-    sums = torch.zeros(6, device=device)  # loss_d, loss_g, src acc real, src acc fake, cls acc real, cls acc fake
-    tick_start, tick_step, last = time.perf_counter(), start, {}
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"split {cfg.split}", unit="step", disable=not sys.stderr.isatty())
-    saved, done = start, start
 
     def checkpoint(step: int, healthy_since: int) -> None:
         if not all(torch.isfinite(p).all() for p in [*G.parameters(), *D.parameters()]):
@@ -222,19 +186,15 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
             raise SplitBusy(f"split {cfg.split}: {e}; another trainer holds the split, this one stops") from None
         prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)
 
+    # Main loop.
+    sums = torch.zeros(len(STATS), device=device)
+    tick_start, tick_step, last = time.perf_counter(), start, {}
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"split {cfg.split}", unit="step", disable=not sys.stderr.isatty())
+    saved, done = start, start
     for step in range(start + 1, cfg.steps + 1):
         if stop.is_set():
             break
-        idx = torch.randint(n_images, (cfg.batch_size,), generator=data_rng, device=device)
-        x_real = images[idx].float() / 127.5 - 1.0  # (B, C, R, R) in [-1, 1], the scale of G's tanh
-        y_real = local_labels[idx]
-        z = torch.randn(cfg.batch_size, model_cfg.noise_dim, generator=data_rng, device=device)
-        if cfg.mode_seeking:  # pairs of the same class, the halves of the batch, for the mode-seeking term
-            y_half = torch.randint(K, ((cfg.batch_size + 1) // 2,), generator=data_rng, device=device)
-            y_fake = torch.cat([y_half, y_half])[:cfg.batch_size]
-        else:
-            y_fake = torch.randint(K, (cfg.batch_size,), generator=data_rng, device=device)
-        sums += train_step(x_real, y_real, z, y_fake)
+        sums += train_step(*_batch(images, labels, cfg, model_cfg, data_rng))
         done = step
         bar.update(1)
         is_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
@@ -242,29 +202,19 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
             continue
 
         # Tick: check health, write a stats line; then maybe a checkpoint.
-        means = (sums / (step - tick_step)).tolist()
-        if not all(math.isfinite(v) for v in means[:2]):
+        means = dict(zip(STATS, (sums / (step - tick_step)).tolist()))
+        if not (math.isfinite(means["loss_d"]) and math.isfinite(means["loss_g"])):
             raise TrainingDiverged(f"split {cfg.split} diverged between steps {tick_step} and {step} (loss_d="
-                                   f"{means[0]}, loss_g={means[1]}); its checkpoints up to step {tick_step} are intact:"
-                                   " lower --lr and run again")
-        diversity = class_diversity(G, fixed_z, fixed_y, K, cfg.stats_pairs)
-        elapsed = time.perf_counter() - tick_start
-        last = {"step": step, "loss_d": means[0], "loss_g": means[1], "d_source_acc_real": means[2],
-                "d_source_acc_fake": means[3], "d_class_acc_real": means[4], "d_class_acc_fake": means[5],
-                "ms_ssim": dict(zip(map(str, members), diversity)), "ms_ssim_mean": sum(diversity) / K,
-                "images_per_second": (step - tick_step) * cfg.batch_size / elapsed, "time": time.time()}
-        stats_lines.append(json.dumps(last))
+                                   f"{means['loss_d']}, loss_g={means['loss_g']}); its checkpoints up to step "
+                                   f"{tick_step} are intact: lower --lr and run again")
+        diversity = class_diversity(G, fixed_z, fixed_y, model_cfg.num_classes, cfg.stats_pairs)
+        last = {"step": step, **means, "ms_ssim": dict(zip(map(str, members), diversity)),
+                "ms_ssim_mean": sum(diversity) / len(diversity),
+                "images_per_second": (step - tick_step) * cfg.batch_size / (time.perf_counter() - tick_start),
+                "time": time.time()}
         lease.check()  # the renewal thread found another trainer holding the split: stop
-        try:  # best effort: the stats are a record, the checkpoints are the state
-            store.write_bytes(stats_key, ("\n".join(stats_lines) + "\n").encode())
-        except (UserError, OSError) as e:
-            log.warning("split %d: stats line of step %d not written (%s); training continues", cfg.split, step, e)
-        bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", cls_fake=f"{means[5]:.2f}",
-                        ms_ssim=f"{last['ms_ssim_mean']:.3f}")
-        if bar.disable:
-            log.info("split %d step %d/%d: loss_d %.3f loss_g %.3f class acc fake %.2f ms-ssim %.3f (%.0f img/s)",
-                     cfg.split, step, cfg.steps, means[0], means[1], means[5], last["ms_ssim_mean"],
-                     last["images_per_second"])
+        stats.append(last)
+        _show_tick(bar, cfg, last)
         if is_checkpoint:
             checkpoint(step, tick_step)
             saved = step
@@ -278,6 +228,87 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
         raise Preempted(f"split {cfg.split}: stopped by {stop.signal} at step {done} of {cfg.steps} {saved_now}; a "
                         f"retry (or `acgan rerun`) resumes from step {done}")
     return {**last, "steps": cfg.steps, "resumed_from": start}
+
+
+def _split_data(store: Store, split: int, model_cfg: ModelConfig, members: list[int],
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's images (uint8) and their labels as the split's own class indices, on `device`; a shard of another
+    shape or with labels outside the split is refused."""
+    images, labels = load_shard(store, split)
+    if tuple(images.shape[1:]) != (model_cfg.channels, model_cfg.resolution, model_cfg.resolution):
+        raise UserError(f"data of split {split} has shape {tuple(images.shape[1:])}, the plan says "
+                        f"{model_cfg.channels}x{model_cfg.resolution}x{model_cfg.resolution}: run `acgan prepare` again")
+    outside = labels[~torch.isin(labels, torch.tensor(members))]
+    if len(outside):
+        raise UserError(f"{store.uri}/{shard_key(split)}: labels: {len(outside)} label(s) outside split "
+                        f"{split}'s classes {members} (e.g. {outside[0].item()}): the shard is damaged or from "
+                        "another plan: run `acgan prepare` into a new store")
+    to_local = torch.full((max(members) + 1,), -1, dtype=torch.long)
+    to_local[torch.tensor(members)] = torch.arange(len(members))
+    return images.to(device), to_local[labels].to(device)
+
+
+def _resume(store: Store, cfg: TrainConfig, model_cfg: ModelConfig, G, D, opt_g, opt_d,
+            data_rng: torch.Generator) -> int:
+    """Restore the newest complete, intact checkpoint of the split, if any, and move newer ones that failed
+    verification out of the way (their steps are trained again); returns the step to continue from."""
+    start, latest = 0, latest_checkpoint(store, cfg.split)
+    if latest is not None:
+        step, files = latest
+        saved = ModelConfig.model_validate(json.loads(files["meta.json"])["model"])
+        shape = set(ModelConfig.SHAPE_FIELDS)
+        if saved.model_dump(include=shape) != model_cfg.model_dump(include=shape):
+            raise UserError(f"split {cfg.split} has checkpoints of a different model ({_describe(saved)}) than "
+                            f"requested ({_describe(model_cfg)}): use the original settings or a new store")
+        unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng)
+        start = step
+    for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
+        quarantine_checkpoint(store, cfg.split, newer)  # failed verification: its step is trained again
+    if latest is not None:
+        log.info("split %d: resuming from step %d", cfg.split, start)
+    return start
+
+
+def _batch(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, model_cfg: ModelConfig,
+           rng: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """One step's real images and labels, noise and fake labels, drawn from the data generator."""
+    device, K = images.device, model_cfg.num_classes
+    idx = torch.randint(images.shape[0], (cfg.batch_size,), generator=rng, device=device)
+    x_real = images[idx].float() / 127.5 - 1.0  # (B, C, R, R) in [-1, 1], the scale of G's tanh
+    z = torch.randn(cfg.batch_size, model_cfg.noise_dim, generator=rng, device=device)
+    if cfg.mode_seeking:  # pairs of the same class, the halves of the batch, for the mode-seeking term
+        y_half = torch.randint(K, ((cfg.batch_size + 1) // 2,), generator=rng, device=device)
+        y_fake = torch.cat([y_half, y_half])[:cfg.batch_size]
+    else:
+        y_fake = torch.randint(K, (cfg.batch_size,), generator=rng, device=device)
+    return x_real, labels[idx], z, y_fake
+
+
+def _show_tick(bar: tqdm, cfg: TrainConfig, tick: dict) -> None:
+    """A tick on the progress bar in a terminal, else as a log line (a KFP pod's, and `acgan run`'s progress)."""
+    bar.set_postfix(loss_d=f"{tick['loss_d']:.3f}", loss_g=f"{tick['loss_g']:.3f}",
+                    cls_fake=f"{tick['d_class_acc_fake']:.2f}", ms_ssim=f"{tick['ms_ssim_mean']:.3f}")
+    if bar.disable:
+        log.info("split %d step %d/%d: loss_d %.3f loss_g %.3f class acc fake %.2f ms-ssim %.3f (%.0f img/s)",
+                 cfg.split, tick["step"], cfg.steps, tick["loss_d"], tick["loss_g"], tick["d_class_acc_fake"],
+                 tick["ms_ssim_mean"], tick["images_per_second"])
+
+
+class StatsFile:
+    """The split's `stats.jsonl`, one line per tick, rewritten whole at each (a store has no append); a resumed
+    run keeps the lines up to the step it resumes from."""
+
+    def __init__(self, store: Store, split: int, start: int):
+        self.store, self.split, self.key = store, split, f"{split_prefix(split)}/stats.jsonl"
+        self.lines = stats_lines_up_to(store, self.key, start) if start else []
+
+    def append(self, tick: dict) -> None:
+        self.lines.append(json.dumps(tick))
+        try:  # best effort: the stats are a record, the checkpoints are the state
+            self.store.write_bytes(self.key, ("\n".join(self.lines) + "\n").encode())
+        except (UserError, OSError) as e:
+            log.warning("split %d: stats line of step %d not written (%s); training continues", self.split,
+                        tick["step"], e)
 
 
 def stats_lines_up_to(store: Store, key: str, step: float = math.inf) -> list[str]:

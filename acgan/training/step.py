@@ -54,8 +54,13 @@ def match_param_layouts(opt: torch.optim.Optimizer) -> None:
                 fields[field] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
+# The stats a step returns, in order: the losses, then D's accuracy at telling real from generated images and at
+# naming the class of each (losses.discriminator_loss); each tick's stats line names them so.
+STATS = ("loss_d", "loss_g", "d_source_acc_real", "d_source_acc_fake", "d_class_acc_real", "d_class_acc_fake")
+
+
 class TrainStep:
-    """`step(x_real, y_real, z, y_fake)` -> on-device (loss_d, loss_g, D's source acc real/fake, class acc real/fake).
+    """`step(x_real, y_real, z, y_fake)` -> on-device stats, in the order of `STATS`.
 
     With an `augment` policy, D sees real and generated images through it, drawing from `generator` (the loop's data
     generator, so a resumed run draws what an uninterrupted one would). Checkpoints keep using the original G and D:
