@@ -251,25 +251,55 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     chosen = [ANALYSES[name] for name in settings.analyses]
     use_classifier, use_ms_ssim = any(a.classifier for a in chosen), any(a.ms_ssim for a in chosen)
     device = evaluation_device(settings)
-    classes = [c.id for c in plan.classes]
     used = {c: min(n, settings.real_per_class) for c, n in class_image_counts(store, plan).items()}  # real per class
-    # Checked before any work: every class needs two real images and enough distinct pairs.
-    for c in classes:
+    _check_counts(used, settings, use_ms_ssim)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    model, info = get_classifier(store, plan, settings, device) if use_classifier else (None, None)
+    shown = sorted({int(c) for c in np.linspace(0, plan.num_classes - 1, settings.overfitting_classes).round()})
+    k = min([settings.neighbours] + [used[c] for c in shown])  # one row length for every class
+    streamed, rows, grids = _stream(store, plan, manifest, settings, model, info, use_ms_ssim, shown, k, device)
+    summary = {name: value for analysis in chosen for name, value in analysis.compute(streamed).items()}
+    computed_on = computed_on_record(manifest, settings, streamed, chosen)
+
+    # Pictures: everything in memory first, written below with the metrics last.
+    pictures = {key: png for analysis in chosen for key, png in analysis.figures(streamed).items()}
+    pictures.update(overfitting_grids(store, manifest, plan, settings, shown, rows, k, device))
+    computed_on.update(peak_memory(device))
+    log.info("evaluation's peak memory: %.2f GiB resident on the host%s", computed_on["peak_host_memory_bytes"] / 2**30,
+             "" if device.type != "cuda" else f", {computed_on['peak_device_memory_bytes'] / 2**30:.2f} GiB on the GPU")
+    for key, png in {**pictures, **grids}.items():
+        store.write_bytes(key, png)
+    for key in store.list("eval/figures/"):
+        if key not in pictures:  # of an analysis not chosen this time: the store's figures are this evaluation's
+            store.delete(key)
+    per_class = class_records(plan, manifest, streamed)
+    in_report = dict(list(grids.items())[:settings.report_splits])
+    store.write_bytes(REPORT_KEY, report.render_report(summary, per_class, computed_on, pictures, in_report,
+                                                       streamed.info, len(grids)).encode())
+    write_json(store, METRICS_KEY, {"summary": summary, "computed_on": computed_on, "classes": per_class})
+    log.info("evaluation written to %s/%s", store.uri, METRICS_KEY)
+    return summary
+
+
+def _check_counts(used: dict[int, int], settings: EvalSettings, use_ms_ssim: bool) -> None:
+    """Before any work: every class needs two real images, and MS-SSIM enough distinct pairs."""
+    for c in sorted(used):
         if used[c] < 2:
             raise UserError(f"class {c} has {used[c]} real image(s): MS-SSIM needs at least two; prepare more data")
     possible = min(settings.samples_per_class, min(used.values()))
     if use_ms_ssim and settings.pairs > possible * (possible - 1) // 2:
         raise UserError(f"--pairs {settings.pairs} is more than the {possible * (possible - 1) // 2} distinct pairs "
                         f"of {possible} images (the smallest class or --samples-per-class): lower --pairs")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
 
-    model, info = get_classifier(store, plan, settings, device) if use_classifier else (None, None)
+
+def _stream(store: Store, plan: SplitPlan, manifest: EnsembleManifest, settings: EvalSettings, model, info,
+            use_ms_ssim: bool, shown: list[int], k: int, device: torch.device):
+    """One split's samples and real images at a time, on the device; what the analyses read is kept on the CPU.
+    Returns what was streamed, the nearest-neighbour rows of the classes `shown`, and each split's sample grid."""
     sizes = study_resolutions(plan.resolution)
-    shown = sorted({int(c) for c in np.linspace(0, plan.num_classes - 1, settings.overfitting_classes).round()})
-    k = min([settings.neighbours] + [used[c] for c in shown])  # one row length for every class
     columns = min(settings.grid_columns, settings.samples_per_class)
-    # One split's samples and real images at a time, on the device; what later steps need is kept on the CPU.
     kept: dict[str, list] = defaultdict(list)
     fid_sums = frechet_accumulator(feature_width(model)) if model is not None else None  # no features kept
     rows, grids = {}, {}
@@ -306,27 +336,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
         streamed.info, streamed.logits, streamed.fid_sums = info, torch.cat(kept["logits"]), fid_sums
     if use_ms_ssim:  # in class order (the splits may list classes in any order)
         order = [c for members in plan.splits for c in members]
+        classes = [c.id for c in plan.classes]
         streamed.ms_samples, streamed.ms_samples_se, streamed.ms_real, streamed.ms_real_se = (
             [dict(zip(order, kept[name]))[c] for c in classes] for name in ("ms", "ms_se", "real_ms", "real_ms_se"))
-    summary = {name: value for analysis in chosen for name, value in analysis.compute(streamed).items()}
-
-    computed_on = computed_on_record(manifest, settings, streamed, chosen)
-
-    # Pictures: everything in memory first, written below with the metrics last.
-    pictures = {key: png for analysis in chosen for key, png in analysis.figures(streamed).items()}
-    pictures.update(overfitting_grids(store, manifest, plan, settings, shown, rows, k, device))
-    computed_on.update(peak_memory(device))
-    log.info("evaluation's peak memory: %.2f GiB resident on the host%s", computed_on["peak_host_memory_bytes"] / 2**30,
-             "" if device.type != "cuda" else f", {computed_on['peak_device_memory_bytes'] / 2**30:.2f} GiB on the GPU")
-    for key, png in {**pictures, **grids}.items():
-        store.write_bytes(key, png)
-    for key in store.list("eval/figures/"):
-        if key not in pictures:  # of an analysis not chosen this time: the store's figures are this evaluation's
-            store.delete(key)
-    per_class = class_records(plan, manifest, streamed)
-    in_report = dict(list(grids.items())[:settings.report_splits])
-    store.write_bytes(REPORT_KEY, report.render_report(summary, per_class, computed_on, pictures, in_report, info,
-                                                       len(grids)).encode())
-    write_json(store, METRICS_KEY, {"summary": summary, "computed_on": computed_on, "classes": per_class})
-    log.info("evaluation written to %s/%s", store.uri, METRICS_KEY)
-    return summary
+    return streamed, rows, grids
