@@ -325,9 +325,9 @@ def _prepare_parser(sub) -> None:
 
     p = sub.add_parser("prepare", help="read a data set into per-split shards and a split plan in the store")
     p.add_argument("--store", required=True, help="a directory, or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
-    _settings_options(p, PrepareConfig, "paper", skip={"plan_file", "strict"})
-    p.add_argument("--plan-file", type=Path, help='JSON {"splits": [[class, ...], ...]} instead of contiguous groups')
-    p.add_argument("--strict", action="store_true", default=None, help="folder: fail on an unreadable image")
+    _settings_options(p, PrepareConfig, "paper", skip={"strict"})
+    p.add_argument("--strict", action="store_true", default=None,  # a switch, as the README gives it
+                   help=PrepareConfig.model_fields["strict"].description)
     p.set_defaults(run=_prepare)
 
 

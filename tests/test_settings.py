@@ -1,11 +1,13 @@
 """One declaration per setting, named presets, and where each command takes its defaults from."""
 
+import ast
 import json
 import typing
+from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from cli import main as cli
 from acgan.data.prepare import PrepareConfig
@@ -287,3 +289,90 @@ def test_a_new_cluster_setting_is_one_field():
     assert flag.help == "a test-only cluster setting: the pods' PriorityClass (default acgan-low)"
     assert Extended.model_validate(cli._given(parser.parse_args(["--priority-class", "high"]),
                                               Extended.model_fields)).priority_class == "high"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# Names that stand for something else where they are declared again, each with its reason.
+OTHER_MEANINGS = {
+    ("ModelConfig", "resolution"): "what the plan fixes: the size the data was prepared at",
+    ("ModelConfig", "num_classes"): "the split's own class count, not the synthetic data set's",
+}
+HAND_FLAGS = {  # (command, flag): why it is written out rather than made from its field
+    ("run", "parallelism"): "kfp.local's tasks at once on this machine (default 2), not the cluster's parallelism",
+    ("train-split", "split"): "required on the command line; the field's default serves the library",
+    ("prepare", "strict"): "a switch, as the README gives it (its help is the field's description)",
+}
+
+
+def _settings_classes() -> dict[str, type[BaseModel]]:
+    """The models whose fields are the settings of a run, its cluster and its evaluation, and the configs made of
+    them (`acgan serve`'s and `acgan plan`'s own inputs are other commands' and out of this count)."""
+    import acgan.settings
+    from acgan.model import ModelConfig
+
+    found = {name: value for name, value in vars(acgan.settings).items() if isinstance(value, type)
+             and issubclass(value, BaseModel) and value.__module__ == "acgan.settings" and name != "ServeSettings"}
+    return {**found, "TrainConfig": TrainConfig, "PrepareConfig": PrepareConfig, "ModelConfig": ModelConfig}
+
+
+def _declared(setting_names: set[str]) -> dict[str, list[tuple[str, ...]]]:
+    """Where the code declares each setting's name, read with ast: a field in the body of a settings class, a
+    parameter of a KFP component, a flag written out in a command's parser (cli/main.py's `_<command>_parser`)."""
+    classes, found = _settings_classes(), {name: [] for name in setting_names}
+    for path in sorted(p for package in ("acgan", "components", "pipelines", "cli") for p in (ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name in classes:
+                for stmt in node.body:
+                    if isinstance(stmt, ast.AnnAssign) and getattr(stmt.target, "id", None) in found:
+                        found[stmt.target.id].append(("field", node.name))
+            elif isinstance(node, ast.FunctionDef) and any("dsl.component" in ast.unparse(d) for d in node.decorator_list):
+                for arg in node.args.args:
+                    if arg.arg in found:
+                        found[arg.arg].append(("component", node.name))
+            elif isinstance(node, ast.FunctionDef) and node.name.endswith("_parser"):
+                command = node.name.removeprefix("_").removesuffix("_parser").replace("_", "-")
+                for call in ast.walk(node):
+                    flag = call.args[0].value if (isinstance(call, ast.Call) and getattr(call.func, "attr", "") ==
+                                                  "add_argument" and isinstance(call.args[0], ast.Constant)) else ""
+                    if flag.startswith("--") and flag[2:].replace("-", "_") in found:
+                        found[flag[2:].replace("-", "_")].append(("flag", command))
+    return found
+
+
+def test_each_setting_is_declared_in_one_place():
+    """Every setting of a run (its data, model, training and evaluation settings), of its cluster, of `acgan
+    evaluate`, `acgan train-split` and `acgan prepare` is declared once, as a field; kfp adds one parameter of the
+    component that records a run's settings (prepare_data, whose source kfp runs as written). The store is named
+    again where it is what a task or command acts on: every component's parameter, every command's --store."""
+    from acgan.settings import ModelSettings
+
+    takes = {"run": [RunSettings], "submit": [RunSettings, ClusterSettings], "compile": [ClusterSettings],
+             "rerun": [ClusterSettings], "evaluate": [EvalSettings], "train-split": [TrainConfig],
+             "prepare": [PrepareConfig]}  # the other commands' flags are their own (sample's --seed, bench's --device)
+    names = {name for models in takes.values() for model in models for name in model.model_fields} - {"store"}
+    declared = _declared(names)
+    for name in sorted(names):
+        places = [p for p in declared[name] if p[0] != "field" or (p[1], name) not in OTHER_MEANINGS]
+        places = [p for p in places if p[0] != "flag" or (p[1] in takes and (p[1], name) not in HAND_FLAGS
+                                                          and any(name in m.model_fields for m in takes[p[1]]))]
+        fields = [p for p in places if p[0] == "field"]
+        expected = [("component", "prepare_data")] if name in RunSettings.model_fields else []
+        if name == "split":  # the id of the split a per-split task prepares or trains
+            expected = [("component", "prepare_split_data"), ("component", "train_split")]
+        assert len(fields) == 1 and sorted(p for p in places if p[0] != "field") == expected, (name, places)
+    # The model's config takes the model settings' fields, declaring none of them again.
+    assert {name for name in ModelSettings.model_fields if ("field", "ModelConfig") in declared[name]} == set()
+
+
+def test_every_model_setting_reaches_the_models_config(digits_store):
+    """model_config_for copies no field by name: each model setting, set to a value other than its default, is the
+    split's ModelConfig's."""
+    from acgan.settings import ModelSettings
+    from acgan.training.loop import model_config_for
+
+    other = {"noise_dim": 64, "width": 0.5, "d_width": 0.25, "d_dropout": 0.3, "d_noise_std": 0.2,
+             "g_layout": "imagenet-start"}
+    assert set(other) == set(ModelSettings.model_fields)  # a new model setting: add it here with a value
+    model, members = model_config_for(digits_store, TrainConfig(split=1, **other))
+    assert model.model_dump(include=set(other)) == other and model.num_classes == len(members) == 5

@@ -37,8 +37,8 @@ PREPARE_KEY = "data/prepare.json"
 class PrepareConfig(DataSettings):
     """What `acgan prepare` reads and how it splits it: `DataSettings`' fields, and these of its own."""
 
-    plan_file: Path | None = Field(None, description="JSON {'splits': [[class, ...], ...]}; overrides "
-                                                     "classes_per_split")
+    plan_file: Path | None = Field(None, description='a JSON file {"splits": [[class, ...], ...]}: the splits, '
+                                                     "instead of contiguous groups of classes_per_split")
     strict: bool = Field(False, description="folder: fail on the first unreadable image instead of skipping it")
 
 
