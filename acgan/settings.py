@@ -1,10 +1,13 @@
 """Validated settings: what a run trains (`RunSettings`, the pipeline's parameters) and where it runs on a cluster
 (`ClusterSettings`, fixed when the pipeline is compiled). Both reject unknown keys and impossible combinations.
 
-Each training, data and evaluation setting is declared once, as a field of `DataSettings`, `TrainingSettings` or
-`EvaluationSettings`: `RunSettings`, the training config (`TrainConfig`), the data config (`PrepareConfig`) and
-`acgan evaluate`'s settings (`EvalSettings`) inherit those fields, and the command line's flags are made from them.
-`PRESETS` names sets of values for the training and data settings (`paper`, `demo`)."""
+Each setting is declared once, as a field with its default and description: a run's in `DataSettings`,
+`ModelSettings`, `TrainingSettings` and `EvaluationSettings` (the seed in `SeedSetting`, which they share), and
+`RunSettings`, the trainer's config (`TrainConfig`, with `DeviceSetting`), the model's (`ModelConfig`), the data
+config (`PrepareConfig`) and `acgan evaluate`'s settings (`EvalSettings`) inherit those fields. The command line's
+flags (cli/main.py) and the pipeline's parameters (pipelines/acgan_ensemble.py) are made from the fields, with
+`value_type` giving both a field's type; tests/test_settings.py counts the declarations. `PRESETS` names sets of
+values for the training and data settings (`paper`, `demo`)."""
 
 from __future__ import annotations
 
@@ -298,8 +301,9 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
     store: str = Field(min_length=1, description="where the experiment lives: a directory, or s3://BUCKET/PREFIX "
                                                   "on a cluster; rerunning with the same store trains only what "
                                                   "is not complete")
-    split_ids: Annotated[list[int], BeforeValidator(_split_ids)] = Field(default_factory=list, description="splits to train (on the command line: "
-                                                                  "comma-separated, e.g. 0,3,7); empty = all")
+    split_ids: Annotated[list[int], BeforeValidator(_split_ids)] = Field(
+        default_factory=list, description="splits to train (on the command line: comma-separated, e.g. 0,3,7); "
+                                          "empty = all")
     include_complete: bool = Field(False, description="also run a training task for each split already at its "
                                    "target steps (it returns at once; its metrics and samples then show in this "
                                    "run); by default only the unfinished splits are fanned out")

@@ -6,9 +6,8 @@ a request at 1 and 16 concurrent clients, with batching on (the server's default
 forward passes of exactly the request's n: one plain forward pass per request, as a server without batching runs).
 Every request asks for a class of the same split, the case batching is for. The generator's own throughput is plain
 forward passes (and the conversion to uint8) at batch 1 and 64 in this process. Each figure is the best of a few
-rounds, taken in turn. On a CPU the ensemble has the
-embedded run's shape (32 px, G at width 0.125 from the ImageNet G's 8x8 start), on a GPU the paper's (128 px, full width); its weights are
-untrained, which costs the same.
+rounds, taken in turn. On a CPU the ensemble has the embedded run's shape (32 px, G at width 0.125 from the ImageNet
+G's 8x8 start), on a GPU the paper's (128 px, full width); its weights are untrained, which costs the same.
 """
 
 from __future__ import annotations

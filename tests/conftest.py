@@ -30,8 +30,8 @@ def tiny_config(**overrides) -> TrainConfig:
 
 
 def stored_file(store, split: int, step: int, name: str) -> str:
-    """The key a file of a checkpoint is stored under, `<writer token>-<name>` in its step's prefix (acgan/checkpoint.py),
-    found by listing the step: the object a test damages. One writer's, or the listing is ambiguous and this fails."""
+    """The key a file of a checkpoint is stored under, `<writer token>-<name>` in its step's prefix
+    (acgan/checkpoint.py), found by listing the step: the object a test damages. One writer's, or this fails."""
     [key] = [k for k in store.list(f"{checkpoint_prefix(split, step)}/") if k.endswith(f"-{name}")]
     return key
 

@@ -162,7 +162,8 @@ def test_retention_keeps_newest_two(tmp_path):
         prune_checkpoints(store, 0, keep=2)
     assert complete_steps(store, 0) == [15, 20]
     assert store.list("splits/split-00000/checkpoints/") == sorted(
-        [f"{checkpoint_prefix(0, s)}/{MARKER}" for s in (15, 20)] + [stored_file(store, 0, s, "a.bin") for s in (15, 20)])
+        [f"{checkpoint_prefix(0, s)}/{MARKER}" for s in (15, 20)]
+        + [stored_file(store, 0, s, "a.bin") for s in (15, 20)])
     marker = json.loads(store.read_bytes(f"{checkpoint_prefix(0, 20)}/{MARKER}"))
     assert marker["files"]["a.bin"]["bytes"] == 1 and len(marker["files"]["a.bin"]["sha256"]) == 64
 

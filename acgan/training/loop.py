@@ -236,8 +236,8 @@ def _split_data(store: Store, split: int, model_cfg: ModelConfig, members: list[
     shape or with labels outside the split is refused."""
     images, labels = load_shard(store, split)
     if tuple(images.shape[1:]) != (model_cfg.channels, model_cfg.resolution, model_cfg.resolution):
-        raise UserError(f"data of split {split} has shape {tuple(images.shape[1:])}, the plan says "
-                        f"{model_cfg.channels}x{model_cfg.resolution}x{model_cfg.resolution}: run `acgan prepare` again")
+        raise UserError(f"data of split {split} has shape {tuple(images.shape[1:])}, the plan says {model_cfg.channels}"
+                        f"x{model_cfg.resolution}x{model_cfg.resolution}: run `acgan prepare` again")
     outside = labels[~torch.isin(labels, torch.tensor(members))]
     if len(outside):
         raise UserError(f"{store.uri}/{shard_key(split)}: labels: {len(outside)} label(s) outside split "
