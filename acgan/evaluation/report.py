@@ -31,14 +31,18 @@ def _number(v) -> str:
 
 
 def _titled(pictures: dict[str, bytes], folder: str, spaces: bool = True) -> list[tuple[str, bytes]]:
-    """(title, PNG) of each picture under `folder`: its file name, `-` read as a space."""
-    return [(key.rsplit("/", 1)[1].removesuffix(".png").replace("-", " " if spaces else "-"), png)
-            for key, png in pictures.items() if key.startswith(folder)]
+    """(title, PNG) of each picture under `folder`: its file name, with `-` read as a space unless `spaces` is off."""
+    titled = []
+    for key, png in pictures.items():
+        if key.startswith(folder):
+            name = key.rsplit("/", 1)[1].removesuffix(".png")
+            titled.append((name.replace("-", " ") if spaces else name, png))
+    return titled
 
 
-_TEMPLATE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True)
-_TEMPLATE.filters.update(number=_number, base64=lambda png: base64.b64encode(png).decode())
-_REPORT = _TEMPLATE.from_string(resources.files("acgan.evaluation").joinpath("report.html").read_text())
+_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True)
+_ENV.filters.update(number=_number, base64=lambda png: base64.b64encode(png).decode())
+_REPORT = _ENV.from_string(resources.files("acgan.evaluation").joinpath("report.html").read_text())
 
 
 def render_report(summary: dict, per_class: list[dict], computed_on: dict, pictures: dict[str, bytes],
