@@ -5,7 +5,7 @@ Each setting is declared once, as a field with its default and description: a ru
 `ModelSettings`, `TrainingSettings` and `EvaluationSettings` (the seed in `SeedSetting`, which they share), and
 `RunSettings`, the trainer's config (`TrainConfig`, with `DeviceSetting`), the model's (`ModelConfig`), the data
 config (`PrepareConfig`) and `acgan evaluate`'s settings (`EvalSettings`) inherit those fields. The command line's
-flags (cli/main.py) and the pipeline's parameters (pipelines/acgan_ensemble.py) are made from the fields, with
+flags (acgan_cli/main.py) and the pipeline's parameters (pipelines/acgan_ensemble.py) are made from the fields, with
 `value_type` giving both a field's type; tests/test_settings.py counts the declarations. `PRESETS` names sets of
 values for the training and data settings (`paper`, `demo`)."""
 

@@ -73,7 +73,7 @@ def redact(text: str) -> str:
 
 def uri_problem(uri: str) -> str | None:
     """What is wrong with a URI a user gives (a store, a data source, a class list, an endpoint), or None; the
-    message never holds the credentials. Every command checks its URIs with it where it starts (cli/main.py), the
+    message never holds the credentials. Every command checks its URIs with it where it starts (acgan_cli/main.py), the
     settings' validators do (acgan/settings.py), and `open_store`, so a secret is refused before anything is
     compiled, submitted, logged or written."""
     if _CREDENTIALS.match(uri):

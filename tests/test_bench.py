@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from cli.bench import Row, flops_per_image, table, train_throughput
+from acgan_cli.benchmarks.suite import Row, flops_per_image, table, train_throughput
 from acgan.training.step import FastPath
 
 
@@ -28,7 +28,7 @@ def test_training_benchmark_steps_and_counts_flops():
 
 def test_bench_cli_writes_json_and_table(tmp_path):
     out = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--only", "ms_ssim", "--out", str(out),
+    done = subprocess.run([sys.executable, "-m", "acgan_cli.main", "bench", "--only", "ms_ssim", "--out", str(out),
                            "--markdown", str(tmp_path / "results.md")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     record = json.loads(out.read_text())
@@ -47,7 +47,7 @@ def test_bench_bad_input_is_one_line(tmp_path):
                           (["--markdown", str(tmp_path / "no" / "r.md")], "does not exist")):
         if args[0] == "--device" and torch.cuda.is_available():
             continue
-        done = subprocess.run([sys.executable, "-m", "cli.main", "bench", *args], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "acgan_cli.main", "bench", *args], capture_output=True, text=True)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
 
@@ -58,7 +58,7 @@ def test_table_marks_unmeasured_rows_pending():
 
 
 def test_run_breakdown_from_a_kfp_local_log():
-    from cli.bench import run_breakdown
+    from acgan_cli.benchmarks.suite import run_breakdown
 
     log = """10:00:00.000 - INFO - Executing task \x1b[96m'prepare-data'\x1b[0m
     2026-11-23 10:00:01,000 INFO prepare-data: prepare-data: done in 0.5 s
@@ -111,8 +111,8 @@ def test_eager_reference_runs_with_tf32_off():
 
 
 def test_a_failing_benchmark_is_a_row_and_the_others_are_written(tmp_path, monkeypatch, capsys):
-    from cli import bench as benchmarks
-    from cli.main import main
+    from acgan_cli.benchmarks import suite as benchmarks
+    from acgan_cli.main import main
 
     def out_of_memory(device):
         raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
@@ -131,7 +131,7 @@ def test_a_failing_benchmark_is_a_row_and_the_others_are_written(tmp_path, monke
 
 
 def test_gpu_default_set_leaves_out_the_embedded_run():
-    from cli.bench import BENCHMARKS, default_benchmarks
+    from acgan_cli.benchmarks.suite import BENCHMARKS, default_benchmarks
 
     assert default_benchmarks(torch.device("cpu")) == list(BENCHMARKS)
     assert default_benchmarks(torch.device("cuda")) == [name for name in BENCHMARKS if name != "run"]
@@ -140,7 +140,7 @@ def test_gpu_default_set_leaves_out_the_embedded_run():
 def test_evaluation_benchmark_ensemble_is_untrained_snapshots(tmp_path):
     """The evaluation benchmark times the evaluation: its members are untrained generators' sampling snapshots (on a
     GPU it used to train 100 splits and write their full training states into a temporary folder)."""
-    from cli.bench import untrained_ensemble
+    from acgan_cli.benchmarks.suite import untrained_ensemble
     from acgan.checkpoint import complete_steps, load_checkpoint
     from acgan.ensemble import load_ensemble, load_member_generator
     from acgan.store import LocalStore

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from acgan.capacity import PlanInput, make_plan
-from cli.main import main
+from acgan_cli.main import main
 from acgan.errors import UserError
 
 

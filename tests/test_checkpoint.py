@@ -212,7 +212,7 @@ def test_checkpoints_from_step_10_to_the_8_resume_show_prune_and_assemble(digits
     from acgan.ensemble import assemble_ensemble
     from acgan.experiment import split_statuses
     from acgan.training.loop import TrainConfig, train_split
-    from cli.main import main
+    from acgan_cli.main import main
     from tests.conftest import tiny_config
 
     big = 10**8

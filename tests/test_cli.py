@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from acgan.checkpoint import complete_steps
-from cli.main import main
+from acgan_cli.main import main
 from acgan.store import open_store
 
 TINY_ARGS = ["--batch-size", "16", "--width", "0.0625", "--d-width", "0.25", "--tick-every", "5"]

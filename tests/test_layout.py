@@ -1,4 +1,4 @@
-"""The layout's rule, read from the source with ast: imports run one way, acgan <- components <- pipelines <- cli
+"""The layout's rule, read from the source with ast: imports run one way, acgan <- components <- pipelines <- acgan_cli
 (a package imports only those left of it and itself), and the library's parts (its folders and modules) import each
 other without a cycle. Imports inside functions count: they are where a back-import hides."""
 
@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("acgan", "components", "pipelines", "cli")  # each may import those before it, never those after
+LAYERS = ("acgan", "components", "pipelines", "acgan_cli")  # each may import those before it, never those after
 
 
 def imported(path: Path) -> set[str]:
@@ -81,12 +81,12 @@ def test_a_planted_back_import_and_cycle_are_found(tmp_path):
              "acgan/training/__init__.py": "",
              "components/__init__.py": "import acgan.sampling\n",
              "pipelines/runs.py": "from components import run_step\n",
-             "cli/main.py": "from pipelines.runs import rerun\n",
-             "acgan/store.py": "def f():\n    from cli.main import main\n"}
+             "acgan_cli/main.py": "from pipelines.runs import rerun\n",
+             "acgan/store.py": "def f():\n    from acgan_cli.main import main\n"}
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert back_imports(tmp_path) == ["acgan/store.py imports cli, which is above acgan"]
+    assert back_imports(tmp_path) == ["acgan/store.py imports acgan_cli, which is above acgan"]
     assert cycle(library_parts(tmp_path)) == ["metrics", "sampling", "training", "metrics"]
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from cli import main as cli
+from acgan_cli import main as cli
 from acgan.data.prepare import PrepareConfig
 from acgan.errors import explain
 from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
@@ -319,9 +319,9 @@ def _settings_classes() -> dict[str, type[BaseModel]]:
 
 def _declared(setting_names: set[str]) -> dict[str, list[tuple[str, ...]]]:
     """Where the code declares each setting's name, read with ast: a field in the body of a settings class, a
-    parameter of a KFP component, a flag written out in a command's parser (cli/main.py's `_<command>_parser`)."""
+    parameter of a KFP component, a flag written out in a command's parser (acgan_cli/main.py's `_<command>_parser`)."""
     classes, found = _settings_classes(), {name: [] for name in setting_names}
-    packages = ("acgan", "components", "pipelines", "cli")
+    packages = ("acgan", "components", "pipelines", "acgan_cli")
     for path in sorted(p for package in packages for p in (ROOT / package).rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

@@ -132,7 +132,7 @@ def test_an_endpoint_name_that_does_not_resolve_fails_at_once_naming_the_fix(mon
     reach the store from outside, at once, not after ACGAN_S3_RETRY_SECONDS of retries."""
     import time
 
-    from cli.main import main
+    from acgan_cli.main import main
 
     monkeypatch.setenv("ACGAN_S3_ENDPOINT", "http://seaweedfs.kubeflow.svc.cluster.local:8333")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")

@@ -35,7 +35,7 @@ def test_a_flipped_byte_is_caught_before_training_and_the_shard_rebuilt(digits_s
     with pytest.raises(UserError, match=r"split-00001.safetensors does not match its checksum .* \(damaged\)"):
         train_split(digits_store, tiny_config(split=1))
     assert not digits_store.exists("splits/split-00001/config.json")  # nothing was trained on it
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "train-split", "--store", str(digits_store.root),
+    proc = subprocess.run([sys.executable, "-m", "acgan_cli.main", "train-split", "--store", str(digits_store.root),
                            "--split", "1", "--steps", "1"], capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "split-00001.safetensors does not match its checksum" in proc.stderr and "Traceback" not in proc.stderr
@@ -60,7 +60,7 @@ def test_a_half_built_shard_is_rebuilt_and_a_complete_one_is_not(digits_store, c
 
 def test_a_killed_preparation_resumes_without_rebuilding_complete_shards(tmp_path):
     root = tmp_path / "store"
-    args = [sys.executable, "-m", "cli.main", "prepare", "--store", str(root), "--dataset", "synthetic",
+    args = [sys.executable, "-m", "acgan_cli.main", "prepare", "--store", str(root), "--dataset", "synthetic",
             "--num-classes", "4", "--images-per-class", "800", "--classes-per-split", "1", "--resolution", "64"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = root / shard_info_key(0)

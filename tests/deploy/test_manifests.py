@@ -280,7 +280,7 @@ def test_the_inference_service_runs_acgan_serve_beside_the_pipeline(rendered, co
     probes and the Service look; the store's Secret and ConfigMap the pipeline uses; the GPU pool the training task
     selects and tolerates; a GPU the namespace's quota leaves room for beside a full run."""
     from acgan.settings import ServeSettings
-    from cli.main import build_parser
+    from acgan_cli.main import build_parser
 
     _, executors = compiled
     cluster = ClusterSettings()

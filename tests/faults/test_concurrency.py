@@ -21,7 +21,7 @@ STEPS, EVERY = 30, 5
 
 
 def _trainer(root, lease_seconds: float = 300) -> subprocess.Popen:
-    args = [sys.executable, "-m", "cli.main", "train-split", "--store", str(root), "--split", "0",
+    args = [sys.executable, "-m", "acgan_cli.main", "train-split", "--store", str(root), "--split", "0",
             "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--tick-every", "1",
             "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"]),
             "--lease-seconds", str(lease_seconds)]

@@ -30,7 +30,7 @@ for cls in (store.LocalStore, store.S3Store):
             os.kill(os.getpid(), signal.SIGSTOP)
         return _write(self, key, data)
     cls.write_bytes = write_bytes
-runpy.run_module("cli.main", run_name="__main__")
+runpy.run_module("acgan_cli.main", run_name="__main__")
 """
 
 # The same, frozen inside LocalStore.write_bytes: its temporary file written, not yet renamed into place.
@@ -45,7 +45,7 @@ def _temporary(self, path, data, _write=store.LocalStore._temporary):
         os.kill(os.getpid(), signal.SIGSTOP)
     return tmp
 store.LocalStore._temporary = _temporary
-runpy.run_module("cli.main", run_name="__main__")
+runpy.run_module("acgan_cli.main", run_name="__main__")
 """
 
 

@@ -18,7 +18,7 @@ import pytest
 from acgan.checkpoint import complete_steps, latest_checkpoint
 from acgan.lease import lease_key, read_lease
 from acgan.store import LocalStore
-from cli.main import main
+from acgan_cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--batch-size", "16", "--width", "0.0625", "--d-width", "0.25", "--tick-every", "5",
@@ -137,7 +137,7 @@ def test_a_read_only_store_is_refused_in_one_line_and_left_as_it_was(volume, _di
 
 DRIVER = """
 import contextlib, io, json, sys
-from cli.main import main
+from acgan_cli.main import main
 results = []
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from acgan.capacity import PlanInput
-from cli.main import main
+from acgan_cli.main import main
 from acgan.data.prepare import PrepareConfig, prepare
 from acgan.checkpoint import latest_checkpoint
 from acgan.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
@@ -160,7 +160,7 @@ def test_nothing_from_the_store_is_unpickled():
     """Static: no pickle, torch.load or allow_pickle anywhere but the CIFAR-10 reader, whose restricted unpickler
     reads the user's own data set (never the store) and admits only numpy arrays and builtins."""
     offenders = []
-    packages = ("acgan", "components", "pipelines", "cli")
+    packages = ("acgan", "components", "pipelines", "acgan_cli")
     for path in sorted(p for package in packages for p in (ROOT / package).rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

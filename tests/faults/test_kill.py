@@ -23,7 +23,7 @@ KILLS = 8
 
 
 def _args(root) -> list[str]:
-    return [sys.executable, "-m", "cli.main", "train-split", "--store", str(root), "--split", "0",
+    return [sys.executable, "-m", "acgan_cli.main", "train-split", "--store", str(root), "--split", "0",
             "--steps", str(STEPS), "--checkpoint-every", str(EVERY), "--tick-every", "1",
             "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"])]
 

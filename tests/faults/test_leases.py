@@ -31,7 +31,7 @@ DAY = 86_400
 _CUED_TRAINER = """
 import sys
 import acgan.training.loop
-from cli.main import main
+from acgan_cli.main import main
 sys.stdin.readline()
 sys.exit(main(sys.argv[1:]))
 """
@@ -63,7 +63,7 @@ def _args(uri: str, steps: int, every: int) -> list[str]:
 
 
 def _start(argv: list[str], env: dict | None = None, cued: bool = False) -> subprocess.Popen:
-    python = [sys.executable, "-c", _CUED_TRAINER] if cued else [sys.executable, "-m", "cli.main"]
+    python = [sys.executable, "-c", _CUED_TRAINER] if cued else [sys.executable, "-m", "acgan_cli.main"]
     return subprocess.Popen([*_own_pid_namespace(), *python, *argv], env={**os.environ, **(env or {})}, text=True,
                             stdin=subprocess.PIPE if cued else None, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)

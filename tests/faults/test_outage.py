@@ -215,7 +215,7 @@ def test_permanent_errors_fail_at_once_with_one_line(flaky_store, monkeypatch, f
     else:
         uri = "s3://acgan-no-such-bucket/x"
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "cli.main", "train-split", "--store", uri, "--split", "0",
+    proc = subprocess.run([sys.executable, "-m", "acgan_cli.main", "train-split", "--store", uri, "--split", "0",
                            "--steps", "5", "--batch-size", "16", "--width", "0.0625"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -16,12 +16,12 @@ def test_secret_appears_nowhere(s3_env, s3_server, tmp_path, fault_report):
     env = {**os.environ, "ACGAN_S3_ENDPOINT": s3_server["endpoint"], "AWS_ACCESS_KEY_ID": s3_server["access_key"],
            "AWS_SECRET_ACCESS_KEY": secret}
     run = subprocess.run(
-        [sys.executable, "-m", "cli.main", "-v", "run", "--store", s3_env, "--steps", "2", "--batch-size", "8",
+        [sys.executable, "-m", "acgan_cli.main", "-v", "run", "--store", s3_env, "--steps", "2", "--batch-size", "8",
          "--checkpoint-every", "1", "--width", "0.0625", "--samples-per-class", "4", "--pairs", "3",
          "--classifier-steps", "5", "--pipeline-root", str(tmp_path / "kfp")],
         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    compiled = subprocess.run([sys.executable, "-m", "cli.main", "compile", "-o", str(tmp_path / "p.yaml")],
+    compiled = subprocess.run([sys.executable, "-m", "acgan_cli.main", "compile", "-o", str(tmp_path / "p.yaml")],
                               env=env, capture_output=True, text=True, timeout=120)
     assert compiled.returncode == 0, compiled.stderr[-2000:]
 
@@ -99,7 +99,7 @@ def test_credentials_in_any_uri_are_refused_before_anything_starts(tmp_path, mon
                                                                    kfp_listener, fault_report):
     """Every command, every URI option: refused at the start in one line that shows the URI redacted; nothing
     compiled, submitted, logged or written (the working directory stays empty), no request to the KFP API."""
-    from cli.main import main
+    from acgan_cli.main import main
 
     authority, accepted = kfp_listener
     monkeypatch.chdir(tmp_path)

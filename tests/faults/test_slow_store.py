@@ -27,7 +27,7 @@ DELAY, LEASE = 2.0, 5.0
 _CUED_TRAINER = """
 import sys
 import minio, acgan.training.loop
-from cli.main import main
+from acgan_cli.main import main
 sys.stdin.readline()
 sys.exit(main(sys.argv[1:]))
 """
@@ -45,7 +45,7 @@ def test_slow_store_outlasting_a_naive_lease(s3_env, s3_server, fault_report):
     proxy = FlakyProxy(s3_server["port"])
     watch_second = FlakyProxy(s3_server["port"])  # passes everything at once; tells when it asked for the lease
     retry = {"ACGAN_S3_RETRY_SECONDS": "300"}
-    first = subprocess.Popen([sys.executable, "-m", "cli.main", *_args(s3_env)], text=True,
+    first = subprocess.Popen([sys.executable, "-m", "acgan_cli.main", *_args(s3_env)], text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              env={**os.environ, **retry, "ACGAN_S3_ENDPOINT": proxy.endpoint})
     second = subprocess.Popen([sys.executable, "-c", _CUED_TRAINER, *_args(s3_env)], text=True,

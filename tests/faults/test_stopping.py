@@ -28,7 +28,7 @@ SETTINGS = ["--dataset", "digits", "--resolution", "32", "--classes-per-split", 
 def _start(argv: list[str], out: Path) -> subprocess.Popen:
     """The command, its output to `out`.stdout and `out`.stderr, in a session of its own: its process group is what
     a terminal would send a Ctrl-C to."""
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *argv], stdout=out.with_suffix(".stdout").open("w"),
+    return subprocess.Popen([sys.executable, "-m", "acgan_cli.main", *argv], stdout=out.with_suffix(".stdout").open("w"),
                             stderr=out.with_suffix(".stderr").open("w"), start_new_session=True)
 
 
@@ -96,7 +96,7 @@ def test_one_signal_stops_the_whole_run_and_rerun_continues(tmp_path, fault_repo
     try:
         _wait_until_both_train_beyond(store, first, {0: 0, 1: 0})
         # A second run on the store (a double start) stops at once, before it starts a task.
-        second = subprocess.run([sys.executable, "-m", "cli.main", "run", "--store", store.uri, "--pipeline-root",
+        second = subprocess.run([sys.executable, "-m", "acgan_cli.main", "run", "--store", store.uri, "--pipeline-root",
                                  str(tmp_path / "second"), *SETTINGS], capture_output=True, text=True, timeout=120)
         assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-3000:]
         (line,) = [ln for ln in second.stderr.splitlines() if "error:" in ln]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from acgan.metrics import mean_ms_ssim, ms_ssim
-from cli.ms_ssim_reference import ms_ssim_pair
+from acgan_cli.benchmarks.ms_ssim_reference import ms_ssim_pair
 
 
 def _pairs(resolution, channels, seed):

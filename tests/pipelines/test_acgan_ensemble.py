@@ -193,7 +193,7 @@ def test_a_bad_data_pvc_names_the_flag(pvc):
 
 
 def test_compile_with_a_data_pvc_from_the_command_line(tmp_path):
-    from cli.main import main
+    from acgan_cli.main import main
 
     out = tmp_path / "p.yaml"
     assert main(["compile", "--data-pvc", "imagenet:/data", "--prepare-cpu", "8", "-o", str(out)]) == 0

@@ -6,7 +6,7 @@ import base64
 import pytest
 import yaml
 
-from cli.main import main
+from acgan_cli.main import main
 from acgan.errors import UserError
 from acgan.settings import ClusterSettings
 from pipelines.preflight import preflight

@@ -218,7 +218,7 @@ def test_the_ui_artifacts_of_the_local_run(local_run):
 
 def test_the_collapse_alarm_names_the_last_healthy_checkpoint(finished_store, capsys):
     """Split 1's stats as a trainer writes them: healthy at step 2, class 7 as alike as copies at step 4."""
-    from cli.main import main
+    from acgan_cli.main import main
     from acgan.split_report import split_metrics
 
     store = finished_store

@@ -48,7 +48,7 @@ def acgan_serve(store: str, log: Path, *options: str, env: dict | None = None):
     """`acgan serve --store STORE --port 0 OPTIONS` until the block ends; yields (base URL, the process). Its output
     goes to `log`."""
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--store", store, "--port", "0", *options],
+        proc = subprocess.Popen([sys.executable, "-m", "acgan_cli.main", "serve", "--store", store, "--port", "0", *options],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env or os.environ.copy())
     try:
         deadline, url = time.time() + 120, None

@@ -25,7 +25,7 @@ from acgan.sampling import generator_from_files
 from acgan.serving.batching import draw
 from acgan.store import LocalStore, open_store
 from acgan.training.state import GENERATOR_FILE, META_FILE
-from cli.main import main
+from acgan_cli.main import main
 from tests.conftest import stored_file
 from tests.serving.chromium import chromium
 from tests.serving.conftest import STEPS, acgan_serve, copy_store
@@ -309,7 +309,7 @@ def test_bad_serve_options_are_one_line(capsys, tmp_path, ensemble_template):
 
 def test_the_benchmarks_clients_measure_the_server(local):
     """`acgan bench --only serve`'s load generator against this server: every request answered, its latency kept."""
-    from cli.bench_serve import client_load
+    from acgan_cli.benchmarks.serve import client_load
 
     port = int(local["url"].rsplit(":", 1)[1])
     rate, latencies = client_load(port, 2, 4, 1.0, [0, 1, 2, 3])

@@ -139,7 +139,7 @@ def test_killed_run_resumes_to_the_same_weights(digits_store, tmp_path, single_t
     shutil.copytree(digits_store.root, reference.root)
     train_split(reference, tiny_config(steps=100, checkpoint_every=10, tick_every=10))
 
-    args = [sys.executable, "-m", "cli.main", "train-split", "--store", str(digits_store.root), "--split", "0",
+    args = [sys.executable, "-m", "acgan_cli.main", "train-split", "--store", str(digits_store.root), "--split", "0",
             "--steps", "100", "--checkpoint-every", "10", "--tick-every", "10", "--batch-size", str(TINY["batch_size"]),
             "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"])]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -159,7 +159,7 @@ def test_sigterm_checkpoints_and_exits_non_zero_then_resumes(digits_store):
     """SIGTERM (a preemption's first signal) to a real `acgan train-split` mid-run, far from any scheduled
     checkpoint: within a bound it saves the step it reached and exits non-zero (a retryable failure), and a restart
     continues from that step."""
-    args = [sys.executable, "-m", "cli.main", "train-split", "--store", str(digits_store.root), "--split", "0",
+    args = [sys.executable, "-m", "acgan_cli.main", "train-split", "--store", str(digits_store.root), "--split", "0",
             "--steps", "100000", "--checkpoint-every", "100000", "--tick-every", "1",
             "--batch-size", str(TINY["batch_size"]), "--width", str(TINY["width"]), "--d-width", str(TINY["d_width"])]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

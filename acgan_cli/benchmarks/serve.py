@@ -31,7 +31,7 @@ from acgan.model import to_uint8
 from acgan.sampling import generator_from_files
 from acgan.store import LocalStore
 from acgan.training.state import GENERATOR_FILE, META_FILE
-from cli.bench import Row, device_name, untrained_ensemble
+from acgan_cli.benchmarks.suite import Row, device_name, untrained_ensemble
 
 MODEL = "acgan-ensemble"
 SIZES = (1, 64)
@@ -43,7 +43,7 @@ SERVING = re.compile(r"inference POST http://127\.0\.0\.1:(\d+)/v2/models/")
 def serve_process(store: Path, device: torch.device, log: Path, *options: str):
     """`acgan serve` on a free loopback port; yields the port."""
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--store", str(store), "--port", "0",
+        proc = subprocess.Popen([sys.executable, "-m", "acgan_cli.main", "serve", "--store", str(store), "--port", "0",
                                  "--device", device.type, "--max-images", str(max(SIZES)), *options],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
     try:

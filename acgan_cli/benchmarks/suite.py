@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from acgan import allocator
 from acgan.metrics.ms_ssim import ms_ssim
-from cli.ms_ssim_reference import ms_ssim_pair
+from acgan_cli.benchmarks.ms_ssim_reference import ms_ssim_pair
 from acgan.model import Discriminator, Generator, ModelConfig
 from acgan.training.step import FastPath, TrainStep, make_optimizers
 
@@ -330,7 +330,7 @@ def bench_embedded_run(device: torch.device) -> list[Row]:
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "cli.main", "run", "--store", f"{tmp}/store",
+        done = subprocess.run([sys.executable, "-m", "acgan_cli.main", "run", "--store", f"{tmp}/store",
                                "--pipeline-root", f"{tmp}/runs", "--verbose"], capture_output=True, text=True,
                               cwd=tmp)  # --verbose: every task's log on the console, where run_breakdown reads it
         total = time.perf_counter() - start
@@ -377,7 +377,7 @@ def _seconds(clock: str) -> float:
 
 
 def bench_serve(device: torch.device) -> list[Row]:
-    from cli.bench_serve import bench_serve as serve_rows  # that module imports this one
+    from acgan_cli.benchmarks.serve import bench_serve as serve_rows  # that module imports this one
 
     return serve_rows(device)
 

@@ -140,7 +140,7 @@ def _compare(args: argparse.Namespace) -> dict:
 def _bench(args: argparse.Namespace) -> dict:
     import torch
 
-    from cli.bench import BENCHMARKS, machine_record, run_benchmarks, table
+    from acgan_cli.benchmarks.suite import BENCHMARKS, machine_record, run_benchmarks, table
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA GPU is visible; run on a GPU machine or use --device cpu")

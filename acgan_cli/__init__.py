@@ -1,0 +1,2 @@
+"""The `acgan` command line (main.py) and the figures of `acgan bench` (benchmarks/): it runs the pipeline
+(`pipelines`) and the library (`acgan`) for a user; nothing imports it back."""
