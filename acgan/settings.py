@@ -124,7 +124,7 @@ PRESETS: dict[str, dict] = {
     "paper": {"resolution": 128, "classes_per_split": 10, "steps": 50_000, "batch_size": 100, "width": 1.0,
               "d_width": 1.0, "d_dropout": 0.5, "d_noise_std": 0.1, "d_fake_class_loss": True, "mode_seeking": 0.0,
               "augment": "", "g_layout": "paper"},
-    # The embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (README, "The embedded run").
+    # The embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (docs/experiments.md, "The embedded run").
     "demo": {"dataset": "digits", "resolution": 32, "classes_per_split": 5, "steps": 900, "batch_size": 64,
              "checkpoint_every": 300, "width": 0.125, "d_width": 0.5, "d_dropout": 0.25, "d_noise_std": 0.0,
              "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": "", "g_layout": "imagenet-start"},

@@ -231,7 +231,7 @@ def read_classifier_file(source: str, store: Store) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors classifier file: a local path, else a key in the store."""
     if not source.endswith(".safetensors"):
         raise UserError(f"--classifier {source}: give a .safetensors file (we never unpickle .pth/.pt files; the "
-                        f"README's Dependencies section shows the one-line conversion)")
+                        f"docs/model.md shows the one-line conversion)")
     path = Path(source)
     if path.is_file():
         data = path.read_bytes()
