@@ -28,6 +28,7 @@ import torch
 
 from acgan.checkpoint import load_checkpoint
 from acgan.model import to_uint8
+from acgan.process import stop_process
 from acgan.sampling import generator_from_files
 from acgan.store import LocalStore
 from acgan.training.state import GENERATOR_FILE, META_FILE
@@ -45,7 +46,7 @@ def serve_process(store: Path, device: torch.device, log: Path, *options: str):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "acgan_cli.main", "serve", "--store", str(store), "--port", "0",
                                  "--device", device.type, "--max-images", str(max(SIZES)), *options],
-                                stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1])
+                                stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
     try:
         deadline = time.time() + 300
         while not (found := SERVING.search(log.read_text())):
@@ -54,12 +55,7 @@ def serve_process(store: Path, device: torch.device, log: Path, *options: str):
             time.sleep(0.2)
         yield int(found.group(1))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
 
 
 def _body(cls: int, n: int, seed: int) -> bytes:

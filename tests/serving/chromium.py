@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from acgan.process import stop_process
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -96,9 +98,4 @@ def chromium(profile: Path):
                 page.call(f"{domain}.enable")
             yield page
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)

@@ -18,6 +18,7 @@ import pytest
 from acgan.data.prepare import PrepareConfig, prepare
 from acgan.ensemble import assemble_ensemble
 from acgan.evaluation.analyses import evaluate
+from acgan.process import stop_process
 from acgan.settings import EvalSettings
 from acgan.store import LocalStore
 from acgan.training.loop import train_split
@@ -66,12 +67,7 @@ def acgan_serve(store: str, log: Path, *options: str, env: dict | None = None):
             time.sleep(0.2)
         yield url, proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
 
 
 def copy_store(template: Path, to: Path) -> LocalStore:
