@@ -234,14 +234,20 @@ class StoreLease:
             raise self._busy(held)
         self.acquired = time.time()
         data, expires = self._lease_bytes()
+        # Held before the write makes it visible: a contender of this process reading it in between would judge it
+        # this process's released lease (`_owner_gone`) and take it over.
+        _HELD.add(self.owner)
         try:
             self._tag = self.store.write_if(self.key, data, held.tag if held is not None else None)
         except PreconditionFailed:  # another one wrote the lease since we read it: it won
+            _HELD.discard(self.owner)
             held = _read(self.store, self.key, self.remedy)
             raise self._busy(held) if held is not None else SplitBusy(
                 f"{self.name}: another process took and released its lease at the same moment; try again") from None
+        except BaseException:
+            _HELD.discard(self.owner)
+            raise
         self.expires = expires
-        _HELD.add(self.owner)
         self._thread = threading.Thread(target=self._keep, name=f"lease-{self.key}", daemon=True)
         self._thread.start()
 

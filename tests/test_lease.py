@@ -46,6 +46,37 @@ def test_exactly_one_of_many_simultaneous_contenders_wins(store):
         assert read_lease(store, 0) is None
 
 
+def test_a_contender_reading_the_lease_just_written_is_refused(store, monkeypatch):
+    """The winner's write is visible before its write_if returns: a contender of the same process reading it then
+    sees a live lease, not this process's released one (which it may take over)."""
+    first, second = (SplitLease(store, 0, seconds=30, owner=f"node-{i}/1/x") for i in range(2))
+    written, refused = threading.Event(), []
+    write_if = store.write_if
+
+    def write_then_pause(key, data, tag):
+        new_tag = write_if(key, data, tag)
+        if threading.current_thread().name == "first":
+            written.set()
+            time.sleep(1.0)  # the second contender reads the lease now
+        return new_tag
+
+    def contend():
+        written.wait(10)
+        try:
+            second.acquire()
+        except SplitBusy as e:
+            refused.append(str(e))
+
+    monkeypatch.setattr(store, "write_if", write_then_pause)
+    threads = [threading.Thread(target=first.acquire, name="first"), threading.Thread(target=contend)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(refused) == 1 and read_lease(store, 0).owner == first.owner
+    first.release()
+
+
 def test_lease_is_renewed_while_the_trainer_is_busy_elsewhere(store):
     lease = SplitLease(store, 0, seconds=1.5, owner="node-a/1/x")
     lease.acquire()
