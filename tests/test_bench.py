@@ -26,6 +26,25 @@ def test_training_benchmark_steps_and_counts_flops():
     assert flops_per_image(32, 2, torch.device("cpu")) > 4 * counter.get_total_flops()
 
 
+def test_the_demo_steps_rows_name_the_cpu_and_its_extensions(tmp_path):
+    """A tiny run of the CPU rows of `acgan bench --only training`: their shape and the CPU they name (no timing
+    asserted)."""
+    from acgan_cli.benchmarks.cpu_step import cpu_extensions, demo_step_rows
+    from acgan_cli.benchmarks.suite import cpu_model
+
+    rows = demo_step_rows(steps=1, profiled=1, agreement_steps=4, matmul_n=64)
+    extensions = cpu_extensions()
+    assert all(r.device.startswith(cpu_model()) and all(e in r.device for e in extensions) for r in rows)
+    assert [r.unit for r in rows[:3]] == ["GFLOP/s", "x", "x"] and rows[1].target == "<= 1.25"
+    assert all(r.measured > 0 for r in rows[:3]) and "GFLOP of convolutions" in rows[1].note
+    native = {"avx512_bf16", "amx_bf16"} & set(extensions)
+    assert len(rows) == (5 if native else 4) and "bf16 autocast against float32" in rows[3].figure
+    assert (rows[3].measured is None) == (not native)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: X\nflags\t\t: fpu sse2 avx2 avx512f amx_tile amx_bf16\n")
+    assert cpu_extensions(cpuinfo) == ["avx2", "avx512f", "amx_tile", "amx_bf16"]
+
+
 def test_bench_cli_writes_json_and_table(tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "-m", "acgan_cli.main", "bench", "--only", "ms_ssim", "--out", str(out),

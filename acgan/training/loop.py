@@ -196,7 +196,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
     for step in range(start + 1, cfg.steps + 1):
         if stop.is_set():
             break
-        sums += train_step(*_batch(images, labels, cfg, model_cfg, data_rng))
+        sums += train_step(*training_batch(images, labels, cfg, model_cfg, data_rng))
         if G_ema is not None:
             update_ema(G_ema, G, ema_beta(step, cfg.batch_size, cfg.ema_kimg, cfg.ema_rampup))
         done = step
@@ -273,8 +273,8 @@ def _resume(store: Store, cfg: TrainConfig, model_cfg: ModelConfig, G, D, opt_g,
     return start
 
 
-def _batch(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, model_cfg: ModelConfig,
-           rng: torch.Generator) -> tuple[torch.Tensor, ...]:
+def training_batch(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, model_cfg: ModelConfig,
+                   rng: torch.Generator) -> tuple[torch.Tensor, ...]:
     """One step's real images and labels, noise and fake labels, drawn from the data generator."""
     device, K = images.device, model_cfg.num_classes
     idx = torch.randint(images.shape[0], (cfg.batch_size,), generator=rng, device=device)

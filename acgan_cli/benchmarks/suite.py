@@ -189,6 +189,10 @@ def bench_training(device: torch.device, steps: int | None = None) -> list[Row]:
         rows.append(Row(figure="paper's full ensemble (100 splits x 50,000 steps x batch 100)", unit="GPU-hours",
                         target="< 24 H100-hours", measured=None, device=name,
                         note="pending: needs the 128px figure from a GPU (acgan bench --device cuda)"))
+    if not gpu:
+        from acgan_cli.benchmarks.cpu_step import demo_step_rows  # that module imports this one
+
+        rows += demo_step_rows() if steps is None else demo_step_rows(steps, 1, 8, 256)
     return rows
 
 
