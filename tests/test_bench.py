@@ -50,11 +50,10 @@ def test_the_arithmetic_on_image_pixels_leaves_out_the_padding_by_hand():
     from acgan_cli.benchmarks.cpu_step import inside_fraction
 
     # 3x3, padding 1, on 4x4: per axis 4 outputs x 3 taps, 2 of them on the padding: (10 / 12) ** 2
-    assert inside_fraction(torch.nn.Conv2d(1, 1, 3, padding=1), (4, 4), (4, 4)) == pytest.approx((10 / 12) ** 2)
+    assert inside_fraction((3, 3), (1, 1), (1, 1), (1, 1), False, (4, 4), (4, 4)) == pytest.approx((10 / 12) ** 2)
     # G's 5x5 stride-2 transposed convolution 8 -> 16 px: of 8 x 5 taps per axis, 2 + 1 land on the cropped border
-    up = torch.nn.ConvTranspose2d(1, 1, 5, stride=2, padding=2, output_padding=1)
-    assert inside_fraction(up, (8, 8), (16, 16)) == pytest.approx((37 / 40) ** 2)
-    assert inside_fraction(torch.nn.Conv2d(1, 1, 3), (8, 8), (6, 6)) == 1.0  # no padding: every tap counts
+    assert inside_fraction((5, 5), (2, 2), (2, 2), (1, 1), True, (8, 8), (16, 16)) == pytest.approx((37 / 40) ** 2)
+    assert inside_fraction((3, 3), (1, 1), (0, 0), (1, 1), False, (8, 8), (6, 6)) == 1.0  # no padding: every tap
 
 
 def test_bench_cli_writes_json_and_table(tmp_path):

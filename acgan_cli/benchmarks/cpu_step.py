@@ -67,8 +67,8 @@ def matmul_gflops(n: int = 2048, repeat: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def demo_step(fast: FastPath, seed: int = 0) -> tuple[Callable[[], torch.Tensor], tuple[Generator, Discriminator]]:
-    """One training step of the embedded run's split 0 per call, drawn as the training loop draws it; and G, D."""
+def demo_step(fast: FastPath, seed: int = 0) -> Callable[[], torch.Tensor]:
+    """One training step of the embedded run's split 0 per call, drawn as the training loop draws it."""
     from acgan.data.sources import digits_source
     from acgan.training.loop import TrainConfig, training_batch
 
@@ -84,7 +84,7 @@ def demo_step(fast: FastPath, seed: int = 0) -> tuple[Callable[[], torch.Tensor]
     rng = torch.Generator().manual_seed(seed)
     step = TrainStep(G, D, *make_optimizers(G, D, cfg.lr, (cfg.beta1, cfg.beta2), fast), fast, cfg.d_fake_class_loss,
                      cfg.mode_seeking, cfg.augment, rng)
-    return (lambda: step(*training_batch(images, labels, cfg, model_cfg, rng))), (G, D)
+    return lambda: step(*training_batch(images, labels, cfg, model_cfg, rng))
 
 
 def step_seconds(one: Callable[[], torch.Tensor], steps: int, warmup: int = 3) -> float:
@@ -96,45 +96,50 @@ def step_seconds(one: Callable[[], torch.Tensor], steps: int, warmup: int = 3) -
     return (time.perf_counter() - start) / steps
 
 
-def inside_fraction(module: torch.nn.Module, size: tuple[int, ...], out: tuple[int, ...]) -> float:
+def inside_fraction(kernel, stride, padding, dilation, transposed: bool, size, out) -> float:
     """The fraction of a convolution's multiply-adds, as the FLOP counter counts them (every kernel tap at every
-    output position; for a transposed one, at every input position), that touch an image pixel rather than the zero
-    padding or, transposed, the cropped border. The kernels skip the others: on the demo's 4x4 and 8x8 maps they are
-    a large share."""
+    output position; transposed, at every input position), that touch an image pixel rather than the zero padding
+    or, transposed, the cropped border. The kernels skip the others: on the demo's 4x4 and 8x8 maps they are a large
+    share. `size` and `out` are the input's and the output's spatial shape."""
     fraction = 1.0
-    for n, m, k, s, p, d in zip(size, out, module.kernel_size, module.stride, module.padding, module.dilation):
-        if isinstance(module, torch.nn.ConvTranspose2d):  # input i, tap t lands at i*s - p + t*d of the output
-            inside = sum(0 <= i * s - p + t * d < m for i in range(n) for t in range(k))
-            fraction *= inside / (n * k)
+    for n, m, k, s, p, d in zip(size, out, kernel, stride, padding, dilation):
+        if transposed:  # input i, tap t lands at i*s - p + t*d of the output
+            fraction *= sum(0 <= i * s - p + t * d < m for i in range(n) for t in range(k)) / (n * k)
         else:  # output o, tap t reads i*s - p + t*d of the input
-            inside = sum(0 <= o * s - p + t * d < n for o in range(m) for t in range(k))
-            fraction *= inside / (m * k)
+            fraction *= sum(0 <= o * s - p + t * d < n for o in range(m) for t in range(k)) / (m * k)
     return fraction
 
 
-def conv_flops(one: Callable[[], torch.Tensor], nets: tuple[torch.nn.Module, ...]) -> tuple[float, float, float]:
-    """(FLOPs of the step's convolutions and their backward as torch's FLOP counter counts them, those of them on
-    image pixels (inside_fraction of each convolution's, backward included), FLOPs of the whole step)."""
+def _conv_on_pixels(x_shape, w_shape, bias, stride, padding, dilation, transposed, *args, out_shape=None, **kwargs):
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(x_shape, w_shape, out_shape, transposed) * inside_fraction(
+        w_shape[2:], stride, padding, dilation, transposed, x_shape[2:], out_shape[2:])
+
+
+def _conv_backward_on_pixels(grad_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, *args,
+                             out_shape=None, **kwargs):
+    from torch.utils.flop_counter import conv_backward_flop
+
+    return conv_backward_flop(grad_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, *args,
+                              out_val=out_shape) * inside_fraction(w_shape[2:], stride, padding, dilation, transposed,
+                                                       x_shape[2:], grad_shape[2:])
+
+
+def conv_flops(one: Callable[[], torch.Tensor]) -> tuple[float, float, float]:
+    """(FLOPs of one step's convolutions and their backward as torch's FLOP counter counts them, those of them on
+    image pixels, FLOPs of the whole step): two steps, the second counted with the counter's formulas for
+    convolutions scaled by `inside_fraction`."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    fractions: dict[str, float] = {}
-    hooks = [m.register_forward_hook(lambda m, x, y, name=f"{type(net).__name__}.{name}": fractions.__setitem__(
-                 name, inside_fraction(m, x[0].shape[2:], y.shape[2:])))
-             for net in nets for name, m in net.named_modules()
-             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
-    try:
-        with FlopCounterMode(display=False) as counter:
+    aten = torch.ops.aten
+    counts = []
+    for mapping in ({}, {aten.convolution: _conv_on_pixels, aten.convolution_backward: _conv_backward_on_pixels}):
+        with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
             one()
-    finally:
-        for hook in hooks:
-            hook.remove()
-    counts = counter.get_flop_counts()
-
-    def conv(module: str) -> float:
-        return float(sum(v for op, v in counts.get(module, {}).items() if "convolution" in str(op)))
-    counted = conv("Global")
-    inside = counted - sum(conv(name) * (1 - fraction) for name, fraction in fractions.items())
-    return counted, inside, float(counter.get_total_flops())
+        counts.append((sum(v for op, v in counter.get_flop_counts()["Global"].items() if "convolution" in str(op)),
+                       counter.get_total_flops()))
+    return float(counts[0][0]), float(counts[1][0]), float(counts[0][1])
 
 
 def conv_seconds(one: Callable[[], torch.Tensor], steps: int, warmup: int = 3) -> float:
@@ -156,7 +161,7 @@ def loss_gaps(steps: int, window: int) -> tuple[float, float]:
     """Largest relative gap of the bf16 loss_d and loss_g curves from float32's (`window`-step means), one seed."""
     curves = []
     for fast in (FastPath(bf16=True), FastPath()):
-        one = demo_step(fast)[0]
+        one = demo_step(fast)
         curves.append(torch.stack([one()[:2] for _ in range(steps)]))
     bf16, fp32 = (c[: len(c) // window * window].reshape(-1, window, 2).mean(1) for c in curves)
     gaps = ((bf16 - fp32).abs() / fp32.abs()).amax(0)
@@ -170,8 +175,8 @@ def demo_step_rows(steps: int = 20, profiled: int = 5, agreement_steps: int = 20
     shape = "demo preset: digits 0-4 at 32 px, batch 64, one thread"
     with threads(1):
         rate = matmul_gflops(matmul_n) * 1e9
-        one, nets = demo_step(FastPath())
-        counted, conv, total = conv_flops(one, nets)
+        one = demo_step(FastPath())
+        counted, conv, total = conv_flops(one)
         total -= counted - conv  # the step's arithmetic on image pixels
         in_convs = conv_seconds(one, profiled)
         seconds = step_seconds(one, steps)
@@ -191,7 +196,7 @@ def demo_step_rows(steps: int = 20, profiled: int = 5, agreement_steps: int = 20
             return rows + [Row(figure=f"training step, bf16 autocast against float32 ({shape})", unit="x",
                                target="-", measured=None, device=name,
                                note="not measured: no native bf16 (avx512_bf16, amx_bf16) on this CPU")]
-        bf16 = step_seconds(demo_step(FastPath(bf16=True))[0], steps)
+        bf16 = step_seconds(demo_step(FastPath(bf16=True)), steps)
         window = max(1, min(50, agreement_steps // 4))
         gap_d, gap_g = loss_gaps(agreement_steps, window)
     return rows + [
