@@ -4,9 +4,8 @@ The step is the demo preset's (split 0 of the digits at 32 px, its networks and 
 as `acgan run` trains each of its two splits. Its convolutions' FLOPs on image pixels (torch's FLOP counter's,
 less the taps on zero padding: `inside_fraction`) divided by this CPU's float32 matrix-product rate, measured in the
 same process on a large product, is the time they would take at that rate; the figure is the time the profiler finds
-them taking, over that. Where the CPU multiplies bf16 natively
-(AVX512_BF16 or AMX-BF16), the same step under bf16 autocast is timed against float32, and their loss curves
-compared.
+them taking, over that. Where the CPU multiplies bf16 natively (AVX512_BF16 or AMX-BF16), the same step under bf16
+autocast is timed against float32, and their loss curves compared.
 """
 
 from __future__ import annotations
