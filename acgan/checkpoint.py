@@ -10,8 +10,9 @@ GC): each writer stores its files under names of its own (`<writer token>-genera
 those objects, and the marker is created with a conditional create that fails if one exists. So a late writer's
 files lie beside the committed ones, unreferenced, and its marker is refused.
 
-Files: `generator.safetensors` + `meta.json` (the sampling snapshot) and `train_state.safetensors` (G, D, both
-optimisers and the RNG states: everything needed to continue bit-for-bit).
+Files: `generator.safetensors` + `meta.json` (the sampling snapshot: the averaged G when the run keeps one, else G)
+and `train_state.safetensors` (G, the averaged G if any, D, both optimisers and the RNG states: everything needed
+to continue bit-for-bit).
 """
 
 from __future__ import annotations

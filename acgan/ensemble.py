@@ -17,7 +17,7 @@ from acgan.checkpoint import CorruptCheckpoint, checkpoint_prefix, complete_step
 from acgan.data.plan import load_plan
 from acgan.errors import UserError
 from acgan.model import Generator
-from acgan.sampling import generate, generator_from_files, load_split_generator, write_samples
+from acgan.sampling import generate, generator_from_files, load_split_generator, with_raw_weights, write_samples
 from acgan.store import Store, read_model, write_json
 from acgan.training.state import GENERATOR_FILE, META_FILE
 
@@ -105,18 +105,23 @@ def load_ensemble(store: Store) -> EnsembleManifest | None:
                       f"again with `acgan rerun --store {store.uri} --local`")
 
 
-def load_member_generator(store: Store, member: EnsembleMember, device: str | torch.device = "cpu") -> Generator:
-    """The generator of the checkpoint the manifest names (verified), in eval mode."""
+def load_member_generator(store: Store, member: EnsembleMember, device: str | torch.device = "cpu",
+                          raw: bool = False) -> Generator:
+    """The generator of the checkpoint the manifest names (verified), in eval mode: its sampling snapshot, or with
+    `raw` its trained G."""
     try:
         files = load_checkpoint(store, member.split, member.step, [GENERATOR_FILE, META_FILE])
+        files = with_raw_weights(store, member.split, member.step, files, raw)
     except CorruptCheckpoint as e:
         raise UserError(f"the ensemble's checkpoint for class {member.class_id} does not verify ({e}): "
                         f"run `acgan rerun --store {store.uri}` to retrain and re-assemble") from None
-    return generator_from_files(files, device)[0]
+    return generator_from_files(files, device, raw)[0]
 
 
-def sample(store: Store, class_text: str, n: int, seed: int, out: Path, device: str = "cpu") -> dict:
-    """`acgan sample`: through the ensemble manifest if the store has one, else the newest checkpoint of the split."""
+def sample(store: Store, class_text: str, n: int, seed: int, out: Path, device: str = "cpu",
+           raw: bool = False) -> dict:
+    """`acgan sample`: through the ensemble manifest if the store has one, else the newest checkpoint of the split;
+    the sampling snapshot, or with `raw` the trained G."""
     if n < 1:
         raise UserError(f"-n {n}: ask for at least one sample")
     plan = load_plan(store)
@@ -124,11 +129,12 @@ def sample(store: Store, class_text: str, n: int, seed: int, out: Path, device: 
     manifest = load_ensemble(store)
     if manifest is not None:
         member = manifest.member(class_id)
-        G, split, step, local = load_member_generator(store, member, device), member.split, member.step, member.local_index
+        G, split, step, local = (load_member_generator(store, member, device, raw), member.split, member.step,
+                                 member.local_index)
     else:
         split, local = plan.split_of(class_id)
-        G, meta = load_split_generator(store, split, device)
+        G, meta = load_split_generator(store, split, device, raw)
         step = meta["step"]
     write_samples(generate(G, local, n, seed), np.full(n, class_id, dtype=np.int64), out)
     return {"class": class_id, "name": plan.classes[class_id].name, "split": split, "step": step, "out": str(out),
-            "via": "ensemble" if manifest is not None else "latest checkpoint"}
+            "via": "ensemble" if manifest is not None else "latest checkpoint", "raw": raw}

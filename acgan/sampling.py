@@ -11,31 +11,43 @@ import numpy as np
 import torch
 from PIL import Image
 
-from acgan.checkpoint import latest_checkpoint
+from acgan.checkpoint import latest_checkpoint, load_checkpoint
 from acgan.errors import UserError
 from acgan.model import Generator, ModelConfig, to_uint8
 from acgan.store import Store
-from acgan.training.state import GENERATOR_FILE, META_FILE, load_generator_weights
+from acgan.training.state import GENERATOR_FILE, META_FILE, generator_file_names, load_generator_weights
 
 # Output pixels per batch on a CPU: 8 images of 128x128 (the paper's G: 10% faster than 100 at once, whose buffers
 # are mapped and page-faulted in afresh each call), 128 of 32x32.
 CPU_BATCH_PIXELS = 2**17
 
 
-def load_split_generator(store: Store, split: int, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
-    """The sampling snapshot of a split's newest complete, intact checkpoint, in eval mode, and its meta."""
+def load_split_generator(store: Store, split: int, device: str | torch.device = "cpu",
+                         raw: bool = False) -> tuple[Generator, dict]:
+    """The sampling snapshot of a split's newest complete, intact checkpoint (with `raw`, its trained G), in eval
+    mode, and its meta."""
     latest = latest_checkpoint(store, split, [GENERATOR_FILE, META_FILE])
     if latest is None:
         raise UserError(f"split {split} of {store.uri} has no complete checkpoint: run `acgan train-split "
                         f"--store {store.uri} --split {split}` first")
-    return generator_from_files(latest[1], device)
+    step, files = latest
+    return generator_from_files(with_raw_weights(store, split, step, files, raw), device, raw)
 
 
-def generator_from_files(files: dict[str, bytes], device: str | torch.device = "cpu") -> tuple[Generator, dict]:
-    """A checkpoint's sampling snapshot (generator + meta files, already verified) as a Generator in eval mode."""
+def with_raw_weights(store: Store, split: int, step: int, files: dict[str, bytes], raw: bool) -> dict[str, bytes]:
+    """A checkpoint's snapshot files, plus, with `raw` where the snapshot is the averaged G, the training state that
+    holds the trained G (verified)."""
+    missing = [name for name in generator_file_names(json.loads(files[META_FILE]), raw) if name not in files]
+    return {**files, **load_checkpoint(store, split, step, missing)} if missing else files
+
+
+def generator_from_files(files: dict[str, bytes], device: str | torch.device = "cpu",
+                         raw: bool = False) -> tuple[Generator, dict]:
+    """A checkpoint's sampling snapshot (generator + meta files, already verified), or with `raw` its trained G (the
+    files `with_raw_weights` adds), as a Generator in eval mode."""
     meta = json.loads(files[META_FILE])
     G = Generator(ModelConfig.model_validate(meta["model"]))
-    load_generator_weights(G, files)
+    load_generator_weights(G, files, raw)
     return G.to(device).eval(), meta
 
 

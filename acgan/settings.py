@@ -123,8 +123,9 @@ PRESETS: dict[str, dict] = {
     # Odena, Olah & Shlens (2016) at ImageNet's shape: their networks, objective, dropout and noise, nothing added.
     "paper": {"resolution": 128, "classes_per_split": 10, "steps": 50_000, "batch_size": 100, "width": 1.0,
               "d_width": 1.0, "d_dropout": 0.5, "d_noise_std": 0.1, "d_fake_class_loss": True, "mode_seeking": 0.0,
-              "augment": "", "g_layout": "paper"},
-    # The embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (docs/experiments.md, "The embedded run").
+              "augment": "", "g_layout": "paper", "ema_kimg": 0.0},
+    # The embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (docs/experiments.md, "The
+    # embedded run").
     "demo": {"dataset": "digits", "resolution": 32, "classes_per_split": 5, "steps": 900, "batch_size": 64,
              "checkpoint_every": 300, "width": 0.125, "d_width": 0.5, "d_dropout": 0.25, "d_noise_std": 0.0,
              "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": "", "g_layout": "imagenet-start"},
@@ -263,6 +264,12 @@ class TrainingSettings(ModelSettings, PresetSettings):
                                                               "within-class collapse (MSGAN); the paper: 0")
     augment: AugmentPolicy = Field("", description="DiffAugment policy for D's inputs: a comma-separated subset of "
                                                    "translation, cutout; empty or none is the paper's")
+    ema_kimg: float = Field(0.0, ge=0, le=1e6, description="half-life, in thousands of images, of the exponential "
+                            "moving average of G's weights that checkpoints keep as the sampling generator (EDM's "
+                            "ema_kimg); 0: none, G itself samples; the paper: 0")
+    ema_rampup: float = Field(0.05, ge=0, le=1, description="ramp-up of the averaged G (EDM's): its half-life is at "
+                              "most this fraction of the images trained so far, so that a short run's early weights "
+                              "fade; 0: no ramp-up")
 
 
 class EvaluationSettings(SeedSetting):
@@ -461,6 +468,8 @@ class EvalSettings(EvaluationSettings, DeviceSetting):
     report_splits: int = Field(10, ge=1, le=1000, description="splits whose sample grids the report shows")
     overfitting_classes: int = Field(4, ge=1, le=100, description="classes in the overfitting grids")
     neighbours: int = Field(5, ge=1, le=50, description="nearest training neighbours shown per sample")
+    raw: bool = Field(False, description="true | false: evaluate each split's trained G itself rather than its "
+                      "sampling snapshot (the averaged G, where the run kept one: --ema-kimg)")
 
 
 class ServeSettings(BaseModel):

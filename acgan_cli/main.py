@@ -50,7 +50,7 @@ def _sample(args: argparse.Namespace) -> dict:
 
     store = open_store(args.store)
     store.ensure_ready()
-    return sample(store, args.class_, args.n, args.seed, args.out, args.device)
+    return sample(store, args.class_, args.n, args.seed, args.out, args.device, args.raw)
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -459,6 +459,8 @@ def _sample_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help=".png (grid) or .npz (images, labels)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--raw", action="store_true", help="the split's trained G itself rather than its sampling "
+                   "snapshot (the averaged G, where the run kept one: --ema-kimg)")
     p.set_defaults(run=_sample)
 
 

@@ -589,7 +589,7 @@ def test_every_analysis_by_default_writes_the_keys_it_always_wrote(tmp_path):
         "fraction_high_diversity_with_high_accuracy", "inception_score", "inception_score_std", "fid"}
     assert all(set(c) == {"id", "name", "split"} | CLASS_ACCURACY_KEYS | CLASS_MS_SSIM_KEYS for c in metrics["classes"])
     assert set(metrics["computed_on"]) == {
-        "checkpoints", "samples_per_class", "pairs_per_class", "seed", "real_images", "real_per_class_at_most",
+        "checkpoints", "generator", "samples_per_class", "pairs_per_class", "seed", "real_images", "real_per_class_at_most",
         "ms_ssim_standard_error", "classifier", "ms_ssim_data_range", "resolution_study", "joint_thresholds",
         "inception_score", "fid", "overfitting", "peak_host_memory_bytes", "peak_device_memory_bytes"}
 

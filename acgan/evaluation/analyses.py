@@ -226,6 +226,7 @@ def computed_on_record(manifest: EnsembleManifest, settings: EvalSettings, r: St
     pairs where MS-SSIM ran; what each analysis chosen notes of its own numbers."""
     computed_on = {
         "checkpoints": sorted({(m.split, m.step) for m in manifest.classes}),
+        "generator": "raw" if settings.raw else "snapshot",  # --raw: the trained G; else the averaged G, where kept
         "samples_per_class": settings.samples_per_class, "seed": settings.seed,
         "real_images": r.real_images, "real_per_class_at_most": settings.real_per_class,
         "overfitting": f"nearest neighbours among the real images of the sample's class; L1 in pixel space and "
@@ -313,7 +314,7 @@ def _stream(store: Store, plan: SplitPlan, manifest: EnsembleManifest, settings:
             log.info("evaluating split %d / %d, %.0f s so far", split + 1, len(plan.splits), last_log - start)
         real, real_labels = next(reals)  # not zip(): its reused result tuple would hold the last split's images
         samples, sample_labels = split_samples(store, manifest, members, settings.samples_per_class, settings.seed,
-                                               device)
+                                               device, settings.raw)
         analyse_split(model, sizes, settings, use_ms_ssim, samples, sample_labels, real, real_labels, members, kept,
                       fid_sums)
         for c in set(shown) & set(members):

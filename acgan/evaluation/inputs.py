@@ -81,10 +81,10 @@ def real_on_disk(store: Store, plan: SplitPlan, per_class: int,
 
 
 def split_samples(store: Store, manifest: EnsembleManifest, members: list[int], n: int, seed: int,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """n samples of each class of one split through the ensemble, on `device`: uint8 (len(members) * n, C, H, W)
-    and their global class ids."""
-    G = load_member_generator(store, manifest.member(members[0]), device)
+                  device: torch.device, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """n samples of each class of one split through the ensemble (its sampling snapshot, or with `raw` its trained
+    G), on `device`: uint8 (len(members) * n, C, H, W) and their global class ids."""
+    G = load_member_generator(store, manifest.member(members[0]), device, raw)
     images = [torch.from_numpy(generate(G, manifest.member(c).local_index, n, seed + c)) for c in members]
     return torch.cat(images).to(device), torch.tensor(members, device=device).repeat_interleave(n)
 
@@ -145,7 +145,7 @@ def overfitting_grids(store: Store, manifest: EnsembleManifest, plan: SplitPlan,
     interpolations, fixed = [], []
     for c in chosen:
         member = manifest.member(c)
-        G = load_member_generator(store, member, device)
+        G = load_member_generator(store, member, device, settings.raw)
         z = torch.randn(2, G.cfg.noise_dim, generator=gen, device=device)
         interpolations.append(interpolation(G, member.local_index, z[0], z[1], 10))
         if member.split not in {m for m, _ in fixed}:

@@ -38,6 +38,7 @@ from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
 from acgan.settings import MAX_STEPS, DeviceSetting, ModelSettings, TrainingSettings
 from acgan.store import Store, write_json
+from acgan.training.ema import averaged_copy, ema_beta, update_ema
 from acgan.training.state import pack_checkpoint, unpack_checkpoint
 from acgan.training.step import STATS, FastPath, TrainStep, make_optimizers
 
@@ -159,9 +160,10 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
     opt_g, opt_d = make_optimizers(G, D, cfg.lr, (cfg.beta1, cfg.beta2), fast)
     # Before the restore: the step puts G and D in their memory layout, which the restored Adam moments must match.
     train_step = TrainStep(G, D, opt_g, opt_d, fast, cfg.d_fake_class_loss, cfg.mode_seeking, cfg.augment, data_rng)
+    G_ema = averaged_copy(G) if cfg.ema_kimg > 0 else None  # the sampling snapshot (acgan/training/ema.py)
 
     # Resume from the newest complete, intact checkpoint of this split.
-    start = _resume(store, cfg, model_cfg, G, D, opt_g, opt_d, data_rng)
+    start = _resume(store, cfg, model_cfg, G, D, opt_g, opt_d, data_rng, G_ema)
     if start >= cfg.steps:
         log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
         return {"step": start, "steps": cfg.steps, "resumed_from": start}
@@ -180,7 +182,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
         meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
                 "train": cfg.model_dump(), "fast_path": fast.model_dump(), "time": time.time()}
         try:  # the renewals before the upload and the marker: a trainer that lost its split commits nothing
-            save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta),
+            save_checkpoint(store, cfg.split, step, pack_checkpoint(G, D, opt_g, opt_d, data_rng, meta, G_ema),
                             fence=lease.renew)
         except CheckpointExists as e:
             raise SplitBusy(f"split {cfg.split}: {e}; another trainer holds the split, this one stops") from None
@@ -194,7 +196,9 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
     for step in range(start + 1, cfg.steps + 1):
         if stop.is_set():
             break
-        sums += train_step(*_batch(images, labels, cfg, model_cfg, data_rng))
+        sums += train_step(*training_batch(images, labels, cfg, model_cfg, data_rng))
+        if G_ema is not None:
+            update_ema(G_ema, G, ema_beta(step, cfg.batch_size, cfg.ema_kimg, cfg.ema_rampup))
         done = step
         bar.update(1)
         is_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
@@ -249,7 +253,7 @@ def _split_data(store: Store, split: int, model_cfg: ModelConfig, members: list[
 
 
 def _resume(store: Store, cfg: TrainConfig, model_cfg: ModelConfig, G, D, opt_g, opt_d,
-            data_rng: torch.Generator) -> int:
+            data_rng: torch.Generator, G_ema) -> int:
     """Restore the newest complete, intact checkpoint of the split, if any, and move newer ones that failed
     verification out of the way (their steps are trained again); returns the step to continue from."""
     start, latest = 0, latest_checkpoint(store, cfg.split)
@@ -260,7 +264,7 @@ def _resume(store: Store, cfg: TrainConfig, model_cfg: ModelConfig, G, D, opt_g,
         if saved.model_dump(include=shape) != model_cfg.model_dump(include=shape):
             raise UserError(f"split {cfg.split} has checkpoints of a different model ({_describe(saved)}) than "
                             f"requested ({_describe(model_cfg)}): use the original settings or a new store")
-        unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng)
+        unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng, G_ema)
         start = step
     for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
         quarantine_checkpoint(store, cfg.split, newer)  # failed verification: its step is trained again
@@ -269,8 +273,8 @@ def _resume(store: Store, cfg: TrainConfig, model_cfg: ModelConfig, G, D, opt_g,
     return start
 
 
-def _batch(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, model_cfg: ModelConfig,
-           rng: torch.Generator) -> tuple[torch.Tensor, ...]:
+def training_batch(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, model_cfg: ModelConfig,
+                   rng: torch.Generator) -> tuple[torch.Tensor, ...]:
     """One step's real images and labels, noise and fake labels, drawn from the data generator."""
     device, K = images.device, model_cfg.num_classes
     idx = torch.randint(images.shape[0], (cfg.batch_size,), generator=rng, device=device)

@@ -1,6 +1,9 @@
 """Training state <-> checkpoint files. Tensors go to safetensors, everything else to JSON: nothing is pickled.
 
-An optimiser's state_dict is flattened to tensors `<name>.<param index>.<field>` plus its param_groups in JSON.
+An optimiser's state_dict is flattened to tensors `<name>.<param index>.<field>` plus its param_groups in JSON. With
+an averaged generator (acgan/training/ema.py) the sampling snapshot is the average, under the same `G.` names, and
+the training state holds both (`G.` the trained G, `G_ema.` the average); the meta's `ema` says which the snapshot
+is. A checkpoint without it (written before the average existed, or with `ema_kimg` 0) samples from the trained G.
 """
 
 from __future__ import annotations
@@ -50,27 +53,38 @@ def load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], gr
     match_param_layouts(opt)  # saved moments are contiguous; a channels-last weight needs them channels-last
 
 
-def pack_checkpoint(G, D, opt_g, opt_d, data_rng: torch.Generator, meta: dict) -> dict[str, bytes]:
-    """The files of one checkpoint: the sampling snapshot (generator + meta) and the full training state."""
+def pack_checkpoint(G, D, opt_g, opt_d, data_rng: torch.Generator, meta: dict, G_ema=None) -> dict[str, bytes]:
+    """The files of one checkpoint: the sampling snapshot (the averaged G if there is one, else G; + meta) and the
+    full training state."""
     g_opt, g_groups = optimizer_tensors(opt_g)
     d_opt, d_groups = optimizer_tensors(opt_d)
     tensors = {**_tensors("G", G.state_dict()), **_tensors("D", D.state_dict()),
                **_tensors("opt_g", g_opt), **_tensors("opt_d", d_opt),
                "rng.torch": torch.get_rng_state(), "rng.data": data_rng.get_state()}
+    if G_ema is not None:
+        tensors.update(_tensors("G_ema", G_ema.state_dict()))
     if torch.cuda.is_available():
         tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    meta = {**meta, "device": data_rng.device.type, "optimizer_groups": {"opt_g": g_groups, "opt_d": d_groups}}
-    return {GENERATOR_FILE: save_safetensors(_tensors("G", G.state_dict())),
+    meta = {**meta, "device": data_rng.device.type, "optimizer_groups": {"opt_g": g_groups, "opt_d": d_groups},
+            "ema": G_ema is not None}
+    snapshot = G if G_ema is None else G_ema
+    return {GENERATOR_FILE: save_safetensors(_tensors("G", snapshot.state_dict())),
             TRAIN_STATE_FILE: save_safetensors(tensors),
             META_FILE: json.dumps(meta, indent=2, sort_keys=True).encode()}
 
 
-def unpack_checkpoint(files: dict[str, bytes], G, D, opt_g, opt_d, data_rng: torch.Generator) -> dict:
-    """Restore everything saved by pack_checkpoint; returns the meta."""
+def unpack_checkpoint(files: dict[str, bytes], G, D, opt_g, opt_d, data_rng: torch.Generator, G_ema=None) -> dict:
+    """Restore everything saved by pack_checkpoint; returns the meta. A `G_ema` given for a checkpoint without an
+    average (one written with `ema_kimg` 0, or before the average existed) starts from the restored G."""
     meta = json.loads(files[META_FILE])
     tensors = load_safetensors(files[TRAIN_STATE_FILE])
     G.load_state_dict(_unprefix(tensors, "G"))
     D.load_state_dict(_unprefix(tensors, "D"))
+    if G_ema is not None:
+        averaged = _unprefix(tensors, "G_ema")
+        if not averaged:
+            log.info("checkpoint of step %s has no averaged G: the average starts from its G", meta["step"])
+        G_ema.load_state_dict(averaged or _unprefix(tensors, "G"))
     load_optimizer(opt_g, _unprefix(tensors, "opt_g"), meta["optimizer_groups"]["opt_g"])
     load_optimizer(opt_d, _unprefix(tensors, "opt_d"), meta["optimizer_groups"]["opt_d"])
     torch.set_rng_state(tensors["rng.torch"])
@@ -81,8 +95,16 @@ def unpack_checkpoint(files: dict[str, bytes], G, D, opt_g, opt_d, data_rng: tor
     return meta
 
 
-def load_generator_weights(G, files: dict[str, bytes]) -> None:
-    G.load_state_dict(_unprefix(load_safetensors(files[GENERATOR_FILE]), "G"))
+def generator_file_names(meta: dict, raw: bool) -> list[str]:
+    """The file that holds the weights to sample from: the snapshot, or with `raw` the trained G, which is in the
+    training state when the snapshot is its average."""
+    return [TRAIN_STATE_FILE if raw and meta.get("ema") else GENERATOR_FILE]
+
+
+def load_generator_weights(G, files: dict[str, bytes], raw: bool = False) -> None:
+    """G's weights from a checkpoint's files (those `generator_file_names` names, and the meta)."""
+    name = generator_file_names(json.loads(files[META_FILE]), raw)[0]
+    G.load_state_dict(_unprefix(load_safetensors(files[name]), "G"))
 
 
 def _restore_data_rng(data_rng: torch.Generator, state: torch.Tensor, meta: dict) -> None:

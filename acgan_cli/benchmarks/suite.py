@@ -152,6 +152,7 @@ def loss_agreement(resolution: int, batch: int, fast: FastPath, device: torch.de
 def bench_training(device: torch.device, steps: int | None = None) -> list[Row]:
     gpu = device.type == "cuda"
     resolution, batch = (128, 100) if gpu else (32, 100)
+    tiny = steps is not None  # a test's run: the CPU step's rows as short as they go
     steps = steps or (200 if gpu else 5)
     warmup = 20 if gpu else 2
     fast = FastPath.resolve(device)
@@ -189,6 +190,10 @@ def bench_training(device: torch.device, steps: int | None = None) -> list[Row]:
         rows.append(Row(figure="paper's full ensemble (100 splits x 50,000 steps x batch 100)", unit="GPU-hours",
                         target="< 24 H100-hours", measured=None, device=name,
                         note="pending: needs the 128px figure from a GPU (acgan bench --device cuda)"))
+    if not gpu:
+        from acgan_cli.benchmarks.cpu_step import demo_step_rows  # that module imports this one
+
+        rows += demo_step_rows(steps, 1, 8, 256) if tiny else demo_step_rows()
     return rows
 
 
