@@ -15,7 +15,13 @@ from acgan.checkpoint import latest_checkpoint, load_checkpoint
 from acgan.errors import UserError
 from acgan.model import Generator, ModelConfig, to_uint8
 from acgan.store import Store
-from acgan.training.state import GENERATOR_FILE, META_FILE, generator_file_names, load_generator_weights
+from acgan.training.state import (
+    GENERATOR_FILE,
+    META_FILE,
+    TRAIN_STATE_FILE,
+    generator_file_names,
+    load_generator_weights,
+)
 
 # Output pixels per batch on a CPU: 8 images of 128x128 (the paper's G: 10% faster than 100 at once, whose buffers
 # are mapped and page-faulted in afresh each call), 128 of 32x32.
@@ -26,12 +32,14 @@ def load_split_generator(store: Store, split: int, device: str | torch.device = 
                          raw: bool = False) -> tuple[Generator, dict]:
     """The sampling snapshot of a split's newest complete, intact checkpoint (with `raw`, its trained G), in eval
     mode, and its meta."""
-    latest = latest_checkpoint(store, split, [GENERATOR_FILE, META_FILE])
+    # With `raw` the training state is verified too (it holds the trained G where the snapshot is its average), so
+    # a checkpoint whose state is damaged is skipped like one whose snapshot is.
+    latest = latest_checkpoint(store, split, [GENERATOR_FILE, META_FILE, *([TRAIN_STATE_FILE] if raw else [])])
     if latest is None:
         raise UserError(f"split {split} of {store.uri} has no complete checkpoint: run `acgan train-split "
                         f"--store {store.uri} --split {split}` first")
     step, files = latest
-    return generator_from_files(with_raw_weights(store, split, step, files, raw), device, raw)
+    return generator_from_files(files, device, raw)
 
 
 def with_raw_weights(store: Store, split: int, step: int, files: dict[str, bytes], raw: bool) -> dict[str, bytes]:

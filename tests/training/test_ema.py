@@ -116,3 +116,22 @@ def test_acgan_sample_raw_draws_from_the_trained_g(capsys, digits_store, tmp_pat
                      "--out", str(outs[bool(flags)]), *flags]) == 0
         assert json.loads(capsys.readouterr().out)["raw"] is bool(flags)
     assert not np.array_equal(np.load(outs[False])["images"], np.load(outs[True])["images"])
+
+
+def test_a_damaged_training_state_is_skipped_by_raw_sampling_like_a_damaged_snapshot(capsys, digits_store):
+    """With --raw the trained G is read from the training state: a damaged one sends sampling to the previous
+    checkpoint, and with none intact the command ends in one line, as for a damaged snapshot."""
+    from acgan_cli.main import main
+
+    train_split(digits_store, tiny_config(steps=10, checkpoint_every=5, **EMA))
+    checkpoints = digits_store.root / "splits" / "split-00000" / "checkpoints"
+    newest = next((checkpoints / "step-00000010").glob(f"*{TRAIN_STATE_FILE}"))
+    newest.write_bytes(newest.read_bytes()[:100])
+    assert load_split_generator(digits_store, 0, raw=True)[1]["step"] == 5
+    assert load_split_generator(digits_store, 0)[1]["step"] == 10  # the snapshot itself is intact
+    next((checkpoints / "step-00000005").glob(f"*{TRAIN_STATE_FILE}")).unlink()
+    assert main(["sample", "--store", str(digits_store.root), "--class", "1", "-n", "2", "--raw",
+                 "--out", str(digits_store.root / "raw.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("acgan sample: error: split 0 of ") and "no complete checkpoint" in err[-1]
+    assert not (digits_store.root / "raw.png").exists()
