@@ -38,8 +38,7 @@ def load_split_generator(store: Store, split: int, device: str | torch.device = 
     if latest is None:
         raise UserError(f"split {split} of {store.uri} has no complete checkpoint: run `acgan train-split "
                         f"--store {store.uri} --split {split}` first")
-    step, files = latest
-    return generator_from_files(files, device, raw)
+    return generator_from_files(latest[1], device, raw)
 
 
 def with_raw_weights(store: Store, split: int, step: int, files: dict[str, bytes], raw: bool) -> dict[str, bytes]:
