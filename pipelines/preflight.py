@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 def pods_namespace(multi_user: bool, namespace: str | None) -> str:
     """The namespace KFP 2.17 runs a run's pods in. Standalone (single-user) KFP runs them in its own namespace
     whatever the run names: backend/src/apiserver at tag 2.17.0, ResourceManager.ReplaceNamespace returns "" unless
-    multi-user (resource/resource_manager.go; experiment_server.go createExperiment and run_server.go take the
-    namespace through it), and CreateRun then falls back to common.GetPodNamespace(), the API server's own namespace,
-    `kubeflow` on every install of its manifests. Multi-user KFP runs them in the run's profile namespace, which it
-    requires. A namespace that KFP would not run the pods in is refused, naming where they would run."""
+    multi-user (resource/resource_manager.go), experiment_server.go createExperiment stores an experiment's namespace
+    through it, a run takes its experiment's (GetValidExperimentNamespacePair), and CreateRun falls back to
+    common.GetPodNamespace(), the API server's own namespace, `kubeflow` on every install of its manifests.
+    Multi-user KFP runs them in the run's profile namespace, which it requires. A namespace that KFP would not run
+    the pods in is refused, naming where they would run."""
     if multi_user:
         if not namespace:
             raise UserError("preflight: this KFP is multi-user and runs a run's pods in the user's profile "

@@ -5,7 +5,6 @@ manifests (labels, taint, Secret, ConfigMap, ServiceAccount, quota, Kueue queue)
 
 import re
 import subprocess
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -27,13 +26,14 @@ CUSTOM_KINDS = {("karpenter.sh/v1", "NodePool"), ("karpenter.k8s.aws/v1", "EC2No
 # Cluster-scoped kinds (Karpenter's and Kueue's CRDs declare `scope: Cluster`); everything else is namespaced.
 CLUSTER_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "NodePool", "EC2NodeClass", "ResourceFlavor",
                  "ClusterQueue"}
+
+
 # Where KFP 2.17 runs a run's pods (backend/src/apiserver at tag 2.17.0): standalone (single-user), in its own
-# namespace whatever the run asks (server/experiment_server.go createExperiment and run_server.go createRun take the
-# namespace through ResourceManager.ReplaceNamespace, which returns "" unless multi-user; resource_manager.go
-# CreateRun then falls back to common.GetPodNamespace(), the API server's POD_NAMESPACE, "kubeflow" by default in
-# common/const.go and in every env/ of its manifests); multi-user, in the run's experiment's (profile) namespace.
-
-
+# namespace whatever the run asks (server/experiment_server.go createExperiment stores an experiment's namespace
+# through ResourceManager.ReplaceNamespace, "" unless multi-user; a run takes its experiment's namespace in
+# resource_manager.go GetValidExperimentNamespacePair, and CreateRun falls back to common.GetPodNamespace(), the API
+# server's POD_NAMESPACE, "kubeflow" by default in common/const.go and on every install of its manifests);
+# multi-user, in the run's experiment's (profile) namespace.
 def pods_run_in(overlay: str) -> str:
     """kubeflow-profile is for multi-user KFP (its namespace: the profile's); any other overlay for standalone KFP."""
     return overlay_namespace(overlay) if overlay == "kubeflow-profile" else KFP_NAMESPACE
