@@ -1,6 +1,6 @@
 # Operator shortcuts; each target is one documented command.
 IMAGE ?= ghcr.io/acgan-ensemble/acgan-ensemble:0.1.0
-OVERLAY ?= generic
+OVERLAY ?= standalone
 
 .PHONY: image push manifests deploy pipeline test
 
@@ -10,7 +10,7 @@ image:  ## build the one image every pipeline component runs in
 push: image
 	docker push $(IMAGE)
 
-manifests:  ## render an overlay (needs manifests/base/core/store.env and manifests/base/minio/minio-root.env)
+manifests:  ## render an overlay (needs manifests/base/core/store.env; with components/bundled-minio, base/minio/minio-root.env)
 	kubectl kustomize manifests/overlays/$(OVERLAY)
 
 deploy:

@@ -366,7 +366,8 @@ def _submit_parser(sub) -> None:
     p = sub.add_parser("submit", help="start a run on a Kubeflow Pipelines server")
     p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. https://kfp.example/pipeline")
     p.add_argument("--store", required=True, help="s3://BUCKET/PREFIX that every training pod reaches")
-    p.add_argument("--namespace", help="the KFP (profile) namespace")
+    p.add_argument("--namespace", help="multi-user KFP: the profile namespace the run's pods run in; standalone "
+                   "KFP runs them in its own, kubeflow")
     p.add_argument("--experiment", default="acgan-ensemble", help="KFP experiment name")
     p.add_argument("--run-name")
     p.add_argument("--pipeline-id", help="run this already uploaded pipeline instead of compiling one")

@@ -1,5 +1,6 @@
-"""Before `acgan submit` starts a run: does the namespace hold what the compiled pipeline's pods will need? Asked of
-the Kubernetes API with the `kubernetes` client, as the submitting user (kube config, or the pod's service account).
+"""Before `acgan submit` starts a run: does the namespace where KFP will run its pods hold what they need? KFP says
+whether it is multi-user (its healthz); the namespace's objects are asked of the Kubernetes API with the `kubernetes`
+client, as the submitting user (kube config, or the pod's service account).
 
 A pod that lacks its Secret or ConfigMap is never started (CreateContainerConfigError) and one labelled for a Kueue
 LocalQueue that does not exist waits forever, so each of these would otherwise show up as a stuck run much later.
@@ -28,6 +29,41 @@ KFP_NAMESPACE, ARGO_CONFIG_MAP = "kubeflow", "workflow-controller-configmap"
 RETRIES_FAILURES = ("Always", "OnFailure", "OnTransientError")
 
 log = logging.getLogger(__name__)
+
+
+def pods_namespace(multi_user: bool, namespace: str | None) -> str:
+    """The namespace KFP 2.17 runs a run's pods in. Standalone (single-user) KFP runs them in its own namespace
+    whatever the run names: backend/src/apiserver at tag 2.17.0, ResourceManager.ReplaceNamespace returns "" unless
+    multi-user (resource/resource_manager.go), experiment_server.go createExperiment stores an experiment's namespace
+    through it, a run takes its experiment's (GetValidExperimentNamespacePair), and CreateRun falls back to
+    common.GetPodNamespace(), the API server's own namespace, `kubeflow` on every install of its manifests.
+    Multi-user KFP runs them in the run's profile namespace, which it requires. A namespace that KFP would not run
+    the pods in is refused, naming where they would run."""
+    if multi_user:
+        if not namespace:
+            raise UserError("preflight: this KFP is multi-user and runs a run's pods in the user's profile "
+                            "namespace: pass --namespace PROFILE (manifests/overlays/kubeflow-profile applied there)")
+        return namespace
+    if namespace and namespace != KFP_NAMESPACE:
+        raise UserError(f"--namespace {namespace}: standalone (single-user) KFP runs every pod in its own namespace, "
+                        f"{KFP_NAMESPACE}, whatever namespace a run names; drop --namespace "
+                        "(manifests/overlays/standalone puts what the pods need there)")
+    return KFP_NAMESPACE
+
+
+def kfp_pods_namespace(client, host: str, namespace: str | None) -> str:
+    """pods_namespace for the KFP server `client` reaches: its healthz answer says whether it is multi-user
+    (backend/src/apiserver/main.go, multi_user); a multi-user run without --namespace goes to the kfp context's
+    namespace, as kfp.Client's calls do (get_user_namespace)."""
+    try:
+        # kfp.Client.get_kfp_healthz would log a traceback for each of its five attempts: one request instead.
+        multi_user = bool(client._healthz_api.healthz_service_get_healthz().multi_user)
+    except Exception as e:  # noqa: BLE001 - any failure to ask is the same one line
+        status = getattr(e, "status", None)
+        raise UserError(f"preflight: KFP at {host} did not say whether it is multi-user ("
+                        f"{f'HTTP {status}' if status else type(e).__name__}): check --host and the credentials, "
+                        "or pass --no-preflight") from None
+    return pods_namespace(multi_user, namespace or (client.get_user_namespace() if multi_user else None))
 
 
 def kubernetes_api_client():

@@ -189,19 +189,19 @@ def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace
            require_gpu_quota: bool = False) -> dict:
     """Start a run on a KFP server: from an uploaded pipeline when `pipeline_id` is given, else compiled here.
     The run's pods use `service_account` (manifests/base/core/rbac.yaml); None leaves KFP's default. `preflight`
-    first asks the Kubernetes API whether the namespace holds what the pods need (pipelines/preflight.py); the
-    pods of standalone KFP run in `kubeflow`."""
+    first asks the Kubernetes API whether the namespace where KFP will run the pods (`kubeflow` on standalone KFP,
+    the profile's on multi-user KFP) holds what they need (pipelines/preflight.py)."""
     if not settings.store.startswith("s3://"):
         raise UserError(f"--store {settings.store}: a cluster run needs object storage (s3://BUCKET/PREFIX), "
                         "which every training pod can reach")
-    if preflight:
-        from pipelines.preflight import preflight as check_namespace
-
-        check_namespace(cluster, namespace or "kubeflow", require_gpu_quota)
     arguments = pipeline_arguments(settings)
     run_name = run_name or f"{PIPELINE_NAME} {settings.store}"
     try:
         client = kfp_client(host, namespace)
+        if preflight:
+            from pipelines.preflight import kfp_pods_namespace, preflight as check_namespace
+
+            check_namespace(cluster, kfp_pods_namespace(client, host, namespace), require_gpu_quota)
         if pipeline_id:
             exp = client.create_experiment(experiment, namespace=namespace)
             run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name, pipeline_id=pipeline_id,
@@ -210,6 +210,8 @@ def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace
             run = client.create_run_from_pipeline_func(
                 build_pipeline(cluster, settings.preset), arguments=arguments, run_name=run_name,
                 experiment_name=experiment, namespace=namespace, service_account=service_account)
+    except UserError:
+        raise
     except Exception as e:
         raise UserError(describe_kfp_error(e, host)) from None
     record_submission(settings.store, Submission(cluster=cluster, namespace=namespace, experiment=experiment,
