@@ -123,12 +123,13 @@ PRESETS: dict[str, dict] = {
     # Odena, Olah & Shlens (2016) at ImageNet's shape: their networks, objective, dropout and noise, nothing added.
     "paper": {"resolution": 128, "classes_per_split": 10, "steps": 50_000, "batch_size": 100, "width": 1.0,
               "d_width": 1.0, "d_dropout": 0.5, "d_noise_std": 0.1, "d_fake_class_loss": True, "mode_seeking": 0.0,
-              "augment": "", "g_layout": "paper", "ema_kimg": 0.0},
+              "augment": "", "g_layout": "paper", "ema_kimg": 0.0, "objective": "acgan"},
     # The embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (docs/experiments.md, "The
     # embedded run").
     "demo": {"dataset": "digits", "resolution": 32, "classes_per_split": 5, "steps": 900, "batch_size": 64,
              "checkpoint_every": 300, "width": 0.125, "d_width": 0.5, "d_dropout": 0.25, "d_noise_std": 0.0,
-             "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": "", "g_layout": "imagenet-start"},
+             "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": "", "g_layout": "imagenet-start",
+             "objective": "acgan"},
 }
 
 
@@ -230,9 +231,10 @@ class DataSettings(PresetSettings):
 
 
 class ModelSettings(BaseModel):
-    """The settings that shape G and D, and D's regularisation: part of the training settings, and, with what the
-    plan fixes (the resolution, the channels, the split's classes), the model's config (acgan/model.py's
-    `ModelConfig`), so a new model setting is one field here. Each default is the paper's."""
+    """The settings that shape G and D (the objective too: TAC's twin class head is part of D), and D's
+    regularisation: part of the training settings, and, with what the plan fixes (the resolution, the channels, the
+    split's classes), the model's config (acgan/model.py's `ModelConfig`), so a new model setting is one field here.
+    Each default is the paper's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -247,6 +249,10 @@ class ModelSettings(BaseModel):
         "paper", description="G at 32 px: paper (the appendix's CIFAR-10 generator: linear to 384 x 4 x 4, then "
                              "192, 96, 3 channels) or imagenet-start (the ImageNet G's 768 x 8 x 8 start, then 384 "
                              "and the image); the same network at 64 and 128 px")
+    objective: Literal["acgan", "tac"] = Field(
+        "acgan", description="acgan (the paper's) or tac: TAC-GAN's twin auxiliary classifier (Gong et al. 2019), a "
+                             "second class head of D trained on generated images only, whose class term G subtracts "
+                             "from its own so that samples keep their class's variety; the paper: acgan")
 
 
 class TrainingSettings(ModelSettings, PresetSettings):
