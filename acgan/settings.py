@@ -82,7 +82,8 @@ AugmentPolicy = Annotated[str, AfterValidator(parse_policy)]
 
 # The evaluation's analyses, in its summary's order. Their code is `ANALYSES` in acgan/evaluation/analyses.py, which
 # needs torch; the names are here so that settings validate without it (tests/test_settings.py holds the two equal).
-ANALYSIS_NAMES = ("discriminability", "diversity", "joint", "fidelity")
+ANALYSIS_NAMES = ("discriminability", "diversity", "joint", "fidelity", "precision_recall", "density_coverage",
+                  "intra_class_fid", "cas")
 
 
 def _empty_is_unset(value):
@@ -289,14 +290,19 @@ class EvaluationSettings(SeedSetting):
                                                              "paper: 100")
     classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="evaluation: training steps of the "
                                                                         "classifier, when none is saved in the store")
+    cas_steps: Annotated[int | None, BeforeValidator(_empty_is_unset)] = Field(
+        None, ge=1, le=1_000_000, description="evaluation, cas analysis: training steps of the classifier trained on "
+                                              "the samples at each evaluation (the evaluation classifier's network "
+                                              "and recipe); unset: a third of classifier_steps")
     classifier: str = Field("trained", min_length=1, description=(
         "evaluation: 'trained' (a CNN trained on the store's real images, saved there and reused) or a .safetensors "
         "file, a path the evaluation's process or pod can read or a store key: another store's "
         "eval/classifier.safetensors, or torchvision's Inception-v3 weights"))
     analyses: AnalysisList = Field(default_factory=lambda: list(ANALYSIS_NAMES), description=(
         "evaluation: the analyses to compute (on the command line: comma-separated, e.g. discriminability,diversity) "
-        f"of {', '.join(ANALYSIS_NAMES)}. Only what they read is computed: the classifier for "
-        "discriminability, joint and fidelity; MS-SSIM, the slow part, for diversity and joint"))
+        f"of {', '.join(ANALYSIS_NAMES)}. Only what they read is computed: the classifier (its features too) for "
+        "all but diversity and cas; MS-SSIM, the slow part, for diversity and joint; cas trains a classifier of its "
+        "own on the samples"))
     real_per_class: int = Field(200, ge=2, le=100_000, description="evaluation: real images per class used, at most")
     ms_ssim_threshold: Annotated[float | None, BeforeValidator(_empty_is_unset)] = Field(
         None, gt=0, le=1, description="evaluation, joint analysis: a class whose samples' MS-SSIM is at or above it "
@@ -304,6 +310,12 @@ class EvaluationSettings(SeedSetting):
     accuracy_threshold: float = Field(0.01, ge=0, lt=1, description="evaluation, joint analysis: a class whose "
                                                                     "accuracy is at or below it is low in accuracy; "
                                                                     "the paper: 1%")
+
+    @property
+    def cas_training_steps(self) -> int:
+        """CAS's classifier's steps: `cas_steps`, else a third of the evaluation classifier's, so that an evaluation
+        that trains both spends a quarter of that time on CAS."""
+        return self.cas_steps or max(1, self.classifier_steps // 3)
 
 
 class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):

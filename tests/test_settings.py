@@ -36,8 +36,9 @@ EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=3
                     images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, noise_dim=100,
                     width=0.125,
                     d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
-                    ema_kimg=0.0, ema_rampup=0.05, g_layout="imagenet-start", objective="acgan", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained",
-                    analyses=["discriminability", "diversity", "joint", "fidelity"], real_per_class=200,
+                    ema_kimg=0.0, ema_rampup=0.05, g_layout="imagenet-start", objective="acgan", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, cas_steps=None, classifier="trained",
+                    analyses=["discriminability", "diversity", "joint", "fidelity", "precision_recall",
+                              "density_coverage", "intra_class_fid", "cas"], real_per_class=200,
                     ms_ssim_threshold=None, accuracy_threshold=0.01)
 # Odena, Olah & Shlens (2016) at ImageNet's shape, nothing added.
 PAPER = dict(resolution=128, classes_per_split=10, batch_size=100, steps=50_000, width=1.0, d_width=1.0,
@@ -138,7 +139,8 @@ def test_an_unknown_analysis_is_one_line_naming_the_flag_and_the_analyses(value,
     with pytest.raises(ValidationError) as e:
         RunSettings(store="s", analyses=value)
     assert explain(e.value) == f"--analyses: {problem}: use a comma-separated subset of " \
-                               "discriminability,diversity,joint,fidelity"
+                               "discriminability,diversity,joint,fidelity,precision_recall,density_coverage," \
+                               "intra_class_fid,cas"
 
 
 def test_the_split_configs_and_experiment_json_record_the_preset_and_every_value(tmp_path):

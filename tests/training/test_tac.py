@@ -53,7 +53,8 @@ def test_the_twin_head_learns_from_generated_images_only():
     _, D_b = one_step(G, D, other_real, other_labels, z, y_fake)
     _, D_c = one_step(G, D, x_real, y_real, other_z, y_fake)
     assert not torch.equal(D_a.head.weight, D_b.head.weight) and not torch.equal(D_a.net[1].weight, D_b.net[1].weight)
-    assert torch.equal(D_a.twin_head.weight, D_b.twin_head.weight) and torch.equal(D_a.twin_head.bias, D_b.twin_head.bias)
+    assert torch.equal(D_a.twin_head.weight, D_b.twin_head.weight)
+    assert torch.equal(D_a.twin_head.bias, D_b.twin_head.bias)
     assert not torch.equal(D_a.twin_head.weight, D.twin_head.weight)  # the step trained it ...
     assert not torch.equal(D_a.twin_head.weight, D_c.twin_head.weight)  # ... on the generated images
 
