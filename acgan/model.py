@@ -15,6 +15,11 @@ Our readings of the paper, where it is silent:
 - "Weights from N(0, 0.02), biases 0": batch-norm scales are drawn from N(1, 0.02) instead (a zero scale would switch
   the layer off), as in DCGAN.
 - D's Gaussian activation noise (Salimans et al. 2016) is added to the input of every convolution while training.
+
+Not in the paper: with `objective="tac"` D has a second class head, the twin auxiliary classifier of TAC-GAN (Gong et
+al., NeurIPS 2019: the linear `linear_mi` beside `linear_c` on D's features in their TAC-BigGAN/BigGAN.py), which the
+losses train on generated images only (acgan/training/losses.py). The paper's D (`acgan`) has no such head, so its
+weights, their initial values and its checkpoints are those of the paper's objective.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class ModelConfig(ModelSettings):
     run's model settings (`ModelSettings`, acgan/settings.py) and what the split's plan fixes."""
 
     SHAPE_FIELDS: ClassVar[tuple[str, ...]] = ("resolution", "channels", "num_classes", "noise_dim", "width", "d_width",
-                                               "g_layout")
+                                               "g_layout", "objective")
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -128,7 +133,8 @@ class Dropout(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Returns (source logit of shape (N,), class logits of shape (N, K)). Losses apply sigmoid/softmax themselves."""
+    """Returns (source logit of shape (N,), class logits of shape (N, K), the twin head's class logits of shape
+    (N, K) or None without it). Losses apply sigmoid/softmax themselves."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -145,10 +151,16 @@ class Discriminator(nn.Module):
         side = cfg.resolution // 8  # three stride-2 layers
         self.head = nn.Linear(c_in * side * side, 1 + cfg.num_classes)
         init_weights(self)
+        # Drawn after the paper's D: one seed gives G and the shared part of D the same weights under either objective.
+        self.twin_head = nn.Linear(c_in * side * side, cfg.num_classes) if cfg.objective == "tac" else None
+        if self.twin_head is not None:
+            init_weights(self.twin_head)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.head(self.net(x).flatten(1))  # (N, 1 + K)
-        return out[:, 0], out[:, 1:]
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        features = self.net(x).flatten(1)
+        out = self.head(features)  # (N, 1 + K)
+        twin = None if self.twin_head is None else self.twin_head(features)  # (N, K)
+        return out[:, 0], out[:, 1:], twin
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

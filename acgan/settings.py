@@ -82,7 +82,8 @@ AugmentPolicy = Annotated[str, AfterValidator(parse_policy)]
 
 # The evaluation's analyses, in its summary's order. Their code is `ANALYSES` in acgan/evaluation/analyses.py, which
 # needs torch; the names are here so that settings validate without it (tests/test_settings.py holds the two equal).
-ANALYSIS_NAMES = ("discriminability", "diversity", "joint", "fidelity")
+ANALYSIS_NAMES = ("discriminability", "diversity", "joint", "fidelity", "precision_recall", "density_coverage",
+                  "intra_class_fid", "cas")
 
 
 def _empty_is_unset(value):
@@ -123,12 +124,13 @@ PRESETS: dict[str, dict] = {
     # Odena, Olah & Shlens (2016) at ImageNet's shape: their networks, objective, dropout and noise, nothing added.
     "paper": {"resolution": 128, "classes_per_split": 10, "steps": 50_000, "batch_size": 100, "width": 1.0,
               "d_width": 1.0, "d_dropout": 0.5, "d_noise_std": 0.1, "d_fake_class_loss": True, "mode_seeking": 0.0,
-              "augment": "", "g_layout": "paper", "ema_kimg": 0.0},
+              "augment": "", "g_layout": "paper", "ema_kimg": 0.0, "objective": "acgan"},
     # The embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (docs/experiments.md, "The
     # embedded run").
     "demo": {"dataset": "digits", "resolution": 32, "classes_per_split": 5, "steps": 900, "batch_size": 64,
              "checkpoint_every": 300, "width": 0.125, "d_width": 0.5, "d_dropout": 0.25, "d_noise_std": 0.0,
-             "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": "", "g_layout": "imagenet-start"},
+             "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": "", "g_layout": "imagenet-start",
+             "objective": "acgan"},
 }
 
 
@@ -230,9 +232,10 @@ class DataSettings(PresetSettings):
 
 
 class ModelSettings(BaseModel):
-    """The settings that shape G and D, and D's regularisation: part of the training settings, and, with what the
-    plan fixes (the resolution, the channels, the split's classes), the model's config (acgan/model.py's
-    `ModelConfig`), so a new model setting is one field here. Each default is the paper's."""
+    """The settings that shape G and D (the objective too: TAC's twin class head is part of D), and D's
+    regularisation: part of the training settings, and, with what the plan fixes (the resolution, the channels, the
+    split's classes), the model's config (acgan/model.py's `ModelConfig`), so a new model setting is one field here.
+    Each default is the paper's."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -247,6 +250,10 @@ class ModelSettings(BaseModel):
         "paper", description="G at 32 px: paper (the appendix's CIFAR-10 generator: linear to 384 x 4 x 4, then "
                              "192, 96, 3 channels) or imagenet-start (the ImageNet G's 768 x 8 x 8 start, then 384 "
                              "and the image); the same network at 64 and 128 px")
+    objective: Literal["acgan", "tac"] = Field(
+        "acgan", description="acgan (the paper's) or tac: TAC-GAN's twin auxiliary classifier (Gong et al. 2019), a "
+                             "second class head of D trained on generated images only, whose class term G subtracts "
+                             "from its own so that samples keep their class's variety; the paper: acgan")
 
 
 class TrainingSettings(ModelSettings, PresetSettings):
@@ -283,14 +290,19 @@ class EvaluationSettings(SeedSetting):
                                                              "paper: 100")
     classifier_steps: int = Field(1500, ge=1, le=1_000_000, description="evaluation: training steps of the "
                                                                         "classifier, when none is saved in the store")
+    cas_steps: Annotated[int | None, BeforeValidator(_empty_is_unset)] = Field(
+        None, ge=1, le=1_000_000, description="evaluation, cas analysis: training steps of the classifier trained on "
+                                              "the samples at each evaluation (the evaluation classifier's network "
+                                              "and recipe); unset: a third of classifier_steps")
     classifier: str = Field("trained", min_length=1, description=(
         "evaluation: 'trained' (a CNN trained on the store's real images, saved there and reused) or a .safetensors "
         "file, a path the evaluation's process or pod can read or a store key: another store's "
         "eval/classifier.safetensors, or torchvision's Inception-v3 weights"))
     analyses: AnalysisList = Field(default_factory=lambda: list(ANALYSIS_NAMES), description=(
         "evaluation: the analyses to compute (on the command line: comma-separated, e.g. discriminability,diversity) "
-        f"of {', '.join(ANALYSIS_NAMES)}. Only what they read is computed: the classifier for "
-        "discriminability, joint and fidelity; MS-SSIM, the slow part, for diversity and joint"))
+        f"of {', '.join(ANALYSIS_NAMES)}. Only what they read is computed: the classifier (its features too) for "
+        "all but diversity and cas; MS-SSIM, the slow part, for diversity and joint; cas trains a classifier of its "
+        "own on the samples"))
     real_per_class: int = Field(200, ge=2, le=100_000, description="evaluation: real images per class used, at most")
     ms_ssim_threshold: Annotated[float | None, BeforeValidator(_empty_is_unset)] = Field(
         None, gt=0, le=1, description="evaluation, joint analysis: a class whose samples' MS-SSIM is at or above it "
@@ -298,6 +310,12 @@ class EvaluationSettings(SeedSetting):
     accuracy_threshold: float = Field(0.01, ge=0, lt=1, description="evaluation, joint analysis: a class whose "
                                                                     "accuracy is at or below it is low in accuracy; "
                                                                     "the paper: 1%")
+
+    @property
+    def cas_training_steps(self) -> int:
+        """CAS's classifier's steps: `cas_steps`, else a third of the evaluation classifier's, so that an evaluation
+        that trains both spends a quarter of that time on CAS."""
+        return self.cas_steps or max(1, self.classifier_steps // 3)
 
 
 class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):

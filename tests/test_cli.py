@@ -84,7 +84,9 @@ def test_bad_inputs(capsys, tmp_path, digits_store):
         (["rerun", "--store", store, "--local"], "no experiment settings"),
         (["evaluate", "--store", store, "--analyses", "diversity,foo"], "--analyses: unknown analysis foo: use a "
                                                                         "comma-separated subset of "
-                                                                        "discriminability,diversity,joint,fidelity"),
+                                                                        "discriminability,diversity,joint,fidelity,"
+                                                                        "precision_recall,density_coverage,"
+                                                                        "intra_class_fid,cas"),
         (["run", "--store", tmp_path / "r", "--analyses", ""], "--analyses: no analysis named"),
     ]
     for argv, fragment in cases:

@@ -400,7 +400,7 @@ def _synthetic_ensemble(root, num_classes: int, classifier: bool = True):
 
 
 STREAM_SETTINGS = EvalSettings(samples_per_class=4, pairs=3, real_per_class=6, overfitting_classes=1, is_splits=2,
-                               neighbours=2, device="cpu")
+                               neighbours=2, device="cpu", cas_steps=2)
 
 
 def _count_resident(monkeypatch, name: str) -> dict[str, int]:
@@ -561,6 +561,8 @@ DIVERSITY_KEYS = {"ms_ssim_mean", "ms_ssim_std", "real_ms_ssim_mean", "real_ms_s
                   "fraction_below_real_max", "fraction_at_most_real_ms_ssim"}
 CLASS_ACCURACY_KEYS = {"accuracy", "accuracy_by_resolution", "real_accuracy", "real_accuracy_by_resolution"}
 CLASS_MS_SSIM_KEYS = {"ms_ssim", "ms_ssim_se", "real_ms_ssim", "real_ms_ssim_se", "low_diversity"}
+SAMPLE_METRIC_KEYS = {"precision", "recall", "density", "coverage", "intra_class_fid", "cas"}
+CLASS_SAMPLE_METRIC_KEYS = {"precision", "recall", "density", "coverage", "fid", "cas"}
 
 
 def _count_calls(monkeypatch, name: str) -> dict[str, int]:
@@ -579,19 +581,76 @@ def _count_calls(monkeypatch, name: str) -> dict[str, int]:
 
 
 def test_every_analysis_by_default_writes_the_keys_it_always_wrote(tmp_path):
-    """No --analyses: every analysis, and metrics.json has exactly the keys it had before analyses were chosen."""
+    """No --analyses: every analysis, and metrics.json has exactly the keys it had before analyses were chosen, and
+    the sample metrics' (issue 39)."""
     store = _synthetic_ensemble(tmp_path / "store", 4)
     summary = evaluate(store, STREAM_SETTINGS)
     metrics = json.loads(store.read_bytes("eval/metrics.json"))
     assert set(metrics) == {"summary", "computed_on", "classes"}
-    assert set(summary) == DISCRIMINABILITY_KEYS | DIVERSITY_KEYS | {
+    assert set(summary) == DISCRIMINABILITY_KEYS | DIVERSITY_KEYS | SAMPLE_METRIC_KEYS | {
         "accuracy_ms_ssim_correlation", "classes_low_diversity", "fraction_low_diversity_with_low_accuracy",
         "fraction_high_diversity_with_high_accuracy", "inception_score", "inception_score_std", "fid"}
-    assert all(set(c) == {"id", "name", "split"} | CLASS_ACCURACY_KEYS | CLASS_MS_SSIM_KEYS for c in metrics["classes"])
+    assert all(set(c) == {"id", "name", "split"} | CLASS_ACCURACY_KEYS | CLASS_MS_SSIM_KEYS | CLASS_SAMPLE_METRIC_KEYS
+               for c in metrics["classes"])
     assert set(metrics["computed_on"]) == {
         "checkpoints", "generator", "samples_per_class", "pairs_per_class", "seed", "real_images", "real_per_class_at_most",
         "ms_ssim_standard_error", "classifier", "ms_ssim_data_range", "resolution_study", "joint_thresholds",
-        "inception_score", "fid", "overfitting", "peak_host_memory_bytes", "peak_device_memory_bytes"}
+        "inception_score", "fid", "overfitting", "peak_host_memory_bytes", "peak_device_memory_bytes",
+        "class_feature_metrics", "cas"}
+
+
+def test_the_sample_metrics_are_each_classs_in_the_classifiers_features_and_cas_tests_on_its_held_out_images(
+        tmp_path, monkeypatch):
+    """Precision, recall, density, coverage and FID per class, from the evaluation classifier's features of each
+    class's samples and real images (as computing them on every image at once gives), their means in the summary;
+    CAS trained on every sample (cas_steps) and tested on exactly the real images the store's classifier held out;
+    the report shows each with its definition."""
+    from acgan.data.plan import load_plan
+    from acgan.evaluation.inputs import split_samples
+    from acgan.metrics import cas as cas_module
+    from acgan.metrics.classifier import heldout_mask, load_classifier
+    from acgan.metrics.density_coverage import compute_density_coverage
+    from acgan.metrics.intra_fid import compute_class_fid
+    from acgan.metrics.precision_recall import compute_precision_recall
+
+    store = _synthetic_ensemble(tmp_path / "store", 4)
+    seen = {}
+    real_cas = cas_module.compute_cas
+
+    def recorded(samples, sample_labels, real, real_labels, num_classes, steps, seed, device):
+        seen.update(samples=samples.clone(), real=real.clone(), real_labels=real_labels.clone(), steps=steps)
+        return real_cas(samples, sample_labels, real, real_labels, num_classes, steps, seed, device)
+
+    monkeypatch.setattr("acgan.evaluation.inputs.compute_cas", recorded)
+    summary = evaluate(store, STREAM_SETTINGS)
+    metrics = json.loads(store.read_bytes("eval/metrics.json"))
+    plan, manifest, model = load_plan(store), load_ensemble(store), load_classifier(store)[0]
+    real, real_labels = load_real(store, plan, 6, 0)
+    drawn = [split_samples(store, manifest, members, 4, 0, torch.device("cpu")) for members in plan.splits]
+    samples, sample_labels = torch.cat([s for s, _ in drawn]), torch.cat([y for _, y in drawn])
+    features, real_features = classify(model, samples, features=True).features, classify(model, real,
+                                                                                          features=True).features
+    for c in metrics["classes"]:
+        mine, theirs = features[sample_labels == c["id"]], real_features[real_labels == c["id"]]
+        assert (c["precision"], c["recall"]) == pytest.approx(compute_precision_recall(theirs, mine, 3))
+        assert (c["density"], c["coverage"]) == pytest.approx(compute_density_coverage(theirs, mine, 5))
+        assert c["fid"] == pytest.approx(compute_class_fid(theirs, mine), rel=1e-4)
+    for name in ("precision", "recall", "density", "coverage"):
+        assert summary[name] == pytest.approx(np.mean([c[name] for c in metrics["classes"]]))
+    assert summary["intra_class_fid"] == pytest.approx(np.mean([c["fid"] for c in metrics["classes"]]))
+    # CAS: every sample, and the real images train_classifier held out (the same seed and fraction).
+    heldout = heldout_mask(real_labels, 4, 0.2, torch.Generator().manual_seed(0))
+    assert torch.equal(seen["samples"], samples) and seen["steps"] == 2
+    assert torch.equal(seen["real"], real[heldout]) and torch.equal(seen["real_labels"], real_labels[heldout])
+    assert summary["cas"] == pytest.approx(np.mean([c["cas"] for c in metrics["classes"]]))  # one held out per class
+    assert "2 steps" in metrics["computed_on"]["cas"] and "k = 3" in metrics["computed_on"]["class_feature_metrics"]
+    page = store.read_bytes("eval/report.html").decode()
+    for text in ("<dt>precision, recall</dt>", "<dt>density, coverage</dt>", "<dt>intra-class FID</dt>",
+                 "<dt>CAS</dt>", "<th>recall</th>", "<th>CAS</th>", "<td>intra_class_fid</td>", "<td>cas</td>"):
+        assert text in page, text
+    only = evaluate(store, STREAM_SETTINGS.model_copy(update={"analyses": ["discriminability"]}))
+    page = store.read_bytes("eval/report.html").decode()
+    assert not SAMPLE_METRIC_KEYS & set(only) and "What the sample metrics measure" not in page
 
 
 def test_discriminability_alone_classifies_and_computes_no_ms_ssim(tmp_path, monkeypatch):

@@ -15,8 +15,8 @@ def test_shapes_and_ranges(resolution, channels):
     x = G(z, y)
     assert x.shape == (3, channels, resolution, resolution)
     assert x.min() >= -1 and x.max() <= 1  # tanh: the scale of the data
-    source, classes = D(x)
-    assert source.shape == (3,) and classes.shape == (3, 7)
+    source, classes, twin = D(x)
+    assert source.shape == (3,) and classes.shape == (3, 7) and twin is None  # the paper's D: no twin head
 
 
 def test_paper_architecture_at_128():
@@ -44,9 +44,28 @@ def test_d_width_scales_every_discriminator_layer():
     d_convs = [m for m in D.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [m.out_channels for m in d_convs] == [8, 16, 32, 64, 128, 256]
     assert D.head.in_features == 256 * 4 * 4 and D.head.out_features == 6
-    source, classes = D(torch.randn(2, 1, 32, 32))
+    source, classes, _ = D(torch.randn(2, 1, 32, 32))
     assert source.shape == (2,) and classes.shape == (2, 5)
     assert "d_width" in ModelConfig.SHAPE_FIELDS  # a checkpoint of one D width never loads into another
+
+
+def test_tac_adds_a_twin_class_head_on_ds_features_and_nothing_else():
+    """TAC-GAN's D (TAC-BigGAN/BigGAN.py: `linear_mi` beside `linear_c` on the same features): the paper's D's
+    weights, drawn as before, plus one linear head of K classes; the objective is a shape field, so a checkpoint of
+    one objective never resumes into the other."""
+    cfg = ModelConfig(resolution=32, channels=1, num_classes=5, d_width=0.5)
+    torch.manual_seed(0)
+    paper = Discriminator(cfg)
+    torch.manual_seed(0)
+    tac = Discriminator(cfg.model_copy(update={"objective": "tac"}))
+    twin = {k: v for k, v in tac.state_dict().items() if k not in paper.state_dict()}
+    assert set(twin) == {"twin_head.weight", "twin_head.bias"} and twin["twin_head.weight"].shape == (5, 256 * 4 * 4)
+    assert all(torch.equal(v, tac.state_dict()[k]) for k, v in paper.state_dict().items())
+    assert abs(twin["twin_head.weight"].std().item() - 0.02) < 0.002 and (twin["twin_head.bias"] == 0).all()
+    x = torch.randn(2, 1, 32, 32)
+    (s0, c0, _), (s1, c1, t1) = paper.eval()(x), tac.eval()(x)
+    assert torch.equal(s0, s1) and torch.equal(c0, c1) and t1.shape == (2, 5) and not torch.equal(t1, c1)
+    assert "objective" in ModelConfig.SHAPE_FIELDS
 
 
 def test_32px_generator_follows_the_papers_cifar10_table():

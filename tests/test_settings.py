@@ -36,13 +36,14 @@ EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=3
                     images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, noise_dim=100,
                     width=0.125,
                     d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
-                    ema_kimg=0.0, ema_rampup=0.05, g_layout="imagenet-start", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, classifier="trained",
-                    analyses=["discriminability", "diversity", "joint", "fidelity"], real_per_class=200,
+                    ema_kimg=0.0, ema_rampup=0.05, g_layout="imagenet-start", objective="acgan", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, cas_steps=None, classifier="trained",
+                    analyses=["discriminability", "diversity", "joint", "fidelity", "precision_recall",
+                              "density_coverage", "intra_class_fid", "cas"], real_per_class=200,
                     ms_ssim_threshold=None, accuracy_threshold=0.01)
 # Odena, Olah & Shlens (2016) at ImageNet's shape, nothing added.
 PAPER = dict(resolution=128, classes_per_split=10, batch_size=100, steps=50_000, width=1.0, d_width=1.0,
              d_fake_class_loss=True, mode_seeking=0.0, augment="", d_dropout=0.5, d_noise_std=0.1, g_layout="paper",
-             ema_kimg=0.0)
+             ema_kimg=0.0, objective="acgan")
 KFP_TYPES = {int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN", str: "STRING", list: "LIST"}
 
 
@@ -138,7 +139,8 @@ def test_an_unknown_analysis_is_one_line_naming_the_flag_and_the_analyses(value,
     with pytest.raises(ValidationError) as e:
         RunSettings(store="s", analyses=value)
     assert explain(e.value) == f"--analyses: {problem}: use a comma-separated subset of " \
-                               "discriminability,diversity,joint,fidelity"
+                               "discriminability,diversity,joint,fidelity,precision_recall,density_coverage," \
+                               "intra_class_fid,cas"
 
 
 def test_the_split_configs_and_experiment_json_record_the_preset_and_every_value(tmp_path):
@@ -186,6 +188,24 @@ def test_the_averaged_generators_settings_reach_the_flags_the_pipeline_and_the_t
     settings = RunSettings(store=str(tmp_path / "store"), steps=4, ema_kimg=3.0)
     prepare_experiment(settings)
     assert train_config(load_settings(open_store(settings.store)), 0).ema_kimg == 3.0
+
+
+def test_the_objective_reaches_the_flags_the_pipeline_and_the_trainer(tmp_path):
+    """objective: a flag of `acgan run` and `acgan train-split`, a parameter of the compiled pipeline (the paper's
+    AC-GAN in both presets), and the split's TrainConfig through experiment.json; another value is refused in one
+    line naming the flag and the values."""
+    assert parsed("run", "--objective", "tac")["objective"] == "tac"
+    assert parsed("train-split", "--store", "s", "--split", 0, "--objective", "tac")["objective"] == "tac"
+    for preset in PRESETS:
+        assert RunSettings(store="s", preset=preset).objective == "acgan"
+    parameters = pipeline_signature(RunSettings, "demo").parameters
+    assert parameters["objective"].annotation is str and parameters["objective"].default == "acgan"
+    settings = RunSettings(store=str(tmp_path / "store"), steps=4, objective="tac")
+    prepare_experiment(settings)
+    assert train_config(load_settings(open_store(settings.store)), 0).objective == "tac"
+    with pytest.raises(ValidationError) as e:
+        RunSettings(store="s", objective="tacgan")
+    assert explain(e.value).startswith("--objective: ") and "'acgan' or 'tac'" in explain(e.value)
 
 
 def test_a_new_setting_is_one_field():
@@ -392,7 +412,7 @@ def test_every_model_setting_reaches_the_models_config(digits_store):
     from acgan.training.loop import model_config_for
 
     other = {"noise_dim": 64, "width": 0.5, "d_width": 0.25, "d_dropout": 0.3, "d_noise_std": 0.2,
-             "g_layout": "imagenet-start"}
+             "g_layout": "imagenet-start", "objective": "tac"}
     assert set(other) == set(ModelSettings.model_fields)  # a new model setting: add it here with a value
     model, members = model_config_for(digits_store, TrainConfig(split=1, **other))
     assert model.model_dump(include=set(other)) == other and model.num_classes == len(members) == 5

@@ -14,6 +14,7 @@ summary (`eval/metrics.json`) last, so a failed evaluation never leaves a partia
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -32,6 +33,10 @@ from acgan.ensemble import EnsembleManifest, load_ensemble
 from acgan.errors import UserError
 from acgan.evaluation import report
 from acgan.evaluation.inputs import (
+    CLASS_FEATURE_METRICS,
+    DENSITY_COVERAGE_K,
+    PRECISION_RECALL_K,
+    CasInputs,
     analyse_split,
     class_image_counts,
     evaluation_device,
@@ -46,6 +51,7 @@ from acgan.evaluation.inputs import (
 )
 from acgan.metrics import compute_accuracy
 from acgan.metrics.classifier import (
+    HELDOUT_FRACTION,
     ClassifierInfo,
     feature_width,
     file_classifier_info,
@@ -70,7 +76,8 @@ class Streamed:
     """What the analyses read once every split has been streamed: always the counts and the training curves; where
     the classifier ran, its info, accuracies per size (overall, per class), the samples' logits and FID's running
     sums; where MS-SSIM ran, each class's mean MS-SSIM and its standard error, of samples and of real images (class
-    order)."""
+    order); where the feature metrics ran, each class's (`CLASS_FEATURE_METRICS`, class order); where CAS ran, its
+    accuracy overall and per class."""
 
     settings: EvalSettings
     resolution: int
@@ -86,6 +93,8 @@ class Streamed:
     ms_samples_se: list[float] | None = None
     ms_real: list[float] | None = None
     ms_real_se: list[float] | None = None
+    class_features: dict[str, list[float]] | None = None
+    cas: tuple[float, list[float]] | None = None
 
     @property
     def real_max(self) -> float:
@@ -169,11 +178,53 @@ def fidelity(r: Streamed) -> dict:
 
 
 def fidelity_notes(r: Streamed) -> dict:
-    width = "2048" if r.info.kind == "inception-v3" else 4 * r.info.width
     return {"inception_score": f"{r.info.kind} classifier's logits, {r.samples} samples in {r.settings.is_splits} "
                                f"parts",
-            "fid": f"{r.info.kind} classifier's pooled features ({width}-d), {r.real_images} real images vs "
-                   f"{r.samples} samples; not comparable across feature networks"}
+            "fid": f"{_feature_space(r)}, {r.real_images} real images vs {r.samples} samples; not comparable across "
+                   f"feature networks"}
+
+
+def _feature_space(r: Streamed) -> str:
+    width = "2048" if r.info.kind == "inception-v3" else 4 * r.info.width
+    return f"{r.info.kind} classifier's pooled features ({width}-d)"
+
+
+def _class_mean(r: Streamed, name: str) -> float:
+    return float(np.mean(r.class_features[name]))
+
+
+def precision_recall(r: Streamed) -> dict:
+    """Kynkäänniemi et al.'s precision and recall of each class's samples against its real images, mean of the
+    classes."""
+    return {"precision": _class_mean(r, "precision"), "recall": _class_mean(r, "recall")}
+
+
+def density_coverage(r: Streamed) -> dict:
+    """Naeem et al.'s density and coverage of each class's samples against its real images, mean of the classes."""
+    return {"density": _class_mean(r, "density"), "coverage": _class_mean(r, "coverage")}
+
+
+def intra_class_fid(r: Streamed) -> dict:
+    """FID of each class's samples against its real images, mean of the classes."""
+    return {"intra_class_fid": _class_mean(r, "fid")}
+
+
+def class_feature_notes(r: Streamed) -> dict:
+    return {"class_feature_metrics": f"{_feature_space(r)}; each class's samples against its real images (at most "
+                                     f"{r.settings.real_per_class}), the mean over the classes; precision and "
+                                     f"recall with k = {PRECISION_RECALL_K}, density and coverage with k = "
+                                     f"{DENSITY_COVERAGE_K}"}
+
+
+def cas(r: Streamed) -> dict:
+    """Classification Accuracy Score: a classifier trained on the samples only, its accuracy on real images."""
+    return {"cas": r.cas[0]}
+
+
+def cas_notes(r: Streamed) -> dict:
+    return {"cas": f"the evaluation classifier's network and recipe ({r.settings.cas_training_steps} steps) trained "
+                   f"on the {r.samples} samples, tested on the held-out {HELDOUT_FRACTION:.0%} of each class's real "
+                   f"images (those the evaluation classifier, trained here, did not see)"}
 
 
 @dataclass(frozen=True)
@@ -181,11 +232,14 @@ class Analysis:
     """One analysis: `compute` turns what was streamed into its summary figures, `figures` into its PNGs, `notes`
     into what `computed_on` says of its numbers. `classifier` and `ms_ssim` are the streamed parts it reads: the
     classifier's predictions (training or loading it, classifying samples and real images) and MS-SSIM of each
-    class's pairs (the slow part); an evaluation streams only the parts its chosen analyses read."""
+    class's pairs (the slow part); `class_features` each class's feature metrics (with the classifier), `cas` a
+    classifier trained on the samples; an evaluation streams only the parts its chosen analyses read."""
 
     compute: Callable[[Streamed], dict]
     classifier: bool
     ms_ssim: bool
+    class_features: bool = False
+    cas: bool = False
     figures: Callable[[Streamed], dict[str, bytes]] = lambda r: {}
     notes: Callable[[Streamed], dict] = lambda r: {}
 
@@ -197,6 +251,13 @@ ANALYSES: dict[str, Analysis] = {
     "diversity": Analysis(diversity, classifier=False, ms_ssim=True, figures=diversity_figures),
     "joint": Analysis(joint, classifier=True, ms_ssim=True, figures=joint_figures, notes=joint_notes),
     "fidelity": Analysis(fidelity, classifier=True, ms_ssim=False, notes=fidelity_notes),
+    "precision_recall": Analysis(precision_recall, classifier=True, ms_ssim=False, class_features=True,
+                                 notes=class_feature_notes),
+    "density_coverage": Analysis(density_coverage, classifier=True, ms_ssim=False, class_features=True,
+                                 notes=class_feature_notes),
+    "intra_class_fid": Analysis(intra_class_fid, classifier=True, ms_ssim=False, class_features=True,
+                                notes=class_feature_notes),
+    "cas": Analysis(cas, classifier=False, ms_ssim=False, cas=True, notes=cas_notes),
 }
 
 
@@ -216,6 +277,10 @@ def class_records(plan: SplitPlan, manifest: EnsembleManifest, r: Streamed) -> l
                            "real_ms_ssim": r.ms_real[c.id], "real_ms_ssim_se": r.ms_real_se[c.id],
                            # Less diverse than the least diverse real class: collapsing (the paper's threshold).
                            "low_diversity": r.ms_samples[c.id] >= r.real_max})
+        if r.class_features is not None:
+            record.update({name: values[c.id] for name, values in r.class_features.items()})
+        if r.cas is not None:
+            record["cas"] = r.cas[1][c.id]
         records.append(record)
     return records
 
@@ -251,6 +316,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
                         f"{store.uri}` to train and assemble it first")
     chosen = [ANALYSES[name] for name in settings.analyses]
     use_classifier, use_ms_ssim = any(a.classifier for a in chosen), any(a.ms_ssim for a in chosen)
+    use_features = any(a.class_features for a in chosen)
     device = evaluation_device(settings)
     used = {c: min(n, settings.real_per_class) for c, n in class_image_counts(store, plan).items()}  # real per class
     _check_counts(used, settings, use_ms_ssim)
@@ -260,7 +326,12 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     model, info = get_classifier(store, plan, settings, device) if use_classifier else (None, None)
     shown = sorted({int(c) for c in np.linspace(0, plan.num_classes - 1, settings.overfitting_classes).round()})
     k = min([settings.neighbours] + [used[c] for c in shown])  # one row length for every class
-    streamed, rows, grids = _stream(store, plan, manifest, settings, model, info, use_ms_ssim, shown, k, device)
+    with CasInputs(plan, settings, used) if any(a.cas for a in chosen) else contextlib.nullcontext() as cas_inputs:
+        streamed, rows, grids = _stream(store, plan, manifest, settings, model, info, use_ms_ssim, use_features,
+                                        cas_inputs, shown, k, device)
+        if cas_inputs is not None:
+            log.info("CAS: training a classifier on the samples (%d steps)", settings.cas_training_steps)
+            streamed.cas = cas_inputs.score(plan.num_classes, settings.cas_training_steps, settings.seed, device)
     summary = {name: value for analysis in chosen for name, value in analysis.compute(streamed).items()}
     computed_on = computed_on_record(manifest, settings, streamed, chosen)
 
@@ -296,7 +367,8 @@ def _check_counts(used: dict[int, int], settings: EvalSettings, use_ms_ssim: boo
 
 
 def _stream(store: Store, plan: SplitPlan, manifest: EnsembleManifest, settings: EvalSettings, model, info,
-            use_ms_ssim: bool, shown: list[int], k: int, device: torch.device):
+            use_ms_ssim: bool, use_features: bool, cas_inputs: CasInputs | None, shown: list[int], k: int,
+            device: torch.device):
     """One split's samples and real images at a time, on the device; what the analyses read is kept on the CPU.
     Returns what was streamed, the nearest-neighbour rows of the classes `shown`, and each split's sample grid."""
     sizes = study_resolutions(plan.resolution)
@@ -315,8 +387,10 @@ def _stream(store: Store, plan: SplitPlan, manifest: EnsembleManifest, settings:
         real, real_labels = next(reals)  # not zip(): its reused result tuple would hold the last split's images
         samples, sample_labels = split_samples(store, manifest, members, settings.samples_per_class, settings.seed,
                                                device, settings.raw)
-        analyse_split(model, sizes, settings, use_ms_ssim, samples, sample_labels, real, real_labels, members, kept,
-                      fid_sums)
+        analyse_split(model, sizes, settings, use_ms_ssim, use_features, samples, sample_labels, real, real_labels,
+                      members, kept, fid_sums)
+        if cas_inputs is not None:
+            cas_inputs.add(samples, sample_labels, real, real_labels)
         for c in set(shown) & set(members):
             rows[c] = nearest_rows(samples[sample_labels == c][:2], real[real_labels == c], k)
         grids[f"eval/samples-split-{split:05d}.png"] = grid_png(torch.cat(
@@ -335,9 +409,12 @@ def _stream(store: Store, plan: SplitPlan, manifest: EnsembleManifest, settings:
             info = file_classifier_info(model, info, settings.classifier, plan.channels, plan.resolution,
                                         len(real_labels), streamed.real_by_resolution[plan.resolution][0])
         streamed.info, streamed.logits, streamed.fid_sums = info, torch.cat(kept["logits"]), fid_sums
-    if use_ms_ssim:  # in class order (the splits may list classes in any order)
-        order = [c for members in plan.splits for c in members]
-        classes = [c.id for c in plan.classes]
+    order = [c for members in plan.splits for c in members]  # the stream's; the results' are the classes' ids
+    classes = [c.id for c in plan.classes]
+    if use_features:
+        streamed.class_features = {name: [dict(zip(order, kept[name]))[c] for c in classes]
+                                   for name in CLASS_FEATURE_METRICS}
+    if use_ms_ssim:
         streamed.ms_samples, streamed.ms_samples_se, streamed.ms_real, streamed.ms_real_se = (
             [dict(zip(order, kept[name]))[c] for c in classes] for name in ("ms", "ms_se", "real_ms", "real_ms_se"))
     return streamed, rows, grids

@@ -21,9 +21,12 @@ from acgan.data.prepare import load_shard, shard_info
 from acgan.ensemble import EnsembleManifest, load_member_generator
 from acgan.errors import UserError
 from acgan.metrics import compute_class_ms_ssim
+from acgan.metrics.cas import compute_cas
 from acgan.metrics.classifier import (
+    HELDOUT_FRACTION,
     ClassifierInfo,
     classify,
+    heldout_mask,
     load_classifier,
     load_classifier_file,
     save_classifier,
@@ -34,9 +37,18 @@ from acgan.metrics.overfitting import (
     interpolation,
     nearest_neighbours,
 )
+from acgan.metrics.density_coverage import compute_density_coverage
+from acgan.metrics.intra_fid import compute_intra_class_fid
+from acgan.metrics.precision_recall import compute_precision_recall
 from acgan.sampling import generate, image_grid
 from acgan.settings import EvalSettings
 from acgan.store import Store
+
+# The metrics computed per class in the classifier's feature space, in `class_feature_metrics`' order; their k (the
+# neighbour whose distance is a point's radius) as their authors chose.
+CLASS_FEATURE_METRICS = ("precision", "recall", "density", "coverage", "fid")
+PRECISION_RECALL_K = 3
+DENSITY_COVERAGE_K = 5
 
 
 def real_of_split(store: Store, split: int, members: list[int], per_class: int,
@@ -64,20 +76,74 @@ def real_by_split(store: Store, plan: SplitPlan, per_class: int, seed: int,
 def real_on_disk(store: Store, plan: SplitPlan, per_class: int,
                  seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every split's real images (the ones real_by_split chooses, in its order) as one uint8 tensor mapped from a
-    temporary file on local disk, their labels in RAM. Training the default classifier draws batches from every class,
-    yet at the ImageNet shape the images are ~10 GB: written split by split, only one split and the pages a batch
-    reads are in memory, and the kernel can drop those again. The file is unlinked from the start: gone on exit."""
-    with tempfile.TemporaryFile(prefix="acgan-real-") as file:
-        labels, shape = [], None
+    temporary file on local disk (`ImageFile`), their labels in RAM. Training the default classifier draws batches
+    from every class, yet at the ImageNet shape the images are ~10 GB: written split by split, only one split and the
+    pages a batch reads are in memory, and the kernel can drop those again."""
+    with ImageFile() as file:
         for images, split_labels in real_by_split(store, plan, per_class, seed, torch.device("cpu")):
-            file.write(images.contiguous().numpy())
-            labels.append(split_labels)
-            shape = images.shape[1:]
+            file.append(images, split_labels)
             del images  # else it holds this split's images while the next split loads, and the last one throughout
-        file.flush()
-        labels = torch.cat(labels)
+        yield file.mapped()
+
+
+class ImageFile:
+    """uint8 images (N, C, H, W) appended part by part to a temporary file on local disk, their labels kept in RAM;
+    `mapped()` gives them back as one tensor mapped from the file. The file is unlinked from the start: gone when
+    closed."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile(prefix="acgan-images-")
+        self.labels: list[torch.Tensor] = []
+        self.shape: tuple[int, ...] = ()
+
+    def __enter__(self) -> "ImageFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def append(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.file.write(images.cpu().contiguous().numpy())
+        self.labels.append(labels.cpu())
+        self.shape = tuple(images.shape[1:])
+
+    def mapped(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.file.flush()
+        labels = torch.cat(self.labels)
         # Copy-on-write: a writable array for torch, whose writes (none are made) would never reach the file.
-        yield torch.from_numpy(np.memmap(file, np.uint8, "c", shape=(len(labels), *shape))), labels
+        return torch.from_numpy(np.memmap(self.file, np.uint8, "c", shape=(len(labels), *self.shape))), labels
+
+
+class CasInputs:
+    """What CAS (acgan/metrics/cas.py) reads, gathered as the evaluation streams each split once: every sample, and
+    the real images' held-out part (the images the evaluation classifier, where it was trained on this store, did not
+    train on: the same seed and fraction), each in an `ImageFile`."""
+
+    def __init__(self, plan: SplitPlan, settings: EvalSettings, used: dict[int, int]):
+        # The real images' labels in real_by_split's order (each split's classes, `used` images of each), as the
+        # classifier's training saw them: its held-out choice depends on them only.
+        labels = torch.cat([torch.full((used[c],), c) for members in plan.splits for c in members])
+        self.heldout = heldout_mask(labels, plan.num_classes, HELDOUT_FRACTION,
+                                    torch.Generator().manual_seed(settings.seed))
+        self.start, self.samples, self.real = 0, ImageFile(), ImageFile()
+
+    def __enter__(self) -> "CasInputs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.samples.file.close()
+        self.real.file.close()
+
+    def add(self, samples: torch.Tensor, sample_labels: torch.Tensor, real: torch.Tensor,
+            real_labels: torch.Tensor) -> None:
+        """One split's samples and real images, in the stream's order."""
+        chosen = self.heldout[self.start:self.start + len(real_labels)].to(real.device)
+        self.start += len(real_labels)
+        self.samples.append(samples, sample_labels)
+        self.real.append(real[chosen], real_labels[chosen])
+
+    def score(self, num_classes: int, steps: int, seed: int, device: torch.device) -> tuple[float, list[float]]:
+        return compute_cas(*self.samples.mapped(), *self.real.mapped(), num_classes, steps, seed, device)
 
 
 def split_samples(store: Store, manifest: EnsembleManifest, members: list[int], n: int, seed: int,
@@ -176,11 +242,13 @@ def peak_memory(device: torch.device) -> dict[str, int | None]:
 
 
 def analyse_split(model: torch.nn.Module | None, sizes: list[int], settings: EvalSettings, ms_ssim: bool,
-                  samples: torch.Tensor, sample_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor,
-                  members: list[int], kept: dict[str, list], fid_sums: FrechetInceptionDistance | None) -> None:
+                  class_features: bool, samples: torch.Tensor, sample_labels: torch.Tensor, real: torch.Tensor,
+                  real_labels: torch.Tensor, members: list[int], kept: dict[str, list],
+                  fid_sums: FrechetInceptionDistance | None) -> None:
     """What the chosen analyses need from one split's samples and real images, on their device: small outputs
     appended to `kept` (on the CPU), features summed into `fid_sums`, so that the images themselves can be dropped.
-    The classifier's predictions where a `model` is given, MS-SSIM of pairs where `ms_ssim`."""
+    The classifier's predictions where a `model` is given, with `class_features` each class's feature metrics
+    (`CLASS_FEATURE_METRICS`, in the order of `members`), MS-SSIM of pairs where `ms_ssim`."""
     if model is not None:
         # Discriminability and the resolution study. One pass over each image set at full resolution also gives the
         # Inception Score's logits and FID's features; each smaller size is one more pass.
@@ -194,6 +262,9 @@ def analyse_split(model: torch.nn.Module | None, sizes: list[int], settings: Eva
         for size in sizes[1:]:
             kept[f"predicted_{size}"].append(classify(model, samples, size=size).predicted)
             kept[f"real_predicted_{size}"].append(classify(model, real, size=size).predicted)
+        if class_features:
+            class_feature_metrics(real_full.features, real_labels.cpu(), full.features, sample_labels.cpu(), members,
+                                  kept)
     kept["sample_labels"].append(sample_labels.cpu())
     kept["real_labels"].append(real_labels.cpu())
     if ms_ssim:
@@ -202,6 +273,19 @@ def analyse_split(model: torch.nn.Module | None, sizes: list[int], settings: Eva
             means, errors = compute_class_ms_ssim(images, labels, members, settings.pairs, settings.seed)
             kept[name] += means
             kept[f"{name}_se"] += errors
+
+
+def class_feature_metrics(real: torch.Tensor, real_labels: torch.Tensor, samples: torch.Tensor,
+                          sample_labels: torch.Tensor, members: list[int], kept: dict[str, list]) -> None:
+    """Each class's precision, recall, density, coverage and FID in the classifier's feature space (N, F): its
+    samples against its real images, appended to `kept` under the names of `CLASS_FEATURE_METRICS`."""
+    for c in members:
+        mine, theirs = samples[sample_labels == c], real[real_labels == c]
+        precision, recall = compute_precision_recall(theirs, mine, PRECISION_RECALL_K)
+        density, coverage = compute_density_coverage(theirs, mine, DENSITY_COVERAGE_K)
+        for name, value in zip(CLASS_FEATURE_METRICS, (precision, recall, density, coverage)):
+            kept[name].append(value)
+    kept["fid"] += compute_intra_class_fid(real, real_labels, samples, sample_labels, members)
 
 
 def class_image_counts(store: Store, plan: SplitPlan) -> dict[int, int]:

@@ -49,8 +49,9 @@ def render_report(summary: dict, per_class: list[dict], computed_on: dict, pictu
                   grids: dict[str, bytes], info: ClassifierInfo | None, total_grids: int) -> str:
     """The report of what was computed (report.html, a jinja2 template with autoescape): sections and columns of
     analyses not chosen are left out: the accuracy columns where the classifier ran, the MS-SSIM ones where MS-SSIM
-    ran."""
+    ran, the feature metrics' and CAS's where they ran (with their definitions)."""
     return _REPORT.render(summary=flat_summary(summary), per_class=per_class, computed_on=computed_on, info=info,
                           figures=_titled(pictures, "eval/figures/"), checks=_titled(pictures, "eval/overfitting/"),
                           grids=_titled(grids, "eval/samples-", spaces=False), more_grids=total_grids - len(grids),
-                          accuracy="accuracy" in per_class[0], diversity="ms_ssim" in per_class[0]) + "\n"
+                          accuracy="accuracy" in per_class[0], diversity="ms_ssim" in per_class[0],
+                          features="recall" in per_class[0], cas="cas" in per_class[0]) + "\n"

@@ -37,6 +37,7 @@ INFO_KEY = "eval/classifier.json"
 # threshold, so every batch maps and page-faults them in afresh (at 500 images of 32 px: twice the wall time, half of
 # it in the kernel).
 CPU_BATCH_VALUES = 2**21
+HELDOUT_FRACTION = 0.2  # of each class's real images, which the trained classifier never sees
 
 
 class ClassifierInfo(BaseModel):
@@ -169,18 +170,38 @@ def classify(model: nn.Module, images: torch.Tensor, *, logits: bool = False, fe
     return Outputs(**{name: torch.cat(parts) if parts else None for name, parts in kept.items()})
 
 
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 1500,
-                     heldout_fraction: float = 0.2, seed: int = 0, device: str | torch.device = "cpu",
-                     batch_size: int = 64) -> tuple[Classifier, ClassifierInfo]:
-    """Train on all but a held-out fraction of each class; report accuracy on the held-out images. `images` may be
-    mapped from a file (evaluation.real_on_disk): only a batch of them is ever copied, never the training set."""
-    gen = torch.Generator().manual_seed(seed)
+def heldout_mask(labels: torch.Tensor, num_classes: int, fraction: float, gen: torch.Generator) -> torch.Tensor:
+    """(N,) bool: a random `fraction` of each class's images (at least one), drawn from `gen`."""
     order = torch.randperm(len(labels), generator=gen)
     heldout = torch.zeros(len(labels), dtype=torch.bool)
     for c in range(num_classes):
         members = order[labels[order] == c]
-        heldout[members[:max(1, int(len(members) * heldout_fraction))]] = True
+        heldout[members[:max(1, int(len(members) * fraction))]] = True
+    return heldout
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 1500,
+                     heldout_fraction: float = HELDOUT_FRACTION, seed: int = 0, device: str | torch.device = "cpu",
+                     batch_size: int = 64) -> tuple[Classifier, ClassifierInfo]:
+    """Train on all but a held-out fraction of each class; report accuracy on the held-out images. `images` may be
+    mapped from a file (evaluation.real_on_disk): only a batch of them is ever copied, never the training set."""
+    gen = torch.Generator().manual_seed(seed)
+    heldout = heldout_mask(labels, num_classes, heldout_fraction, gen)
     train = (~heldout).nonzero().squeeze(1)  # indices into images: a batch is images[train[idx]]
+    model = fit_classifier(images, labels, train, num_classes, steps, gen, seed, device, batch_size)
+    accuracy = heldout_accuracy(model, images, labels, heldout.nonzero().squeeze(1))
+    info = ClassifierInfo(channels=images.shape[1], resolution=images.shape[-1], num_classes=num_classes,
+                          steps=steps, batch_size=batch_size, train_images=len(train), heldout_images=int(heldout.sum()),
+                          heldout_accuracy=accuracy, seed=seed)
+    log.info("classifier: held-out accuracy on real images %.3f (%d images)", accuracy, info.heldout_images)
+    return model, info
+
+
+def fit_classifier(images: torch.Tensor, labels: torch.Tensor, train: torch.Tensor, num_classes: int, steps: int,
+                   gen: torch.Generator, seed: int = 0, device: str | torch.device = "cpu",
+                   batch_size: int = 64) -> Classifier:
+    """A classifier trained `steps` steps on images[train] (batches drawn from `gen`), in eval mode: the evaluation
+    classifier's recipe, and CAS's on samples (acgan/metrics/cas.py)."""
     torch.manual_seed(seed)
     model = Classifier(images.shape[1], num_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -197,12 +218,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
         loss.backward()
         opt.step()
         sched.step()
-    accuracy = heldout_accuracy(model, images, labels, heldout.nonzero().squeeze(1))
-    info = ClassifierInfo(channels=images.shape[1], resolution=images.shape[-1], num_classes=num_classes,
-                          steps=steps, batch_size=batch_size, train_images=len(train), heldout_images=int(heldout.sum()),
-                          heldout_accuracy=accuracy, seed=seed)
-    log.info("classifier: held-out accuracy on real images %.3f (%d images)", accuracy, info.heldout_images)
-    return model.eval(), info
+    return model.eval()
 
 
 def heldout_accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor, heldout: torch.Tensor) -> float:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from acgan.model import Discriminator, Generator
 from acgan.training.augment import diff_augment
-from acgan.training.losses import discriminator_loss, generator_loss, mode_seeking_loss
+from acgan.training.losses import OBJECTIVES, mode_seeking_loss
 
 Toggle = Literal["auto", "on", "off"]
 
@@ -62,7 +62,8 @@ STATS = ("loss_d", "loss_g", "d_source_acc_real", "d_source_acc_fake", "d_class_
 class TrainStep:
     """`step(x_real, y_real, z, y_fake)` -> on-device stats, in the order of `STATS`.
 
-    With an `augment` policy, D sees real and generated images through it, drawing from `generator` (the loop's data
+    The losses are those of D's objective (`OBJECTIVES`: the paper's AC-GAN, or TAC-GAN's with D's twin head). With
+    an `augment` policy, D sees real and generated images through it, drawing from `generator` (the loop's data
     generator, so a resumed run draws what an uninterrupted one would). Checkpoints keep using the original G and D:
     the compiled wrappers share their parameters."""
 
@@ -78,6 +79,7 @@ class TrainStep:
         self.D = torch.compile(D) if fast.compile else D
         self.opt_g, self.opt_d, self.fast = opt_g, opt_d, fast
         self._discriminator = D
+        self.discriminator_loss, self.generator_loss = OBJECTIVES[D.cfg.objective]
         self.d_fake_class_loss, self.mode_seeking = d_fake_class_loss, mode_seeking
         self.augment, self.generator = augment, generator
         self.device_type = next(G.parameters()).device.type
@@ -101,7 +103,7 @@ class TrainStep:
             x_real, fake_for_d = x_real.to(x_fake.dtype), x_fake.detach()
             if self.fast.compile:
                 x_real, fake_for_d = x_real.detach().requires_grad_(), fake_for_d.requires_grad_()
-            loss_d, d_stats = discriminator_loss(self.D, self._view(x_real), y_real, self._view(fake_for_d),
+            loss_d, d_stats = self.discriminator_loss(self.D, self._view(x_real), y_real, self._view(fake_for_d),
                                                  y_fake, self.d_fake_class_loss)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
@@ -112,7 +114,7 @@ class TrainStep:
         self._discriminator.requires_grad_(False)
         try:
             with self._autocast():
-                loss_g = generator_loss(self.D, self._view(x_fake), y_fake)
+                loss_g = self.generator_loss(self.D, self._view(x_fake), y_fake)
                 if self.mode_seeking:
                     loss_g = loss_g + self.mode_seeking * mode_seeking_loss(x_fake.float(), z)
             self.opt_g.zero_grad(set_to_none=True)

@@ -4,17 +4,25 @@ import math
 
 import torch
 
-from acgan.training.losses import discriminator_loss, generator_loss, mode_seeking_loss
+from acgan.training.losses import (
+    discriminator_loss,
+    generator_loss,
+    mode_seeking_loss,
+    tac_discriminator_loss,
+    tac_generator_loss,
+)
 
 
 class FixedD:
-    """Returns given logits for the real batch and for the fake batch, like a discriminator would."""
+    """Returns given logits for the real batch and for the fake batch, like a discriminator would (the paper's D:
+    no twin head's logits, unless given)."""
 
     def __init__(self, real, fake):
         self.out = {"real": real, "fake": fake}
 
     def __call__(self, x):
-        return self.out["real" if x.sum() > 0 else "fake"]
+        out = self.out["real" if x.sum() > 0 else "fake"]
+        return out if out is None or len(out) == 3 else (*out, None)
 
 
 def log_softmax(logits, i):
@@ -48,6 +56,25 @@ def test_generator_non_saturating_lc_minus_ls():
     # Non-saturating: G maximises log P(S=real | fake) + log P(C=c | fake).
     expected = -(log_sigmoid(-0.5) + log_softmax([0.2, 0.3, 0.5], 1))
     assert math.isclose(loss.item(), expected, rel_tol=1e-6)
+
+
+def test_tac_adds_the_twin_heads_term_on_generated_images_to_d_and_subtracts_it_from_g():
+    """TAC-BigGAN/train_fns.py (`Twin_AC`): D adds CE(C_mi(x_fake), y); G's class terms are CE(C(x_fake), y) -
+    CE(C_mi(x_fake), y). The twin head's logits on the real batch are in no term."""
+    real = (torch.tensor([2.0]), torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[9.0, -9.0, 0.0]]))
+    fake = (torch.tensor([-0.5]), torch.tensor([[0.2, 0.3, 0.5]]), torch.tensor([[0.7, -0.1, 0.4]]))
+    D = FixedD(real, fake)
+    x_real, x_fake = torch.ones(1, 1, 2, 2), -torch.ones(1, 1, 2, 2)
+    y_real, y_fake = torch.tensor([0]), torch.tensor([2])
+    L_S = log_sigmoid(2.0) + log_sigmoid(0.5)
+    L_C = log_softmax([1.0, 0.0, -1.0], 0)  # the demo's D: no fake-image class term on the main head
+    twin = log_softmax([0.7, -0.1, 0.4], 2)
+    loss, stats = tac_discriminator_loss(D, x_real, y_real, x_fake, y_fake, fake_class_term=False)
+    assert math.isclose(loss.item(), -(L_S + L_C + twin), rel_tol=1e-6)
+    assert stats.tolist() == discriminator_loss(D, x_real, y_real, x_fake, y_fake, False)[1].tolist()
+    expected = -(log_sigmoid(-0.5) + log_softmax([0.2, 0.3, 0.5], 2)) + twin  # - CE(twin) = + log P_mi
+    assert math.isclose(tac_generator_loss(D, x_fake, y_fake).item(), expected, rel_tol=1e-6)
+    assert math.isclose(generator_loss(D, x_fake, y_fake).item() - expected, -twin, rel_tol=1e-6)
 
 
 def test_mode_seeking_falls_as_same_class_pairs_move_apart():
