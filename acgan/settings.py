@@ -497,6 +497,7 @@ class ServeSettings(BaseModel):
                                    "drawn) beyond which a request is answered 503 with Retry-After (a request alone "
                                    "is always taken)")
     request_timeout_s: float = Field(30.0, gt=0, le=3600, description="seconds a client has to send a request's "
-                                     "headers (from connecting, or from the previous answer) and then its body")
+                                     "headers (from connecting, or from their first byte after the previous answer), "
+                                     "and again its body")
     idle_timeout_s: int = Field(65, ge=1, le=3600, description="seconds a keep-alive connection may stay idle between "
                                 "requests (longer than a load balancer's idle timeout, e.g. 60 s on AWS ALB)")
