@@ -511,3 +511,11 @@ class ServeSettings(BaseModel):
     forward_batch: int | None = Field(None, ge=1, le=4096, description="images in every forward pass, the last one "
                                       "of a batch padded (so an image never depends on what it was batched with); "
                                       "unset: 64 on a GPU, on a CPU 2**14 output pixels (16 at 32 px, 1 at 128 px)")
+    max_queued_images: int = Field(4096, ge=1, le=10_000_000, description="images waiting to be drawn (or being "
+                                   "drawn) beyond which a request is answered 503 with Retry-After (a request alone "
+                                   "is always taken)")
+    request_timeout_s: float = Field(30.0, gt=0, le=3600, description="seconds a client has to send a request's "
+                                     "headers (from connecting, or from their first byte after the previous answer), "
+                                     "and again its body")
+    idle_timeout_s: int = Field(65, ge=1, le=3600, description="seconds a keep-alive connection may stay idle between "
+                                "requests (longer than a load balancer's idle timeout, e.g. 60 s on AWS ALB)")

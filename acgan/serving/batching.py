@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,6 +43,16 @@ BATCH_IMAGES = Histogram("acgan_serve_batch_images", "images drawn in one batch"
 
 class Unavailable(Exception):
     """What a request needs cannot be served now (no ensemble, a missing or damaged sub-model): HTTP 503."""
+
+    retry_after: int | None = None  # seconds, for the answer's Retry-After header
+
+
+class QueueFull(Unavailable):
+    """The images already waiting to be drawn are at the server's bound: HTTP 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def default_forward_batch(device: torch.device, resolution: int) -> int:
@@ -123,11 +134,15 @@ class _Request:
 class Batcher:
     """One queue per server: the oldest request waits up to `wait_s` for others of its split (less if a forward
     pass is already full), then they are drawn together in one thread (at most BATCH_PASSES passes), one batch at a
-    time. Requests that arrive while a batch runs make the next one. `wait_s` 0: each request is drawn alone."""
+    time. Requests that arrive while a batch runs make the next one. `wait_s` 0: each request is drawn alone.
+    A request cancelled while it waits (its client went away) leaves the queue and is never drawn; one that would
+    take the images waiting or being drawn beyond `max_queued` is refused (QueueFull), unless nothing waits."""
 
-    def __init__(self, wait_s: float, forward_batch: Callable[[Generator], int]):
-        self.wait_s, self.forward_batch = wait_s, forward_batch
+    def __init__(self, wait_s: float, forward_batch: Callable[[Generator], int], max_queued: int):
+        self.wait_s, self.forward_batch, self.max_queued = wait_s, forward_batch, max_queued
         self._queue: list[_Request] = []
+        self._drawing = 0  # images of the batch being drawn
+        self._seconds_per_image = 0.0  # of the last batch, for Retry-After
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="acgan-forward")
@@ -137,10 +152,20 @@ class Batcher:
         if self._worker is None:
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run())
+        held = self._drawing + sum(r.n for r in self._queue)
+        if held and held + n > self.max_queued:
+            wait = max(1, math.ceil(held * self._seconds_per_image))
+            raise QueueFull(f"the server holds {held} images to draw and takes at most {self.max_queued} "
+                            f"(--max-queued-images): retry in {wait} s, or ask for fewer", wait)
         request = _Request(split, G, local_index, n, seed, time.monotonic(), loop.create_future())
         self._queue.append(request)
         self._wakeup.set()
-        return await request.done
+        try:
+            return await request.done
+        except asyncio.CancelledError:
+            if request in self._queue:
+                self._queue.remove(request)
+            raise
 
     def _next_batch(self) -> list[_Request] | None:
         """The oldest request and the others of its split, up to BATCH_PASSES passes; None while it should wait."""
@@ -175,6 +200,7 @@ class Batcher:
                     continue
                 G = batch[0].G
                 wanted = [(r.local_index, r.n, r.seed) for r in batch]
+                self._drawing, began = sum(r.n for r in batch), time.monotonic()
                 try:
                     images = await loop.run_in_executor(self._thread, draw, G, wanted, self.forward_batch(G))
                 except Exception as e:  # noqa: BLE001 - every request of the batch gets the failure
@@ -183,6 +209,9 @@ class Batcher:
                         if not r.done.done():
                             r.done.set_exception(e)
                     continue
+                finally:
+                    self._drawing = 0
+                self._seconds_per_image = (time.monotonic() - began) / len(images)
                 BATCH_REQUESTS.observe(len(batch))
                 BATCH_IMAGES.observe(len(images))
                 start = 0

@@ -19,7 +19,6 @@ import uuid
 import kserve
 import numpy as np
 import torch
-from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from pydantic import ValidationError
 
@@ -30,6 +29,7 @@ from acgan.evaluation.analyses import METRICS_KEY
 from acgan.model import Generator
 from acgan.sampling import generator_from_files
 from acgan.serving.batching import Batcher, GeneratorCache, Unavailable, default_forward_batch
+from acgan.serving.protocol import QUOTED_CHARS, BadRequest, quoted
 from acgan.settings import ServeSettings
 from acgan.store import Store, read_json
 from acgan.training.state import GENERATOR_FILE, META_FILE
@@ -42,10 +42,6 @@ EVAL_FIGURES = ("accuracy", "real_accuracy", "ms_ssim", "ms_ssim_se", "real_ms_s
                 "low_diversity")
 
 
-class BadRequest(InvalidInput):
-    """The request is wrong: HTTP 400 with one line naming the problem and the fix."""
-
-
 def _one_value(request: InferRequest, name: str):
     """The single value of input `name` (None when absent), checked against the datatypes it may have."""
     found = [i for i in request.inputs if i.name == name]
@@ -55,20 +51,19 @@ def _one_value(request: InferRequest, name: str):
         raise BadRequest(f"input {name!r} is given {len(found)} times: give it once")
     given = found[0]
     if given.datatype not in INPUTS[name]:
-        raise BadRequest(f"input {name!r} has datatype {given.datatype}: use {' or '.join(INPUTS[name])}")
+        raise BadRequest(f"input {name!r} has datatype {given.datatype[:QUOTED_CHARS]}: use "
+                         f"{' or '.join(INPUTS[name])}")
     data = given.data
     if list(given.shape) != [1] or not isinstance(data, list) or len(data) != 1:
         values = len(data) if isinstance(data, list) else "no"
-        raise BadRequest(f"input {name!r} has shape {list(given.shape)} and {values} value(s): give one value, "
+        raise BadRequest(f"input {name!r} has shape {quoted(list(given.shape))} and {values} value(s): give one value, "
                          "shape [1]")
     value = data[0]
     if given.datatype == "BYTES":
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", errors="replace")
         if not isinstance(value, str):
-            raise BadRequest(f"input {name!r}: {value!r} is not a string (BYTES): give a class name")
+            raise BadRequest(f"input {name!r}: {quoted(value)} is not a string (BYTES): give a class name")
     elif isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"input {name!r}: {value!r} is not an integer (INT64)")
+        raise BadRequest(f"input {name!r}: {quoted(value)} is not an integer (INT64)")
     return value
 
 
@@ -87,7 +82,7 @@ class EnsembleModel(kserve.Model):
         self._looked = 0.0
         self._reload = asyncio.Lock()
         self.cache = GeneratorCache(self._load_split, settings.max_loaded)
-        self.batcher = Batcher(settings.batch_wait_ms / 1000, self._forward_batch)
+        self.batcher = Batcher(settings.batch_wait_ms / 1000, self._forward_batch, settings.max_queued_images)
 
     # --- loading -------------------------------------------------------------------------------------------------
 
@@ -164,13 +159,16 @@ class EnsembleModel(kserve.Model):
         return [{"name": OUTPUT, "datatype": "UINT8", "shape": [-1, m.resolution, m.resolution, m.channels]}]
 
     def metadata(self) -> dict:
-        """The protocol's model metadata, and in `parameters` what a client needs to choose: every class with its
-        split, checkpoint step and (when evaluated) its figures."""
+        """The protocol's model metadata, and in `parameters` what a client needs to choose: every datatype each
+        input accepts (the metadata tensor has room for one: `class` is INT64 there, and BYTES for a class name),
+        every class with its split, checkpoint step and (when evaluated) its figures. No `versions`: the spec's
+        field is optional, for models that cannot be asked for a version."""
         m = self.manifest
         splits = sorted({c.split: c.step for c in m.classes}.items())
-        return {"name": self.name, "versions": None, "platform": "pytorch", "inputs": self.get_input_types(),
+        return {"name": self.name, "platform": "pytorch", "inputs": self.get_input_types(),
                 "outputs": self.get_output_types(),
-                "parameters": {"resolution": m.resolution, "channels": m.channels, "max_images":
+                "parameters": {"input_datatypes": {name: list(types) for name, types in INPUTS.items()},
+                               "resolution": m.resolution, "channels": m.channels, "max_images":
                                self.settings.max_images, "evaluated": bool(self.figures),
                                "splits": [{"split": s, "step": step} for s, step in splits],
                                "classes": [{"id": c.class_id, "name": c.name, "split": c.split, "step": c.step,
@@ -181,13 +179,17 @@ class EnsembleModel(kserve.Model):
         if isinstance(value, str):
             if value in self._by_name:
                 return self._by_name[value]
-            if not value.isdigit():
-                close = difflib.get_close_matches(value, self._by_name, n=3)
+            if not (value.isascii() and value.isdigit()):  # str.isdigit() is also true of "²" and "٣"
+                close = difflib.get_close_matches(value, self._by_name, n=3) if len(value) <= QUOTED_CHARS else []
                 hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-                raise BadRequest(f"no class named {value!r}{hint}: GET /v2/models/{self.name} lists the classes")
+                raise BadRequest(f"no class named {quoted(value)}{hint}: GET /v2/models/{self.name} lists the "
+                                 "classes")
+            if len(value) > 18:  # beyond any class (and int() refuses 4,301 digits)
+                raise BadRequest(f"class {quoted(value)} is out of range: the ensemble has classes "
+                                 f"0..{len(classes) - 1}")
             value = int(value)
         if not 0 <= value < len(classes):
-            raise BadRequest(f"class {value} is out of range: the ensemble has classes 0..{len(classes) - 1}")
+            raise BadRequest(f"class {quoted(value)} is out of range: the ensemble has classes 0..{len(classes) - 1}")
         return self.manifest.member(value)
 
     async def predict(self, payload: InferRequest, headers: dict | None = None) -> InferResponse:
@@ -195,21 +197,22 @@ class EnsembleModel(kserve.Model):
             raise BadRequest(f"use the Open Inference Protocol v2: POST /v2/models/{self.name}/infer")
         unknown = sorted({i.name for i in payload.inputs} - set(INPUTS))
         if unknown:
-            raise BadRequest(f"unknown input {unknown[0]!r}: the inputs are class (INT64 id or BYTES name), n "
+            raise BadRequest(f"unknown input {quoted(unknown[0])}: the inputs are class (INT64 id or BYTES name), n "
                              "(INT64) and optionally seed (INT64)")
         wrong = [o.name for o in payload.request_outputs or [] if o.name != OUTPUT]
         if wrong:
-            raise BadRequest(f"unknown output {wrong[0]!r}: the only output is {OUTPUT!r}")
+            raise BadRequest(f"unknown output {quoted(wrong[0])}: the only output is {OUTPUT!r}")
         cls, n, seed = (_one_value(payload, name) for name in INPUTS)
         if cls is None or n is None:
             raise BadRequest(f"missing input {'class' if cls is None else 'n'!r}: give class and n (and optionally "
                              "seed), each of shape [1]")
         if not 1 <= n <= self.settings.max_images:
-            raise BadRequest(f"n {n}: ask for 1 to {self.settings.max_images} images (the server's --max-images)")
+            raise BadRequest(f"n {quoted(n)}: ask for 1 to {self.settings.max_images} images (the server's "
+                             "--max-images)")
         if seed is None:
             seed = secrets.randbits(63)
         elif not 0 <= seed < 2**63:
-            raise BadRequest(f"seed {seed}: give a seed from 0 to 2**63-1")
+            raise BadRequest(f"seed {quoted(seed)}: give a seed from 0 to 2**63-1")
         member = self._class_of(cls)
         G = await self.cache.get(member.split)
         images = await self.batcher.draw(member.split, G, member.local_index, n, seed)

@@ -52,7 +52,7 @@ def test_concurrent_requests_for_a_split_share_a_batch_and_other_splits_do_not(m
     asked = [(0, G0, 1, 2, 11), (1, G1, 0, 3, 12), (0, G0, 2, 1, 13), (0, G0, 1, 4, 11), (1, G1, 4, 2, 14)]
 
     async def together(wait_s, per_pass=16):
-        batcher = Batcher(wait_s, lambda G: per_pass)
+        batcher = Batcher(wait_s, lambda G: per_pass, 100_000)
         return await asyncio.gather(*(batcher.draw(*a) for a in asked))
 
     answers = run(together(0.05))
