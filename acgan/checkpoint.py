@@ -3,7 +3,8 @@
 A checkpoint is its files plus `COMPLETE.json`, written last, that lists each file's size and sha256. Without the
 marker it does not exist; with a marker whose checksums fail, or that is not a valid marker, it is corrupt and
 skipped with a warning. The newest complete, intact checkpoint is `latest`. Retention deletes only the oldest complete
-ones beyond `keep` (marker first, so a half-deleted one never looks complete).
+ones beyond `keep` (marker first, so a half-deleted one never looks complete), never one the assembled ensemble
+names (`protect`), which stays until a new assembly replaces it.
 
 A complete checkpoint is never overwritten, even by a writer that lost its lease while paused (a frozen VM, a long
 GC): each writer stores its files under names of its own (`<writer token>-generator.safetensors`), the marker lists
@@ -173,6 +174,19 @@ def latest_checkpoint(store: Store, split: int, names: list[str] | None = None) 
     return None
 
 
+def verified_step(store: Store, split: int) -> tuple[int | None, str | None]:
+    """The step of the newest complete checkpoint whose files all verify (what training resumes from), and why the
+    newest one does not verify, if it does not. The plan, a rerun and the assembly judge a split by it alike."""
+    problem = None
+    for step in reversed(complete_steps(store, split)):
+        try:
+            load_checkpoint(store, split, step)
+            return step, problem
+        except CorruptCheckpoint as e:
+            problem = problem or str(e)
+    return None, problem
+
+
 def quarantine_checkpoint(store: Store, split: int, step: int) -> str:
     """Move a checkpoint that failed verification out of the way, to `splits/split-N/quarantine/step-N-TIME/`, so
     training can write that step again. Copies first, then deletes (marker first): nothing is lost, and the copy
@@ -189,14 +203,15 @@ def quarantine_checkpoint(store: Store, split: int, step: int) -> str:
     return dst
 
 
-def prune_checkpoints(store: Store, split: int, keep: int) -> None:
-    """Keep the newest `keep` complete checkpoints; drop older complete ones and half-written ones older than those."""
+def prune_checkpoints(store: Store, split: int, keep: int, protect: set[int] = frozenset()) -> None:
+    """Keep the newest `keep` complete checkpoints and those of the steps in `protect` (the ensemble's); drop older
+    complete ones and half-written ones older than those."""
     steps = checkpoint_steps(store, split)
     complete = sorted(s for s, done in steps.items() if done)
     if len(complete) <= keep:
         return
     oldest_kept = complete[-keep]
-    for step in sorted(s for s in steps if s < oldest_kept):
+    for step in sorted(s for s in steps if s < oldest_kept and s not in protect):
         prefix = checkpoint_prefix(split, step)
         keys = store.list(f"{prefix}/")
         marker = f"{prefix}/{MARKER}"

@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
     """The trainer: one split with the experiment's recorded settings; bad input is one line and exit status 2."""
     from acgan.errors import explain
     from acgan.experiment import train_one_split
-    from acgan.process import start_task_process
+    from acgan.process import record_task_failure, start_task_process
 
     start_task_process()
     store_uri, split = argv[0], int(argv[1])
@@ -164,6 +164,7 @@ def main(argv: list[str]) -> int:
         if message is None:
             raise
         log.error("split %d: %s", split, message)
+        record_task_failure("train-split", f"split {split}: {message}")
         return USER_ERROR_STATUS
     return 0
 

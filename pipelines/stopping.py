@@ -28,7 +28,7 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
-from acgan.errors import UserError
+from acgan.errors import UserError, rerun_command
 
 
 # kfp.local's lines just before it starts a task, and before it starts a failed one again (kfp 2.17.0,
@@ -95,7 +95,7 @@ class StopOnSignal(logging.Filter):
 
     def outcome(self) -> RunStopped:
         """The run's last line, once its tasks have ended."""
-        continue_with = f"continue with `acgan rerun --store {self.store} --local`"
+        continue_with = f"continue with {rerun_command(self.store)}"
         done = ("the tasks were killed by a second signal: each split being trained lost its steps since its last "
                 "checkpoint" if self.killed else
                 "each split being trained saved the step it reached and released its lease")
