@@ -265,7 +265,13 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
     settings = settings.model_copy(update={"split_ids": todo, "store": store_uri})
     if local:
-        result = run_local(settings, pipeline_root, parallelism)
+        # Of the cluster settings only the trainer's restarts apply on this machine: any other is refused, not ignored.
+        cluster_only = sorted(set(cluster_options or {}) - {"trainer_restarts"})
+        if cluster_only:
+            raise UserError(f"--{cluster_only[0].replace('_', '-')} is a cluster setting; with --local it would have "
+                            "no effect: leave it out, or rerun on a cluster with --host")
+        result = run_local(settings, pipeline_root, parallelism,
+                           trainer_restarts=(cluster_options or {}).get("trainer_restarts"))
     else:
         recorded = load_submission(store) or Submission(cluster=ClusterSettings(), namespace=None,
                                                         experiment=PIPELINE_NAME, pipeline_id=None,
