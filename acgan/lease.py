@@ -158,6 +158,12 @@ def _owner_gone(lease: Lease) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not _process_exists(int(pid))
 
 
+def leases_left(store: Store) -> list[int]:
+    """The splits that have a lease object in the store, live or not."""
+    return sorted(int(key.split("/")[1].removeprefix("split-")) for key in store.list("splits/")
+                  if key.endswith("/lease.json") and key.count("/") == 2)
+
+
 def live_lease(store: Store, split: int) -> Lease | None:
     held = _read(store, lease_key(split), _unlock_command(store, split))
     return held.lease if held is not None and _is_live(held) else None
