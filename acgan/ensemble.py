@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acgan.checkpoint import CorruptCheckpoint, checkpoint_prefix, load_checkpoint, verified_step
+from acgan.checkpoint import ENSEMBLE_KEY, CorruptCheckpoint, checkpoint_prefix, load_checkpoint, verified_step
 from acgan.data.plan import load_plan
 from acgan.errors import UserError, rerun_command
 from acgan.model import Generator
@@ -23,7 +23,6 @@ from acgan.store import Store, read_model, write_json
 from acgan.training.state import GENERATOR_FILE, META_FILE
 
 log = logging.getLogger(__name__)
-ENSEMBLE_KEY = "ensemble.json"
 
 
 class EnsembleMember(BaseModel):
@@ -100,17 +99,6 @@ def load_ensemble(store: Store) -> EnsembleManifest | None:
         return None
     return read_model(store, ENSEMBLE_KEY, EnsembleManifest, "it is not a valid ensemble manifest: assemble it "
                       f"again with {rerun_command(store.uri)}")
-
-
-def ensemble_steps(store: Store, split: int) -> set[int] | None:
-    """The steps of `split` the assembled ensemble samples from (empty without an ensemble); None if its manifest
-    cannot be read, so that a caller deleting checkpoints deletes none."""
-    try:
-        manifest = load_ensemble(store)
-    except UserError as e:
-        log.warning("%s; no checkpoint of split %d is pruned while it cannot be read", e, split)
-        return None
-    return {m.step for m in manifest.classes if m.split == split} if manifest is not None else set()
 
 
 def load_member_generator(store: Store, member: EnsembleMember, device: str | torch.device = "cpu",

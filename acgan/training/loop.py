@@ -32,7 +32,6 @@ from acgan.checkpoint import (CheckpointExists, complete_steps, latest_checkpoin
                                    quarantine_checkpoint, save_checkpoint, split_prefix)
 from acgan.data.plan import load_plan
 from acgan.data.prepare import load_shard, shard_info_key, shard_key
-from acgan.ensemble import ensemble_steps
 from acgan.errors import UserError, command, rerun_command
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
@@ -186,9 +185,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
                             fence=lease.renew)
         except CheckpointExists as e:
             raise SplitBusy(f"split {cfg.split}: {e}; another trainer holds the split, this one stops") from None
-        protect = ensemble_steps(store, cfg.split)  # the assembled ensemble's stays until a new one replaces it
-        if protect is not None:
-            prune_checkpoints(store, cfg.split, cfg.keep_checkpoints, protect)
+        prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)  # never the assembled ensemble's
 
     # Main loop.
     sums = torch.zeros(len(STATS), device=device)
