@@ -3,7 +3,8 @@
 A checkpoint is its files plus `COMPLETE.json`, written last, that lists each file's size and sha256. Without the
 marker it does not exist; with a marker whose checksums fail, or that is not a valid marker, it is corrupt and
 skipped with a warning. The newest complete, intact checkpoint is `latest`. Retention deletes only the oldest complete
-ones beyond `keep` (marker first, so a half-deleted one never looks complete).
+ones beyond `keep` (marker first, so a half-deleted one never looks complete), never one the assembled ensemble
+names (`ensemble.json`), which stays until a new assembly replaces it.
 
 A complete checkpoint is never overwritten, even by a writer that lost its lease while paused (a frozen VM, a long
 GC): each writer stores its files under names of its own (`<writer token>-generator.safetensors`), the marker lists
@@ -31,6 +32,7 @@ from acgan.store import PreconditionFailed, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MARKER = "COMPLETE.json"
+ENSEMBLE_KEY = "ensemble.json"  # the assembly (acgan/ensemble.py): the checkpoints it names are kept
 _STEP = re.compile(r"^step-(\d{8,})$")  # eight digits at least: step 10^8 has nine
 
 
@@ -173,6 +175,19 @@ def latest_checkpoint(store: Store, split: int, names: list[str] | None = None) 
     return None
 
 
+def verified_step(store: Store, split: int) -> tuple[int | None, str | None]:
+    """The step of the newest complete checkpoint whose files all verify (what training resumes from), and why the
+    newest one does not verify, if it does not. The plan, a rerun and the assembly judge a split by it alike."""
+    problem = None
+    for step in reversed(complete_steps(store, split)):
+        try:
+            load_checkpoint(store, split, step)
+            return step, problem
+        except CorruptCheckpoint as e:
+            problem = problem or str(e)
+    return None, problem
+
+
 def quarantine_checkpoint(store: Store, split: int, step: int) -> str:
     """Move a checkpoint that failed verification out of the way, to `splits/split-N/quarantine/step-N-TIME/`, so
     training can write that step again. Copies first, then deletes (marker first): nothing is lost, and the copy
@@ -189,14 +204,33 @@ def quarantine_checkpoint(store: Store, split: int, step: int) -> str:
     return dst
 
 
+def _ensemble_checkpoints(store: Store) -> set[str] | None:
+    """The checkpoints the assembled ensemble names (none without one); None if its manifest cannot be read."""
+    try:
+        manifest = json.loads(store.read_bytes(ENSEMBLE_KEY))
+    except KeyError:
+        return set()
+    except (ValueError, RecursionError):
+        manifest = None
+    members = manifest.get("classes") if isinstance(manifest, dict) else None
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        log.warning("%s/%s is not an ensemble manifest: no checkpoint is pruned while it is not", store.uri,
+                    ENSEMBLE_KEY)
+        return None
+    return {m["checkpoint"] for m in members if isinstance(m.get("checkpoint"), str)}
+
+
 def prune_checkpoints(store: Store, split: int, keep: int) -> None:
-    """Keep the newest `keep` complete checkpoints; drop older complete ones and half-written ones older than those."""
+    """Keep the newest `keep` complete checkpoints and those the assembled ensemble names; drop older complete ones
+    and half-written ones older than those. Nothing while the ensemble's manifest cannot be read."""
     steps = checkpoint_steps(store, split)
     complete = sorted(s for s, done in steps.items() if done)
     if len(complete) <= keep:
         return
-    oldest_kept = complete[-keep]
-    for step in sorted(s for s in steps if s < oldest_kept):
+    oldest_kept, ensemble = complete[-keep], _ensemble_checkpoints(store)
+    if ensemble is None:
+        return
+    for step in sorted(s for s in steps if s < oldest_kept and checkpoint_prefix(split, s) not in ensemble):
         prefix = checkpoint_prefix(split, step)
         keys = store.list(f"{prefix}/")
         marker = f"{prefix}/{MARKER}"

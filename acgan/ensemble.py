@@ -1,7 +1,8 @@
 """The ensemble: every class mapped to the sub-model (split checkpoint) that owns it. Written as `ensemble.json`.
 
-Assembly reads the plan and each split's newest complete checkpoint, verifies its sampling snapshot against the
-checksums in its marker, and refuses to write a partial ensemble: it lists every missing or incomplete split instead.
+Assembly reads the plan and each split's newest complete checkpoint whose files all verify against the checksums
+in its marker (what training would resume from), and refuses to write a partial ensemble: it lists every missing or
+incomplete split instead.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acgan.checkpoint import CorruptCheckpoint, checkpoint_prefix, complete_steps, load_checkpoint
+from acgan.checkpoint import ENSEMBLE_KEY, CorruptCheckpoint, checkpoint_prefix, load_checkpoint, verified_step
 from acgan.data.plan import load_plan
-from acgan.errors import UserError
+from acgan.errors import UserError, rerun_command
 from acgan.model import Generator
 from acgan.sampling import generate, generator_from_files, load_split_generator, with_raw_weights, write_samples
 from acgan.store import Store, read_model, write_json
 from acgan.training.state import GENERATOR_FILE, META_FILE
 
 log = logging.getLogger(__name__)
-ENSEMBLE_KEY = "ensemble.json"
 
 
 class EnsembleMember(BaseModel):
@@ -69,26 +69,22 @@ class EnsembleManifest(BaseModel):
 
 
 def assemble_ensemble(store: Store, target_steps: int) -> EnsembleManifest:
-    """Map every class to its split's newest complete, verified checkpoint; fail listing every split not ready."""
+    """Map every class to its split's newest complete checkpoint whose files all verify; fail listing every split not
+    ready."""
     plan = load_plan(store)
     problems, chosen = [], {}
     for split in range(len(plan.splits)):
-        steps = complete_steps(store, split)
-        if not steps:
-            problems.append(f"split {split}: no complete checkpoint")
-            continue
-        if steps[-1] < target_steps:
-            problems.append(f"split {split}: at step {steps[-1]} of {target_steps}")
-            continue
-        try:
-            load_checkpoint(store, split, steps[-1], [GENERATOR_FILE, META_FILE])
-        except CorruptCheckpoint as e:
-            problems.append(f"split {split}: {e}")
-            continue
-        chosen[split] = steps[-1]
+        step, damaged = verified_step(store, split)  # as the plan judges it, so one rerun retrains what fails here
+        if step is not None and step >= target_steps:
+            chosen[split] = step
+        elif damaged is not None:
+            problems.append(f"split {split}: {damaged}")
+        else:
+            problems.append(f"split {split}: " + ("no complete checkpoint" if step is None else
+                                                  f"at step {step} of {target_steps}"))
     if problems:
         raise UserError(f"cannot assemble the ensemble, {len(problems)} of {len(plan.splits)} splits are not ready ("
-                        + "; ".join(problems) + f"): run `acgan rerun --store {store.uri}`")
+                        + "; ".join(problems) + f"): run {rerun_command(store.uri)}")
     manifest = EnsembleManifest(
         resolution=plan.resolution, channels=plan.channels, target_steps=target_steps,
         classes=[EnsembleMember(class_id=c.id, name=c.name, split=split, local_index=local,
@@ -102,7 +98,7 @@ def load_ensemble(store: Store) -> EnsembleManifest | None:
     if not store.exists(ENSEMBLE_KEY):
         return None
     return read_model(store, ENSEMBLE_KEY, EnsembleManifest, "it is not a valid ensemble manifest: assemble it "
-                      f"again with `acgan rerun --store {store.uri} --local`")
+                      f"again with {rerun_command(store.uri)}")
 
 
 def load_member_generator(store: Store, member: EnsembleMember, device: str | torch.device = "cpu",
@@ -114,7 +110,7 @@ def load_member_generator(store: Store, member: EnsembleMember, device: str | to
         files = with_raw_weights(store, member.split, member.step, files, raw)
     except CorruptCheckpoint as e:
         raise UserError(f"the ensemble's checkpoint for class {member.class_id} does not verify ({e}): "
-                        f"run `acgan rerun --store {store.uri}` to retrain and re-assemble") from None
+                        f"run {rerun_command(store.uri)} to retrain and re-assemble") from None
     return generator_from_files(files, device, raw)[0]
 
 

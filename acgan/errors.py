@@ -1,6 +1,9 @@
-"""The one exception type for bad input, and the one-line explanation the CLI and the pipeline steps print."""
+"""The one exception type for bad input, the one-line explanation the CLI and the pipeline steps print, and the
+commands those lines advise, written so that each runs as printed."""
 
 from __future__ import annotations
+
+import shlex
 
 
 class UserError(Exception):
@@ -30,3 +33,15 @@ def first_problem(e) -> tuple[str, str]:
 def one_line(text: str) -> str:
     """Control characters that came in with the user's input (a newline in a label) are shown escaped."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def command(*words: object) -> str:
+    """A command as a message shows it: in backticks, each word shell-quoted (a store path with a space in it), so
+    that it runs as printed when pasted."""
+    return "`" + shlex.join(str(word) for word in words) + "`"
+
+
+def rerun_command(store_uri: str) -> str:
+    """The command that trains what a store lacks and assembles it again: on this machine (which reaches a store
+    in object storage too, with its ACGAN_S3_* environment); a cluster's is the same with --host for --local."""
+    return command("acgan", "rerun", "--store", store_uri, "--local")

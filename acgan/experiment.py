@@ -7,20 +7,22 @@ of the run in the KFP UI, whose complete splits return at once); each resumes fr
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Literal
 
 from pydantic import BaseModel
 
-from acgan.checkpoint import complete_steps, latest_checkpoint, split_prefix
+from acgan.checkpoint import complete_steps, latest_checkpoint, split_prefix, verified_step
 from acgan.collapse import CollapseAlarm, collapse_alarm, collapse_threshold, record_real_diversity
-from acgan.data.plan import load_plan
+from acgan.data.plan import PLAN_KEY, load_plan
 from acgan.data.prepare import PrepareConfig, plan_data, prepare_shard
-from acgan.errors import UserError
+from acgan.errors import UserError, command
 from acgan.lease import live_lease
 from acgan.settings import DataSettings, EvalSettings, EvaluationSettings, RunSettings, TrainingSettings
 from acgan.store import Store, open_store, read_json, read_model, write_json
-from acgan.training.loop import TrainConfig, train_split
+from acgan.training.loop import TrainConfig, check_resumable, model_config_for, train_split
+from acgan.training.state import META_FILE
 
 EXPERIMENT_KEY = "experiment.json"
 log = logging.getLogger(__name__)
@@ -32,14 +34,16 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     `include_complete`. So a Clone run of the KFP UI puts only unfinished splits on GPU nodes. Each split's shard is
     then built by its own task in the fan-out (`prepare_split_data`)."""
     store = open_store(settings.store)
+    check_settings_fit_store(store, settings)  # before anything is written: a refused run changes nothing
     plan = plan_data(PrepareConfig(**settings.model_dump(include=set(DataSettings.model_fields))), store)
     outside = [s for s in settings.split_ids if s >= len(plan.splits)]
     if outside:
         raise UserError(f"split ids {outside} are outside the plan, which has splits 0..{len(plan.splits) - 1}")
     write_json(store, EXPERIMENT_KEY, settings.model_dump(), checksum=True)
     asked = settings.split_ids or list(range(len(plan.splits)))
+    # Judged by the checkpoints' files, as the assembly judges them: one rerun retrains every damaged split.
     complete = [] if settings.include_complete else [
-        s for s in asked if (steps := complete_steps(store, s)) and steps[-1] >= settings.steps]
+        s for s in asked if (step := verified_step(store, s)[0]) is not None and step >= settings.steps]
     todo = [s for s in asked if s not in complete]
     # Never an empty fan-out: KFP's driver cannot collect the outputs of a loop that ran no iteration for the
     # assembly's input (backend/src/v2/driver/resolve.go, resolveUpstreamParameters), so one complete split's task
@@ -50,10 +54,37 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     return todo
 
 
+def check_settings_fit_store(store: Store, settings: RunSettings) -> None:
+    """A UserError, before anything is written, if `settings` cannot continue what the store holds: each split's
+    newest intact checkpoint must be of the same model, and keep its averaged generator (`check_resumable`)."""
+    if not store.exists(PLAN_KEY):
+        return
+    for split in range(len(load_plan(store).splits)):
+        latest = latest_checkpoint(store, split, [META_FILE])
+        if latest is not None:
+            model_cfg, _ = model_config_for(store, train_config(settings, split))
+            check_resumable(split, json.loads(latest[1][META_FILE]), model_cfg, settings.ema_kimg)
+
+
+def continued_settings(given: dict) -> RunSettings:
+    """The settings of a local run on the store `given["store"]`: a store that recorded its settings
+    (experiment.json) keeps them, each setting given replacing its recorded value (a preset given other than the
+    recorded one applies its values instead); a new store takes the preset's. What to train this time (`split_ids`,
+    `include_complete`) is never carried over."""
+    store = open_store(given["store"])
+    if not store.exists(EXPERIMENT_KEY):
+        return RunSettings(**given)
+    recorded = load_settings(store)
+    if given.get("preset", recorded.preset) != recorded.preset:
+        return RunSettings(**given)
+    kept = recorded.model_dump(exclude={"store", "split_ids", "include_complete"})
+    return RunSettings(**{**kept, **given})
+
+
 def load_settings(store: Store) -> RunSettings:
     if not store.exists(EXPERIMENT_KEY):
         raise UserError(f"store {store.uri} has no experiment settings (experiment.json): start it with "
-                        "`acgan run` or `acgan submit` first")
+                        f"{command('acgan', 'run', '--store', store.uri)} (or `acgan submit` on a cluster) first")
     return read_model(store, EXPERIMENT_KEY, RunSettings, "correct the file or start a new store", checksum=True)
 
 
@@ -115,7 +146,7 @@ def splits_to_rerun(store: Store) -> tuple[list[int], list[SplitStatus]]:
     if busy and not todo:
         described = ", ".join(f"{s.split} ({s.trainer})" for s in busy)
         raise UserError(f"splits {described} are being trained now (their leases are live): nothing else to "
-                        "rerun; wait for them, or run `acgan status` once they stop")
+                        f"rerun; wait for them, or run {command('acgan', 'status', '--store', store.uri)} once they stop")
     return todo, busy
 
 def prepare_split_data(store_uri: str, split: int) -> int:

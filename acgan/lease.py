@@ -41,7 +41,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from acgan.checkpoint import split_prefix
-from acgan.errors import UserError, first_problem
+from acgan.errors import UserError, command, first_problem
 from acgan.store import PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def process_identity(pid: int | None = None) -> str | None:
 
 
 def _unlock_command(store: Store, split: int) -> str:
-    return f"`acgan unlock --store {store.uri} --split {split} --force`"
+    return command("acgan", "unlock", "--store", store.uri, "--split", split, "--force")
 
 
 def _read(store: Store, key: str, remedy: str) -> Held | None:
@@ -158,6 +158,12 @@ def _owner_gone(lease: Lease) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not _process_exists(int(pid))
 
 
+def leases_left(store: Store) -> list[int]:
+    """The splits that have a lease object in the store, live or not."""
+    return sorted(int(key.split("/")[1].removeprefix("split-")) for key in store.list("splits/")
+                  if key.endswith("/lease.json") and key.count("/") == 2)
+
+
 def live_lease(store: Store, split: int) -> Lease | None:
     held = _read(store, lease_key(split), _unlock_command(store, split))
     return held.lease if held is not None and _is_live(held) else None
@@ -169,18 +175,19 @@ def _left(held: Held) -> float:
     return max(0.0, lease.seconds - held.age if lease.seconds is not None else lease.expires - time.time())
 
 
-def unlock(store: Store, split: int, force: bool = False) -> Lease | None:
+def unlock(store: Store, split: int, force: bool = False) -> dict | None:
     """Remove split `split`'s lease if its owner is gone (lapsed by the store's clock, or a process of this machine
-    that has ended); a live one, or one that is not a valid lease, only with `force`. Returns the lease removed,
-    None if there was none. A trainer still running whose lease was removed stops at its next renewal."""
+    that has ended); a live one, or one that is not a valid lease, only with `force`. Returns what was removed: the
+    lease, or for a damaged one `{"damaged": why it is not a lease}`; None if there was none. A trainer still
+    running whose lease was removed stops at its next renewal."""
     key = lease_key(split)
     try:
         held = _read(store, key, _unlock_command(store, split))
-    except UserError:
+    except UserError as e:
         if not force:
             raise
         store.delete(key)  # not a lease at all: nothing to compare it with
-        return None
+        return {"damaged": str(e).partition("; if no process")[0]}
     if held is None:
         return None
     if _is_live(held) and not force:
@@ -191,8 +198,8 @@ def unlock(store: Store, split: int, force: bool = False) -> Lease | None:
         store.delete_if(key, held.tag)
     except PreconditionFailed:
         raise UserError(f"split {split}'s lease changed while it was read: a trainer holds it now; see "
-                        f"`acgan status --store {store.uri}`") from None
-    return held.lease
+                        f"{command('acgan', 'status', '--store', store.uri)}") from None
+    return held.lease.model_dump()
 
 
 def _process_exists(pid: int) -> bool:
@@ -217,6 +224,8 @@ class StoreLease:
         self.expires = 0.0
         self._tag: str | None = None
         self._lost: SplitBusy | None = None
+        self._deadline = 0.0  # time.monotonic() when the lease lapses unless renewed: a write's start + a period
+        self._renewal_failed: Exception | None = None  # why the last renewal failed, if it did
         self._lock = threading.Lock()  # one conditional write at a time: the renewal thread and the training loop
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -237,6 +246,7 @@ class StoreLease:
         # Held before the write makes it visible: a contender of this process reading it in between would judge it
         # this process's released lease (`_owner_gone`) and take it over.
         _HELD.add(self.owner)
+        began = time.monotonic()
         try:
             self._tag = self.store.write_if(self.key, data, held.tag if held is not None else None)
         except PreconditionFailed:  # another one wrote the lease since we read it: it won
@@ -247,7 +257,7 @@ class StoreLease:
         except BaseException:
             _HELD.discard(self.owner)
             raise
-        self.expires = expires
+        self.expires, self._deadline = expires, began + self.seconds
         self._thread = threading.Thread(target=self._keep, name=f"lease-{self.key}", daemon=True)
         self._thread.start()
 
@@ -262,6 +272,7 @@ class StoreLease:
             except SplitBusy:
                 return  # recorded in _lost; the training loop stops at its next check
             except (UserError, OSError) as e:  # the store away, its volume full or read-only: the next one retries
+                self._renewal_failed = e
                 left = self.expires - time.time()
                 if left <= 0:  # lapsed: another trainer may take the split, so this one must stop
                     self._lost = SplitBusy(f"{self.name}: its lease {self.store.uri}/{self.key} "
@@ -276,6 +287,7 @@ class StoreLease:
             if self._lost is not None:
                 raise self._lost
             data, expires = self._lease_bytes()
+            began = time.monotonic()
             try:
                 self._tag = self.store.write_if(self.key, data, self._tag)
             except PreconditionFailed:
@@ -289,10 +301,16 @@ class StoreLease:
                     f"{self.name} was taken over while this process ran (its lease {self.key} was replaced or "
                     "removed): it stops without writing more")
                 raise self._lost from None
-            self.expires = expires
+            self.expires, self._deadline = expires, began + self.seconds
 
     def check(self) -> None:
-        """Raise SplitBusy if the renewal thread found the lease taken (no store call: cheap at every tick)."""
+        """Raise SplitBusy if the renewal thread found the lease taken, or if a period has passed since the start of
+        its last successful write, so that another trainer may take it now (no store call: cheap at every step)."""
+        if self._lost is None and time.monotonic() > self._deadline:
+            why = f" ({self._renewal_failed})" if self._renewal_failed is not None else ""
+            self._lost = SplitBusy(f"{self.name}: its lease {self.store.uri}/{self.key} lapsed, not renewed for "
+                                   f"{self.seconds:.0f}s{why}; stopping without writing, as another trainer may take "
+                                   "the split")
         if self._lost is not None:
             raise self._lost
 
@@ -333,7 +351,7 @@ class SplitLease(StoreLease):
     def _busy(self, held: Held) -> SplitBusy:
         return SplitBusy(f"split {self.split} is being trained by {held.lease.owner} (lease {self.store.uri}/"
                          f"{self.key}, {_left(held):.0f}s left): wait for it to finish, or if that task is gone: "
-                         f"`acgan unlock --store {self.store.uri} --split {self.split}`")
+                         f"{command('acgan', 'unlock', '--store', self.store.uri, '--split', self.split)}")
 
 
 class RunLease(StoreLease):
@@ -346,4 +364,4 @@ class RunLease(StoreLease):
     def _busy(self, held: Held) -> SplitBusy:
         return SplitBusy(f"store {self.store.uri} has a local run going: {held.lease.owner} (lease "
                          f"{self.store.uri}/{self.key}, {_left(held):.0f}s left): wait for it to finish "
-                         f"(`acgan status --store {self.store.uri}`), or use another --store")
+                         f"({command('acgan', 'status', '--store', self.store.uri)}), or use another --store")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from acgan.checkpoint import latest_checkpoint, load_checkpoint
-from acgan.errors import UserError
+from acgan.errors import UserError, command
 from acgan.model import Generator, ModelConfig, to_uint8
 from acgan.store import Store
 from acgan.training.state import (
@@ -36,8 +36,8 @@ def load_split_generator(store: Store, split: int, device: str | torch.device = 
     # a checkpoint whose state is damaged is skipped like one whose snapshot is.
     latest = latest_checkpoint(store, split, [GENERATOR_FILE, META_FILE, *([TRAIN_STATE_FILE] if raw else [])])
     if latest is None:
-        raise UserError(f"split {split} of {store.uri} has no complete checkpoint: run `acgan train-split "
-                        f"--store {store.uri} --split {split}` first")
+        raise UserError(f"split {split} of {store.uri} has no complete checkpoint: run "
+                        f"{command('acgan', 'train-split', '--store', store.uri, '--split', split)} first")
     return generator_from_files(latest[1], device, raw)
 
 

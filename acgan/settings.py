@@ -263,6 +263,7 @@ class TrainingSettings(ModelSettings, PresetSettings):
                                                               "each); a larger value continues a finished split; "
                                                               "the paper: 50000")
     batch_size: int = Field(100, ge=1, le=65_536, description="images per training step; the paper: 100")
+    lr: float = Field(2e-4, gt=0, le=1.0, description="Adam's learning rate, for G and D; the paper: 0.0002")
     checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS, description="steps between checkpoints: at most this "
                                                                        "much is lost when a training pod is preempted")
     d_fake_class_loss: bool = Field(True, description="true | false: D's class term on generated images; the "

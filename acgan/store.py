@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ValidationError
 
-from acgan.errors import UserError, first_problem
+from acgan.errors import UserError, command, first_problem
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -174,13 +174,17 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _locked(self, path: Path):
-        """An exclusive flock on a hidden lock file beside `path`: compare-and-swap among processes of this host."""
+        """An exclusive flock on the folder holding `path`: compare-and-swap among processes of this host, leaving
+        no lock file in the store."""
         with self._file_system("write", path):
             path.parent.mkdir(parents=True, exist_ok=True)
-            lock = open(path.with_name(f".{path.name}.lock"), "a")
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX)
+            with self._file_system("write", path):
+                yield
+        finally:
+            os.close(folder)
 
     def read_tagged(self, key: str) -> tuple[bytes, str]:
         """The object and a tag that changes whenever it does (its sha256, as an ETag is its MD5)."""
@@ -272,7 +276,7 @@ class LocalStore:
             except OSError as e:  # a parent that is a file, no permission
                 raise UserError(f"--store {self.uri}: cannot create the directory ({e.strerror})") from None
         elif not self.root.is_dir():
-            raise UserError(f"store {self.uri} does not exist: run `acgan prepare --store {self.uri}` first")
+            raise UserError(f"store {self.uri} does not exist: run {command('acgan', 'prepare', '--store', self.uri)} first")
 
 
 def _no_such_host(e: BaseException) -> bool:
@@ -339,7 +343,7 @@ class S3Store:
                                 ) from None
             if e.code == "NoSuchBucket":
                 raise UserError(f"bucket {self.bucket!r} does not exist at {self.endpoint} (NoSuchBucket): run "
-                                f"`acgan prepare --store {self.uri}` first, or create the bucket") from None
+                                f"{command('acgan', 'prepare', '--store', self.uri)} first, or create the bucket") from None
             status = e.response.status if e.response is not None else 0
             return e.code in _TRY_AGAIN or status >= 500 or status == 429, f"{e.code}, HTTP {status}"
         if isinstance(e, InvalidResponseError):  # a body that is not S3's XML: a proxy or load balancer answered
@@ -560,7 +564,7 @@ class S3Store:
         if not exists:
             if not create:
                 raise UserError(f"bucket {self.bucket!r} does not exist at {self.endpoint}: "
-                                f"run `acgan prepare --store {self.uri}` first, or create the bucket")
+                                f"run {command('acgan', 'prepare', '--store', self.uri)} first, or create the bucket")
             self._call("create bucket", lambda: self.client.make_bucket(self.bucket))
 
 

@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from acgan.checkpoint import complete_steps
 from acgan.errors import UserError
@@ -78,7 +79,34 @@ def _wait_for_lease(store_uri: str, split: int, stop: threading.Event) -> bool:
     return True
 
 
-def _describe(status: int) -> str:
+def oom_kills() -> int | None:
+    """How many processes the kernel has killed at this process's cgroup memory limit: `oom_kill` in cgroup v2's
+    memory.events or v1's memory.oom_control; None where neither can be read (no cgroup, another system)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            events = Path("/sys/fs/cgroup", path.lstrip("/"), "memory.events")
+        elif "memory" in controllers.split(","):
+            events = Path("/sys/fs/cgroup/memory", path.lstrip("/"), "memory.oom_control")
+        else:
+            continue
+        try:
+            counts = dict(line.split() for line in events.read_text().splitlines())
+        except (OSError, ValueError):
+            continue
+        if counts.get("oom_kill", "").isdigit():
+            return int(counts["oom_kill"])
+    return None
+
+
+def _describe(status: int, oom_before: int | None = None) -> str:
+    """How the trainer ended; a SIGKILL counted by the cgroup's OOM killer since `oom_before` is the memory limit."""
+    if status == -signal.SIGKILL and oom_before is not None and (oom_kills() or 0) > oom_before:
+        return "killed by the kernel at the memory limit of its cgroup (oom_kill)"
     if status < 0:
         try:
             return f"killed by {signal.Signals(-status).name}"
@@ -104,6 +132,7 @@ def supervise_training(store_uri: str, split: int, restarts: int) -> int:
         attempt, before, stalled = 0, _newest_step(store_uri, split), False
         while True:
             attempt += 1
+            oom_before = oom_kills()
             child = subprocess.Popen([sys.executable, "-m", "acgan.supervise", store_uri, str(split)],
                                      preexec_fn=functools.partial(_die_with_parent, os.getpid()))
             while True:
@@ -119,25 +148,25 @@ def supervise_training(store_uri: str, split: int, restarts: int) -> int:
                     raise TrainerFailed(f"split {split}: stopped by a signal while waiting for another trainer")
                 attempt -= 1  # not a failure of this task's trainer
                 continue
-            after = _newest_step(store_uri, split)
+            after, how = _newest_step(store_uri, split), _describe(status, oom_before)
             reached = "no checkpoint" if after is None else f"checkpoint {after}"
             if stop.is_set():
-                raise TrainerFailed(f"split {split}: stopped by a signal ({_describe(status)}, at {reached}); "
+                raise TrainerFailed(f"split {split}: stopped by a signal ({how}, at {reached}); "
                                     "its task or a rerun resumes from there")
             if status == USER_ERROR_STATUS:
                 raise TrainerFailed(f"split {split}: the trainer stopped on an error that a restart would repeat "
                                     "(its line is above); not restarted")
             if after == before and stalled:
                 raise TrainerFailed(f"split {split}: the trainer failed twice in a row at {reached} "
-                                    f"({_describe(status)}), saving no step in between: not restarted again; "
+                                    f"({how}), saving no step in between: not restarted again; "
                                     "its log is above")
             if attempt > restarts:
-                raise TrainerFailed(f"split {split}: the trainer failed {attempt} times (last: {_describe(status)}, "
+                raise TrainerFailed(f"split {split}: the trainer failed {attempt} times (last: {how}, "
                                     f"at {reached}); no restarts left (--trainer-restarts {restarts})")
             stalled = after == before
             wait = min(60.0, FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1))
             log.warning("split %d: the trainer failed (%s) at %s; restarting it from there in %.0f s (restart %d "
-                        "of %d)", split, _describe(status), reached, wait, attempt, restarts)
+                        "of %d)", split, how, reached, wait, attempt, restarts)
             before = after
             if stop.wait(wait):
                 raise TrainerFailed(f"split {split}: stopped by a signal before its trainer restarted, at {reached}")
@@ -150,7 +179,7 @@ def main(argv: list[str]) -> int:
     """The trainer: one split with the experiment's recorded settings; bad input is one line and exit status 2."""
     from acgan.errors import explain
     from acgan.experiment import train_one_split
-    from acgan.process import start_task_process
+    from acgan.process import record_task_failure, start_task_process
 
     start_task_process()
     store_uri, split = argv[0], int(argv[1])
@@ -164,6 +193,7 @@ def main(argv: list[str]) -> int:
         if message is None:
             raise
         log.error("split %d: %s", split, message)
+        record_task_failure("train-split", f"split {split}: {message}")
         return USER_ERROR_STATUS
     return 0
 

@@ -22,12 +22,11 @@ URI_OPTIONS = {"store": "--store", "stores": "STORE", "source": "--source", "cla
 
 
 def _prepare(args: argparse.Namespace) -> dict:
-    from acgan.data.prepare import PrepareConfig, prepare, shard_info
+    from acgan.data.prepare import PrepareConfig, continued_prepare_config, prepare, shard_info
     from acgan.store import open_store
 
-    cfg = PrepareConfig.model_validate(_given(args, PrepareConfig.model_fields))
     store = open_store(args.store)
-    plan = prepare(cfg, store)
+    plan = prepare(continued_prepare_config(store, _given(args, PrepareConfig.model_fields)), store)
     infos = [shard_info(store, split) for split in range(len(plan.splits))]
     return {"store": args.store, "classes": plan.num_classes, "splits": len(plan.splits),
             "images": sum(sum(i.images.values()) for i in infos),
@@ -69,13 +68,15 @@ def _cluster_settings(args: argparse.Namespace) -> ClusterSettings:
 
 def _run(args: argparse.Namespace) -> dict | None:
     from acgan.evaluation.analyses import METRICS_KEY
+    from acgan.experiment import continued_settings
     from acgan.store import LocalStore, open_store
     from pipelines.console import summary_text
     from pipelines.runs import run_local
 
     if args.parallelism < 1:
         raise UserError(f"--parallelism {args.parallelism}: run at least one task at a time")
-    result = run_local(_run_settings(args), args.pipeline_root, args.parallelism, quiet=not args.verbose)
+    settings = continued_settings(_given(args, RunSettings.model_fields))  # a store's recorded ones, as changed
+    result = run_local(settings, args.pipeline_root, args.parallelism, quiet=not args.verbose)
     store = open_store(result["store"])
     local_report = Path(store.root) / "eval" / "report.html" if isinstance(store, LocalStore) else None
     print(summary_text(json.loads(store.read_bytes(METRICS_KEY)), result["report"], result["samples"],
@@ -212,7 +213,7 @@ def _unlock(args: argparse.Namespace) -> dict:
     store.ensure_ready()
     load_plan(store).check_split(args.split)
     removed = unlock(store, args.split, args.force)
-    return {"store": store.uri, "split": args.split, "removed": removed.model_dump() if removed else None}
+    return {"store": store.uri, "split": args.split, "removed": removed}
 
 
 def _plan(args: argparse.Namespace) -> dict | None:
@@ -328,7 +329,7 @@ def _prepare_parser(sub) -> None:
     _settings_options(p, PrepareConfig, "paper", skip={"strict"})
     p.add_argument("--strict", action="store_true", default=None,  # a switch, as the README gives it
                    help=PrepareConfig.model_fields["strict"].description)
-    p.set_defaults(run=_prepare)
+    p.set_defaults(run=_prepare, preset=None)  # a store's recorded preset, else paper: only a given one changes it
 
 
 def _train_split_parser(sub) -> None:
@@ -351,7 +352,7 @@ def _run_parser(sub) -> None:
     p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                    help="every task's full log here, and the result as JSON (default: a progress display, task logs in "
                         "files under PIPELINE_ROOT/logs/, and a summary)")
-    p.set_defaults(run=_run)
+    p.set_defaults(run=_run, preset=None)  # a store's recorded preset, else demo: only a given one changes it
 
 
 def _compile_parser(sub) -> None:

@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 def run_step(name: str, fn: Callable[[], T]) -> T:
     from acgan.errors import explain
-    from acgan.process import start_task_process
+    from acgan.process import record_task_failure, start_task_process
 
     start_task_process()
     start = time.perf_counter()
@@ -27,6 +27,7 @@ def run_step(name: str, fn: Callable[[], T]) -> T:
         if message is None:
             raise
         logging.getLogger(name).error("%s: %s", name, message)
+        record_task_failure(name, message)
         sys.exit(2)
     except KeyboardInterrupt:  # a Ctrl-C reaches every process of the terminal's group: the run stops with it
         logging.getLogger(name).error("%s: interrupted (SIGINT)", name)

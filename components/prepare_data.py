@@ -12,7 +12,7 @@ from acgan.settings import ClusterSettings
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
 def prepare_data(store: str, preset: str, dataset: str, source: str, resolution: int, classes_per_split: int,
-                 num_classes: int, images_per_class: int, steps: int, batch_size: int, checkpoint_every: int,
+                 num_classes: int, images_per_class: int, steps: int, batch_size: int, lr: float, checkpoint_every: int,
                  seed: int, noise_dim: int, width: float, d_width: float, d_dropout: float, d_noise_std: float,
                  d_fake_class_loss: bool, mode_seeking: float, augment: str, ema_kimg: float, ema_rampup: float,
                  g_layout: str, objective: str, split_ids: list,

@@ -17,9 +17,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from acgan.ensemble import assemble_ensemble
-from acgan.errors import UserError, first_problem
-from acgan.experiment import load_settings, splits_to_rerun
+from acgan.errors import UserError, first_problem, rerun_command
+from acgan.experiment import check_settings_fit_store, load_settings, splits_to_rerun
 from acgan.lease import RunLease
+from acgan.process import local_run_environment, task_failures
 from acgan.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
 from acgan.store import Store, open_store, read_model, write_json
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline, parameter_type
@@ -53,20 +54,23 @@ def compile_pipeline(cluster: ClusterSettings, out: Path, preset: str = "paper")
 
 
 def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOCAL_PARALLELISM,
-              quiet: bool = False) -> dict:
+              quiet: bool = False, trainer_restarts: int | None = None) -> dict:
     """The whole pipeline on this machine through kfp.local: every task a subprocess of this Python.
     `parallelism` training tasks run at once and share the cores. Small convolutions use threads poorly: two splits
     on one thread each train about 1.27x faster on 2 cores than one after the other on two threads each.
     `quiet`: each task's output goes to a log file under `pipeline_root/logs/`, and one progress display to stderr
     (pipelines/console.py); a failed task's last lines are shown. One SIGINT or SIGTERM stops the run and its tasks
-    (pipelines/stopping.py); a second local run on the store stops at once (its `RunLease`)."""
+    (pipelines/stopping.py); a second local run on the store stops at once (its `RunLease`), and the tasks of one
+    killed outright end with it (acgan/process.py). Settings that cannot continue what the store holds are refused
+    before anything is written. `trainer_restarts`: ClusterSettings' default unless given."""
     from kfp import local
 
-    from pipelines.console import failed_task, quiet_run, tail
+    from pipelines.console import quiet_run
 
     if not settings.store.startswith("s3://"):
         settings = settings.model_copy(update={"store": str(Path(settings.store).expanduser().resolve())})
     store = open_store(settings.store)
+    check_settings_fit_store(store, settings)
     store.ensure_ready(create=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
                raise_on_error=True)
@@ -79,25 +83,20 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     run_lease, stop = RunLease(store, RUN_LEASE_SECONDS), StopOnSignal(settings.store)
     run_lease.acquire()  # a second local run on this store stops here, before it starts a task
     try:
-        with console as logs, stop:
+        with console as logs, stop, local_run_environment() as failures:
             stop.progress = logs.progress if quiet else None
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
             # A retry at once: a lease left by a killed local trainer is stale as soon as its process is gone.
+            restarts = {} if trainer_restarts is None else {"trainer_restarts": trainer_restarts}
             cluster = ClusterSettings(parallelism=parallelism, train_threads=threads, retries=LOCAL_RETRIES,
-                                      retry_backoff_seconds=0)
-            build_pipeline(cluster, settings.preset)(**pipeline_arguments(settings))
-    except (RuntimeError, TaskRefused) as e:
-        if stop.signum is not None:
-            raise stop.outcome() from None
-        failed = failed_task(e)
-        task, where = repr(failed) if failed else "unknown", "its log is above"
-        failed_log = logs.failed_log(failed) if quiet else None
-        if failed_log is not None:
-            print(f"the last lines of {failed_log}:\n{tail(failed_log)}", file=sys.stderr)
-            where = f"its log: {failed_log}"
-        raise UserError(f"the local pipeline run failed (task {task}); {where}. Completed "
-                        f"splits are kept: `acgan rerun --store {settings.store} --local` trains only the rest") from None
+                                      retry_backoff_seconds=0, **restarts)
+            try:
+                build_pipeline(cluster, settings.preset)(**pipeline_arguments(settings))
+            except (RuntimeError, TaskRefused) as e:
+                if stop.signum is not None:
+                    raise stop.outcome() from None
+                raise _run_failed(e, task_failures(failures), logs if quiet else None, settings.store) from None
     finally:
         builtins.print = original_print
         run_lease.release()
@@ -105,6 +104,22 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     return {"store": settings.store, "ensemble": f"{uri}/ensemble.json", "samples": f"{uri}/eval/samples-split-*.png",
             "metrics": f"{uri}/eval/metrics.json", "report": f"{uri}/eval/report.html",
             "pipeline_root": str(pipeline_root), **({"logs": str(logs_folder)} if quiet else {})}
+
+
+def _run_failed(e: Exception, reasons: list[dict], logs, store: str) -> UserError:
+    """The last line of a local run whose task failed: the task, its own one-line reason (the first recorded: a
+    trainer's, before its task's), where its log is, and the command that continues."""
+    from pipelines.console import failed_task, tail
+
+    failed = failed_task(e)
+    task, where = repr(failed) if failed else "unknown", "its log is above"
+    failed_log = logs.failed_log(failed) if logs is not None else None
+    if failed_log is not None:
+        print(f"the last lines of {failed_log}:\n{tail(failed_log)}", file=sys.stderr)
+        where = f"its log: {failed_log}"
+    reason = f": {reasons[0]['reason']}" if reasons else ""
+    return UserError(f"the local pipeline run failed (task {task}){reason}; {where}. Completed splits are kept: "
+                     f"{rerun_command(store)} trains only the rest")
 
 
 def kfp_client(host: str, namespace: str | None):
@@ -252,7 +267,13 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
     settings = settings.model_copy(update={"split_ids": todo, "store": store_uri})
     if local:
-        result = run_local(settings, pipeline_root, parallelism)
+        # Of the cluster settings only the trainer's restarts apply on this machine: any other is refused, not ignored.
+        cluster_only = sorted(set(cluster_options or {}) - {"trainer_restarts"})
+        if cluster_only:
+            raise UserError(f"--{cluster_only[0].replace('_', '-')} is a cluster setting; with --local it would have "
+                            "no effect: leave it out, or rerun on a cluster with --host")
+        result = run_local(settings, pipeline_root, parallelism,
+                           trainer_restarts=(cluster_options or {}).get("trainer_restarts"))
     else:
         recorded = load_submission(store) or Submission(cluster=ClusterSettings(), namespace=None,
                                                         experiment=PIPELINE_NAME, pipeline_id=None,

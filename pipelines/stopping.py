@@ -28,7 +28,9 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
-from acgan.errors import UserError
+from acgan.errors import UserError, rerun_command
+from acgan.lease import leases_left
+from acgan.store import open_store
 
 
 # kfp.local's lines just before it starts a task, and before it starts a failed one again (kfp 2.17.0,
@@ -94,11 +96,16 @@ class StopOnSignal(logging.Filter):
                 print(line, file=sys.stderr, flush=True)
 
     def outcome(self) -> RunStopped:
-        """The run's last line, once its tasks have ended."""
-        continue_with = f"continue with `acgan rerun --store {self.store} --local`"
+        """The run's last line, once its tasks have ended: what the store says of the splits' leases, as a trainer
+        that had crashed (a task in its restart's back-off) left its own."""
+        continue_with = f"continue with {rerun_command(self.store)}"
+        left = leases_left(open_store(self.store))
+        released = "released its lease" if not left else (
+            f"released its lease, but split(s) {', '.join(map(str, left))} still have one, their trainers ended "
+            "without releasing it (the next run takes it over at once)")
         done = ("the tasks were killed by a second signal: each split being trained lost its steps since its last "
                 "checkpoint" if self.killed else
-                "each split being trained saved the step it reached and released its lease")
+                f"each split being trained saved the step it reached and {released}")
         return RunStopped(f"stopped by {self.name_of_signal}: {done}; {continue_with}", self.signum)
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -118,3 +118,21 @@ def s3_env(s3_server, monkeypatch):
     uri = f"s3://acgan-test/{uuid.uuid4().hex[:8]}"
     open_store(uri).ensure_ready(create=True)
     return uri
+
+
+def printed_commands(message: str) -> list[list[str]]:
+    """The commands a message advises (each in backticks), split as a shell splits them when pasted."""
+    import re
+    import shlex
+
+    return [shlex.split(text) for text in re.findall(r"`(acgan [^`]+)`", message)]
+
+
+def run_printed(message: str, index: int = -1) -> int:
+    """Run the `index`th command `message` advises, exactly as printed, through the `acgan` command's main (in this
+    process); its exit status."""
+    from acgan_cli.main import main
+
+    argv = printed_commands(message)[index]
+    assert argv[0] == "acgan", argv
+    return main(argv[1:])

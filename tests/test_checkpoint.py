@@ -240,3 +240,21 @@ def test_checkpoints_from_step_10_to_the_8_resume_show_prune_and_assemble(digits
             assert code == 2 and flag in err and "Traceback" not in err, err
     assert main(["plan", "--images-per-second", "100", "--steps", str(10**21)]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_training_on_keeps_the_checkpoints_the_ensemble_samples_from(digits_store, tmp_path):
+    """Issue 36: training on past an assembled ensemble pruned its step once two newer checkpoints existed, and
+    `acgan sample` then failed on it. The ensemble's checkpoint stays until a new assembly replaces it."""
+    from acgan.ensemble import assemble_ensemble, sample
+    from acgan.training.loop import train_split
+    from tests.conftest import tiny_config
+
+    for split in (0, 1):
+        train_split(digits_store, tiny_config(split=split, steps=10))
+    assemble_ensemble(digits_store, 10)
+    train_split(digits_store, tiny_config(split=0, steps=25))
+    assert complete_steps(digits_store, 0) == [10, 20, 25]  # 15 pruned, the ensemble's 10 kept
+    assert sample(digits_store, "0", 2, 0, tmp_path / "s.png")["step"] == 10
+    assert assemble_ensemble(digits_store, 10).classes[0].step == 25  # a new ensemble: step 10 is not needed
+    train_split(digits_store, tiny_config(split=0, steps=30))
+    assert complete_steps(digits_store, 0) == [25, 30]

@@ -185,7 +185,10 @@ def test_unlock_clears_a_lease_whose_owner_is_gone_and_refuses_a_live_one(capsys
     code, _, err = run(capsys, "unlock", "--store", store, "--split", 1)
     assert_one_line_error(code, err, "lease.json: expires:", f"acgan unlock --store {store} --split 1 --force")
     assert digits_store.exists(lease_key(1))
-    assert run(capsys, "unlock", "--store", store, "--split", 1, "--force")[0] == 0
+    code, out, _ = run(capsys, "unlock", "--store", store, "--split", 1, "--force")
+    assert code == 0 and json.loads(out)["removed"] == {  # what it removed, not `null` (issue 36)
+        "damaged": f"{store}/splits/split-00001/lease.json: expires: Input should be a valid number, unable to parse "
+                   "string as a number"}
     assert not digits_store.exists(lease_key(1))
     code, _, err = run(capsys, "unlock", "--store", store, "--split", 2)
     assert_one_line_error(code, err, "split 2 is out of range")

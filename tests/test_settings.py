@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from acgan_cli import main as cli
-from acgan.data.prepare import PrepareConfig
+from acgan.data.prepare import PrepareConfig, continued_prepare_config
 from acgan.errors import explain
 from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
 from acgan.evaluation.analyses import ANALYSES
@@ -33,7 +33,7 @@ from acgan.training.loop import TrainConfig
 
 # What `acgan run` trained before presets existed (RunSettings' defaults then): `demo` must resolve to exactly this.
 EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=32, classes_per_split=5, num_classes=10,
-                    images_per_class=100, steps=900, batch_size=64, checkpoint_every=300, seed=0, noise_dim=100,
+                    images_per_class=100, steps=900, batch_size=64, lr=2e-4, checkpoint_every=300, seed=0, noise_dim=100,
                     width=0.125,
                     d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
                     ema_kimg=0.0, ema_rampup=0.05, g_layout="imagenet-start", objective="acgan", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, cas_steps=None, classifier="trained",
@@ -51,7 +51,8 @@ def parsed(*argv) -> dict:
     args = cli.build_parser().parse_args([str(a) for a in argv])
     models = {"run": cli._run_settings, "submit": cli._run_settings,
               "train-split": lambda a: TrainConfig.model_validate(cli._given(a, TrainConfig.model_fields)),
-              "prepare": lambda a: PrepareConfig.model_validate(cli._given(a, PrepareConfig.model_fields))}
+              "prepare": lambda a: continued_prepare_config(open_store(a.store),
+                                                            cli._given(a, PrepareConfig.model_fields))}
     return models[args.command](args).model_dump()
 
 

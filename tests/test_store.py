@@ -168,3 +168,20 @@ def test_the_private_minio_surface_is_the_pinned_one():
     assert {"bucket_name", "prefix", "max_uploads"} <= set(params["_list_multipart_uploads"])
     assert params["_abort_multipart_upload"] == ["self", "bucket_name", "object_name", "upload_id"]
     assert InvalidResponseError(503, "text/html", "<html>")._code == 503
+
+
+def test_conditional_writes_leave_no_lock_files(tmp_path):
+    """Issue 36: every lease renewal left a `.lease.json.lock` beside the lease, and `.run-lease.json.lock` at the
+    store's root, for good. The lock is taken on the folder itself now; two writers still exclude each other (one
+    tag, one winner)."""
+    from acgan.store import PreconditionFailed
+
+    store = open_store(str(tmp_path / "store"))
+    tag = store.write_if("run-lease.json", b"1", None)
+    tag = store.write_if("run-lease.json", b"2", tag)
+    lease = store.write_if("splits/split-00000/lease.json", b"1", None)
+    store.delete_if("splits/split-00000/lease.json", store.write_if("splits/split-00000/lease.json", b"2", lease))
+    with pytest.raises(PreconditionFailed):
+        store.write_if("run-lease.json", b"3", lease)  # a stale tag loses
+    assert store.read_bytes("run-lease.json") == b"2"
+    assert sorted(p.name for p in (tmp_path / "store").rglob("*") if p.is_file()) == ["run-lease.json"]

@@ -140,3 +140,40 @@ def test_a_trainer_does_not_outlive_its_task(experiment):
         assert time.monotonic() < deadline, "the trainer outlived its task"
         time.sleep(0.05)
     assert live_lease(store, 0) is None and complete_steps(store, 0)[-1] < SETTINGS["steps"]
+
+
+def test_a_trainer_killed_at_its_memory_limit_is_reported_as_such(experiment):
+    """Issue 36: a trainer the kernel's OOM killer ended was reported as "killed by SIGKILL". The task (here the
+    supervisor, in a memory cgroup of its own with a limit its trainer's torch import exceeds) reads the cgroup's
+    oom_kill count and says it was the memory limit."""
+    import uuid
+    from pathlib import Path
+
+    from acgan.supervise import oom_kills
+
+    if oom_kills() is None:
+        pytest.skip("no cgroup memory controller to read here (needs cgroup v2 memory.events or v1 memory.oom_control)")
+    v1 = Path("/sys/fs/cgroup/memory")
+    group = v1 / f"acgan-test-{uuid.uuid4().hex[:8]}" if v1.is_dir() else Path(f"/sys/fs/cgroup/acgan-test-"
+                                                                               f"{uuid.uuid4().hex[:8]}")
+    try:
+        group.mkdir()
+    except OSError as e:
+        pytest.skip(f"cannot make a memory cgroup here ({e.strerror}): run the tests as root with cgroups writable")
+    try:
+        limit = 200 * 2**20  # the supervisor fits; the trainer, importing torch, does not
+        (group / ("memory.limit_in_bytes" if v1.is_dir() else "memory.max")).write_text(str(limit))
+        code = ("import sys; from acgan.supervise import supervise_training, TrainerFailed\n"
+                "try:\n    supervise_training(sys.argv[1], 0, 3)\nexcept TrainerFailed as e:\n    print(e)\n")
+        task = subprocess.run(["sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec "$0" -c "$1" "$2"',
+                               sys.executable, code, experiment], capture_output=True, text=True, timeout=300)
+    finally:
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+    assert ("the trainer failed twice in a row at no checkpoint (killed by the kernel at the memory limit of its "
+            "cgroup (oom_kill))") in task.stdout, (task.stdout[-2000:], task.stderr[-2000:])
+    assert "killed by SIGKILL" not in task.stdout + task.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acgan.errors import UserError
+from acgan.errors import UserError, command
 from acgan.store import Store, read_model, write_json
 
 PLAN_KEY = "plan.json"
@@ -130,7 +130,7 @@ def splits_from_file(path: Path, class_names: list[str]) -> list[list[int]]:
 
 def load_plan(store: Store) -> SplitPlan:
     if not store.exists(PLAN_KEY):
-        raise UserError(f"store {store.uri} has no plan: run `acgan prepare --store {store.uri}` first")
+        raise UserError(f"store {store.uri} has no plan: run {command('acgan', 'prepare', '--store', store.uri)} first")
     return read_model(store, PLAN_KEY, SplitPlan, "the plan is damaged: prepare a new store", checksum=True)
 
 

@@ -26,7 +26,7 @@ from safetensors.torch import save as save_safetensors
 from acgan.data.plan import PLAN_KEY, ClassInfo, SplitPlan, contiguous_splits, load_plan, save_plan, \
     splits_from_file
 from acgan.data.sources import Source, cifar10_source, digits_source, folder_source, synthetic_source
-from acgan.errors import UserError
+from acgan.errors import UserError, command, one_line
 from acgan.settings import DataSettings
 from acgan.store import Store, read_model, write_json
 
@@ -122,8 +122,10 @@ def prepare_shard(store: Store, split: int) -> ShardInfo:
     if problem != "it is missing":
         log.warning("split %d: rebuilding %s: %s", split, shard_key(split), problem)
     if not store.exists(PREPARE_KEY):
-        raise UserError(f"store {store.uri} has no {PREPARE_KEY}: run `acgan prepare --store {store.uri}` again")
-    cfg = read_model(store, PREPARE_KEY, PrepareConfig, f"run `acgan prepare --store {store.uri}` again")
+        raise UserError(f"store {store.uri} has no {PREPARE_KEY}: run {_prepare_again(store)} with the settings "
+                        "it was prepared with")
+    cfg = read_model(store, PREPARE_KEY, PrepareConfig, f"delete it and run {_prepare_again(store)} with the "
+                     "settings it was prepared with")
     source = open_source(cfg)
     if source.class_names != [c.name for c in plan.classes]:
         raise UserError(f"the source {cfg.source} no longer has the classes of {store.uri}/{PLAN_KEY}: restore it "
@@ -159,19 +161,47 @@ def load_shard(store: Store, split: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, C, R, R), labels int64 global ids) of one split, after checking the shard's checksum."""
     key = shard_key(split)
     if not store.exists(shard_info_key(split)):
-        raise UserError(f"store {store.uri} has no complete data for split {split} ({key}): run `acgan prepare "
-                        f"--store {store.uri}` again")
+        raise UserError(f"store {store.uri} has no complete data for split {split} ({key}): run "
+                        f"{_prepare_again(store)}")
     info = shard_info(store, split)
     try:
         data = store.read_bytes(key)
     except KeyError:
-        raise UserError(f"store {store.uri} has no data for split {split}: run `acgan prepare` again") from None
+        raise UserError(f"store {store.uri} has no data for split {split}: run {_prepare_again(store)}") from None
     if hashlib.sha256(data).hexdigest() != info.sha256:
         raise UserError(f"{store.uri}/{key} does not match its checksum in {shard_info_key(split)} (damaged): "
-                        f"run `acgan prepare --store {store.uri}` again to rebuild it")
+                        f"run {_prepare_again(store)} to rebuild it")
+    rebuild = f"delete {store.uri}/{shard_info_key(split)} and run {_prepare_again(store)} to build it again"
     try:
         tensors = load_safetensors(data)
     except Exception as e:  # safetensors raises its own error types for a damaged header
-        raise UserError(f"data shard of split {split} in {store.uri} is corrupt ({e}): run `acgan prepare` "
-                        "into a new store") from None
-    return tensors["images"], tensors["labels"]
+        raise UserError(f"{store.uri}/{key} is not a data shard ({one_line(str(e))[:200]}): {rebuild}") from None
+    images, labels = tensors.get("images"), tensors.get("labels")
+    # Content with a matching checksum may still be hostile: shapes are checked before anything indexes them.
+    if images is None or labels is None or images.dtype != torch.uint8 or images.dim() != 4:
+        problem = "it needs uint8 images (N, C, R, R) and int64 labels (N)"
+    elif labels.dtype != torch.int64 or labels.dim() != 1 or len(labels) != len(images):
+        problem = f"its {len(images)} images have {labels.numel()} labels of type {labels.dtype}, not one int64 each"
+    elif len(images) == 0:
+        problem = "it holds no images"
+    else:
+        return images, labels
+    raise UserError(f"{store.uri}/{key}: {problem}; the shard is damaged: {rebuild}")
+
+
+def _prepare_again(store: Store) -> str:
+    """The command that builds a store's missing or damaged shards with the settings it recorded (prepare.json)."""
+    return command("acgan", "prepare", "--store", store.uri)
+
+
+def continued_prepare_config(store: Store, given: dict) -> PrepareConfig:
+    """`acgan prepare` on a store that recorded its preparation settings (prepare.json) keeps them, each setting given
+    replacing its recorded value (a preset given other than the recorded one applies its values instead); a new
+    store takes the given preset's values, the paper's by default."""
+    if not store.exists(PREPARE_KEY):
+        return PrepareConfig(**{"preset": "paper", **given})
+    recorded = read_model(store, PREPARE_KEY, PrepareConfig, f"delete it and run {_prepare_again(store)} with the "
+                          "settings it was prepared with")
+    if given.get("preset", recorded.preset) != recorded.preset:
+        return PrepareConfig(**given)
+    return PrepareConfig(**{**recorded.model_dump(), **given})

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from acgan import figures
 from acgan.data.plan import SplitPlan, load_plan
 from acgan.ensemble import EnsembleManifest, load_ensemble
-from acgan.errors import UserError
+from acgan.errors import UserError, rerun_command
 from acgan.evaluation import report
 from acgan.evaluation.inputs import (
     CLASS_FEATURE_METRICS,
@@ -312,8 +312,8 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     plan = load_plan(store)
     manifest = load_ensemble(store)
     if manifest is None:
-        raise UserError(f"store {store.uri} has no ensemble (ensemble.json): run `acgan run` or `acgan rerun --store "
-                        f"{store.uri}` to train and assemble it first")
+        raise UserError(f"store {store.uri} has no ensemble (ensemble.json): run "
+                        f"{rerun_command(store.uri)} to train and assemble it first")
     chosen = [ANALYSES[name] for name in settings.analyses]
     use_classifier, use_ms_ssim = any(a.classifier for a in chosen), any(a.ms_ssim for a in chosen)
     use_features = any(a.class_features for a in chosen)

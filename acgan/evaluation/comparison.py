@@ -6,7 +6,7 @@ import json
 
 from acgan import figures
 from acgan.data.plan import load_plan
-from acgan.errors import UserError
+from acgan.errors import UserError, command
 from acgan.evaluation.analyses import METRICS_KEY
 from acgan.store import Store
 
@@ -18,14 +18,15 @@ def compare(stores: list[Store]) -> tuple[list[dict], bytes]:
     runs = []
     for store in stores:
         if not store.exists(METRICS_KEY):
-            raise UserError(f"store {store.uri} has no evaluation ({METRICS_KEY}): run `acgan evaluate --store "
-                            f"{store.uri}` first")
+            raise UserError(f"store {store.uri} has no evaluation ({METRICS_KEY}): run "
+                            f"{command('acgan', 'evaluate', '--store', store.uri)} first")
         summary = json.loads(store.read_bytes(METRICS_KEY))["summary"]
         missing = [name for name, key in NEEDED.items() if key not in summary]
         if missing:
             raise UserError(f"store {store.uri}'s evaluation ({METRICS_KEY}) has no {' or '.join(missing)}, which the "
-                            f"comparison needs: run `acgan evaluate --store {store.uri} --analyses "
-                            f"{','.join(NEEDED)}` (or with every analysis, the default) first")
+                            f"comparison needs: run "
+                            f"{command('acgan', 'evaluate', '--store', store.uri, '--analyses', ','.join(NEEDED))} "
+                            "(or with every analysis, the default) first")
         plan = load_plan(store)
         runs.append({"store": store.uri, "classes_per_model": plan.num_classes / len(plan.splits),
                      **{k: summary[k] for k in ("ms_ssim_mean", "ms_ssim_std", "real_ms_ssim_mean", "accuracy")}})

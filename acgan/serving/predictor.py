@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from acgan.checkpoint import CorruptCheckpoint, load_checkpoint
 from acgan.ensemble import ENSEMBLE_KEY, EnsembleManifest, EnsembleMember, load_ensemble
-from acgan.errors import UserError, explain
+from acgan.errors import UserError, explain, rerun_command
 from acgan.evaluation.analyses import METRICS_KEY
 from acgan.model import Generator
 from acgan.sampling import generator_from_files
@@ -96,7 +96,7 @@ class EnsembleModel(kserve.Model):
         else:
             if manifest is None:
                 self.problem = (f"store {self.store.uri} has no ensemble ({ENSEMBLE_KEY}) yet: assemble it with "
-                                f"`acgan run` or `acgan rerun --store {self.store.uri}`; this server serves it "
+                                f"{rerun_command(self.store.uri)}; this server serves it "
                                 "once it is there")
         if manifest is None:
             self.ready = False
@@ -139,8 +139,8 @@ class EnsembleModel(kserve.Model):
             G = generator_from_files(files, self.device)[0]
         except (CorruptCheckpoint, UserError, ValidationError, ValueError, RuntimeError, KeyError) as e:
             raise Unavailable(f"split {split} (classes {classes[0]}..{classes[-1]}) cannot be served: its checkpoint "
-                              f"{member.checkpoint} does not load ({explain(e) or str(e)[:300]}); run `acgan rerun "
-                              f"--store {self.store.uri}` to retrain and re-assemble it") from None
+                              f"{member.checkpoint} does not load ({explain(e) or str(e)[:300]}); run "
+                              f"{rerun_command(self.store.uri)} to retrain and re-assemble it") from None
         log.info("loaded split %d's generator (step %d) on %s", split, member.step, self.device)
         return G
 

@@ -31,8 +31,8 @@ from tqdm import tqdm
 from acgan.checkpoint import (CheckpointExists, complete_steps, latest_checkpoint, prune_checkpoints,
                                    quarantine_checkpoint, save_checkpoint, split_prefix)
 from acgan.data.plan import load_plan
-from acgan.data.prepare import load_shard, shard_key
-from acgan.errors import UserError
+from acgan.data.prepare import load_shard, shard_info_key, shard_key
+from acgan.errors import UserError, command, rerun_command
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
@@ -50,7 +50,6 @@ class TrainConfig(TrainingSettings, DeviceSetting):
     `TrainingSettings`' fields (the paper's values by default); these are the trainer's own."""
 
     split: int = Field(0, ge=0)
-    lr: float = Field(2e-4, gt=0, le=1.0, description="Adam learning rate")
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     tick_every: int = Field(100, ge=1, le=MAX_STEPS, description="steps between stats lines")
@@ -178,7 +177,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
     def checkpoint(step: int, healthy_since: int) -> None:
         if not all(torch.isfinite(p).all() for p in [*G.parameters(), *D.parameters()]):
             raise TrainingDiverged(f"split {cfg.split} has non-finite weights at step {step}; its checkpoints up "
-                                   f"to step {healthy_since} are intact: lower --lr and run again")
+                                   f"to step {healthy_since} are intact: {_lower_lr(store, cfg)}")
         meta = {"step": step, "split": cfg.split, "classes": members, "model": model_cfg.model_dump(),
                 "train": cfg.model_dump(), "fast_path": fast.model_dump(), "time": time.time()}
         try:  # the renewals before the upload and the marker: a trainer that lost its split commits nothing
@@ -186,7 +185,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
                             fence=lease.renew)
         except CheckpointExists as e:
             raise SplitBusy(f"split {cfg.split}: {e}; another trainer holds the split, this one stops") from None
-        prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)
+        prune_checkpoints(store, cfg.split, cfg.keep_checkpoints)  # never the assembled ensemble's
 
     # Main loop.
     sums = torch.zeros(len(STATS), device=device)
@@ -196,6 +195,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
     for step in range(start + 1, cfg.steps + 1):
         if stop.is_set():
             break
+        lease.check()  # lapsed (the store away longer than a period) or taken over: not one step more
         sums += train_step(*training_batch(images, labels, cfg, model_cfg, data_rng))
         if G_ema is not None:
             update_ema(G_ema, G, ema_beta(step, cfg.batch_size, cfg.ema_kimg, cfg.ema_rampup))
@@ -210,13 +210,13 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
         if not (math.isfinite(means["loss_d"]) and math.isfinite(means["loss_g"])):
             raise TrainingDiverged(f"split {cfg.split} diverged between steps {tick_step} and {step} (loss_d="
                                    f"{means['loss_d']}, loss_g={means['loss_g']}); its checkpoints up to step "
-                                   f"{tick_step} are intact: lower --lr and run again")
+                                   f"{tick_step} are intact: {_lower_lr(store, cfg)}")
         diversity = class_diversity(G, fixed_z, fixed_y, model_cfg.num_classes, cfg.stats_pairs)
         last = {"step": step, **means, "ms_ssim": dict(zip(map(str, members), diversity)),
                 "ms_ssim_mean": sum(diversity) / len(diversity),
                 "images_per_second": (step - tick_step) * cfg.batch_size / (time.perf_counter() - tick_start),
                 "time": time.time()}
-        lease.check()  # the renewal thread found another trainer holding the split: stop
+        lease.check()  # lost while this tick's figures were computed: no stats line from a trainer that lost it
         stats.append(last)
         _show_tick(bar, cfg, last)
         if is_checkpoint:
@@ -230,7 +230,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
             checkpoint(done, saved)
         saved_now = "with its checkpoint saved" if done > start else "before training a step"
         raise Preempted(f"split {cfg.split}: stopped by {stop.signal} at step {done} of {cfg.steps} {saved_now}; a "
-                        f"retry (or `acgan rerun`) resumes from step {done}")
+                        f"retry (or {rerun_command(store.uri)}) resumes from step {done}")
     return {**last, "steps": cfg.steps, "resumed_from": start}
 
 
@@ -240,13 +240,14 @@ def _split_data(store: Store, split: int, model_cfg: ModelConfig, members: list[
     shape or with labels outside the split is refused."""
     images, labels = load_shard(store, split)
     if tuple(images.shape[1:]) != (model_cfg.channels, model_cfg.resolution, model_cfg.resolution):
-        raise UserError(f"data of split {split} has shape {tuple(images.shape[1:])}, the plan says {model_cfg.channels}"
-                        f"x{model_cfg.resolution}x{model_cfg.resolution}: run `acgan prepare` again")
+        raise UserError(f"{store.uri}/{shard_key(split)} has images of shape {tuple(images.shape[1:])}, the plan "
+                        f"says {model_cfg.channels}x{model_cfg.resolution}x{model_cfg.resolution}: the shard is from "
+                        f"another plan: {_rebuild_shard(store, split)}")
     outside = labels[~torch.isin(labels, torch.tensor(members))]
     if len(outside):
         raise UserError(f"{store.uri}/{shard_key(split)}: labels: {len(outside)} label(s) outside split "
                         f"{split}'s classes {members} (e.g. {outside[0].item()}): the shard is damaged or from "
-                        "another plan: run `acgan prepare` into a new store")
+                        f"another plan: {_rebuild_shard(store, split)}")
     to_local = torch.full((max(members) + 1,), -1, dtype=torch.long)
     to_local[torch.tensor(members)] = torch.arange(len(members))
     return images.to(device), to_local[labels].to(device)
@@ -259,11 +260,7 @@ def _resume(store: Store, cfg: TrainConfig, model_cfg: ModelConfig, G, D, opt_g,
     start, latest = 0, latest_checkpoint(store, cfg.split)
     if latest is not None:
         step, files = latest
-        saved = ModelConfig.model_validate(json.loads(files["meta.json"])["model"])
-        shape = set(ModelConfig.SHAPE_FIELDS)
-        if saved.model_dump(include=shape) != model_cfg.model_dump(include=shape):
-            raise UserError(f"split {cfg.split} has checkpoints of a different model ({_describe(saved)}) than "
-                            f"requested ({_describe(model_cfg)}): use the original settings or a new store")
+        check_resumable(cfg.split, json.loads(files["meta.json"]), model_cfg, cfg.ema_kimg)
         unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng, G_ema)
         start = step
     for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
@@ -271,6 +268,21 @@ def _resume(store: Store, cfg: TrainConfig, model_cfg: ModelConfig, G, D, opt_g,
     if latest is not None:
         log.info("split %d: resuming from step %d", cfg.split, start)
     return start
+
+
+def check_resumable(split: int, meta: dict, model_cfg: ModelConfig, ema_kimg: float) -> None:
+    """A UserError unless settings giving `model_cfg` and `ema_kimg` can continue the checkpoint whose meta is `meta`:
+    the same model shape, and an averaged generator kept where the checkpoint has one (dropping it loses state)."""
+    saved = ModelConfig.model_validate(meta["model"])
+    shape = set(ModelConfig.SHAPE_FIELDS)
+    if saved.model_dump(include=shape) != model_cfg.model_dump(include=shape):
+        raise UserError(f"split {split} has checkpoints of a different model ({_describe(saved)}) than "
+                        f"requested ({_describe(model_cfg)}): use the original settings or a new store")
+    if meta.get("ema") and ema_kimg == 0:
+        recorded = meta.get("train", {}).get("ema_kimg")
+        raise UserError(f"split {split}'s checkpoints keep an averaged generator (--ema-kimg {recorded}); "
+                        "--ema-kimg 0 would drop it: leave --ema-kimg out to keep the recorded value, or use a new "
+                        "store")
 
 
 def training_batch(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, model_cfg: ModelConfig,
@@ -334,6 +346,15 @@ def stats_lines_up_to(store: Store, key: str, step: float = math.inf) -> list[st
     if dropped:
         log.warning("%s/%s: dropped %d damaged line(s); the rest is kept", store.uri, key, dropped)
     return kept
+
+
+def _lower_lr(store: Store, cfg: TrainConfig) -> str:
+    """The command that continues a diverged split with half the learning rate (the store's other settings kept)."""
+    return f"continue with half the learning rate: {command('acgan', 'run', '--store', store.uri, '--lr', cfg.lr / 2)}"
+
+
+def _rebuild_shard(store: Store, split: int) -> str:
+    return f"delete {store.uri}/{shard_info_key(split)} and run {command('acgan', 'prepare', '--store', store.uri)}"
 
 
 def _describe(m: ModelConfig) -> str:

@@ -45,9 +45,10 @@ def load_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor], gr
     for key, v in flat.items():
         idx, field = key.split(".", 1)
         state.setdefault(int(idx), {})[field] = v
-    # Hyper-parameters come from the checkpoint, the implementation (fused on a GPU, not on a CPU) from this run.
-    implementation = ("fused", "foreach", "capturable", "differentiable")
-    groups = [{**saved, **{k: own[k] for k in implementation if k in own}}
+    # Hyper-parameters come from the checkpoint, except the learning rate (`--lr` continues a diverged split with a
+    # lower one); the implementation (fused on a GPU, not on a CPU) comes from this run.
+    from_this_run = ("lr", "fused", "foreach", "capturable", "differentiable")
+    groups = [{**saved, **{k: own[k] for k in from_this_run if k in own}}
               for saved, own in zip(groups, opt.param_groups)]
     opt.load_state_dict({"state": state, "param_groups": groups})
     match_param_layouts(opt)  # saved moments are contiguous; a channels-last weight needs them channels-last

@@ -13,6 +13,7 @@ from acgan.data.prepare import PrepareConfig, load_shard, prepare, shard_info
 from acgan.data.sources import synthetic_source
 from acgan.errors import UserError
 from acgan.store import LocalStore
+from tests.conftest import run_printed
 
 
 def _cifar_batch(n, seed):
@@ -169,7 +170,37 @@ def test_prepare_again_restores_a_missing_shard(tmp_path):
     prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)
     shard = store.read_bytes("data/split-00001.safetensors")
     store.delete("data/split-00001.safetensors")
-    with pytest.raises(UserError, match="no data for split 1: run `acgan prepare` again"):
+    with pytest.raises(UserError, match="no data for split 1: run `acgan prepare --store ") as missing:
         load_shard(store, 1)
-    prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)
+    assert run_printed(str(missing.value)) == 0  # as printed: the store's recorded settings build it again
     assert store.read_bytes("data/split-00001.safetensors") == shard
+
+
+def test_a_shard_whose_labels_and_images_differ_in_length_is_one_line(tmp_path):
+    """Issue 36: hostile content with a matching checksum (one label fewer than images) was an IndexError traceback
+    in the trainer. Shapes are checked when the shard is loaded; the advice, followed as printed, builds it again."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load as load_safetensors
+    from safetensors.torch import save as save_safetensors
+
+    store = LocalStore(tmp_path / "a store")  # a space in the path: the printed command quotes it
+    prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)
+    good = store.read_bytes("data/split-00001.safetensors")
+    tensors = load_safetensors(good)
+    hostile = save_safetensors({"images": tensors["images"], "labels": tensors["labels"][:-1].clone()})
+    store.write_bytes("data/split-00001.safetensors", hostile)
+    info = json.loads(store.read_bytes("data/split-00001.json"))
+    store.write_bytes("data/split-00001.json", json.dumps({**info, "sha256": hashlib.sha256(hostile).hexdigest(),
+                                                            "bytes": len(hostile)}).encode())
+    with pytest.raises(UserError) as refused:
+        load_shard(store, 1)
+    line = str(refused.value)
+    n = len(tensors["images"])
+    assert f"data/split-00001.safetensors: its {n} images have {n - 1} labels of type torch.int64" in line, line
+    assert "\n" not in line and f"delete {store.uri}/data/split-00001.json and run `acgan prepare --store '" in line
+    store.delete("data/split-00001.json")
+    assert run_printed(line) == 0
+    assert store.read_bytes("data/split-00001.safetensors") == good and torch.equal(load_shard(store, 1)[1],
+                                                                                  tensors["labels"])

@@ -250,6 +250,44 @@ def test_lease_renewal_rides_out_a_read_only_spell_and_stops_training_once_the_l
                  "recovered)", "none; it stopped once the lease lapsed, writing nothing")
 
 
+def test_a_trainer_whose_lease_lapsed_stops_at_its_next_step(volume, _digits_template, capsys, fault_report):
+    """Issue 36: with the renewals failing past the lease, the trainer went on until its next tick (91 s with
+    --tick-every 100000) while another could take the split. The loop checks the lease before every step now: it
+    stops within a step of the lapse, by this process's own monotonic clock (a period after its last renewal
+    began)."""
+    vol = volume("16m")
+    shutil.copytree(_digits_template, vol.path / "store")
+    store = LocalStore(vol.path / "store")
+    lease_seconds, outcome = 3.0, {}
+
+    def train():
+        outcome["code"] = main([str(a) for a in ["train-split", "--store", store.root, "--split", 0, "--steps",
+                                                 10**6, "--checkpoint-every", 10**6, "--lease-seconds",
+                                                 lease_seconds, *TINY, "--tick-every", 10**5]])
+
+    trainer = threading.Thread(target=train, daemon=True)
+    trainer.start()
+    deadline = time.monotonic() + 120
+    while not store.exists("splits/split-00000/config.json"):  # written right before the first step
+        assert trainer.is_alive() and time.monotonic() < deadline, capsys.readouterr().err[-3000:]
+        time.sleep(0.1)
+    time.sleep(1)
+    vol.remount("ro")
+    spell_began = time.monotonic()
+    try:
+        trainer.join(timeout=lease_seconds + 10)
+        stopped_after = time.monotonic() - spell_began
+        assert not trainer.is_alive(), "the trainer trained on past its lease"
+    finally:
+        vol.remount("rw")
+    line = the_error_line(outcome["code"], capsys.readouterr().err)
+    assert "lapsed, not renewed for 3s" in line and "Read-only file system" in line, line
+    assert stopped_after < lease_seconds + 3, stopped_after  # a period after its last renewal began, plus a step
+    fault_report("lease lapsed between ticks", f"the store's volume read-only under a trainer with a {lease_seconds:.0f} "
+                 "s lease and --tick-every 100000", 1, 1, f"none: it stopped {stopped_after:.1f} s into the spell, "
+                 "at its next step", "none; it wrote nothing after the lapse")
+
+
 def test_deleting_and_locking_on_a_read_only_volume_is_one_line(volume):
     """Pruning, a conditional delete (a lease's release): a volume that turned read-only after the last write."""
     from acgan.errors import UserError

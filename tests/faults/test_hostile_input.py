@@ -227,8 +227,7 @@ BAD_STORE_FILES = {
 
 
 def _contents(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
-            if p.is_file() and not p.name.endswith(".lock")}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("case", list(BAD_STORE_FILES))

@@ -76,3 +76,32 @@ def test_a_killed_trainer_is_restarted_by_its_task_and_the_run_completes(tmp_pat
     assert len(resumed) == 1 and int(resumed[0].rsplit(" ", 1)[1]) == killer.killed_at  # not from scratch
     assert result["ensemble"] == f"{store.uri}/ensemble.json"
     assert sorted((m.class_id, m.step) for m in load_ensemble(store).classes) == [(c, 12) for c in range(10)]
+
+
+def test_rerun_local_honours_trainer_restarts_and_refuses_cluster_only_options(_digits_template, tmp_path, capsys):
+    """Issue 36: `acgan rerun --local --trainer-restarts 0` was accepted and ignored (its log said "restart 1 of 3").
+    The killed trainer is not restarted now (kfp.local's one retry of the task trains the split), and a cluster-only
+    option is refused in one line rather than ignored."""
+    import shutil
+
+    from acgan.experiment import prepare_experiment, train_one_split
+    from acgan_cli.main import main
+
+    shutil.copytree(_digits_template, tmp_path / "store")
+    store = open_store(str(tmp_path / "store"))
+    prepare_experiment(RunSettings(store=store.uri, **SETTINGS))
+    train_one_split(store.uri, 0)
+    code = main(["rerun", "--store", store.uri, "--local", "--image", "registry.example/acgan:1"])
+    assert code == 2 and "--image is a cluster setting; with --local it would have no effect" in capsys.readouterr().err
+    killer = KillOnce(store, KILLED_SPLIT)
+    killer.start()
+    try:
+        code = main(["rerun", "--store", store.uri, "--local", "--trainer-restarts", "0", "--pipeline-root",
+                     str(tmp_path / "kfp")])
+    finally:
+        killer.done.set()
+        killer.join()
+    out, err = capsys.readouterr()
+    assert killer.killed_at is not None and code == 0, err[-3000:]
+    assert "no restarts left (--trainer-restarts 0)" in out + err and "restart 1 of" not in out + err
+    assert [s.state for s in split_statuses(store)] == ["complete", "complete"]

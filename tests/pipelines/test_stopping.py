@@ -86,3 +86,17 @@ def test_the_first_signal_reaches_every_process_below_a_task_and_a_second_kills_
             proc.kill()
         for pid in task_processes():
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_last_line_says_which_leases_are_left(digits_store):
+    """Issue 36: a Ctrl-C during a restart's back-off (its trainer had crashed, leaving its lease) ended with "each
+    split being trained ... released its lease". The line reads the store's leases now."""
+    from tests.test_cli import _lease_of_a_process_that_ended
+
+    stop = StopOnSignal(digits_store.uri)
+    stop.signum = signal.SIGINT
+    assert str(stop.outcome()).startswith("stopped by SIGINT: each split being trained saved the step it reached "
+                                          "and released its lease; continue with `acgan rerun --store ")
+    _lease_of_a_process_that_ended(digits_store.uri, 1)
+    assert ("released its lease, but split(s) 1 still have one, their trainers ended without releasing it (the next "
+            "run takes it over at once); continue with") in str(stop.outcome())

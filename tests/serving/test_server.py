@@ -189,7 +189,7 @@ def test_a_damaged_sub_model_fails_only_its_classes(local):
             error = answer.json()["error"]
             assert error.startswith(f"split 2 (classes 8..9) cannot be served: its checkpoint "
                                     f"splits/split-00002/checkpoints/step-{STEPS:08d} does not load (") and \
-                "does not match its checksum" in error and f"run `acgan rerun --store {local['store'].root}`" in error
+                "does not match its checksum" in error and f"run `acgan rerun --store {local['store'].root} --local`" in error
     for cls in (0, 7):
         assert images_of(client.post(f"/v2/models/{MODEL}/infer", json=request(cls, 2))).shape == (2, 32, 32, 1)
     assert client.get("/v2/health/ready").status_code == 200  # the server as a whole is still ready

@@ -208,7 +208,8 @@ def test_checkpoint_of_other_model_refused(digits_store):
 def test_data_of_other_resolution_refused(digits_store):
     plan = load_plan(digits_store)
     save_plan(digits_store, plan.model_copy(update={"resolution": 64}))  # plan and shards disagree
-    with pytest.raises(UserError, match="run `acgan prepare` again"):
+    with pytest.raises(UserError, match=r"has images of shape \(1, 32, 32\), the plan says 1x64x64: the shard is from "
+                       "another plan"):
         train_split(digits_store, tiny_config(steps=5))
 
 
