@@ -16,7 +16,8 @@ from acgan.settings import ClusterSettings, RunSettings
 from acgan.store import open_store
 from pipelines.acgan_ensemble import build_pipeline
 from pipelines.runs import pipeline_arguments
-from tests.kfp_backend import Backend, BackendRejected, check_and_convert, run_on_host, validate_run_parameters
+from tests.kfp_backend import Backend, BackendRejected, check_and_convert, validate_run_parameters
+from tests.kfp_pod import run_on_host
 
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
@@ -116,7 +117,8 @@ def test_a_run_parameter_of_the_wrong_kind_is_refused_at_submission(tmp_path):
     spec, _ = compiled(build_pipeline(ClusterSettings()), tmp_path)
     arguments = pipeline_arguments(RunSettings(store="s3://b/x", **SETTINGS))
     validate_run_parameters(spec["root"], arguments)
-    with pytest.raises(BackendRejected, match="input parameter steps requires type number"):
+    with pytest.raises(BackendRejected, match="input parameter steps requires type double or integer, but the "
+                                              "parameter value is not of number value type"):
         validate_run_parameters(spec["root"], {**arguments, "steps": "4"})
 
 
