@@ -2,7 +2,7 @@
 and type checks of every task input, the launcher's executor input and output handling, the pod each container task
 gets (tests/kfp_pod.py), and Argo's rules for what runs after a task fails (`Backend`). Each rule cites the function
 of kubeflow/pipelines at tag 2.17.0, or of argo-workflows at v4.0.5, it follows. Used by
-tests/pipelines/test_backend_rules.py and test_heal.py (components run as processes on this machine)
+tests/pipelines/test_backend_rules.py, test_heal.py and test_batches.py (components run as processes on this machine)
 and tests/deploy/image_check.py (components run inside the built image).
 
 Values are JSON values, as the backend's protobuf Values are: str, a number (int or float), bool, list, dict, None.
@@ -22,6 +22,10 @@ from tests.kfp_pod import pod_settings
 
 class BackendRejected(Exception):
     """What the backend would fail the run with (the API server's submission check or a driver pod's error)."""
+
+
+class ContainerFailed(BackendRejected):
+    """The task's driver passed and its container exited non-zero."""
 
 
 def kind(value) -> str:
@@ -255,6 +259,7 @@ class Backend:
     publish_logs: bool = True
     executed: list[Execution] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
+    driver_failed: set[str] = field(default_factory=set)
 
     def submit(self, arguments: dict, check: bool = True) -> str:
         """A run with `arguments`, as the API server and the root DAG driver take it; returns the run's phase.
@@ -289,7 +294,9 @@ class Backend:
                 phases[name] = self._record(where, "Omitted", "omitted: depends condition not met")
                 continue
             phases[name] = self._task(tasks[name], inputs, outputs, where)
-            if name in hooks:
+            # The hook is on the DAG or executor task, which a failed driver leaves Omitted (dag.go: `task` makes
+            # it depend on `<name>-driver.Succeeded`): then it does not run.
+            if name in hooks and where not in self.driver_failed:
                 self._task(tasks[hooks[name]], inputs, outputs, f"{path}/{hooks[name]}", hooked=True)
         phase = next((p for p in phases.values() if p in ("Failed", "Error")), "Succeeded")
         out = {}
@@ -317,6 +324,8 @@ class Backend:
             else:
                 phase, outputs[name] = self._container(task, child, check_and_convert(child, values), where)
         except BackendRejected as e:
+            if not isinstance(e, ContainerFailed):
+                self.driver_failed.add(where)
             return self._record(where, "Failed", f"{where}: {e}", hooked)
         return self._record(where, phase, "" if phase == "Succeeded" else f"{where}: {phase}", hooked)
 
@@ -386,7 +395,7 @@ class Backend:
         self.executed.append(execution)
         status = self.execute(execution)
         if status != 0:  # inferFailedReason's message for the main container
-            raise BackendRejected(f"main: Error (exit code {status})")
+            raise ContainerFailed(f"main: Error (exit code {status})")
         output_file = self.host_path(executor_input["outputs"]["outputFile"])
         written = json.loads(output_file.read_text()) if output_file.exists() else {}
         parameters = dict(written.get("parameterValues", {}))

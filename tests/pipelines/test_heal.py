@@ -9,10 +9,18 @@ import os
 import yaml
 from kfp import compiler, dsl
 
-from acgan.settings import ClusterSettings
+from acgan.ensemble import load_ensemble
+from acgan.experiment import split_statuses
+from acgan.lease import lease_key
+from acgan.settings import ClusterSettings, RunSettings
+from acgan.store import open_store
+from pipelines.acgan_ensemble import build_pipeline
+from pipelines.runs import pipeline_arguments
 from tests.kfp_backend import Backend
 from tests.kfp_pod import run_on_host
 
+SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
+                width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
 STORE_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "ACGAN_S3_ENDPOINT")
 
 
@@ -81,6 +89,34 @@ def sub_dag_then_exit_task():
     afterwards().after(done).ignore_upstream_failure()
 
 
+@dsl.component(install_kfp_package=False, base_image="python:3.11")
+def no_items() -> list[int]:
+    return []
+
+
+@dsl.pipeline
+def count_items(items: list):
+    afterwards()
+
+
+@dsl.pipeline
+def driver_failure_then_exit_task():
+    plan = no_items()
+    with dsl.ParallelFor(plan.output) as item:
+        done = work(item=item)
+    counted = count_items(items=dsl.Collected(done.output))  # nothing to collect: its DAG driver fails
+    afterwards().after(counted).ignore_upstream_failure()
+
+
+def test_an_exit_hook_does_not_run_when_its_tasks_driver_failed(tmp_path):
+    """The hook is on the DAG task, which depends on its driver's success (argocompiler/dag.go, task): a driver that
+    fails leaves it Omitted, and its hook with it."""
+    spec, platform = compiled(driver_failure_then_exit_task, tmp_path)
+    run = backend(spec, platform, tmp_path)
+    assert run.submit({}, check=False) == "Failed"
+    assert run.phase("/count-items") == ["Failed"] and run.phase("afterwards") == []
+
+
 def test_a_failed_iteration_fails_the_loop_the_others_run_and_its_dependent_is_omitted(tmp_path):
     spec, platform = compiled(loop_then_dependent, tmp_path)
     run = backend(spec, platform, tmp_path)
@@ -117,3 +153,46 @@ def test_the_launcher_tees_each_tasks_output_into_its_executor_logs_artifact(tmp
     assert logs["uri"].endswith("/executor-logs-0") and logs["type"]["schemaTitle"] == "system.Artifact"
     assert "working on 0" in open(work_runs[0].log_file).read()
     assert run.phase("/plan") == ["Succeeded"]  # a component given the extra artifact still writes its outputs
+
+
+def preempt_split(split: int, store: str, passes: set[str]):
+    """A test for run_on_host: delete the training pod of `split` in the named passes once its trainer holds the
+    split's lease (it is training)."""
+    def preempt(execution):
+        if not execution.task.endswith("/train-split") or execution.task.split("/")[1] not in passes:
+            return None
+        if execution.executor_input["inputs"]["parameterValues"]["split"] != split:
+            return None
+        return lambda: os.path.exists(os.path.join(store, lease_key(split)))
+    return preempt
+
+
+def test_a_split_whose_pod_is_preempted_is_trained_again_in_the_same_run_and_the_run_assembles(tmp_path):
+    store = str(tmp_path / "store")
+    spec, platform = compiled(build_pipeline(ClusterSettings()), tmp_path)
+    run = backend(spec, platform, tmp_path, preempt=preempt_split(1, store, {"train-pass"}))
+    phase = run.submit(pipeline_arguments(RunSettings(store=store, **SETTINGS, analyses=["diversity"])), check=False)
+    assert phase == "Failed"  # the first pass had a Failed pod: Argo keeps that phase for the run
+    assert run.phase("root/train-pass/for-loop-1[1]/train-split") == ["Failed"]
+    assert run.phase("root/train-pass/for-loop-1[0]/train-split") == ["Succeeded"]
+    assert run.phase("root/assemble-ensemble") == ["Omitted"]
+    trained = [e.executor_input["inputs"]["parameterValues"]["split"] for e in run.executed
+               if e.task.endswith("/train-split")]
+    assert trained == [0, 1, 1]  # split 1 again, in the heal pass, and only it
+    assert run.phase("/finish/assemble-ensemble") == ["Succeeded"]
+    assert run.phase("/finish/condition-1/evaluate-ensemble") == ["Succeeded"]
+    assert [(s.state, s.step) for s in split_statuses(open_store(store))] == [("complete", 4), ("complete", 4)]
+    assert sorted(m.class_id for m in load_ensemble(open_store(store)).classes) == list(range(10))
+
+
+def test_a_split_lost_in_every_pass_fails_the_assembly_naming_it(tmp_path):
+    store = str(tmp_path / "store")
+    spec, platform = compiled(build_pipeline(ClusterSettings()), tmp_path)
+    run = backend(spec, platform, tmp_path, preempt=preempt_split(1, store, {"train-pass", "heal-1"}))
+    assert run.submit(pipeline_arguments(RunSettings(store=store, **SETTINGS)), check=False) == "Failed"
+    assert run.phase("/train-split") == ["Succeeded", "Failed", "Failed"]
+    assert run.phase("/finish/assemble-ensemble") == ["Failed"]
+    assert run.phase("/finish/condition-1") == ["Omitted"]
+    assembly = next(e for e in run.executed if e.task.endswith("/finish/assemble-ensemble"))
+    log = open(assembly.log_file).read()
+    assert "cannot assemble the ensemble, 1 of 2 splits are not ready (split 1:" in log
