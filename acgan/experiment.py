@@ -81,6 +81,29 @@ def continued_settings(given: dict) -> RunSettings:
     return RunSettings(**{**kept, **given})
 
 
+def unfinished_splits(store_uri: str, split_ids: list[int]) -> list[int]:
+    """The run's splits (`split_ids`, every split of the plan when empty) whose newest complete checkpoint is short
+    of the run's target steps: what a heal pass of the pipeline trains again, each from its newest checkpoint
+    (pipelines/acgan_ensemble.py, heal_stage)."""
+    store = open_store(store_uri)
+    target = load_settings(store).steps
+    splits = split_ids or list(range(len(load_plan(store).splits)))
+    # Judged as the plan and the assembly judge a split: by its checkpoints' files (verified_step).
+    todo = [s for s in splits if not ((step := verified_step(store, s)[0]) is not None and step >= target)]
+    log.info("%d of the run's %d splits are short of their %d steps%s", len(todo), len(splits), target,
+             f": {todo}" if todo else "")
+    return todo
+
+
+def left_to_other_runs(store_uri: str, split_ids: list[int]) -> list[int]:
+    """The splits a batch run (`split_ids`: its own; `acgan submit --batch`) leaves to the other runs on the store:
+    those not at their target when every one of its own is. Empty for a run over the whole plan, or one whose own
+    splits are not all complete (its assembly then fails naming them)."""
+    if not split_ids or unfinished_splits(store_uri, split_ids):
+        return []
+    return [s for s in unfinished_splits(store_uri, []) if s not in split_ids]
+
+
 def load_settings(store: Store) -> RunSettings:
     if not store.exists(EXPERIMENT_KEY):
         raise UserError(f"store {store.uri} has no experiment settings (experiment.json): start it with "

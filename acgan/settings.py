@@ -401,6 +401,10 @@ class ClusterSettings(BaseModel):
     retries: int = Field(4, ge=0, le=20, description="retries of a task by Argo (set_retry): on KFP 2.17's own "
                          "configuration (OnError) a task whose pod was deleted or preempted, not one that failed "
                          "(docs/operators.md, section 5)")
+    heal_passes: int = Field(1, ge=0, le=5, description="passes over the run's unfinished splits after the first "
+                             "one failed (a pod preempted, evicted or OOM-killed is Failed, which KFP 2.17's Argo "
+                             "does not retry), each split from its checkpoint; the last pass assembles and evaluates "
+                             "what is whole, naming a split still lost; 0: none (docs/operators.md, section 5)")
     retry_backoff_seconds: int = Field(120, ge=0, le=3600, description="wait before the first retry, doubled for "
                                        "each next one; 120 s then 240 s outlast the 300 s lease of a trainer "
                                        "killed without a chance to release it")
@@ -520,3 +524,14 @@ class ServeSettings(BaseModel):
                                      "and again its body")
     idle_timeout_s: int = Field(65, ge=1, le=3600, description="seconds a keep-alive connection may stay idle between "
                                 "requests (longer than a load balancer's idle timeout, e.g. 60 s on AWS ALB)")
+
+
+class SubmitSettings(BaseModel):
+    """How `acgan submit` and `acgan rerun` cut a run's splits into KFP runs, each field a flag of both."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch: int | None = Field(None, ge=1, description="at most this many splits per KFP run: the splits are "
+                              "submitted as several runs into the one store, and the run that completes the last "
+                              "split assembles and evaluates the whole ensemble; for runs whose Argo workflow would "
+                              "outgrow Argo's 1 MiB (docs/operators.md, section 5); unset: one run")

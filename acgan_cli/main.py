@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from acgan import allocator
 from acgan.errors import UserError, explain
 from acgan.settings import (LOCAL_PARALLELISM, PRESETS, ClusterSettings, EvalSettings, RunSettings, ServeSettings,
-                            preset_defaults, value_type)
+                            SubmitSettings, preset_defaults, value_type)
 from acgan.store import check_uri
 
 # Every option that takes a URI (a store, a data source, a class list, an endpoint): checked where a command starts.
@@ -100,7 +100,7 @@ def _submit(args: argparse.Namespace) -> dict:
 
     return submit(_run_settings(args), _cluster_settings(args), args.host, args.namespace, args.experiment,
                   args.run_name, args.pipeline_id, args.service_account or None, not args.no_preflight,
-                  args.require_gpu_quota)
+                  args.require_gpu_quota, **_given(args, SubmitSettings.model_fields))
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
@@ -201,7 +201,7 @@ def _rerun(args: argparse.Namespace) -> dict:
     options = _cluster_settings(args).model_dump(include=set(_given(args, ClusterSettings.model_fields)))
     return rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
                  args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
-                 args.pipeline_id, preflight=not args.no_preflight)
+                 args.pipeline_id, preflight=not args.no_preflight, **_given(args, SubmitSettings.model_fields))
 
 
 def _unlock(args: argparse.Namespace) -> dict:
@@ -379,6 +379,7 @@ def _submit_parser(sub) -> None:
                    "requests.nvidia.com/gpu that admits a training task")
     _settings_options(p, RunSettings, "paper", skip={"store"}, title="run settings (pipeline parameters)")
     _cluster_options(p)
+    _spec_options(p.add_argument_group("submission"), SubmitSettings, set(), preset_defaults(SubmitSettings, None))
     p.set_defaults(run=_submit)
 
 
@@ -407,6 +408,7 @@ def _rerun_parser(sub) -> None:
     p.add_argument("--no-preflight", action="store_true", help="on a cluster, skip asking the Kubernetes API "
                    "whether the namespace has what the pods need (as `acgan submit` does)")
     _cluster_options(p, recorded=True)
+    _spec_options(p.add_argument_group("submission"), SubmitSettings, set(), preset_defaults(SubmitSettings, None))
     p.set_defaults(run=_rerun)
 
 

@@ -5,6 +5,7 @@ machine through kfp.local (`acgan run`). Kubernetes settings (image, GPU, node p
 are fixed at compile time from `ClusterSettings`; everything a user changes per run is a pipeline parameter.
 """
 
+import contextlib
 import inspect
 import typing
 
@@ -17,6 +18,7 @@ from components.evaluate_ensemble import evaluate_ensemble
 from components.prepare_data import prepare_data
 from components.prepare_split_data import prepare_split_data
 from components.train_split import train_split
+from components.unfinished_splits import unfinished_splits
 
 PIPELINE_NAME = "acgan-ensemble"
 STORE_ENV = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
@@ -24,8 +26,9 @@ SOURCE_ENV = {"AWS_ACCESS_KEY_ID": "ACGAN_SOURCE_AWS_ACCESS_KEY_ID",
               "AWS_SECRET_ACCESS_KEY": "ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"}
 STORE_ACCESS_LABEL = ("acgan.ai/store-access", "true")  # manifests/base/minio/network-policy.yaml admits these pods
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-# Karpenter does not voluntarily disrupt (consolidate, drift-replace) a node running such a pod; spot reclaims and
-# the NodePool's terminationGracePeriod still do, which the retries and the split's checkpoints cover.
+# Karpenter does not voluntarily disrupt (consolidate, drift-replace) a node running such a pod, nor drain it on a spot
+# interruption notice: a reclaim then ends the pod with no SIGTERM, which the split's checkpoints and the heal pass
+# cover (docs/operators.md, section 5: what a reclaim costs with and without it).
 DO_NOT_DISRUPT = ("karpenter.sh/do-not-disrupt", "true")
 
 
@@ -110,8 +113,11 @@ def parameter_docs() -> str:
 
 def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "paper"):
     """The pipeline, its parameters RunSettings' fields with the defaults of `preset` (the paper's unless another
-    is named)."""
+    is named); with `cluster.heal_passes`, the heal passes of `heal_stage` after the first pass of training."""
     signature = pipeline_signature(RunSettings, preset)
+    # Graph components are made before the pipeline's own context: kfp refuses one made inside another.
+    first_pass = train_pass(cluster) if cluster.heal_passes else None
+    heal = heal_stage(cluster, cluster.heal_passes, gated=True) if cluster.heal_passes else None
 
     def acgan_ensemble(*values):
         """1. Plan: list the data set's classes, group them into class splits; output the splits to train.
@@ -125,22 +131,87 @@ def build_pipeline(cluster: ClusterSettings = ClusterSettings(), preset: str = "
         store = run["store"]
         prepare = prepare_data(**run).set_display_name("Plan the class splits")
         reads_source(on_cluster(prepare, cluster, gpu=False), cluster)
-
-        with dsl.ParallelFor(items=prepare.output, parallelism=cluster.parallelism, name="class-splits") as split:
-            shard = prepare_split_data(store=store, split=split).set_display_name("Prepare one split's data")
-            reads_source(on_cluster(shard, cluster, gpu=False), cluster)
-            train = train_split(store=store, split=shard.output, restarts=cluster.trainer_restarts)
-            train.set_display_name("Train one class split")
-            on_cluster(train, cluster, gpu=True)
-            train.set_env_variable("OMP_NUM_THREADS", str(cluster.training_threads))
-
-        assemble = assemble_ensemble(store=store, trained_splits=dsl.Collected(train.outputs["Output"]))
-        on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)
-
-        evaluate = evaluate_ensemble(store=store, ensemble=assemble.outputs["Output"])
-        on_cluster(evaluate.set_display_name("Evaluate the ensemble"), cluster, gpu=True)
+        if cluster.heal_passes:
+            first = first_pass(store=store, splits=prepare.output).set_display_name("Train the class splits")
+            # Only the run's parameters reach the hook: the compiler hooks an exit task to each task it depends on
+            # (argocompiler/dag.go, DAG: taskToExitTemplate[dep] for every dependent task), the plan's too.
+            heal(store=store, run_splits=run["split_ids"]).after(first).set_display_name(
+                "Heal the splits a failed pod left").ignore_upstream_failure()
+            assemble_and_evaluate(cluster, store, run["split_ids"], prepare.output, first)
+        else:  # kfp.local (`acgan run`, `acgan rerun --local`): one run over the splits asked, nothing to gate
+            train = train_splits(cluster, store, prepare.output)
+            assemble_and_evaluate(cluster, store, run["split_ids"], dsl.Collected(train.outputs["Output"]),
+                                  gated=False)
 
     acgan_ensemble.__signature__ = signature
     acgan_ensemble.__doc__ += "\n" + parameter_docs()
     return dsl.pipeline(name=PIPELINE_NAME, description="Class-split AC-GAN ensemble (Odena, Olah & Shlens 2016)")(
         acgan_ensemble)
+
+
+def train_splits(cluster: ClusterSettings, store, splits) -> dsl.PipelineTask:
+    """The fan-out over `splits` in the current DAG: per split its shard, then its training; returns the training
+    task (inside the loop)."""
+    with dsl.ParallelFor(items=splits, parallelism=cluster.parallelism, name="class-splits") as split:
+        shard = prepare_split_data(store=store, split=split).set_display_name("Prepare one split's data")
+        reads_source(on_cluster(shard, cluster, gpu=False), cluster)
+        train = train_split(store=store, split=shard.output, restarts=cluster.trainer_restarts)
+        train.set_display_name("Train one class split")
+        on_cluster(train, cluster, gpu=True)
+        train.set_env_variable("OMP_NUM_THREADS", str(cluster.training_threads))
+    return train
+
+
+def assemble_and_evaluate(cluster: ClusterSettings, store, run_splits, trained, after: dsl.PipelineTask | None = None,
+                          gated: bool = True) -> None:
+    """The assembly, then the evaluation; `gated`: only when the assembly made the whole ensemble (a batch run leaves
+    it to the run that completes the last split: components/assemble_ensemble.py)."""
+    assemble = assemble_ensemble(store=store, trained_splits=trained, run_splits=run_splits)
+    on_cluster(assemble.set_display_name("Assemble the ensemble"), cluster, gpu=False)
+    if after is not None:
+        assemble.after(after)
+    with dsl.If(assemble.outputs["whole"] == True) if gated else contextlib.nullcontext():  # noqa: E712
+        evaluate = evaluate_ensemble(store=store, ensemble=assemble.outputs["ensemble"])
+        on_cluster(evaluate.set_display_name("Evaluate the ensemble"), cluster, gpu=True)
+
+
+def train_pass(cluster: ClusterSettings):
+    """One pass of training over `splits` as a DAG of its own: a task after it can be its exit hook, which KFP's
+    Argo compiler attaches to a DAG task but not to a loop's iterator task (backend/src/v2/compiler/argocompiler/
+    dag.go: `task` passes `exitTemplate` to `dagTask`, which calls addExitTask; `iteratorTask` takes none)."""
+    def body(store: str, splits: list[int]):  # list[int]: the loop item a number (test_backend_rules.py)
+        train_splits(cluster, store, splits)
+    return dsl.pipeline(name="train-pass")(body)
+
+
+def heal_stage(cluster: ClusterSettings, remaining: int, gated: bool):
+    """What runs after a pass of training, whatever its outcome: `ignore_upstream_failure()` makes the task an exit
+    task (TriggerPolicy ALL_UPSTREAM_TASKS_COMPLETED), which KFP 2.17's Argo compiler turns into an Argo exit
+    lifecycle hook of the pass's DAG task (argocompiler/dag.go, DAG: taskToExitTemplate; common.go, addExitTask). The
+    hook runs when the pass ends Failed, when the root's assembly, which depends on `pass.Succeeded` (dag.go,
+    depends), is Omitted; and Argo waits for a task's hooks before it evaluates what depends on it
+    (workflow/controller/dag.go, evaluateDependsLogic: CheckAllHooksFullfilled).
+
+    The stage lists the run's splits not at their target (`unfinished_splits`); the first stage (`gated`) does
+    nothing more when there is none (the pass succeeded: the root assembles). Else it trains them again, each from
+    its checkpoint, then the next stage, or, after `remaining` passes, assembles and evaluates: the assembly names
+    the splits still lost."""
+    again_pass = train_pass(cluster)
+    after = heal_stage(cluster, remaining - 1, gated=False) if remaining > 1 else finish(cluster)
+
+    def body(store: str, run_splits: list):
+        plan = unfinished_splits(store=store, run_splits=run_splits).set_display_name("List the unfinished splits")
+        on_cluster(plan, cluster, gpu=False)
+        with dsl.If(plan.outputs["healing"] == True) if gated else contextlib.nullcontext():  # noqa: E712
+            again = again_pass(store=store, splits=plan.outputs["todo"]).set_display_name(
+                "Train the unfinished splits again")
+            after(store=store, run_splits=run_splits).after(again).set_display_name(
+                "Heal again" if remaining > 1 else "Assemble and evaluate").ignore_upstream_failure()
+    return dsl.pipeline(name=f"heal-{remaining}")(body)
+
+
+def finish(cluster: ClusterSettings):
+    """The last heal stage's end: the assembly (which names a split still lost), then the evaluation."""
+    def body(store: str, run_splits: list):
+        assemble_and_evaluate(cluster, store, run_splits, run_splits)
+    return dsl.pipeline(name="finish")(body)

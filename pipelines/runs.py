@@ -87,10 +87,11 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
             stop.progress = logs.progress if quiet else None
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
-            # A retry at once: a lease left by a killed local trainer is stale as soon as its process is gone.
+            # A retry at once: a lease left by a killed local trainer is stale as soon as its process is gone. No
+            # heal passes: kfp.local retries a failed task itself, and the run ends naming `acgan rerun`.
             restarts = {} if trainer_restarts is None else {"trainer_restarts": trainer_restarts}
             cluster = ClusterSettings(parallelism=parallelism, train_threads=threads, retries=LOCAL_RETRIES,
-                                      retry_backoff_seconds=0, **restarts)
+                                      retry_backoff_seconds=0, heal_passes=0, **restarts)
             try:
                 build_pipeline(cluster, settings.preset)(**pipeline_arguments(settings))
             except (RuntimeError, TaskRefused) as e:
@@ -198,19 +199,72 @@ def record_submission(store_uri: str, submission: Submission) -> None:
                     "options again", store_uri, SUBMISSION_KEY, type(e).__name__)
 
 
+def run_splits(settings: RunSettings) -> list[int] | None:
+    """The splits a run trains, where known before it starts: its split_ids, else every split of the plan when the
+    data set's classes are known (not a folder's, which its plan lists in the cluster)."""
+    return settings.split_ids or (list(range(settings.splits_to_train)) if settings.splits_to_train else None)
+
+
+def check_workflow_size(settings: RunSettings, cluster: ClusterSettings, splits: int | None) -> None:
+    """Refuse a run whose Argo workflow would outgrow Argo's MAX_WORKFLOW_SIZE (pipelines/workflow_size.py), naming
+    the batch size that fits; the first pass and every heal pass over all its splits counted."""
+    import tempfile
+
+    import yaml
+
+    from pipelines.workflow_size import MAX_WORKFLOW_SIZE, size_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        spec, platform = yaml.safe_load_all(compile_pipeline(cluster, Path(folder) / "p.yaml",
+                                                             settings.preset).read_text())
+    fixed, per_split = size_model(spec, platform, 1 + cluster.heal_passes)
+    batch = max(1, (MAX_WORKFLOW_SIZE - fixed) // per_split)
+    if splits is None:
+        log.warning("the number of splits is not known before the plan of a folder data set: a run of more than "
+                    "%d splits cannot be one Argo workflow; then give --split-ids, or `acgan rerun --batch %d` once "
+                    "the plan is made (docs/operators.md, section 5)", batch, batch)
+    elif fixed + per_split * splits > MAX_WORKFLOW_SIZE:
+        raise UserError(f"a run of {splits} splits is too large for one Argo workflow: about "
+                        f"{(fixed + per_split * splits) / 2**20:.1f} MiB with its node status compressed, over "
+                        f"Argo's {MAX_WORKFLOW_SIZE // 2**20} MiB, and KFP's install offloads no node status: "
+                        f"submit it as runs of at most {batch} splits with `--batch {batch}` "
+                        "(docs/operators.md, section 5)")
+
+
 def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace: str | None = None,
            experiment: str = PIPELINE_NAME, run_name: str | None = None, pipeline_id: str | None = None,
            service_account: str | None = SERVICE_ACCOUNT, preflight: bool = False,
-           require_gpu_quota: bool = False) -> dict:
+           require_gpu_quota: bool = False, batch: int | None = None) -> dict:
     """Start a run on a KFP server: from an uploaded pipeline when `pipeline_id` is given, else compiled here.
     The run's pods use `service_account` (manifests/base/core/rbac.yaml); None leaves KFP's default. `preflight`
     first asks the Kubernetes API whether the namespace where KFP will run the pods (`kubeflow` on standalone KFP,
-    the profile's on multi-user KFP) holds what they need (pipelines/preflight.py)."""
+    the profile's on multi-user KFP) holds what they need (pipelines/preflight.py), once, before the first run. A run whose workflow would outgrow Argo's limit is refused before
+    anything is submitted; `batch` submits the splits as runs of at most that many (SubmitSettings)."""
     if not settings.store.startswith("s3://"):
         raise UserError(f"--store {settings.store}: a cluster run needs object storage (s3://BUCKET/PREFIX), "
                         "which every training pod can reach")
+    splits = run_splits(settings)
+    if batch and splits is None:
+        raise UserError(f"--batch {batch}: the splits of a folder data set are known only once the plan is made: "
+                        "give --split-ids, or submit once without --batch and `acgan rerun --batch` the rest")
+    batches = [splits[i:i + batch] for i in range(0, len(splits), batch)] if batch else [None]
+    check_workflow_size(settings, cluster, len(batches[0]) if batch else splits and len(splits))
+    name = run_name or f"{PIPELINE_NAME} {settings.store}"
+    runs = [submit_run(settings if part is None else settings.model_copy(update={"split_ids": part}), cluster, host,
+                       namespace, experiment, name if part is None else f"{name} (splits {part[0]}-{part[-1]})",
+                       pipeline_id, service_account, preflight=preflight and i == 0,
+                       require_gpu_quota=require_gpu_quota) for i, part in enumerate(batches)]
+    if batch:
+        return {"run_ids": [r["run_id"] for r in runs], "batches": batches, "host": host, "store": settings.store}
+    return runs[0]
+
+
+def submit_run(settings: RunSettings, cluster: ClusterSettings, host: str, namespace: str | None, experiment: str,
+               run_name: str, pipeline_id: str | None, service_account: str | None, preflight: bool = False,
+               require_gpu_quota: bool = False) -> dict:
+    """One KFP run of the pipeline with `settings` (after the preflight, where asked); records how it was submitted
+    in the store."""
     arguments = pipeline_arguments(settings)
-    run_name = run_name or f"{PIPELINE_NAME} {settings.store}"
     try:
         client = kfp_client(host, namespace)
         if preflight:
@@ -247,11 +301,12 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
           pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None,
           parallelism: int = LOCAL_PARALLELISM, service_account: str | None = None,
           experiment: str | None = None, run_name: str | None = None, pipeline_id: str | None = None,
-          preflight: bool = True) -> dict:
+          preflight: bool = True, batch: int | None = None) -> dict:
     """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. On a
     cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and the
     other arguments given (not None) replace them one by one; service_account "" is KFP's default account. On a
-    cluster the namespace is checked first, as `acgan submit` does (`preflight`)."""
+    cluster the namespace is checked first, as `acgan submit` does (`preflight`), and the run is refused or cut into
+    runs of `batch` splits as `acgan submit` does."""
     if (host is None) == (not local):
         raise UserError("rerun needs exactly one of --host URL (a KFP server) or --local (this machine)")
     store = open_store(store_uri)
@@ -285,5 +340,5 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
             raise UserError(f"--{key.replace('_', '-')}: {msg}") from None
         account = recorded.service_account if service_account is None else service_account or None
         result = submit(settings, cluster, host, namespace or recorded.namespace, experiment or recorded.experiment,
-                        run_name, pipeline_id or recorded.pipeline_id, account, preflight)
+                        run_name, pipeline_id or recorded.pipeline_id, account, preflight, batch=batch)
     return {**result, "trained": todo, "left_to_their_trainers": [s.split for s in busy]}

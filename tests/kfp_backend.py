@@ -1,25 +1,31 @@
 """What the KFP 2.17 backend does with a compiled pipeline, for the parts kfp.local skips: the driver's resolution
-and type checks of every task input, and the launcher's executor input and output handling. Each rule cites the
-function of kubeflow/pipelines at tag 2.17.0 it follows. Used by tests/pipelines/test_backend_rules.py (components
-run as processes on this machine) and tests/deploy/image_check.py (components run inside the built image).
+and type checks of every task input, the launcher's executor input and output handling, the pod each container task
+gets (tests/kfp_pod.py), and Argo's rules for what runs after a task fails (`Backend`). Each rule cites the function
+of kubeflow/pipelines at tag 2.17.0, or of argo-workflows at v4.0.5, it follows. Used by
+tests/pipelines/test_backend_rules.py, test_heal.py and test_batches.py (components run as processes on this machine)
+and tests/deploy/image_check.py (components run inside the built image).
 
 Values are JSON values, as the backend's protobuf Values are: str, a number (int or float), bool, list, dict, None.
-Iterations and tasks run one after another; Argo's scheduling, retries and MLMD are not emulated.
+Iterations and tasks run one after another; Argo's scheduling, its retries and MLMD are not emulated.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from tests.kfp_pod import pod_settings
+
 
 class BackendRejected(Exception):
     """What the backend would fail the run with (the API server's submission check or a driver pod's error)."""
+
+
+class ContainerFailed(BackendRejected):
+    """The task's driver passed and its container exited non-zero."""
 
 
 def kind(value) -> str:
@@ -83,6 +89,29 @@ def text_to_pb_value(text: str, parameter_type: str):
     return value
 
 
+# backend/src/apiserver/template/v2_template.go, validatePipelineJobInputs: its words for each kind
+SUBMISSION_TYPE_TEXT = {
+    "number": "double or integer, but the parameter value is not of number value type",
+    "string": "string, but the input parameter is not of string value type",
+    "bool": "bool, but the input parameter is not of bool value type",
+    "list": "list, but the input parameter is not of list value type",
+    "struct": "struct, but the input parameter is not of struct value type"}
+CONDITION = re.compile(r"inputs\.parameter_values\['([^']+)'\] (==|!=) (true|false|-?[0-9.]+|'[^']*')")
+
+
+def evaluate_condition(condition: str, values: dict) -> bool:
+    """backend/src/v2/expression/expression.go, Condition (CEL over the task's resolved inputs), for the one form
+    kfp's `dsl.If` compiles a comparison of an output with a constant into; anything else is refused."""
+    match = CONDITION.fullmatch(condition)
+    if not match:
+        raise BackendRejected(f"condition {condition!r} is not emulated")
+    name, op, constant = match.groups()
+    if name not in values:
+        raise BackendRejected(f"condition {condition!r}: no input {name}")
+    equal = values[name] == json.loads(constant.replace("'", '"'))
+    return equal if op == "==" else not equal
+
+
 def validate_run_parameters(root: dict, arguments: dict) -> None:
     """backend/src/apiserver/template/v2_template.go, validatePipelineJobInputs: a run's parameters as submitted
     (the KFP UI's form, kfp.Client) against the root's input definitions, before a workflow exists."""
@@ -92,8 +121,7 @@ def validate_run_parameters(root: dict, arguments: dict) -> None:
             raise BackendRejected(f"input parameter {name} is not in the pipeline's inputs")
         expected = KIND_OF_TYPE[definitions[name]["parameterType"]]
         if kind(value) != expected:
-            raise BackendRejected(f"input parameter {name} requires type {expected}, but the parameter value is "
-                                  f"not of {expected} value type")
+            raise BackendRejected(f"input parameter {name} requires type {SUBMISSION_TYPE_TEXT[expected]}")
     for name, spec in definitions.items():
         if name not in arguments and not spec.get("isOptional") and "defaultValue" not in spec:
             raise BackendRejected(f"parameter {name} is not optional, yet has neither default value nor user "
@@ -171,20 +199,55 @@ def local_path(uri: str) -> str:
 
 @dataclass
 class Execution:
-    """One container task as its pod runs it: the command with `{{$}}` replaced, the environment, and the folders
-    the launcher makes for its outputs before it starts the command (prepareOutputFolders; paths in the pod)."""
+    """One container task as its pod runs it: the command with `{{$}}` replaced, the environment, the folders the
+    launcher makes for its outputs before it starts the command (prepareOutputFolders; paths in the pod), and the
+    pod's settings (`pod_settings`)."""
     task: str
     command: list[str]
     env: dict[str, str]
     executor_input: dict
     folders: list[str]
+    pod: dict = field(default_factory=dict)
+
+    @property
+    def log_file(self) -> str | None:
+        """Where the launcher tees the command's output (launcher_v2.go, getLogWriter): the executor-logs
+        artifact's path, which the driver adds when the API server publishes logs."""
+        logs = self.executor_input["outputs"]["artifacts"].get("executor-logs")
+        return local_path(logs["artifacts"][0]["uri"]) if logs else None
+
+
+@dataclass
+class Node:
+    """A task's node in the workflow as Argo records it: its phase and message (workflow/controller/operator.go)."""
+    path: str
+    phase: str  # Succeeded, Failed, Error, Omitted, Skipped
+    message: str = ""
+    hooked: bool = False  # run as a task's exit lifecycle hook
+
+
+EXIT_TASK = "ALL_UPSTREAM_TASKS_COMPLETED"  # TriggerStrategy of `ignore_upstream_failure()` and ExitHandler tasks
 
 
 @dataclass
 class Backend:
     """Runs a compiled pipeline (IR spec and Kubernetes platform spec) under the backend's rules. `execute` runs one
     Execution in a pod of its own and returns its exit status; `host_path` maps a path in the pod of the Execution
-    it ran last to this machine (to read the outputs the launcher reads)."""
+    it ran last to this machine (to read the outputs the launcher reads). `publish_logs`: the API server's
+    PUBLISH_LOGS, "true" in KFP 2.17.0's manifests (manifests/kustomize/base/pipeline/ml-pipeline-apiserver-
+    deployment.yaml).
+
+    Argo's rules on failure (argo-workflows v4.0.5, workflow/controller/dag.go): a task whose pod or driver fails
+    is Failed and the run goes on; a task runs when its `depends` holds, which KFP's compiler makes `A.Succeeded &&
+    B.Succeeded` over its dependent tasks (backend/src/v2/compiler/argocompiler/dag.go, depends), else it is Omitted
+    (executeDAGTask, evaluateDependsLogic); every iteration of a loop runs, and the loop is Failed once they are all
+    done if any failed (the task group's phase, executeDAGTask); a DAG is Failed when a task of it failed, Omitted
+    and Skipped tasks counting as done (assessDAGPhase). A task with an exit hook runs the hook when it ends, and
+    its dependents wait for the hook (evaluateDependsLogic, CheckAllHooksFullfilled); a hook's own phase is not
+    its DAG's (runOnExitNode adds it under the task's node, which assessDAGPhase reads). A Failed pod is not
+    retried: KFP 2.17's stock retryPolicy is OnError, and a main container that exits non-zero is Failed
+    (operator.go, inferFailedReason; processNodeRetries). Retries of Error nodes are modelled in
+    tests/pipelines/test_argo_retries.py, not here."""
     spec: dict
     platform: dict
     pipeline_root: str
@@ -193,32 +256,83 @@ class Backend:
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
     config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
     output_parameter_dir: str = "/tmp/kfp/outputs"
+    publish_logs: bool = True
     executed: list[Execution] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
+    driver_failed: set[str] = field(default_factory=set)
 
-    def submit(self, arguments: dict) -> dict:
-        """A run with `arguments`, as the API server and the root DAG driver take it; returns the root's outputs."""
+    def submit(self, arguments: dict, check: bool = True) -> str:
+        """A run with `arguments`, as the API server and the root DAG driver take it; returns the run's phase.
+        `check`: a run that is not Succeeded raises BackendRejected with its first failed node's message."""
         validate_run_parameters(self.spec["root"], arguments)
-        return self._dag(self.spec["root"], with_defaults(self.spec["root"], arguments), "root")
+        phase, _ = self._dag(self.spec["root"], with_defaults(self.spec["root"], arguments), "root")
+        if check and phase != "Succeeded":
+            failed = next(n for n in self.nodes if n.phase in ("Failed", "Error"))
+            raise BackendRejected(failed.message)
+        return phase
 
-    def _dag(self, component: dict, inputs: dict, path: str) -> dict:
-        tasks, outputs = component["dag"]["tasks"], {}
-        for name in _in_order(tasks):
-            task = tasks[name]
-            child = self.spec["components"][task["componentRef"]["name"]]
-            values = resolve_inputs(task, inputs, outputs)
+    def phase(self, suffix: str) -> list[str]:
+        """The phases of the nodes whose path ends with `suffix`, in the order they ended."""
+        return [n.phase for n in self.nodes if n.path.endswith(suffix)]
+
+    def _record(self, path: str, phase: str, message: str = "", hooked: bool = False) -> str:
+        self.nodes.append(Node(path, phase, message, hooked))
+        return phase
+
+    def _dag(self, component: dict, inputs: dict, path: str) -> tuple[str, dict]:
+        """A DAG's tasks in dependency order; its phase and outputs. KFP's compiler makes each exit task (trigger
+        strategy ALL_UPSTREAM_TASKS_COMPLETED) the exit hook of every task it depends on, the last one by name
+        winning, except a loop's, whose iterator task takes no hook (argocompiler/dag.go: DAG's
+        taskToExitTemplate; task passes exitTemplate to dagTask and containerExecutorTask, not to iteratorTask)."""
+        tasks, outputs, phases = component["dag"]["tasks"], {}, {}
+        exits = {n for n, t in tasks.items() if t.get("triggerPolicy", {}).get("strategy") == EXIT_TASK}
+        hooks = {dep: name for name in sorted(exits) for dep in tasks[name].get("dependentTasks", [])
+                 if "parameterIterator" not in tasks[dep]}
+        for name in _in_order({n: t for n, t in tasks.items() if n not in exits}):
             where = f"{path}/{name}"
-            if "parameterIterator" in task:
-                outputs[name] = self._loop(task, child, values, where)
-            elif "dag" in child:
-                outputs[name] = self._dag(child, check_and_convert(child, values), where)
-            else:
-                outputs[name] = self._container(task, child, check_and_convert(child, values), where)
-        return {key: outputs[out["valueFromParameter"]["producerSubtask"]][out["valueFromParameter"]["outputParameterKey"]]
-                for key, out in component["dag"].get("outputs", {}).get("parameters", {}).items()}
+            if any(phases[dep] != "Succeeded" for dep in tasks[name].get("dependentTasks", [])):
+                phases[name] = self._record(where, "Omitted", "omitted: depends condition not met")
+                continue
+            phases[name] = self._task(tasks[name], inputs, outputs, where)
+            # The hook is on the DAG or executor task, which a failed driver leaves Omitted (dag.go: `task` makes
+            # it depend on `<name>-driver.Succeeded`): then it does not run.
+            if name in hooks and where not in self.driver_failed:
+                self._task(tasks[hooks[name]], inputs, outputs, f"{path}/{hooks[name]}", hooked=True)
+        phase = next((p for p in phases.values() if p in ("Failed", "Error")), "Succeeded")
+        out = {}
+        for key, spec in component["dag"].get("outputs", {}).get("parameters", {}).items():
+            source = spec["valueFromParameter"]
+            if source["outputParameterKey"] in outputs.get(source["producerSubtask"], {}):
+                out[key] = outputs[source["producerSubtask"]][source["outputParameterKey"]]
+        return phase, out
 
-    def _loop(self, task: dict, child: dict, values: dict, where: str) -> dict:
+    def _task(self, task: dict, inputs: dict, outputs: dict, where: str, hooked: bool = False) -> str:
+        """One task: its driver resolves and checks its inputs (a refusal fails the driver's pod: the task is
+        Failed), a condition false skips it (driver/condition.go; the compiled `when`), then its loop, DAG or
+        container runs."""
+        name = where.rsplit("/", 1)[-1]
+        child = self.spec["components"][task["componentRef"]["name"]]
+        try:
+            values = resolve_inputs(task, inputs, outputs)
+            condition = task.get("triggerPolicy", {}).get("condition")
+            if condition and not evaluate_condition(condition, values):
+                return self._record(where, "Skipped", f"when '{condition}' evaluated false", hooked)
+            if "parameterIterator" in task:
+                phase, outputs[name] = self._loop(task, child, values, where)
+            elif "dag" in child:
+                phase, outputs[name] = self._dag(child, check_and_convert(child, values), where)
+            else:
+                phase, outputs[name] = self._container(task, child, check_and_convert(child, values), where)
+        except BackendRejected as e:
+            if not isinstance(e, ContainerFailed):
+                self.driver_failed.add(where)
+            return self._record(where, "Failed", f"{where}: {e}", hooked)
+        return self._record(where, phase, "" if phase == "Succeeded" else f"{where}: {phase}", hooked)
+
+    def _loop(self, task: dict, child: dict, values: dict, where: str) -> tuple[str, dict]:
         """The iterator DAG driver checks the loop's inputs but its item; each iteration driver sets the item from
-        the list (resolveInputs, isIterationDriver; getItems) and checks it against the loop component's inputs."""
+        the list (resolveInputs, isIterationDriver; getItems) and checks it against the loop component's inputs.
+        Every iteration runs; the loop is Failed if one failed."""
         iterator = task["parameterIterator"]
         item_input, items_input = iterator["itemInput"], iterator["items"].get("inputParameter")
         values = check_and_convert(child, values, skip=(item_input,))
@@ -226,33 +340,46 @@ class Backend:
         if kind(items) != "list":
             raise BackendRejected(f"loop items {items_input}: expected a list, got {kind(items)}")
         if not items:
-            # iteration_count 0: resolveUpstreamParameters collects only when getParallelForIterationCount > 0,
-            # else it looks for the producer's own execution, which no iteration created: the consumer's driver fails.
-            return {}
+            # iteration_count 0: Argo skips the expanded task ("Skipped, empty params"), and resolveUpstreamParameters
+            # collects only when getParallelForIterationCount > 0, else it looks for the producer's own execution,
+            # which no iteration created: a consumer of the loop's outputs fails in its driver.
+            return "Succeeded", {}
         gathered: dict[str, list] = {}
+        phases = []
         for index, item in enumerate(items):
             iteration = {k: v for k, v in values.items() if k != items_input} | {item_input: item}
-            result = self._dag(child, check_and_convert(child, iteration, skip=(items_input,)), f"{where}[{index}]")
+            at = f"{where}[{index}]"
+            try:
+                phase, result = self._dag(child, check_and_convert(child, iteration, skip=(items_input,)), at)
+            except BackendRejected as e:
+                phase, result = self._record(at, "Failed", f"{at}: {e}"), {}
+            phases.append(phase)
             for key, value in result.items():
                 gathered.setdefault(key, []).append(value)
-        return gathered
+        return next((p for p in phases if p in ("Failed", "Error")), "Succeeded"), gathered
 
-    def _container(self, task: dict, component: dict, values: dict, where: str) -> dict:
-        """The container driver's executor input (driver.go, provisionOutputs), the launcher's defaults, command and
-        outputs (launcher_v2.go: addDefaultParams, compileCmdAndArgs, getExecutorOutputFile,
-        collectOutputParameters)."""
+    def _container(self, task: dict, component: dict, values: dict, where: str) -> tuple[str, dict]:
+        """The container driver's executor input (driver.go, provisionOutputs, which adds the executor-logs artifact
+        when logs are published) and pod (`pod_settings`), the launcher's defaults, command and outputs
+        (launcher_v2.go: addDefaultParams, qualifyExecutorLogsForRetry, compileCmdAndArgs, getExecutorOutputFile,
+        collectOutputParameters). A non-zero exit is a Failed node (inferFailedReason)."""
         label = component["executorLabel"]
         container = self.spec["deploymentSpec"]["executors"][label]["container"]
         task_root = f"{self.pipeline_root.rstrip('/')}/{where.replace('/', '-').replace('[', '-').replace(']', '')}"
         outputs_spec = component.get("outputDefinitions", {})
+        artifacts = dict(outputs_spec.get("artifacts", {}))
+        if self.publish_logs:
+            artifacts["executor-logs"] = {"artifactType": {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"}}
         executor_input = {
             "inputs": {"parameterValues": values},
             "outputs": {
                 "parameters": {name: {"outputFile": f"{self.output_parameter_dir}/{name}"}
                                for name in outputs_spec.get("parameters", {})},
-                "artifacts": {name: {"artifacts": [{"name": name, "uri": f"{task_root}/{name}",
-                                                    "type": spec["artifactType"], "metadata": {}}]}
-                              for name, spec in outputs_spec.get("artifacts", {}).items()},
+                "artifacts": {name: {"artifacts": [{"name": name, "type": spec["artifactType"], "metadata": {},
+                                                    # the first attempt's retry index (appendRetryIndexSuffix)
+                                                    "uri": f"{task_root}/{name}" + ("-0" if name == "executor-logs"
+                                                                                    else "")}]}
+                              for name, spec in artifacts.items()},
                 "outputFile": f"{local_path(task_root)}/output_metadata.json"}}
         for name, spec in component.get("inputDefinitions", {}).get("parameters", {}).items():
             if name not in executor_input["inputs"]["parameterValues"] and "defaultValue" in spec:
@@ -263,11 +390,12 @@ class Backend:
             [executor_input["outputs"]["outputFile"]] +
             [p["outputFile"] for p in executor_input["outputs"]["parameters"].values()] +
             [local_path(a["artifacts"][0]["uri"]) for a in executor_input["outputs"]["artifacts"].values()])})
-        execution = Execution(where, command, self._env(label, container), executor_input, folders)
+        execution = Execution(where, command, self._env(label, container), executor_input, folders,
+                              pod_settings(container, self._k8s(label)))
         self.executed.append(execution)
         status = self.execute(execution)
-        if status != 0:
-            raise BackendRejected(f"{where}: the component exited with status {status}")
+        if status != 0:  # inferFailedReason's message for the main container
+            raise ContainerFailed(f"main: Error (exit code {status})")
         output_file = self.host_path(executor_input["outputs"]["outputFile"])
         written = json.loads(output_file.read_text()) if output_file.exists() else {}
         parameters = dict(written.get("parameterValues", {}))
@@ -275,14 +403,17 @@ class Backend:
             if name not in parameters:
                 text = self.host_path(out["outputFile"]).read_text()
                 parameters[name] = text_to_pb_value(text, outputs_spec["parameters"][name]["parameterType"])
-        return parameters
+        return "Succeeded", parameters
+
+    def _k8s(self, label: str) -> dict:
+        return self.platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get(
+            "executors", {}).get(label, {})
 
     def _env(self, label: str, container: dict) -> dict[str, str]:
         """The container's env from the IR and, from the Kubernetes platform spec, its Secrets' and ConfigMaps'
         keys (a key that is missing stops the pod before it starts, as the kubelet does)."""
         env = {e["name"]: e["value"] for e in container.get("env", [])}
-        k8s = self.platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get(
-            "executors", {}).get(label, {})
+        k8s = self._k8s(label)
         for kind_, store in (("secretAsEnv", self.secrets), ("configMapAsEnv", self.config_maps)):
             for ref in k8s.get(kind_, []):
                 name = ref.get("secretName") or ref.get("configMapName")
@@ -303,19 +434,3 @@ def _in_order(tasks: dict) -> list[str]:
             raise BackendRejected(f"a cycle among {sorted(set(tasks) - set(done))}")
         done += ready
     return done
-
-
-def run_on_host(cwd: Path, base_env: dict[str, str] | None = None, timeout: float = 600) -> Callable[[Execution], int]:
-    """Runs a component as its pod's main container would, but on this machine: the compiled command in a fresh
-    process with the task's environment on top of `base_env` (the Python of this environment as `python3`)."""
-    def execute(execution: Execution) -> int:
-        env = {**(base_env if base_env is not None else os.environ), **execution.env}
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        log = cwd / f"{len(list(cwd.glob('*.log'))):02d}-{execution.task.rsplit('/', 1)[-1]}.log"
-        for folder in execution.folders:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-        with log.open("w") as f:
-            return subprocess.run(execution.command, env=env, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
-    return execute
-

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from acgan.checkpoint import complete_steps, latest_checkpoint
-from acgan.lease import lease_key, read_lease
+from acgan.lease import read_lease
 from acgan.store import LocalStore
 from acgan_cli.main import main
 

@@ -22,16 +22,31 @@ def compiled(tmp_path, monkeypatch):
 
 
 def test_fan_out_over_splits_with_parallelism(compiled):
+    """The first pass of training is a DAG of its own (pipelines/acgan_ensemble.py, train_pass), which the heal
+    stage follows as its exit task; the root's assembly runs when the pass succeeded."""
     _, spec, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
-    loop_key, loop = next((k, t) for k, t in tasks.items() if "parameterIterator" in t)
+    assert tasks["train-pass"]["inputs"]["parameters"]["splits"]["taskOutputParameter"]["producerTask"] == \
+        "prepare-data"
+    assert tasks["heal-1"]["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert tasks["heal-1"]["dependentTasks"] == ["train-pass"]
+    pass_tasks = spec["components"][tasks["train-pass"]["componentRef"]["name"]]["dag"]["tasks"]
+    loop_key, loop = next((k, t) for k, t in pass_tasks.items() if "parameterIterator" in t)
     assert loop["taskInfo"]["name"] == "class-splits"
     assert loop["iteratorPolicy"]["parallelismLimit"] == 7
-    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("pipelinechannel--prepare-data-Output")
-    assert tasks["assemble-ensemble"]["dependentTasks"] == [loop_key]
-    assert tasks["evaluate-ensemble"]["dependentTasks"] == ["assemble-ensemble"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--splits"
+    assert tasks["assemble-ensemble"]["dependentTasks"] == ["prepare-data", "train-pass"]
+    # The evaluation when the assembly made the whole ensemble (a batch run may leave that to another run).
+    assert tasks["condition-1"]["dependentTasks"] == ["assemble-ensemble"]
+    assert tasks["condition-1"]["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--assemble-ensemble-whole'] == true"
+    gated = spec["components"][tasks["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert gated["evaluate-ensemble"]["inputs"]["parameters"]["ensemble"]["componentInputParameter"] == \
+        "pipelinechannel--assemble-ensemble-ensemble"
+    assert gated["evaluate-ensemble"]["taskInfo"]["name"] == "Evaluate the ensemble"
     names = {t["taskInfo"]["name"] for t in tasks.values()}
-    assert {"Plan the class splits", "Assemble the ensemble", "Evaluate the ensemble"} <= names
+    assert {"Plan the class splits", "Train the class splits", "Assemble the ensemble"} <= names
+    names |= {t["taskInfo"]["name"] for t in pass_tasks.values()}
     inner = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
     # Each split's data is prepared by its own task inside the fan-out; its training waits for it.
     assert inner["prepare-split-data"]["taskInfo"]["name"] == "Prepare one split's data"
@@ -104,9 +119,11 @@ def test_every_task_retries_and_training_is_not_disrupted(compiled):
     assert "annotations" not in k8s["exec-prepare-data"]["podMetadata"]
 
 
-def test_what_the_ui_shows(compiled):
+def test_what_the_ui_shows(compiled, tmp_path):
     """Per split a Metrics artifact and an HTML page (its sample grid); assembly outputs the ensemble manifest;
-    evaluation its summary as Metrics and the report as HTML; the fan-in still collects the split ids."""
+    evaluation its summary as Metrics and the report as HTML. The assembly reads the store; it takes the run's
+    splits from the plan on a cluster, and from the loop's fan-in where a pass is not a DAG of its own (kfp.local's
+    `acgan run`, heal_passes 0)."""
     _, spec, _ = compiled
     outputs = {name: {k: v["artifactType"]["schemaTitle"]
                       for k, v in c["outputDefinitions"].get("artifacts", {}).items()}
@@ -115,7 +132,12 @@ def test_what_the_ui_shows(compiled):
     assert outputs["comp-assemble-ensemble"] == {"manifest": "system.Artifact"}
     assert outputs["comp-evaluate-ensemble"] == {"metrics": "system.Metrics", "report": "system.HTML"}
     fan_in = spec["root"]["dag"]["tasks"]["assemble-ensemble"]["inputs"]["parameters"]["trained_splits"]
+    assert fan_in["taskOutputParameter"] == {"producerTask": "prepare-data", "outputParameterKey": "Output"}
+    path = compile_pipeline(ClusterSettings(heal_passes=0), tmp_path / "local.yaml")
+    local = next(yaml.safe_load_all(path.read_text()))["root"]["dag"]["tasks"]
+    fan_in = local["assemble-ensemble"]["inputs"]["parameters"]["trained_splits"]
     assert fan_in["taskOutputParameter"]["outputParameterKey"] == "pipelinechannel--train-split-Output"
+    assert not any("triggerPolicy" in t for t in local.values())
 
 
 def test_training_threads_are_the_tasks_cpu_request_unless_set(compiled, tmp_path):

@@ -35,16 +35,21 @@ def compiled(tmp_path_factory) -> dict:
     return next(yaml.safe_load_all(path.read_text()))
 
 
-def dag_templates_above(spec: dict, task: str) -> list[str]:
-    """The DAG templates KFP's Argo compiler nests `task`'s pod in, outermost first."""
+def dag_templates_above(spec: dict, task: str, hooks: bool = False) -> list[str]:
+    """The DAG templates KFP's Argo compiler nests `task`'s pod in, outermost first: the first pass's, or with
+    `hooks` the one under the exit tasks (an exit task is a DAG template of its own, `exit-hook-<DAG>-<task>`, which
+    holds the task's driver and DAG: argocompiler/dag.go, DAG)."""
     def find(component: dict, path: list[str]) -> list[str] | None:
-        for name, t in component["dag"]["tasks"].items():
+        for name, t in sorted(component["dag"]["tasks"].items()):
             child = spec["components"][t["componentRef"]["name"]]
             loop = ["iterator", "iteration"] if "parameterIterator" in t else []
+            hook = ["exit hook"] if t.get("triggerPolicy", {}).get("strategy") == "ALL_UPSTREAM_TASKS_COMPLETED" else []
+            if hook and not hooks:
+                continue
             if name == task:
-                return path + loop + ["container executor"]
+                return path + loop + hook + ["container executor"]
             if "dag" in child:
-                found = find(child, path + loop + [t["componentRef"]["name"]])
+                found = find(child, path + loop + hook + [t["componentRef"]["name"]])
                 if found:
                     return found
         return None
@@ -88,9 +93,12 @@ def compiled_pod_retry(spec: dict, task: str) -> dict:
     return {"limit": str(policy["maxRetryCount"]), "backoff": {"duration": policy["backoffDuration"]}}
 
 
-def test_kfp_nests_a_training_pod_in_six_dag_templates(compiled):
+def test_kfp_nests_a_training_pod_in_seven_dag_templates_and_ten_in_a_heal_pass(compiled):
     assert dag_templates_above(compiled, "train-split") == [
-        "entrypoint", "root", "iterator", "iteration", "comp-for-loop-1", "container executor"]
+        "entrypoint", "root", "comp-train-pass", "iterator", "iteration", "comp-for-loop-1", "container executor"]
+    healing = dag_templates_above(compiled, "train-split", hooks=True)
+    assert healing[:4] == ["entrypoint", "root", "exit hook", "comp-heal-1"] and healing[4].startswith("comp-condition")
+    assert healing[5:] == ["comp-train-pass-2", "iterator", "iteration", "comp-for-loop-1-2", "container executor"]
     assert len(dag_templates_above(compiled, "assemble-ensemble")) == 3
 
 
@@ -115,7 +123,7 @@ def test_what_a_pod_deleted_on_every_attempt_costs_on_stock_kfp(compiled):
     levels = len(dag_templates_above(compiled, "train-split"))
     retries = ClusterSettings().retries
     pods, phase = pods_run(levels, compiled_pod_retry(compiled, "train-split"), KFP_2_17, itertools.repeat("Error"))
-    assert (pods, phase) == ((retries + 1) * 3 ** levels, "Error") == (3645, "Error")
+    assert (pods, phase) == ((retries + 1) * 3 ** levels, "Error") == (10935, "Error")
 
 
 def test_the_always_patch_retried_a_deterministic_failure_thousands_of_times(compiled):

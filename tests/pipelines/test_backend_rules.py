@@ -16,7 +16,8 @@ from acgan.settings import ClusterSettings, RunSettings
 from acgan.store import open_store
 from pipelines.acgan_ensemble import build_pipeline
 from pipelines.runs import pipeline_arguments
-from tests.kfp_backend import Backend, BackendRejected, check_and_convert, run_on_host, validate_run_parameters
+from tests.kfp_backend import Backend, BackendRejected, check_and_convert, validate_run_parameters
+from tests.kfp_pod import run_on_host
 
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
@@ -116,7 +117,8 @@ def test_a_run_parameter_of_the_wrong_kind_is_refused_at_submission(tmp_path):
     spec, _ = compiled(build_pipeline(ClusterSettings()), tmp_path)
     arguments = pipeline_arguments(RunSettings(store="s3://b/x", **SETTINGS))
     validate_run_parameters(spec["root"], arguments)
-    with pytest.raises(BackendRejected, match="input parameter steps requires type number"):
+    with pytest.raises(BackendRejected, match="input parameter steps requires type double or integer, but the "
+                                              "parameter value is not of number value type"):
         validate_run_parameters(spec["root"], {**arguments, "steps": "4"})
 
 
@@ -136,13 +138,41 @@ def test_the_pipeline_runs_end_to_end_under_the_backends_rules(s3_server, s3_env
     run.submit(pipeline_arguments(RunSettings(store=s3_env, **SETTINGS, **evaluation)))
     tasks = [e.task.rsplit("/", 1)[-1] for e in run.executed]
     assert tasks == ["prepare-data", "prepare-split-data", "train-split", "prepare-split-data", "train-split",
-                     "assemble-ensemble", "evaluate-ensemble"]
+                     "unfinished-splits", "assemble-ensemble", "evaluate-ensemble"]
+    assert run.phase("root/heal-1/condition-1") == ["Skipped"]  # every split trained: the heal stage ends there
     splits = [e.executor_input["inputs"]["parameterValues"]["split"] for e in run.executed
               if e.task.endswith("train-split")]
     assert splits == [0, 1]  # numbers all the way: loop item, prepare-split-data's output, train-split's input
     store = open_store(s3_env)
     assert [(s.state, s.step) for s in split_statuses(store)] == [("complete", 4), ("complete", 4)]
     assert sorted(m.class_id for m in load_ensemble(store).classes) == list(range(10))
+    pods = {e.task.rsplit("/", 1)[-1]: e.pod for e in run.executed}
+    assert_pods_as_compiled(pods, cluster)
     computed_on = json.loads(store.read_bytes("eval/metrics.json"))["computed_on"]
     assert computed_on["joint_thresholds"] == {"ms_ssim": 0.9, "accuracy": 0.05, "ms_ssim_is_real_max": False}
     assert computed_on["real_per_class_at_most"] == 150
+
+
+def assert_pods_as_compiled(pods: dict[str, dict], cluster: ClusterSettings) -> None:
+    """What reached each pod from the compiled spec (tests/kfp_pod.py, pod_settings): the GPU tasks a GPU limit,
+    the GPU pool's node selector and toleration, the time limit, the Kueue-free labels and Karpenter's annotation;
+    the CPU tasks none of these; every pod the compiler's hardened security context, under which each component
+    ran (run_on_host: no new privileges)."""
+    for name in ("train-split", "evaluate-ensemble"):
+        pod = pods[name]
+        assert pod["resources"]["limits"] == {"nvidia.com/gpu": str(cluster.gpus_per_task)}, name
+        assert pod["resources"]["requests"] == {"cpu": cluster.train_cpu, "memory": cluster.train_memory}, name
+        assert pod["nodeSelector"] == cluster.node_selector, name
+        assert pod["tolerations"] == [{"key": cluster.gpu_toleration, "operator": "Exists", "effect": "NoSchedule"}]
+        assert pod["activeDeadlineSeconds"] == cluster.timeout_seconds, name
+        assert pod["labels"] == {"acgan.ai/store-access": "true"}, name
+        assert pod["annotations"] == {"karpenter.sh/do-not-disrupt": "true"}, name
+    for name in ("prepare-data", "prepare-split-data", "unfinished-splits", "assemble-ensemble"):
+        pod = pods[name]
+        assert "nvidia.com/gpu" not in pod["resources"]["limits"] and not pod["nodeSelector"], name
+        assert not pod["tolerations"] and "activeDeadlineSeconds" not in pod and not pod["annotations"], name
+        assert pod["labels"] == {"acgan.ai/store-access": "true"}, name
+    for name, pod in pods.items():
+        assert pod["containerSecurityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {
+            "drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}, name
+        assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}, name
