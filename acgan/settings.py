@@ -2,9 +2,10 @@
 (`ClusterSettings`, fixed when the pipeline is compiled). Both reject unknown keys and impossible combinations.
 
 Each setting is declared once, as a field with its default and description: a run's in `DataSettings`,
-`ModelSettings`, `TrainingSettings` and `EvaluationSettings` (the seed in `SeedSetting`, which they share), and
-`RunSettings`, the trainer's config (`TrainConfig`, with `DeviceSetting`), the model's (`ModelConfig`), the data
-config (`PrepareConfig`) and `acgan evaluate`'s settings (`EvalSettings`) inherit those fields. The command line's
+`ModelSettings`, `TrainingSettings` and `EvaluationSettings` (the seed in `SeedSetting`, which they share; whether
+training compiles in `CompileSetting`, which `acgan rerun` also takes), and `RunSettings`, the trainer's config
+(`TrainConfig`, with `DeviceSetting`), the model's (`ModelConfig`), the data config (`PrepareConfig`) and `acgan
+evaluate`'s settings (`EvalSettings`) inherit those fields. The command line's
 flags (acgan_cli/main.py) and the pipeline's parameters (pipelines/acgan_ensemble.py) are made from the fields, with
 `value_type` giving both a field's type; tests/test_settings.py counts the declarations. `PRESETS` names sets of
 values for the training and data settings (`paper`, `demo`)."""
@@ -157,6 +158,14 @@ class DeviceSetting(BaseModel):
                                                    "one is visible)")
 
 
+class CompileSetting(BaseModel):
+    """Whether training runs G and D through `torch.compile`: a training setting (`TrainingSettings`), and a flag of
+    `acgan rerun`, so that an operator whose image or nodes cannot compile turns it off for a run without a rebuild."""
+
+    compile: Literal["auto", "on", "off"] = Field("auto", description="auto | on | off: torch.compile G and D for "
+                                                  "training (auto: on a GPU); off if compiling fails on your nodes")
+
+
 class PresetSettings(SeedSetting):
     """The base of every model that holds training or data settings: unknown keys are rejected, and `preset` fills
     the settings not given from a named preset; the resolved model records the preset's name and every value."""
@@ -249,7 +258,7 @@ class ModelSettings(BaseModel):
                              "and the image); the same network at 64 and 128 px")
 
 
-class TrainingSettings(ModelSettings, PresetSettings):
+class TrainingSettings(ModelSettings, CompileSetting, PresetSettings):
     """How one split's AC-GAN is trained; shared by `RunSettings` and `TrainConfig`. Each default is the paper's."""
 
     steps: int = Field(50_000, ge=1, le=MAX_STEPS, description="training steps per split (one D and one G update "

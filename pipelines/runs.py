@@ -230,10 +230,11 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
           pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None,
           parallelism: int = LOCAL_PARALLELISM, service_account: str | None = None,
           experiment: str | None = None, run_name: str | None = None, pipeline_id: str | None = None,
-          preflight: bool = True) -> dict:
-    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. On a
-    cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and the
-    other arguments given (not None) replace them one by one; service_account "" is KFP's default account. On a
+          preflight: bool = True, run_options: dict | None = None) -> dict:
+    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. The run's
+    recorded settings apply, `run_options` (`CompileSetting`'s: compile off where compiling failed) replacing them.
+    On a cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and
+    the other arguments given (not None) replace them one by one; service_account "" is KFP's default account. On a
     cluster the namespace is checked first, as `acgan submit` does (`preflight`)."""
     if (host is None) == (not local):
         raise UserError("rerun needs exactly one of --host URL (a KFP server) or --local (this machine)")
@@ -248,7 +249,7 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
         manifest = assemble_ensemble(store, settings.steps)
         return {"trained": [], "ensemble": f"{store.uri}/ensemble.json", "classes": len(manifest.classes)}
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
-    settings = settings.model_copy(update={"split_ids": todo, "store": store_uri})
+    settings = settings.model_copy(update={**(run_options or {}), "split_ids": todo, "store": store_uri})
     if local:
         result = run_local(settings, pipeline_root, parallelism)
     else:
