@@ -378,6 +378,9 @@ class ClusterSettings(BaseModel):
     store_secret: str = Field("acgan-store-credentials", description="Secret with AWS_ACCESS_KEY_ID / "
                                                                       "AWS_SECRET_ACCESS_KEY")
     store_config_map: str = Field("acgan-store", description="ConfigMap with ACGAN_S3_ENDPOINT")
+    store_ca_config_map: str | None = Field(None, description="ConfigMap whose key ca.crt is the PEM bundle of the "
+                                            "CAs that sign an https store's (or source's) certificate: mounted in "
+                                            "every task, named in SSL_CERT_FILE; unset: the image's system bundle")
     timeout_seconds: int = Field(24 * 3600, ge=60, description="limit for one training task")
     train_cpu: str = Field("8", description="CPU request of each training task")
     train_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of each training task "
@@ -435,6 +438,13 @@ class ClusterSettings(BaseModel):
         for key, value in v.items():
             if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
                 raise ValueError(f"node selector {key}={value} is not a valid Kubernetes label (key=value)")
+        return v
+
+    @field_validator("store_ca_config_map")
+    @classmethod
+    def _config_map_name(cls, v: str | None) -> str | None:
+        if v is not None and not _PVC_NAME.match(v):
+            raise ValueError(f"ConfigMap {v!r} is not a valid Kubernetes name (lowercase letters, digits, '-', '.')")
         return v
 
     @field_validator("kueue_queue")
