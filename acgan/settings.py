@@ -2,9 +2,10 @@
 (`ClusterSettings`, fixed when the pipeline is compiled). Both reject unknown keys and impossible combinations.
 
 Each setting is declared once, as a field with its default and description: a run's in `DataSettings`,
-`ModelSettings`, `TrainingSettings` and `EvaluationSettings` (the seed in `SeedSetting`, which they share), and
-`RunSettings`, the trainer's config (`TrainConfig`, with `DeviceSetting`), the model's (`ModelConfig`), the data
-config (`PrepareConfig`) and `acgan evaluate`'s settings (`EvalSettings`) inherit those fields. The command line's
+`ModelSettings`, `TrainingSettings` and `EvaluationSettings` (the seed in `SeedSetting`, which they share; whether
+training compiles in `CompileSetting`, which `acgan rerun` also takes), and `RunSettings`, the trainer's config
+(`TrainConfig`, with `DeviceSetting`), the model's (`ModelConfig`), the data config (`PrepareConfig`) and `acgan
+evaluate`'s settings (`EvalSettings`) inherit those fields. The command line's
 flags (acgan_cli/main.py) and the pipeline's parameters (pipelines/acgan_ensemble.py) are made from the fields, with
 `value_type` giving both a field's type; tests/test_settings.py counts the declarations. `PRESETS` names sets of
 values for the training and data settings (`paper`, `demo`)."""
@@ -159,6 +160,14 @@ class DeviceSetting(BaseModel):
                                                    "one is visible)")
 
 
+class CompileSetting(BaseModel):
+    """Whether training runs G and D through `torch.compile`: a training setting (`TrainingSettings`), and a flag of
+    `acgan rerun`, so that an operator whose image or nodes cannot compile turns it off for a run without a rebuild."""
+
+    compile: Literal["auto", "on", "off"] = Field("auto", description="auto | on | off: torch.compile G and D for "
+                                                  "training (auto: on a GPU); off if compiling fails on your nodes")
+
+
 class PresetSettings(SeedSetting):
     """The base of every model that holds training or data settings: unknown keys are rejected, and `preset` fills
     the settings not given from a named preset; the resolved model records the preset's name and every value."""
@@ -256,7 +265,7 @@ class ModelSettings(BaseModel):
                              "from its own so that samples keep their class's variety; the paper: acgan")
 
 
-class TrainingSettings(ModelSettings, PresetSettings):
+class TrainingSettings(ModelSettings, CompileSetting, PresetSettings):
     """How one split's AC-GAN is trained; shared by `RunSettings` and `TrainConfig`. Each default is the paper's."""
 
     steps: int = Field(50_000, ge=1, le=MAX_STEPS, description="training steps per split (one D and one G update "
@@ -388,6 +397,9 @@ class ClusterSettings(BaseModel):
     store_secret: str = Field("acgan-store-credentials", description="Secret with AWS_ACCESS_KEY_ID / "
                                                                       "AWS_SECRET_ACCESS_KEY")
     store_config_map: str = Field("acgan-store", description="ConfigMap with ACGAN_S3_ENDPOINT")
+    store_ca_config_map: str | None = Field(None, description="ConfigMap whose key ca.crt is the PEM bundle of the "
+                                            "CAs that sign an https store's (or source's) certificate: mounted in "
+                                            "every task, named in SSL_CERT_FILE; unset: the image's system bundle")
     timeout_seconds: int = Field(24 * 3600, ge=60, description="limit for one training task")
     train_cpu: str = Field("8", description="CPU request of each training task")
     train_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of each training task "
@@ -449,6 +461,13 @@ class ClusterSettings(BaseModel):
         for key, value in v.items():
             if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
                 raise ValueError(f"node selector {key}={value} is not a valid Kubernetes label (key=value)")
+        return v
+
+    @field_validator("store_ca_config_map")
+    @classmethod
+    def _config_map_name(cls, v: str | None) -> str | None:
+        if v is not None and not _PVC_NAME.match(v):
+            raise ValueError(f"ConfigMap {v!r} is not a valid Kubernetes name (lowercase letters, digits, '-', '.')")
         return v
 
     @field_validator("kueue_queue")

@@ -5,6 +5,8 @@ store's root. S3 settings come from the environment (read here and nowhere else)
   ACGAN_S3_ENDPOINT   http(s)://host:port of MinIO, SeaweedFS or any S3 endpoint (scheme sets TLS on/off)
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (optional)
   ACGAN_S3_RETRY_SECONDS  how long a call retries a transient failure (default 300: a store pod rescheduled)
+  SSL_CERT_FILE       a PEM file of the CAs an https endpoint's certificate is verified with (OpenSSL's and Python's
+                      standard variable, which minio's own client reads too); unset: the system's bundle
 
 Besides plain reads and writes, a store offers conditional ones (`write_if`, `delete_if`): create only if absent,
 replace or delete only if unchanged since read (S3's If-None-Match / If-Match on the ETag). The split lease and the
@@ -31,6 +33,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import tempfile
 import time
 import uuid
@@ -45,6 +48,7 @@ from acgan.errors import UserError, command, first_problem
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=BaseException)
 
 _KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
 # Credentials inside a URI: `scheme://user:secret@host`, also where the secret holds '/' (an AWS secret key may),
@@ -279,16 +283,35 @@ class LocalStore:
             raise UserError(f"store {self.uri} does not exist: run {command('acgan', 'prepare', '--store', self.uri)} first")
 
 
-def _no_such_host(e: BaseException) -> bool:
-    """Whether a connection failed because the endpoint's name does not exist (EAI_NONAME), as opposed to a lookup
-    that failed for now (EAI_AGAIN: a DNS server restarting), which is retried like any outage."""
+def _cause(e: BaseException, kind: type[E]) -> E | None:
+    """The first exception of `kind` in the chain of causes of a client's error (urllib3 wraps them)."""
     seen: set[int] = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, socket.gaierror):
-            return e.errno == socket.EAI_NONAME
+        if isinstance(e, kind):
+            return e
         e = getattr(e, "reason", None) or e.__cause__ or e.__context__
-    return False
+    return None
+
+
+def _no_such_host(e: BaseException) -> bool:
+    """Whether a connection failed because the endpoint's name does not exist (EAI_NONAME), as opposed to a lookup
+    that failed for now (EAI_AGAIN: a DNS server restarting), which is retried like any outage."""
+    lookup = _cause(e, socket.gaierror)
+    return lookup is not None and lookup.errno == socket.EAI_NONAME
+
+
+def tls_context() -> ssl.SSLContext:
+    """How the store's client verifies an https endpoint: with the CA bundle an operator gives in SSL_CERT_FILE (a
+    PEM file: the store's own CA, or the system's bundle with it added), else with the system's bundle (Debian's
+    ca-certificates, which the image installs). Not certifi's, minio's default: a CA added to the system's (a
+    derived image's update-ca-certificates) would not count."""
+    bundle = os.environ.get("SSL_CERT_FILE") or None
+    try:
+        return ssl.create_default_context(cafile=bundle)
+    except (OSError, ssl.SSLError) as e:
+        raise UserError(f"SSL_CERT_FILE={bundle}: not a readable CA bundle ({getattr(e, 'strerror', None) or e}): "
+                        "give a PEM file of the CA certificates that sign the store's endpoint") from None
 
 
 class S3Store:
@@ -320,8 +343,9 @@ class S3Store:
         self.retry_seconds = retry_seconds
         self.check_key = check_source_key if source_keys else check_key
         # Our own retry loop (below) handles transient failures; the pool itself must not retry.
+        tls = {"ssl_context": tls_context()} if parsed.scheme == "https" else {}
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=120), retries=urllib3.Retry(total=0),
-                                   maxsize=8)
+                                   maxsize=8, **tls)
         self.client = Minio(parsed.netloc, access_key=access_key, secret_key=secret_key, region=region,
                             secure=parsed.scheme == "https", http_client=http)
 
@@ -355,6 +379,11 @@ class S3Store:
         if isinstance(e, ServerError):
             return True, f"HTTP {e.status_code}"
         if isinstance(e, HTTPError):  # connection refused or reset, a timeout: the server may come back
+            untrusted = _cause(e, ssl.SSLCertVerificationError)
+            if untrusted is not None:  # but a certificate that fails verification will fail it again
+                raise UserError(f"store endpoint {self.endpoint}: its TLS certificate failed verification "
+                                f"({untrusted.verify_message}): give the CA bundle that signs it in SSL_CERT_FILE "
+                                "(a PEM file; docs/operators.md), or use the name the certificate is for") from None
             if _no_such_host(e):  # but a name that does not exist will not (a lookup that timed out may)
                 host = urlparse(self.endpoint).hostname
                 in_cluster = " (a name of the cluster's own DNS)" if host.endswith(".local") else ""

@@ -12,8 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 from acgan import allocator
 from acgan.errors import UserError, explain
-from acgan.settings import (LOCAL_PARALLELISM, PRESETS, ClusterSettings, EvalSettings, RunSettings, ServeSettings,
-                            SubmitSettings, preset_defaults, value_type)
+from acgan.settings import (LOCAL_PARALLELISM, PRESETS, ClusterSettings, CompileSetting, EvalSettings, RunSettings,
+                            ServeSettings, SubmitSettings, preset_defaults, value_type)
 from acgan.store import check_uri
 
 # Every option that takes a URI (a store, a data source, a class list, an endpoint): checked where a command starts.
@@ -199,9 +199,12 @@ def _rerun(args: argparse.Namespace) -> dict:
     from pipelines.runs import rerun
 
     options = _cluster_settings(args).model_dump(include=set(_given(args, ClusterSettings.model_fields)))
+    given = _given(args, CompileSetting.model_fields)
+    run_options = CompileSetting.model_validate(given).model_dump(include=set(given))
     return rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
                  args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
-                 args.pipeline_id, preflight=not args.no_preflight, **_given(args, SubmitSettings.model_fields))
+                 args.pipeline_id, preflight=not args.no_preflight, run_options=run_options,
+                 **_given(args, SubmitSettings.model_fields))
 
 
 def _unlock(args: argparse.Namespace) -> dict:
@@ -409,6 +412,7 @@ def _rerun_parser(sub) -> None:
                    "whether the namespace has what the pods need (as `acgan submit` does)")
     _cluster_options(p, recorded=True)
     _spec_options(p.add_argument_group("submission"), SubmitSettings, set(), preset_defaults(SubmitSettings, None))
+    _spec_options(p.add_argument_group("run settings (default: the recorded ones)"), CompileSetting, set())
     p.set_defaults(run=_rerun)
 
 

@@ -15,7 +15,7 @@ def prepare_data(store: str, preset: str, dataset: str, source: str, resolution:
                  num_classes: int, images_per_class: int, steps: int, batch_size: int, lr: float, checkpoint_every: int,
                  seed: int, noise_dim: int, width: float, d_width: float, d_dropout: float, d_noise_std: float,
                  d_fake_class_loss: bool, mode_seeking: float, augment: str, ema_kimg: float, ema_rampup: float,
-                 g_layout: str, objective: str, split_ids: list,
+                 g_layout: str, objective: str, compile: str, split_ids: list,
                  samples_per_class: int, pairs: int, classifier_steps: int, cas_steps: str, classifier: str,
                  analyses: list,
                  real_per_class: int, ms_ssim_threshold: str, accuracy_threshold: float, class_list: str,

@@ -30,13 +30,16 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # interruption notice: a reclaim then ends the pod with no SIGTERM, which the split's checkpoints and the heal pass
 # cover (docs/operators.md, section 5: what a reclaim costs with and without it).
 DO_NOT_DISRUPT = ("karpenter.sh/do-not-disrupt", "true")
+# Where an operator's CA bundle (ClusterSettings.store_ca_config_map) is mounted; SSL_CERT_FILE names its file, as
+# acgan/store.py reads it.
+STORE_CA_MOUNT, STORE_CA_KEY = "/etc/acgan/store-ca", "ca.crt"
 
 
 def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> dsl.PipelineTask:
-    """The project's image, the store's endpoint and credentials from the cluster, the label that lets the pod
-    reach the store, no caching (the store decides what is done), retries (every step is safe to run again: the
-    store says what is done); GPU tasks also get a GPU, the GPU pool's label and taint toleration, the Kueue queue
-    label, Karpenter's do-not-disrupt annotation and a time limit.
+    """The project's image, the store's endpoint, credentials and CA bundle (if any) from the cluster, the label
+    that lets the pod reach the store, no caching (the store decides what is done), retries (every step is safe to
+    run again: the store says what is done); GPU tasks also get a GPU, the GPU pool's label and taint toleration,
+    the Kueue queue label, Karpenter's do-not-disrupt annotation and a time limit.
 
     The retry holds inside ParallelFor on the backend at KFP 2.17.0: the Argo compiler visits every DAG component
     (backend/src/v2/compiler/visitor.go, pipelineDFS.dfs), compiles each task of the loop body's DAG with its own
@@ -54,6 +57,10 @@ def on_cluster(task: dsl.PipelineTask, cluster: ClusterSettings, gpu: bool) -> d
     kubernetes.use_secret_as_env(task, secret_name=cluster.store_secret, secret_key_to_env=STORE_ENV)
     kubernetes.use_config_map_as_env(task, config_map_name=cluster.store_config_map,
                                      config_map_key_to_env={"ACGAN_S3_ENDPOINT": "ACGAN_S3_ENDPOINT"})
+    if cluster.store_ca_config_map:
+        kubernetes.use_config_map_as_volume(task, config_map_name=cluster.store_ca_config_map,
+                                            mount_path=STORE_CA_MOUNT)
+        task.set_env_variable("SSL_CERT_FILE", f"{STORE_CA_MOUNT}/{STORE_CA_KEY}")
     if gpu:
         if cluster.kueue_queue:  # only GPU pods queue: the CPU steps run at once on any node, outside Kueue's quota
             kubernetes.add_pod_label(task, KUEUE_QUEUE_LABEL, cluster.kueue_queue)

@@ -301,10 +301,11 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
           pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None,
           parallelism: int = LOCAL_PARALLELISM, service_account: str | None = None,
           experiment: str | None = None, run_name: str | None = None, pipeline_id: str | None = None,
-          preflight: bool = True, batch: int | None = None) -> dict:
-    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. On a
-    cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and the
-    other arguments given (not None) replace them one by one; service_account "" is KFP's default account. On a
+          preflight: bool = True, batch: int | None = None, run_options: dict | None = None) -> dict:
+    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. The run's
+    recorded settings apply, `run_options` (`CompileSetting`'s: compile off where compiling failed) replacing them.
+    On a cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and
+    the other arguments given (not None) replace them one by one; service_account "" is KFP's default account. On a
     cluster the namespace is checked first, as `acgan submit` does (`preflight`), and the run is refused or cut into
     runs of `batch` splits as `acgan submit` does."""
     if (host is None) == (not local):
@@ -320,7 +321,7 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
         manifest = assemble_ensemble(store, settings.steps)
         return {"trained": [], "ensemble": f"{store.uri}/ensemble.json", "classes": len(manifest.classes)}
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
-    settings = settings.model_copy(update={"split_ids": todo, "store": store_uri})
+    settings = settings.model_copy(update={**(run_options or {}), "split_ids": todo, "store": store_uri})
     if local:
         # Of the cluster settings only the trainer's restarts apply on this machine: any other is refused, not ignored.
         cluster_only = sorted(set(cluster_options or {}) - {"trainer_restarts"})

@@ -36,7 +36,7 @@ EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=3
                     images_per_class=100, steps=900, batch_size=64, lr=2e-4, checkpoint_every=300, seed=0, noise_dim=100,
                     width=0.125,
                     d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
-                    ema_kimg=0.0, ema_rampup=0.05, g_layout="imagenet-start", objective="acgan", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, cas_steps=None, classifier="trained",
+                    ema_kimg=0.0, ema_rampup=0.05, g_layout="imagenet-start", objective="acgan", compile="auto", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, cas_steps=None, classifier="trained",
                     analyses=["discriminability", "diversity", "joint", "fidelity", "precision_recall",
                               "density_coverage", "intra_class_fid", "cas"], real_per_class=200,
                     ms_ssim_threshold=None, accuracy_threshold=0.01)

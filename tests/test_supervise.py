@@ -177,3 +177,27 @@ def test_a_trainer_killed_at_its_memory_limit_is_reported_as_such(experiment):
     assert ("the trainer failed twice in a row at no checkpoint (killed by the kernel at the memory limit of its "
             "cgroup (oom_kill))") in task.stdout, (task.stdout[-2000:], task.stderr[-2000:])
     assert "killed by SIGKILL" not in task.stdout + task.stderr
+
+
+def test_a_compile_failure_is_one_line_naming_the_setting_and_is_not_restarted(tmp_path):
+    """A run with compile on, on a machine where Inductor finds no C++ compiler (here CXX names one that does not
+    exist, which torch._inductor.config.cpp.cxx reads; an image without g++ fails the same way): torch.compile
+    really fails at the first step, the trainer says so in one line naming the setting that avoids it and exits 2,
+    and the task does not restart it (a restart would fail the same way) and exits 2 with no traceback."""
+    uri = str(tmp_path / "store")
+    prepare_experiment(RunSettings(store=uri, compile="on", **SETTINGS))
+    prepare_split_data(uri, 0)
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler" / "g++"),
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor-cache")}  # cold: no kernel compiled earlier is reused
+    task = subprocess.run(
+        [sys.executable, "-c", "import sys; from acgan.supervise import supervise_training; "
+         "from components import run_step; run_step('train-split', lambda: supervise_training(sys.argv[1], 0, 3))",
+         uri], capture_output=True, text=True, env=env, timeout=600)
+    output = task.stdout + task.stderr
+    assert task.returncode == 2, output
+    [line] = [line for line in output.splitlines() if "torch.compile failed" in line]
+    assert line.endswith(f"split 0: torch.compile failed (InvalidCxxCompiler: No working C++ compiler found in "
+                         f"torch._inductor.config.cpp.cxx: (None, '{env['CXX']}')): rerun with --compile off "
+                         "(pipeline parameter compile=off), or give the image a C++ compiler and Python's headers"), line
+    assert "an error that a restart would repeat" in output and "restarting" not in output, output
+    assert "Traceback" not in output and not complete_steps(open_store(uri), 0), output

@@ -61,7 +61,6 @@ class TrainConfig(TrainingSettings, DeviceSetting):
                                                                    "long a killed trainer blocks another")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, float32 "
                                                                             "on a CPU")
-    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile G and D (auto: on a GPU)")
 
     @model_validator(mode="after")
     def _device_exists(self) -> "TrainConfig":

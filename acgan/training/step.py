@@ -8,16 +8,39 @@ the device until the loop's tick.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from acgan.errors import UserError
 from acgan.model import Discriminator, Generator
 from acgan.training.augment import diff_augment
 from acgan.training.losses import OBJECTIVES, mode_seeking_loss
 
 Toggle = Literal["auto", "on", "off"]
+log = logging.getLogger(__name__)
+
+
+class CompileFailed(UserError):
+    """torch.compile could not build the step here (no C++ compiler or no Python headers for Inductor, a Triton
+    launcher that does not build): a restart would fail the same way, so it is one line naming the setting."""
+
+
+def _compile_failure(e: Exception) -> str | None:
+    """What went wrong, in a line, if `e` is torch.compile failing to build (Dynamo's errors, Inductor's
+    InductorError among them, and Inductor's own where they escape unwrapped: the backward graph is compiled at the
+    first backward); None for any other error, which keeps its traceback."""
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
+
+    if not isinstance(e, (TorchDynamoException, CppCompileError, InvalidCxxCompiler)):
+        return None
+    inner = getattr(e, "inner_exception", None) or e
+    lines = [line.strip() for line in str(getattr(inner, "output", "") or inner).splitlines() if line.strip()]
+    detail = next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
+    return f"{type(inner).__name__}: {detail}"[:300]
 
 
 class FastPath(BaseModel):
@@ -92,6 +115,17 @@ class TrainStep:
 
     def __call__(self, x_real: torch.Tensor, y_real: torch.Tensor, z: torch.Tensor,
                  y_fake: torch.Tensor) -> torch.Tensor:
+        try:
+            return self._step(x_real, y_real, z, y_fake)
+        except Exception as e:
+            problem = _compile_failure(e) if self.fast.compile else None
+            if problem is None:
+                raise
+            log.debug("torch.compile failed", exc_info=True)  # the whole error, with -v
+            raise CompileFailed(f"torch.compile failed ({problem}): rerun with --compile off (pipeline parameter "
+                                "compile=off), or give the image a C++ compiler and Python's headers") from None
+
+    def _step(self, x_real: torch.Tensor, y_real: torch.Tensor, z: torch.Tensor, y_fake: torch.Tensor) -> torch.Tensor:
         if self.fast.channels_last:
             x_real = x_real.contiguous(memory_format=torch.channels_last)
         with self._autocast():

@@ -48,3 +48,16 @@ def test_installs_with_the_constraints_and_runs_as_non_root():
     for package in packages:  # every package pyproject.toml installs is in the image
         assert any(c.startswith(package.rstrip("*") + " ") for c in copied), package
 
+
+
+def test_the_runtime_stage_installs_what_compiling_and_https_need():
+    """The base has none of them (debian:bookworm-slim: the image check's minbase stand-in, which runs training with
+    torch.compile and the store over https in the built image). torch.compile: Inductor's C++ kernels need g++ and
+    Python.h (python3-dev), Triton's launcher gcc and Python.h; the store's client verifies https with the system's
+    CA bundle (ca-certificates)."""
+    _, instructions = parse()
+    runtime = instructions[[i["instruction"] for i in instructions].index("FROM", 2):]
+    installed = {word for i in runtime if i["instruction"] == "RUN" and "apt-get install" in i["value"]
+                 for word in i["value"].split("apt-get install", 1)[1].split("&&")[0].split()
+                 if not word.startswith("-")}
+    assert {"python3", "python3-dev", "gcc", "g++", "libc6-dev", "ca-certificates"} <= installed, installed

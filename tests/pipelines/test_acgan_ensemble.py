@@ -223,3 +223,25 @@ def test_compile_with_a_data_pvc_from_the_command_line(tmp_path):
     assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-prepare-split-data"][
         "pvcMount"][0]["mountPath"] == "/data"
     assert spec["deploymentSpec"]["executors"]["exec-prepare-data"]["container"]["resources"]["resourceCpuLimit"] == "8"
+
+
+def test_a_store_ca_bundle_is_mounted_in_every_task_and_named_in_ssl_cert_file(compiled, tmp_path):
+    """`--store-ca-config-map NAME`: each task mounts the ConfigMap and SSL_CERT_FILE names its ca.crt, the variable
+    the store's client reads (tests/test_store_tls.py; the image check reaches an https store this way)."""
+    from acgan_cli.main import main
+
+    _, spec, platform = compiled
+    for executor, k8s in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].items():
+        assert "configMapAsVolume" not in k8s, executor  # unset: the image's system bundle
+        assert "SSL_CERT_FILE" not in str(spec["deploymentSpec"]["executors"][executor]["container"].get("env"))
+    out = tmp_path / "ca.yaml"
+    assert main(["compile", "--store-ca-config-map", "store-ca", "-o", str(out)]) == 0
+    spec, platform = yaml.safe_load_all(out.read_text())
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    for executor, k8s in executors.items():
+        assert [(v["configMapName"], v["mountPath"]) for v in k8s["configMapAsVolume"]] == [
+            ("store-ca", "/etc/acgan/store-ca")], executor
+        env = spec["deploymentSpec"]["executors"][executor]["container"]["env"]
+        assert {"name": "SSL_CERT_FILE", "value": "/etc/acgan/store-ca/ca.crt"} in env, executor
+    assert main(["compile", "--store-ca-config-map", "Store_CA", "-o", str(out)]) == 2

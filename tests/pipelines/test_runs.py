@@ -305,6 +305,16 @@ def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env
                preflight=False)
     assert client.calls[-1][3] == "pl-10"
     assert runs.load_submission(s3).cluster.image == "r.example/a:8"
+    assert client.calls[-1][4]["compile"] == "auto"  # the recorded run setting
+
+    # A run setting given to `acgan rerun` replaces the recorded one: compile off where compiling fails on the nodes.
+    from acgan_cli.main import main
+
+    assert main(["rerun", "--store", s3_env, "--host", "https://kfp.example", "--compile", "off",
+                 "--no-preflight"]) == 0
+    assert client.calls[-1][4]["compile"] == "off" and client.calls[-1][4]["split_ids"] == [1]
+    assert main(["rerun", "--store", s3_env, "--host", "https://kfp.example", "--compile", "maybe",
+                 "--no-preflight"]) == 2
 
 
 def test_a_bad_recorded_submission_names_the_file(finished_store):
