@@ -358,7 +358,8 @@ class ClusterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     image: str = Field("ghcr.io/acgan-ensemble/acgan-ensemble:0.1.0", description="the project's container image "
-                       "every task runs in, REGISTRY/acgan-ensemble:TAG")
+                       "every task runs in, REGISTRY/acgan-ensemble:TAG, as your cluster pulls it: no image is "
+                       "published, build and push yours (`make push IMAGE=...`, docs/operators.md)")
     parallelism: int = Field(16, ge=1, le=10_000, description="training tasks (GPUs) at once")
     gpus_per_task: int = Field(1, ge=0, le=16, description="GPUs of each training task")
     node_selector: Annotated[dict[str, str], BeforeValidator(_node_selector)] = Field(

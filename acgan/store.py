@@ -272,7 +272,8 @@ class LocalStore:
             except OSError as e:  # a parent that is a file, no permission
                 raise UserError(f"--store {self.uri}: cannot create the directory ({e.strerror})") from None
         elif not self.root.is_dir():
-            raise UserError(f"store {self.uri} does not exist: run `acgan prepare --store {self.uri}` first")
+            raise UserError(f"store {self.uri} does not exist: check --store, or make one with `acgan run --store "
+                            f"{self.uri}`")
 
 
 def _no_such_host(e: BaseException) -> bool:

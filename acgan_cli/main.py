@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import sys
@@ -312,12 +313,47 @@ def _service_account_option(p: argparse.ArgumentParser) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage dump), like every other error of the command."""
+    """argparse, but a usage error is one line (no usage dump), like every other error of the command, and a flag is
+    never taken for a longer one it begins (allow_abbrev: `--step 100` is not `--steps 100`); an unknown flag is
+    answered with the nearest real one of its command and that command's help."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         message = message.replace("\r", "\\r").replace("\n", "\\n")  # a value given with a line break in it
         print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = self._command(getattr(parsed, "command", None))
+            flag = next((a for a in unknown if a.startswith("-")), unknown[0])
+            nearest = _nearest_flag(flag.partition("=")[0], command)
+            command.error(f"unrecognized argument {flag}" + (f"; did you mean {nearest}?" if nearest else ""))
+        return parsed
+
+    def _command(self, name: str | None) -> argparse.ArgumentParser:
+        """The parser of the subcommand `name`, else this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                return action.choices[name]
+        return self
+
+
+def _nearest_flag(given: str, parser: argparse.ArgumentParser) -> str | None:
+    """The option of `parser` a mistyped `given` most likely meant: one it begins or that begins it (`--step`:
+    `--steps`; `--num`: `-n`), else the closest spelling (difflib)."""
+    flags = [o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")]
+    bare = given.lstrip("-")
+    if not bare:
+        return None
+    prefixed = [f for f in flags if f.lstrip("-").startswith(bare) or bare.startswith(f.lstrip("-"))]
+    if prefixed:
+        return min(prefixed, key=lambda f: abs(len(f.lstrip("-")) - len(bare)))
+    close = difflib.get_close_matches(given, flags, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _prepare_parser(sub) -> None:
@@ -359,6 +395,9 @@ def _compile_parser(sub) -> None:
     p.add_argument("-o", "--output", type=Path, default=Path("acgan-ensemble.yaml"))
     _preset_option(p, "paper")
     _cluster_options(p)
+    # No image is published: every pod of a pipeline compiled for a made-up one would wait on its pull for ever.
+    image = next(a for a in p._actions if "--image" in a.option_strings)
+    image.required, image.help = True, _flag_help(ClusterSettings.model_fields["image"].description, None)
     p.set_defaults(run=_compile)
 
 
