@@ -152,9 +152,8 @@ class DeviceSetting(BaseModel):
     """Where a process computes: shared by the trainer's settings (`TrainConfig`) and the evaluation's
     (`EvalSettings`)."""
 
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda: where training runs, or "
-                                                   "the evaluation's sampling and every analysis (auto: a GPU when "
-                                                   "one is visible)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda: the device this command "
+                                                   "computes on (auto: a GPU when one is visible)")
 
 
 class PresetSettings(SeedSetting):
@@ -471,6 +470,9 @@ class EvalSettings(EvaluationSettings, DeviceSetting):
     neighbours: int = Field(5, ge=1, le=50, description="nearest training neighbours shown per sample")
     raw: bool = Field(False, description="true | false: evaluate each split's trained G itself rather than its "
                       "sampling snapshot (the averaged G, where the run kept one: --ema-kimg)")
+    classifier_cache: str = Field("~/.cache/acgan/classifiers", description="a folder on this machine where the "
+                                  "trained classifier is kept by the real data's checksum and its settings, and "
+                                  "reused by the evaluation of another store of the same data; '' for none")
 
 
 class ServeSettings(BaseModel):

@@ -17,6 +17,7 @@ from acgan.settings import (LOCAL_PARALLELISM, PRESETS, ClusterSettings, EvalSet
                             preset_defaults, value_type)
 from acgan.store import check_uri
 
+INTERRUPTED = {"serve": "stopped serving (Ctrl-C)"}  # what a Ctrl-C ends with; the others: a training command's
 # Every option that takes a URI (a store, a data source, a class list, an endpoint): checked where a command starts.
 URI_OPTIONS = {"store": "--store", "stores": "STORE", "source": "--source", "class_list": "--class-list",
                "host": "--host", "source_endpoint": "--source-endpoint"}
@@ -45,18 +46,23 @@ def _train_split(args: argparse.Namespace) -> dict:
     return train_split(store, cfg)
 
 
-def _sample(args: argparse.Namespace) -> dict:
+def _sample(args: argparse.Namespace) -> None:
     from acgan.ensemble import sample
     from acgan.store import open_store
 
     store = open_store(args.store)
     store.ensure_ready()
-    return sample(store, args.class_, args.n, args.seed, args.out, args.device, args.raw)
+    s = sample(store, args.class_, args.n, args.seed, args.out, args.device, args.raw)
+    generator = "trained G" if s["raw"] else "sampling snapshot"
+    print(f"{args.n} samples of class {s['class']} ({s['name']}) written to {s['out']}: split {s['split']}'s "
+          f"{generator} at step {s['step']}, through the {s['via']}")
 
 
 def _serve(args: argparse.Namespace) -> None:
     from acgan.serving.server import serve
 
+    # kserve's notice about an API this server does not offer, at every start (kserve/protocol/rest/server.py).
+    logging.getLogger("kserve").addFilter(lambda r: r.getMessage() != "OpenAI endpoints not registered")
     serve(ServeSettings.model_validate(_given(args, ServeSettings.model_fields)))
 
 
@@ -69,19 +75,26 @@ def _cluster_settings(args: argparse.Namespace) -> ClusterSettings:
 
 
 def _run(args: argparse.Namespace) -> dict | None:
-    from acgan.evaluation.analyses import METRICS_KEY
-    from acgan.store import LocalStore, open_store
-    from pipelines.console import summary_text
     from pipelines.runs import run_local
 
     if args.parallelism < 1:
         raise UserError(f"--parallelism {args.parallelism}: run at least one task at a time")
-    result = run_local(_run_settings(args), args.pipeline_root, args.parallelism, quiet=not args.verbose)
+    return _local_result(run_local(_run_settings(args), args.pipeline_root, args.parallelism,
+                                   quiet=not args.verbose), args.verbose)
+
+
+def _local_result(result: dict, verbose: bool) -> dict | None:
+    """What `acgan run` and `acgan rerun --local` end with: the evaluation's summary, where to look, the result as
+    JSON with --verbose, else where the task logs are."""
+    from acgan.evaluation.analyses import METRICS_KEY
+    from acgan.store import LocalStore, open_store
+    from pipelines.console import summary_text
+
     store = open_store(result["store"])
     local_report = Path(store.root) / "eval" / "report.html" if isinstance(store, LocalStore) else None
     print(summary_text(json.loads(store.read_bytes(METRICS_KEY)), result["report"], result["samples"],
                        local_report))
-    if not args.verbose:
+    if not verbose:
         print(f"task logs:    {result['logs']}")
         return None
     return result
@@ -191,7 +204,7 @@ def _status(args: argparse.Namespace) -> dict | None:
     print(f"{done} of {len(statuses)} splits complete")
     for s in statuses:
         if s.collapse:
-            print(f"split {s.split}: {describe(s.collapse)}")
+            print(f"split {s.split}: {describe(s.collapse, store.uri)}")
     return None
 
 
@@ -199,9 +212,12 @@ def _rerun(args: argparse.Namespace) -> dict:
     from pipelines.runs import rerun
 
     options = _cluster_settings(args).model_dump(include=set(_given(args, ClusterSettings.model_fields)))
-    return rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
-                 args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
-                 args.pipeline_id, preflight=not args.no_preflight)
+    result = rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
+                   args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
+                   args.pipeline_id, preflight=not args.no_preflight, quiet=not args.verbose)
+    if "pipeline_root" not in result:  # on a cluster, or nothing left to train here
+        return result
+    return _local_result(result, args.verbose)
 
 
 def _unlock(args: argparse.Namespace) -> dict:
@@ -219,12 +235,12 @@ def _unlock(args: argparse.Namespace) -> dict:
 def _plan(args: argparse.Namespace) -> dict | None:
     from acgan.capacity import PlanInput, make_plan, plan_table
 
-    if args.images_per_second is None:
-        raise UserError("give --images-per-second: one GPU's training throughput at the run's resolution "
-                        "(measure it on one GPU: `acgan bench --device cuda --only training`, or the images/s a few "
-                        "hundred steps of `acgan train-split` report)")
     p = PlanInput.model_validate(_given(args, PlanInput.model_fields))
     plan = make_plan(p)
+    if args.images_per_second is None:
+        plan.notes.append(f"the throughput is the project's target for one H100 at 128 px ({p.images_per_second:,.0f} "
+                          "images/s, bench/RESULTS.md), not a measurement: give --images-per-second with yours "
+                          "(`acgan bench --device cuda --only training`, or the images/s `acgan train-split` reports)")
     if args.json:
         return {"input": p.model_dump(), "plan": plan.model_dump()}
     for name, value in plan_table(p, plan):
@@ -384,10 +400,14 @@ def _run_parser(sub) -> None:
     p.add_argument("--parallelism", type=int, default=LOCAL_PARALLELISM, help="training tasks at once on this "
                    f"machine, sharing its cores (default {LOCAL_PARALLELISM})")
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"), help="kfp.local's task outputs")
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="every task's full log here, and the result as JSON (default: a progress display, task logs in "
-                        "files under PIPELINE_ROOT/logs/, and a summary)")
+    _verbose_option(p)
     p.set_defaults(run=_run)
+
+
+def _verbose_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="a local run: every task's full log here, and the result as JSON (default: a progress "
+                        "display, task logs in files under PIPELINE_ROOT/logs/, and a summary)")
 
 
 def _compile_parser(sub) -> None:
@@ -443,6 +463,7 @@ def _rerun_parser(sub) -> None:
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"))
     p.add_argument("--no-preflight", action="store_true", help="on a cluster, skip asking the Kubernetes API "
                    "whether the namespace has what the pods need (as `acgan submit` does)")
+    _verbose_option(p)
     _cluster_options(p, recorded=True)
     p.set_defaults(run=_rerun)
 
@@ -468,14 +489,16 @@ def _plan_parser(sub) -> None:
 
 def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="the paper's discriminability and diversity analyses of the ensemble")
-    p.add_argument("--store", required=True)
+    p.add_argument("--store", required=True, help="the store to evaluate, with its ensemble assembled: a directory, "
+                   "or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
     _spec_options(p, EvalSettings, set(), preset_defaults(EvalSettings, None))
     p.set_defaults(run=_evaluate)
 
 
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="speed benchmarks against their targets: a table, and JSON")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu | cuda: where the benchmarks run and "
+                   "whose targets they are measured against (default cpu)")
     p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run,serve (default all; with "
                                   "--device cuda all but run)")
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="the JSON results")
@@ -539,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"acgan {args.command}: error: {explain(e)}", file=sys.stderr)
         return getattr(e, "exit_status", 2)  # a run stopped by a signal: the shell's status for it
     except KeyboardInterrupt:
-        print(f"acgan {args.command}: interrupted; complete checkpoints are kept", file=sys.stderr)
+        print(f"acgan {args.command}: {INTERRUPTED.get(args.command, 'interrupted; complete checkpoints are kept')}",
+              file=sys.stderr)
         return 130
     if result is not None:
         print(json.dumps(result, indent=2))

@@ -47,8 +47,9 @@ def test_prepare_train_sample(capsys, tmp_path, request, backend):
 
     png, npz, npz_again = tmp_path / "seven.png", tmp_path / "seven.npz", tmp_path / "again.npz"
     code, out, _ = run(capsys, "sample", "--store", uri, "--class", 7, "-n", 6, "--out", png)
-    assert code == 0 and json.loads(out) == {"class": 7, "name": "7", "split": 1, "step": 15, "out": str(png),
-                                             "via": "latest checkpoint", "raw": False}
+    # A sentence, not JSON.
+    assert code == 0 and out == (f"6 samples of class 7 (7) written to {png}: split 1's sampling snapshot at step 15, "
+                                 "through the latest checkpoint\n")
     assert Image.open(png).size == (3 * 34 + 2, 2 * 34 + 2)  # 3 x 2 grid of 32px images, 2px gaps
     for out_file in (npz, npz_again):
         assert run(capsys, "sample", "--store", uri, "--class", 7, "-n", 6, "--seed", 3, "--out", out_file)[0] == 0
