@@ -30,6 +30,12 @@ class CollapseAlarm(BaseModel):
     last_healthy_checkpoint: int | None  # newest kept checkpoint whose tick was under the threshold
 
 
+def collapsing(ms_ssim: float, threshold: float) -> bool:
+    """A class is collapsing when its samples are at least as alike as the real data's least diverse class: the one
+    rule of the alarm, the evaluation's flag, its figures and `acgan run`'s summary."""
+    return ms_ssim >= threshold
+
+
 def real_diversity_key(split: int) -> str:
     return f"{REAL_DIVERSITY_PREFIX}split-{split:05d}.json"
 
@@ -79,18 +85,28 @@ def collapse_alarm(store: Store, split: int, threshold: float | None, lines: lis
     lines = stats_lines(store, split) if lines is None else lines
     if threshold is None or not lines:
         return None
-    above = {c: v for c, v in lines[-1]["ms_ssim"].items() if v > threshold}
+    above = {c: v for c, v in lines[-1]["ms_ssim"].items() if collapsing(v, threshold)}
     if not above:
         return None
-    healthy = {line["step"] for line in lines if max(line["ms_ssim"].values()) <= threshold}
+    healthy = {line["step"] for line in lines if not collapsing(max(line["ms_ssim"].values()), threshold)}
     kept = [s for s in complete_steps(store, split) if s in healthy]
     return CollapseAlarm(step=lines[-1]["step"], classes=above, threshold=threshold,
                          last_healthy_checkpoint=kept[-1] if kept else None)
 
 
-def describe(alarm: CollapseAlarm) -> str:
+def describe(alarm: CollapseAlarm, store_uri: str) -> str:
+    """The alarm in words, with what to do about it."""
     worst = max(alarm.classes, key=alarm.classes.get)
-    healthy = (f"last healthy checkpoint step {alarm.last_healthy_checkpoint}"
-               if alarm.last_healthy_checkpoint is not None else "no healthy checkpoint kept")
-    return (f"collapsing at step {alarm.step}: class {worst} MS-SSIM {alarm.classes[worst]:.3f} > "
-            f"{alarm.threshold:.3f} (real data's least diverse class); {healthy}")
+    others = len(alarm.classes) - 1
+    look = f"`acgan sample --store {store_uri} --class {worst} --out class-{worst}.png`"
+    what = (f"class {worst}{f' and {others} more' if others else ''} collapsing at step {alarm.step}: its samples are "
+            f"as alike as MS-SSIM {alarm.classes[worst]:.3f}, at or above {alarm.threshold:.3f}, the real data's "
+            f"least diverse class")
+    if alarm.last_healthy_checkpoint is not None:
+        todo = (f"its checkpoint of step {alarm.last_healthy_checkpoint} is the last before it; look at its samples "
+                f"({look}), and if they are alike, train the split again in a new store with "
+                "--mode-seeking or --augment")
+    else:
+        todo = (f"no kept checkpoint is from before it; look at its samples ({look}), and if they are alike, "
+                "train again in a new store with more --steps, --mode-seeking or --augment")
+    return f"{what}. What to do: {todo}"

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from acgan import progress
 from acgan.checkpoint import complete_steps, latest_checkpoint, split_prefix, verified_step
 from acgan.collapse import CollapseAlarm, collapse_alarm, collapse_threshold, record_real_diversity
 from acgan.data.plan import PLAN_KEY, load_plan
@@ -49,6 +50,7 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     # assembly's input (backend/src/v2/driver/resolve.go, resolveUpstreamParameters), so one complete split's task
     # runs, and returns at once.
     todo = todo or asked[:1]
+    progress.emit(progress.PLAN, "progress", part=progress.FAN_OUT, total=len(todo))
     log.info("fanning out over %d of %d splits%s", len(todo), len(asked),
              f" ({len(complete)} already at their {settings.steps} steps)" if complete else "")
     return todo

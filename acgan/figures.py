@@ -28,13 +28,14 @@ def accuracy_vs_resolution(sizes: list[int], samples: list[float], real: list[fl
     return _png(fig)
 
 
-def ms_ssim_scatter(real: list[float], samples: list[float], real_max: float) -> bytes:
-    """The paper's Figure 4 (right): per-class MS-SSIM of samples against that of real images."""
+def ms_ssim_scatter(real: list[float], samples: list[float], collapsing: float) -> bytes:
+    """The paper's Figure 4 (right): per-class MS-SSIM of samples against that of real images; a class at or above
+    `collapsing` is collapsing (acgan/collapse.py)."""
     fig = Figure(figsize=(4.5, 4.5))
     ax = fig.subplots()
     ax.scatter(real, samples, s=12, alpha=0.7)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, label="samples = real")
-    ax.axhline(real_max, color="red", lw=0.8, ls="--", label=f"max real class ({real_max:.2f})")
+    ax.axhline(collapsing, color="red", lw=0.8, ls="--", label=f"collapsing at or above {collapsing:.2f}")
     ax.set(xlabel="MS-SSIM of real images", ylabel="MS-SSIM of samples", xlim=(0, 1), ylim=(0, 1),
            title="Diversity per class (lower = more diverse)")
     ax.legend(loc="upper left", fontsize=8)
@@ -47,7 +48,7 @@ def accuracy_vs_ms_ssim(ms_ssim: list[float], accuracy: list[float], ms_threshol
     fig = Figure(figsize=(4.5, 4.5))
     ax = fig.subplots()
     ax.scatter(ms_ssim, accuracy, s=12, alpha=0.7)
-    ax.axvline(ms_threshold, color="red", lw=0.8, ls="--", label=f"MS-SSIM {ms_threshold:.2f}")
+    ax.axvline(ms_threshold, color="red", lw=0.8, ls="--", label=f"collapsing at or above {ms_threshold:.2f}")
     ax.axhline(accuracy_threshold, color="grey", lw=0.8, ls=":", label=f"accuracy {accuracy_threshold:.2f}")
     ax.set(xlabel="MS-SSIM of samples", ylabel="accuracy", xlim=(0, 1), ylim=(-0.02, 1.02),
            title=f"Accuracy vs diversity (r = {'n/a' if r is None else f'{r:.2f}'})")
@@ -55,14 +56,15 @@ def accuracy_vs_ms_ssim(ms_ssim: list[float], accuracy: list[float], ms_threshol
     return _png(fig)
 
 
-def ms_ssim_over_training(curves: dict[int, tuple[list[int], list[float]]], real_max: float) -> bytes:
-    """The paper's Figure 5: per-class MS-SSIM of fixed samples during training (collapse rises towards 1)."""
+def ms_ssim_over_training(curves: dict[int, tuple[list[int], list[float]]], collapsing: float) -> bytes:
+    """The paper's Figure 5: per-class MS-SSIM of fixed samples during training (collapse rises towards 1); a class
+    at or above `collapsing` is collapsing (acgan/collapse.py)."""
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
     alpha = 0.8 if len(curves) <= 20 else 0.15
     for class_id, (steps, values) in curves.items():
         ax.plot(steps, values, lw=1, alpha=alpha, label=str(class_id) if len(curves) <= 10 else None)
-    ax.axhline(real_max, color="red", lw=0.8, ls="--", label=f"max real class ({real_max:.2f})")
+    ax.axhline(collapsing, color="red", lw=0.8, ls="--", label=f"collapsing at or above {collapsing:.2f}")
     ax.set(xlabel="training step", ylabel="MS-SSIM of samples", ylim=(0, 1), title="Diversity during training")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)

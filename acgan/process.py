@@ -109,6 +109,17 @@ def task_failures(path: Path) -> list[dict]:
     return found
 
 
+def seconds_since_start() -> float | None:
+    """How long this process has run (its start-up: the interpreter, imports, kfp's executor), from Linux's /proc
+    (proc(5): /proc/self/stat's starttime, in clock ticks since boot, against /proc/uptime); None elsewhere."""
+    started = _start_time(os.getpid())
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if started is None else max(0.0, uptime - int(started) / os.sysconf("SC_CLK_TCK"))
+
+
 def stop_process(proc: subprocess.Popen, grace_seconds: float) -> None:
     """SIGTERM, then SIGKILL if `proc` has not exited within `grace_seconds`; returns once it has exited."""
     proc.terminate()

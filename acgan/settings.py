@@ -155,9 +155,8 @@ class DeviceSetting(BaseModel):
     """Where a process computes: shared by the trainer's settings (`TrainConfig`) and the evaluation's
     (`EvalSettings`)."""
 
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda: where training runs, or "
-                                                   "the evaluation's sampling and every analysis (auto: a GPU when "
-                                                   "one is visible)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda: the device this command "
+                                                   "computes on (auto: a GPU when one is visible)")
 
 
 class CompileSetting(BaseModel):
@@ -386,7 +385,8 @@ class ClusterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     image: str = Field("ghcr.io/acgan-ensemble/acgan-ensemble:0.1.0", description="the project's container image "
-                       "every task runs in, REGISTRY/acgan-ensemble:TAG")
+                       "every task runs in, REGISTRY/acgan-ensemble:TAG, as your cluster pulls it: no image is "
+                       "published, build and push yours (`make push IMAGE=...`, docs/operators.md)")
     parallelism: int = Field(16, ge=1, le=10_000, description="training tasks (GPUs) at once")
     gpus_per_task: int = Field(1, ge=0, le=16, description="GPUs of each training task")
     node_selector: Annotated[dict[str, str], BeforeValidator(_node_selector)] = Field(
@@ -512,6 +512,9 @@ class EvalSettings(EvaluationSettings, DeviceSetting):
     neighbours: int = Field(5, ge=1, le=50, description="nearest training neighbours shown per sample")
     raw: bool = Field(False, description="true | false: evaluate each split's trained G itself rather than its "
                       "sampling snapshot (the averaged G, where the run kept one: --ema-kimg)")
+    classifier_cache: str = Field("~/.cache/acgan/classifiers", description="a folder on this machine where the "
+                                  "trained classifier is kept by the real data's checksum and its settings, and "
+                                  "reused by the evaluation of another store of the same data; '' for none")
 
 
 class ServeSettings(BaseModel):

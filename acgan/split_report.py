@@ -61,5 +61,5 @@ def split_page(store: Store, split: int, seed: int = 0) -> str:
         curves = {int(c): ([line["step"] for line in lines], [line["ms_ssim"][c] for line in lines])
                   for c in lines[-1]["ms_ssim"]}
         curve = base64.b64encode(ms_ssim_over_training(curves, threshold if threshold is not None else 1.0)).decode()
-    return _PAGE.render(split=split, classes=classes, step=meta["step"], alarm=describe(alarm) if alarm else None,
+    return _PAGE.render(split=split, classes=classes, step=meta["step"], alarm=describe(alarm, store.uri) if alarm else None,
                         grid=_png(grid), samples_per_class=SAMPLES_PER_CLASS, curve=curve)

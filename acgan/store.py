@@ -280,7 +280,8 @@ class LocalStore:
             except OSError as e:  # a parent that is a file, no permission
                 raise UserError(f"--store {self.uri}: cannot create the directory ({e.strerror})") from None
         elif not self.root.is_dir():
-            raise UserError(f"store {self.uri} does not exist: run {command('acgan', 'prepare', '--store', self.uri)} first")
+            raise UserError(f"store {self.uri} does not exist: check --store, or make one with "
+                            f"{command('acgan', 'run', '--store', self.uri)}")
 
 
 def _cause(e: BaseException, kind: type[E]) -> E | None:

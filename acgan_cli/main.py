@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import sys
@@ -16,6 +17,7 @@ from acgan.settings import (LOCAL_PARALLELISM, PRESETS, ClusterSettings, Compile
                             ServeSettings, SubmitSettings, preset_defaults, value_type)
 from acgan.store import check_uri
 
+INTERRUPTED = {"serve": "stopped serving (Ctrl-C)"}  # what a Ctrl-C ends with; the others: a training command's
 # Every option that takes a URI (a store, a data source, a class list, an endpoint): checked where a command starts.
 URI_OPTIONS = {"store": "--store", "stores": "STORE", "source": "--source", "class_list": "--class-list",
                "host": "--host", "source_endpoint": "--source-endpoint"}
@@ -43,18 +45,23 @@ def _train_split(args: argparse.Namespace) -> dict:
     return train_split(store, cfg)
 
 
-def _sample(args: argparse.Namespace) -> dict:
+def _sample(args: argparse.Namespace) -> None:
     from acgan.ensemble import sample
     from acgan.store import open_store
 
     store = open_store(args.store)
     store.ensure_ready()
-    return sample(store, args.class_, args.n, args.seed, args.out, args.device, args.raw)
+    s = sample(store, args.class_, args.n, args.seed, args.out, args.device, args.raw)
+    generator = "trained G" if s["raw"] else "sampling snapshot"
+    print(f"{args.n} samples of class {s['class']} ({s['name']}) written to {s['out']}: split {s['split']}'s "
+          f"{generator} at step {s['step']}, through the {s['via']}")
 
 
 def _serve(args: argparse.Namespace) -> None:
     from acgan.serving.server import serve
 
+    # kserve's notice about an API this server does not offer, at every start (kserve/protocol/rest/server.py).
+    logging.getLogger("kserve").addFilter(lambda r: r.getMessage() != "OpenAI endpoints not registered")
     serve(ServeSettings.model_validate(_given(args, ServeSettings.model_fields)))
 
 
@@ -67,21 +74,28 @@ def _cluster_settings(args: argparse.Namespace) -> ClusterSettings:
 
 
 def _run(args: argparse.Namespace) -> dict | None:
-    from acgan.evaluation.analyses import METRICS_KEY
     from acgan.experiment import continued_settings
-    from acgan.store import LocalStore, open_store
-    from pipelines.console import summary_text
     from pipelines.runs import run_local
 
     if args.parallelism < 1:
         raise UserError(f"--parallelism {args.parallelism}: run at least one task at a time")
     settings = continued_settings(_given(args, RunSettings.model_fields))  # a store's recorded ones, as changed
-    result = run_local(settings, args.pipeline_root, args.parallelism, quiet=not args.verbose)
+    return _local_result(run_local(settings, args.pipeline_root, args.parallelism, quiet=not args.verbose),
+                         args.verbose)
+
+
+def _local_result(result: dict, verbose: bool) -> dict | None:
+    """What `acgan run` and `acgan rerun --local` end with: the evaluation's summary, where to look, the result as
+    JSON with --verbose, else where the task logs are."""
+    from acgan.evaluation.analyses import METRICS_KEY
+    from acgan.store import LocalStore, open_store
+    from pipelines.console import summary_text
+
     store = open_store(result["store"])
     local_report = Path(store.root) / "eval" / "report.html" if isinstance(store, LocalStore) else None
     print(summary_text(json.loads(store.read_bytes(METRICS_KEY)), result["report"], result["samples"],
                        local_report))
-    if not args.verbose:
+    if not verbose:
         print(f"task logs:    {result['logs']}")
         return None
     return result
@@ -191,7 +205,7 @@ def _status(args: argparse.Namespace) -> dict | None:
     print(f"{done} of {len(statuses)} splits complete")
     for s in statuses:
         if s.collapse:
-            print(f"split {s.split}: {describe(s.collapse)}")
+            print(f"split {s.split}: {describe(s.collapse, store.uri)}")
     return None
 
 
@@ -201,10 +215,13 @@ def _rerun(args: argparse.Namespace) -> dict:
     options = _cluster_settings(args).model_dump(include=set(_given(args, ClusterSettings.model_fields)))
     given = _given(args, CompileSetting.model_fields)
     run_options = CompileSetting.model_validate(given).model_dump(include=set(given))
-    return rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
-                 args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
-                 args.pipeline_id, preflight=not args.no_preflight, run_options=run_options,
-                 **_given(args, SubmitSettings.model_fields))
+    result = rerun(args.store, args.host, args.local, options, args.pipeline_root, args.namespace,
+                   args.parallelism or LOCAL_PARALLELISM, args.service_account, args.experiment, args.run_name,
+                   args.pipeline_id, preflight=not args.no_preflight, run_options=run_options,
+                   quiet=not args.verbose, **_given(args, SubmitSettings.model_fields))
+    if "pipeline_root" not in result:  # on a cluster, or nothing left to train here
+        return result
+    return _local_result(result, args.verbose)
 
 
 def _unlock(args: argparse.Namespace) -> dict:
@@ -222,12 +239,12 @@ def _unlock(args: argparse.Namespace) -> dict:
 def _plan(args: argparse.Namespace) -> dict | None:
     from acgan.capacity import PlanInput, make_plan, plan_table
 
-    if args.images_per_second is None:
-        raise UserError("give --images-per-second: one GPU's training throughput at the run's resolution "
-                        "(measure it on one GPU: `acgan bench --device cuda --only training`, or the images/s a few "
-                        "hundred steps of `acgan train-split` report)")
     p = PlanInput.model_validate(_given(args, PlanInput.model_fields))
     plan = make_plan(p)
+    if args.images_per_second is None:
+        plan.notes.append(f"the throughput is the project's target for one H100 at 128 px ({p.images_per_second:,.0f} "
+                          "images/s, bench/RESULTS.md), not a measurement: give --images-per-second with yours "
+                          "(`acgan bench --device cuda --only training`, or the images/s `acgan train-split` reports)")
     if args.json:
         return {"input": p.model_dump(), "plan": plan.model_dump()}
     for name, value in plan_table(p, plan):
@@ -316,12 +333,47 @@ def _service_account_option(p: argparse.ArgumentParser) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage dump), like every other error of the command."""
+    """argparse, but a usage error is one line (no usage dump), like every other error of the command, and a flag is
+    never taken for a longer one it begins (allow_abbrev: `--step 100` is not `--steps 100`); an unknown flag is
+    answered with the nearest real one of its command and that command's help."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str):
         message = message.replace("\r", "\\r").replace("\n", "\\n")  # a value given with a line break in it
         print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
         sys.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = self._command(getattr(parsed, "command", None))
+            flag = next((a for a in unknown if a.startswith("-")), unknown[0])
+            nearest = _nearest_flag(flag.partition("=")[0], command)
+            command.error(f"unrecognized argument {flag}" + (f"; did you mean {nearest}?" if nearest else ""))
+        return parsed
+
+    def _command(self, name: str | None) -> argparse.ArgumentParser:
+        """The parser of the subcommand `name`, else this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                return action.choices[name]
+        return self
+
+
+def _nearest_flag(given: str, parser: argparse.ArgumentParser) -> str | None:
+    """The option of `parser` a mistyped `given` most likely meant: one it begins or that begins it (`--step`:
+    `--steps`; `--num`: `-n`), else the closest spelling (difflib)."""
+    flags = [o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")]
+    bare = given.lstrip("-")
+    if not bare:
+        return None
+    prefixed = [f for f in flags if f.lstrip("-").startswith(bare) or bare.startswith(f.lstrip("-"))]
+    if prefixed:
+        return min(prefixed, key=lambda f: abs(len(f.lstrip("-")) - len(bare)))
+    close = difflib.get_close_matches(given, flags, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def _prepare_parser(sub) -> None:
@@ -352,10 +404,14 @@ def _run_parser(sub) -> None:
     p.add_argument("--parallelism", type=int, default=LOCAL_PARALLELISM, help="training tasks at once on this "
                    f"machine, sharing its cores (default {LOCAL_PARALLELISM})")
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"), help="kfp.local's task outputs")
-    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="every task's full log here, and the result as JSON (default: a progress display, task logs in "
-                        "files under PIPELINE_ROOT/logs/, and a summary)")
+    _verbose_option(p)
     p.set_defaults(run=_run, preset=None)  # a store's recorded preset, else demo: only a given one changes it
+
+
+def _verbose_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="a local run: every task's full log here, and the result as JSON (default: a progress "
+                        "display, task logs in files under PIPELINE_ROOT/logs/, and a summary)")
 
 
 def _compile_parser(sub) -> None:
@@ -363,6 +419,9 @@ def _compile_parser(sub) -> None:
     p.add_argument("-o", "--output", type=Path, default=Path("acgan-ensemble.yaml"))
     _preset_option(p, "paper")
     _cluster_options(p)
+    # No image is published: every pod of a pipeline compiled for a made-up one would wait on its pull for ever.
+    image = next(a for a in p._actions if "--image" in a.option_strings)
+    image.required, image.help = True, _flag_help(ClusterSettings.model_fields["image"].description, None)
     p.set_defaults(run=_compile)
 
 
@@ -410,6 +469,7 @@ def _rerun_parser(sub) -> None:
     p.add_argument("--pipeline-root", type=Path, default=Path("acgan-local-runs"))
     p.add_argument("--no-preflight", action="store_true", help="on a cluster, skip asking the Kubernetes API "
                    "whether the namespace has what the pods need (as `acgan submit` does)")
+    _verbose_option(p)
     _cluster_options(p, recorded=True)
     _spec_options(p.add_argument_group("submission"), SubmitSettings, set(), preset_defaults(SubmitSettings, None))
     _spec_options(p.add_argument_group("run settings (default: the recorded ones)"), CompileSetting, set())
@@ -437,14 +497,16 @@ def _plan_parser(sub) -> None:
 
 def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="the paper's discriminability and diversity analyses of the ensemble")
-    p.add_argument("--store", required=True)
+    p.add_argument("--store", required=True, help="the store to evaluate, with its ensemble assembled: a directory, "
+                   "or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
     _spec_options(p, EvalSettings, set(), preset_defaults(EvalSettings, None))
     p.set_defaults(run=_evaluate)
 
 
 def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="speed benchmarks against their targets: a table, and JSON")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu | cuda: where the benchmarks run and "
+                   "whose targets they are measured against (default cpu)")
     p.add_argument("--only", help="comma-separated: training,data,ms_ssim,evaluation,run,serve (default all; with "
                                   "--device cuda all but run)")
     p.add_argument("--out", type=Path, default=Path("bench-results.json"), help="the JSON results")
@@ -508,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"acgan {args.command}: error: {explain(e)}", file=sys.stderr)
         return getattr(e, "exit_status", 2)  # a run stopped by a signal: the shell's status for it
     except KeyboardInterrupt:
-        print(f"acgan {args.command}: interrupted; complete checkpoints are kept", file=sys.stderr)
+        print(f"acgan {args.command}: {INTERRUPTED.get(args.command, 'interrupted; complete checkpoints are kept')}",
+              file=sys.stderr)
         return 130
     if result is not None:
         print(json.dumps(result, indent=2))

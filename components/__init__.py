@@ -13,14 +13,18 @@ T = TypeVar("T")
 
 
 def run_step(name: str, fn: Callable[[], T]) -> T:
+    from acgan import progress
     from acgan.errors import explain
-    from acgan.process import record_task_failure, start_task_process
+    from acgan.process import record_task_failure, seconds_since_start, start_task_process
 
     start_task_process()
+    progress.emit(name, "start", seconds=seconds_since_start())  # the task's start-up so far
     start = time.perf_counter()
     try:
         result = fn()
-        logging.getLogger(name).info("%s: done in %.1f s", name, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        progress.emit(name, "done", seconds=seconds)
+        logging.getLogger(name).info("%s: done in %.1f s", name, seconds)
         return result
     except Exception as e:
         message = explain(e)

@@ -65,7 +65,7 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     before anything is written. `trainer_restarts`: ClusterSettings' default unless given."""
     from kfp import local
 
-    from pipelines.console import quiet_run
+    from pipelines.console import progress_events, quiet_run
 
     if not settings.store.startswith("s3://"):
         settings = settings.model_copy(update={"store": str(Path(settings.store).expanduser().resolve())})
@@ -83,7 +83,7 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     run_lease, stop = RunLease(store, RUN_LEASE_SECONDS), StopOnSignal(settings.store)
     run_lease.acquire()  # a second local run on this store stops here, before it starts a task
     try:
-        with console as logs, stop, local_run_environment() as failures:
+        with progress_events(logs_folder) as events, console as logs, stop, local_run_environment() as failures:
             stop.progress = logs.progress if quiet else None
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
             threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
@@ -104,7 +104,8 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
     uri = store.uri
     return {"store": settings.store, "ensemble": f"{uri}/ensemble.json", "samples": f"{uri}/eval/samples-split-*.png",
             "metrics": f"{uri}/eval/metrics.json", "report": f"{uri}/eval/report.html",
-            "pipeline_root": str(pipeline_root), **({"logs": str(logs_folder)} if quiet else {})}
+            "pipeline_root": str(pipeline_root), "progress": str(events),
+            **({"logs": str(logs_folder)} if quiet else {})}
 
 
 def _run_failed(e: Exception, reasons: list[dict], logs, store: str) -> UserError:
@@ -301,13 +302,15 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
           pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None,
           parallelism: int = LOCAL_PARALLELISM, service_account: str | None = None,
           experiment: str | None = None, run_name: str | None = None, pipeline_id: str | None = None,
-          preflight: bool = True, batch: int | None = None, run_options: dict | None = None) -> dict:
+          preflight: bool = True, batch: int | None = None, run_options: dict | None = None,
+          quiet: bool = False) -> dict:
     """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. The run's
     recorded settings apply, `run_options` (`CompileSetting`'s: compile off where compiling failed) replacing them.
     On a cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and
     the other arguments given (not None) replace them one by one; service_account "" is KFP's default account. On a
     cluster the namespace is checked first, as `acgan submit` does (`preflight`), and the run is refused or cut into
-    runs of `batch` splits as `acgan submit` does."""
+    runs of `batch` splits as `acgan submit` does. `quiet`: a local run shows what `acgan run` shows
+    (run_local)."""
     if (host is None) == (not local):
         raise UserError("rerun needs exactly one of --host URL (a KFP server) or --local (this machine)")
     store = open_store(store_uri)
@@ -329,7 +332,7 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
             raise UserError(f"--{cluster_only[0].replace('_', '-')} is a cluster setting; with --local it would have "
                             "no effect: leave it out, or rerun on a cluster with --host")
         result = run_local(settings, pipeline_root, parallelism,
-                           trainer_restarts=(cluster_options or {}).get("trainer_restarts"))
+                           trainer_restarts=(cluster_options or {}).get("trainer_restarts"), quiet=quiet)
     else:
         recorded = load_submission(store) or Submission(cluster=ClusterSettings(), namespace=None,
                                                         experiment=PIPELINE_NAME, pipeline_id=None,

@@ -29,6 +29,21 @@ def tiny_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**TINY, "steps": 10, **overrides})
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory):
+    """A home of the test session's own, for the fixtures shared by several tests: an evaluation keeps its classifier
+    under ~/.cache/acgan/classifiers (EvalSettings.classifier_cache), never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _own_home(tmp_path_factory, monkeypatch):
+    """Each test a home of its own: no test reuses a classifier another test trained."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
 def stored_file(store, split: int, step: int, name: str) -> str:
     """The key a file of a checkpoint is stored under, `<writer token>-<name>` in its step's prefix
     (acgan/checkpoint.py), found by listing the step: the object a test damages. One writer's, or this fails."""

@@ -87,29 +87,25 @@ def test_table_marks_unmeasured_rows_pending():
     assert "| f | s | < 1 | pending | cpu | needs a GPU |" in text
 
 
-def test_run_breakdown_from_a_kfp_local_log():
+def test_run_breakdown_from_the_runs_progress_events():
+    """Read from the events the tasks write (acgan/progress.py), not from kfp.local's log text."""
+    from acgan.progress import Event
     from acgan_cli.benchmarks.suite import run_breakdown
 
-    log = """10:00:00.000 - INFO - Executing task \x1b[96m'prepare-data'\x1b[0m
-    2026-11-23 10:00:01,000 INFO prepare-data: prepare-data: done in 0.5 s
-10:00:02.000 - INFO - Task \x1b[96m'prepare-data'\x1b[0m finished with status SUCCESS
-10:00:02.000 - INFO - Task 'prepare-data' outputs:
-10:00:02.500 - INFO - Executing task 'train-split'
-10:00:03.000 - INFO - Executing task 'train-split'
-    2026-11-23 10:01:00,000 INFO train-split: train-split: done in 50.0 s
-10:01:00.500 - INFO - Task 'train-split' finished with status SUCCESS
-    2026-11-23 10:01:01,000 INFO train-split: train-split: done in 51.0 s
-2026-11-23 10:01:02,500 INFO root: Task 'train-split' finished with status SUCCESS
-"""
-    rows = {r.figure.strip(): r for r in run_breakdown(log, 70.0, "cpu")}
+    def event(stage, kind, at, seconds):
+        return Event(stage=stage, kind=kind, time=at, seconds=seconds)
+
+    events = [event("prepare-data", "start", 1.0, 2.0), event("prepare-data", "done", 1.5, 0.5),
+              event("train-split", "start", 4.0, 3.0), event("train-split", "start", 4.5, 4.0),
+              event("train-split", "done", 54.0, 50.0), event("train-split", "done", 64.0, 51.0)]
+    rows = {r.figure.strip(): r for r in run_breakdown(events, 70.0, "cpu")}
     assert rows["acgan run (embedded default), wall time"].measured == 70.0
     assert rows["of which prepare-data (work inside the tasks)"].measured == 0.5
     assert rows["of which prepare-data (work inside the tasks)"].note == ""
     train = rows["of which train-split (work inside the tasks)"]
     assert train.measured == 101.0
     assert train.note == "summed over 2 tasks; 60 s from the first start to the last end"
-    # (2 s + 58 s + 59.5 s of task wall time) - (0.5 s + 50 s + 51 s of work) over 3 tasks
-    assert rows["of which task start-up (process, imports, kfp executor), per task"].measured == 6.0
+    assert rows["of which task start-up (process, imports, kfp executor), per task"].measured == 3.0
 
 
 def test_eager_reference_runs_with_tf32_off():

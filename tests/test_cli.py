@@ -14,6 +14,8 @@ from acgan.checkpoint import complete_steps
 from acgan_cli.main import main
 from acgan.store import open_store
 
+IMAGE = ("--image", "registry.example.com/acgan-ensemble:1")  # compile needs one: none is published
+
 TINY_ARGS = ["--batch-size", "16", "--width", "0.0625", "--d-width", "0.25", "--tick-every", "5"]
 
 
@@ -45,8 +47,9 @@ def test_prepare_train_sample(capsys, tmp_path, request, backend):
 
     png, npz, npz_again = tmp_path / "seven.png", tmp_path / "seven.npz", tmp_path / "again.npz"
     code, out, _ = run(capsys, "sample", "--store", uri, "--class", 7, "-n", 6, "--out", png)
-    assert code == 0 and json.loads(out) == {"class": 7, "name": "7", "split": 1, "step": 15, "out": str(png),
-                                             "via": "latest checkpoint", "raw": False}
+    # A sentence, not JSON.
+    assert code == 0 and out == (f"6 samples of class 7 (7) written to {png}: split 1's sampling snapshot at step 15, "
+                                 "through the latest checkpoint\n")
     assert Image.open(png).size == (3 * 34 + 2, 2 * 34 + 2)  # 3 x 2 grid of 32px images, 2px gaps
     for out_file in (npz, npz_again):
         assert run(capsys, "sample", "--store", uri, "--class", 7, "-n", 6, "--seed", 3, "--out", out_file)[0] == 0
@@ -54,6 +57,26 @@ def test_prepare_train_sample(capsys, tmp_path, request, backend):
     assert a["images"].shape == (6, 32, 32, 1) and a["images"].dtype == np.uint8
     assert a["labels"].tolist() == [7] * 6
     assert np.array_equal(a["images"], b["images"])  # same seed, same images
+
+
+def test_a_mistyped_or_missing_flag_never_starts_a_command_and_names_the_nearest_real_one(capsys, tmp_path):
+    """`--step 100` was taken for `--steps 100` (argparse's abbreviations) and trained a full run; compile without
+    --image named an image nothing publishes."""
+    cases = [(["run", "--step", "100", "--store", tmp_path / "r"], "acgan run: error: unrecognized argument --step; "
+                                                                 "did you mean --steps? (see `acgan run --help`)"),
+             (["sample", "--num", "16", "--store", tmp_path / "s", "--class", "1", "--out", tmp_path / "x.png"],
+              "acgan sample: error: unrecognized argument --num; did you mean -n? (see `acgan sample --help`)"),
+             (["status", "--store", tmp_path / "s", "--jsno"], "did you mean --json?"),
+             (["evaluate", "--store", tmp_path / "s", "--pair=3"], "unrecognized argument --pair=3; did you mean "
+                                                                  "--pairs?"),
+             # No image is published: a pipeline compiled for a made-up one would wait on its pull for ever.
+             (["compile", "-o", tmp_path / "p.yaml"], "acgan compile: error: the following arguments are required: "
+                                                      "--image (see `acgan compile --help`)")]
+    for argv, fragment in cases:
+        with pytest.raises(SystemExit) as exited:
+            main([str(a) for a in argv])
+        assert_one_line_error(exited.value.code, capsys.readouterr().err, fragment)
+    assert not list(tmp_path.iterdir())  # nothing started
 
 
 def test_bad_inputs(capsys, tmp_path, digits_store):
@@ -67,7 +90,7 @@ def test_bad_inputs(capsys, tmp_path, digits_store):
         (["train-split", "--store", store, "--split", 2, "--steps", 5], "split 2 is out of range"),
         (["train-split", "--store", store, "--split", 0, "--steps", 0], "--steps"),
         (["train-split", "--store", store, "--split", 0, "--keep-checkpoints", 1], "--keep-checkpoints"),
-        (["train-split", "--store", tmp_path / "missing", "--split", 0], "run `acgan prepare"),
+        (["train-split", "--store", tmp_path / "missing", "--split", 0], "check --store, or make one with `acgan run"),
         (["sample", "--store", store, "--class", 10, "--out", tmp_path / "x.png"], "class 10 is out of range"),
         (["sample", "--store", store, "--class", "eleven", "--out", tmp_path / "x.png"], "no class named 'eleven'"),
         (["sample", "--store", store, "--class", 3, "--out", tmp_path / "x.png"], "has no complete checkpoint"),
@@ -77,9 +100,9 @@ def test_bad_inputs(capsys, tmp_path, digits_store):
         (["run", "--store", tmp_path / "r", "--split-ids", "a,b"], "separated by commas"),
         (["run", "--store", tmp_path / "r", "--dataset", "folder"], "needs --source"),
         (["submit", "--host", "http://127.0.0.1:9", "--store", "s3://acgan/x", "--parallelism", 0], "--parallelism"),
-        (["compile", "-o", tmp_path / "p.yaml", "--node-selector", "gpu"], "must be key=value"),
+        (["compile", "-o", tmp_path / "p.yaml", *IMAGE, "--node-selector", "gpu"], "must be key=value"),
         (["compile", "-o", tmp_path / "p.yaml", "--image", "Bad Image"], "not an image reference"),
-        (["compile", "-o", tmp_path / "no" / "p.yaml"], "does not exist"),
+        (["compile", "-o", tmp_path / "no" / "p.yaml", *IMAGE], "does not exist"),
         (["status", "--store", tmp_path / "missing"], "does not exist"),
         (["rerun", "--store", store, "--local"], "no experiment settings"),
         (["evaluate", "--store", store, "--analyses", "diversity,foo"], "--analyses: unknown analysis foo: use a "
@@ -124,8 +147,8 @@ def test_console_script_exits_cleanly(tmp_path):
                                                                + os.pathsep + os.environ["PATH"]})
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"acgan train-split: error: store {tmp_path / 'none'} does not exist: run `acgan prepare --store "
-        f"{tmp_path / 'none'}` first"]
+        f"acgan train-split: error: store {tmp_path / 'none'} does not exist: check --store, or make one with "
+        f"`acgan run --store {tmp_path / 'none'}`"]
 
 
 def test_status_table_and_json(capsys, digits_store):

@@ -594,7 +594,7 @@ def test_every_analysis_by_default_writes_the_keys_it_always_wrote(tmp_path):
                for c in metrics["classes"])
     assert set(metrics["computed_on"]) == {
         "checkpoints", "generator", "samples_per_class", "pairs_per_class", "seed", "real_images", "real_per_class_at_most",
-        "ms_ssim_standard_error", "classifier", "ms_ssim_data_range", "resolution_study", "joint_thresholds",
+        "ms_ssim_standard_error", "collapse_threshold", "classifier", "ms_ssim_data_range", "resolution_study", "joint_thresholds",
         "inception_score", "fid", "overfitting", "peak_host_memory_bytes", "peak_device_memory_bytes",
         "class_feature_metrics", "cas"}
 
@@ -673,7 +673,7 @@ def test_discriminability_alone_classifies_and_computes_no_ms_ssim(tmp_path, mon
     # Its figure only: the previous evaluation's MS-SSIM figures are gone with its numbers.
     assert store.list("eval/figures/") == ["eval/figures/accuracy-by-resolution.png"]
     page = store.read_bytes("eval/report.html").decode()
-    assert "accuracy by resolution" in page and "MS-SSIM &plusmn;" not in page and "<th>accuracy</th>" in page
+    assert "Discriminability by resolution" in page and "MS-SSIM &plusmn;" not in page and "<th>recognised</th>" in page
     assert store.exists("eval/overfitting/nearest-ms-ssim.png") and store.exists("eval/samples-split-00001.png")
     # Consumers say what is missing: the comparison needs diversity; the console prints the accuracy part.
     with pytest.raises(UserError, match=r"has no diversity, which the comparison needs: run `acgan evaluate --store "
@@ -699,7 +699,7 @@ def test_diversity_alone_trains_no_classifier(tmp_path, monkeypatch):
     assert not {"classifier", "resolution_study", "fid"} & set(metrics["computed_on"])
     assert "eval/figures/ms-ssim-samples-vs-real.png" in store.list("eval/figures/")
     page = store.read_bytes("eval/report.html").decode()
-    assert "MS-SSIM &plusmn;" in page and "<th>accuracy</th>" not in page and "classifier:" not in page
+    assert "MS-SSIM &plusmn;" in page and "<th>recognised</th>" not in page and "classifier:" not in page
     with pytest.raises(UserError, match="has no discriminability, which the comparison needs"):
         compare([store, store])
     text = summary_text(metrics, "REPORT", "GRIDS", None)
@@ -749,12 +749,14 @@ def test_the_closing_summary_of_a_thousand_classes_stays_short():
                 "real_ms_ssim": 0.25, "real_ms_ssim_se": 0.03, "low_diversity": True} for i in range(1000)]
     summary = {"accuracy": 0.001, "real_accuracy": 0.83, "ms_ssim_mean": 0.99, "real_ms_ssim_mean": 0.27,
                "fraction_below_real_max": 0.0, "real_ms_ssim_max": 0.40}
-    text = summary_text({"summary": summary, "classes": classes}, "REPORT", "GRIDS", None)
-    assert "Flagged as collapsing (at or above 0.40): 1000 of 1000 classes, n00000000, " in text
+    on = {"collapse_threshold": 0.40}
+    text = summary_text({"summary": summary, "classes": classes, "computed_on": on}, "REPORT", "GRIDS", None)
+    assert ("Flagged as collapsing (samples' MS-SSIM at or above 0.40, the collapse alarm's line): 1000 of 1000 "
+            "classes, n00000000, ") in text
     assert "n00000009 …. Recognised under 90%: 1000 of 1000 classes" in text and "n00000010" not in text.split("\n")[2]
     rows = [line for line in text.splitlines() if line.startswith("n0")]
     assert len(rows) == 20 and "… 980 more classes: every class is in the report" in text
-    few = summary_text({"summary": summary, "classes": classes[:3]}, "REPORT", "GRIDS", None)
+    few = summary_text({"summary": summary, "classes": classes[:3], "computed_on": on}, "REPORT", "GRIDS", None)
     assert "n00000000, n00000001, n00000002." in few and "more classes" not in few
 
 
@@ -770,8 +772,9 @@ def test_the_report_escapes_what_it_did_not_write():
     info = ClassifierInfo(kind="file", source=source, channels=1, resolution=32, num_classes=1, heldout_images=2,
                           heldout_accuracy=0.5)
     per_class = [{"id": 0, "name": name, "split": 0, "accuracy": 0.5, "real_accuracy": 1.0}]
-    page = render_report({"accuracy": 0.5, "fid": float("nan")}, per_class, {"samples_per_class": 2, "real_images": 2},
-                         {}, {"eval/samples-split-00000.png": b"\x89PNG"}, info, 1)
+    page = render_report({"accuracy": 0.5, "real_accuracy": 1.0, "fid": float("nan")}, per_class,
+                         {"samples_per_class": 2, "real_images": 2}, {}, {"eval/samples-split-00000.png": b"\x89PNG"},
+                         info, 1, 32)
 
     class Tags(HTMLParser):
         tags, text = [], []
@@ -786,3 +789,23 @@ def test_the_report_escapes_what_it_did_not_write():
     parsed.feed(page)
     assert "script" not in parsed.tags and parsed.tags.count("img") == 1  # the grid's only
     assert name in parsed.text and any(source in t for t in parsed.text) and "n/a" in parsed.text
+
+
+def test_a_store_of_the_same_data_reuses_the_classifier_another_store_trained(tmp_path, monkeypatch):
+    """The evaluation's classifier was trained afresh for every store, the longest part of a small run's evaluation:
+    it is kept by the real data's checksum and its settings, and another store of the same data reuses it."""
+    from acgan.evaluation import inputs
+
+    trained = _count_calls(monkeypatch, "train_classifier")
+    first, second = (_synthetic_ensemble(tmp_path / name, 4, classifier=False) for name in ("first", "second"))
+    settings = STREAM_SETTINGS.model_copy(update={"classifier_steps": 3, "classifier_cache": str(tmp_path / "cache")})
+    assert evaluate(first, settings) == evaluate(second, settings)
+    assert trained["calls"] == 1 and len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
+    assert second.read_bytes("eval/classifier.safetensors") == first.read_bytes("eval/classifier.safetensors")
+    # Other settings, or no cache: trained again.
+    for store in (first, second):
+        for key in ("eval/classifier.safetensors", "eval/classifier.json"):
+            store.delete(key)
+    evaluate(first, settings.model_copy(update={"classifier_steps": 4}))
+    evaluate(second, settings.model_copy(update={"classifier_cache": ""}))
+    assert trained["calls"] == 3 and inputs.load_cached_classifier(tmp_path / "none", "x") is None

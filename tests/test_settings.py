@@ -160,7 +160,8 @@ def test_the_split_configs_and_experiment_json_record_the_preset_and_every_value
 @pytest.mark.parametrize("preset", ["paper", "demo"])
 def test_compiled_parameters_are_the_spec_with_the_presets_defaults(capsys, tmp_path, preset):
     out = tmp_path / "p.yaml"
-    argv = ["compile", "-o", out] + ([] if preset == "paper" else ["--preset", preset])
+    argv = ["compile", "-o", out, "--image", "registry.example.com/acgan-ensemble:1"] + \
+        ([] if preset == "paper" else ["--preset", preset])
     assert cli.main([str(a) for a in argv]) == 0
     params = next(yaml.safe_load_all(out.read_text()))["root"]["inputDefinitions"]["parameters"]
     assert set(params) == set(RunSettings.model_fields)
@@ -283,7 +284,8 @@ def test_every_command_help_shows_each_settings_description_and_default():
     commands = _subcommands()
     for command in commands.values():
         assert command.format_help()
-    cases = [("compile", ClusterSettings, preset_defaults(ClusterSettings, None)),
+    published = {k: v for k, v in preset_defaults(ClusterSettings, None).items() if k != "image"}
+    cases = [("compile", ClusterSettings, published),  # --image: required, no image is published
              ("submit", ClusterSettings, preset_defaults(ClusterSettings, None)), ("rerun", ClusterSettings, {}),
              ("evaluate", EvalSettings, preset_defaults(EvalSettings, None)),
              ("run", RunSettings, preset_defaults(RunSettings, "demo"))]
@@ -305,7 +307,8 @@ def test_every_command_help_shows_each_settings_description_and_default():
 
 
 def test_the_cluster_flags_reach_the_cluster_settings():
-    args = cli.build_parser().parse_args(["compile", "--node-selector", "pool=h100", "--node-selector", "zone=a",
+    args = cli.build_parser().parse_args(["compile", "--image", "registry.example.com/acgan-ensemble:1",
+                                          "--node-selector", "pool=h100", "--node-selector", "zone=a",
                                           "--gpu-toleration", "none", "--train-memory", "64G", "--retries", "2"])
     cluster = cli._cluster_settings(args)
     assert cluster.node_selector == {"pool": "h100", "zone": "a"} and cluster.gpu_toleration is None

@@ -27,7 +27,8 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from tqdm import tqdm
 
-from acgan import figures
+from acgan import figures, progress
+from acgan.collapse import collapse_threshold, collapsing
 from acgan.data.plan import SplitPlan, load_plan
 from acgan.ensemble import EnsembleManifest, load_ensemble
 from acgan.errors import UserError, rerun_command
@@ -95,6 +96,7 @@ class Streamed:
     ms_real_se: list[float] | None = None
     class_features: dict[str, list[float]] | None = None
     cas: tuple[float, list[float]] | None = None
+    recorded_threshold: float | None = None  # the collapse alarm's (acgan/collapse.py), where the store has it
 
     @property
     def real_max(self) -> float:
@@ -102,7 +104,10 @@ class Streamed:
 
     @property
     def ms_ssim_threshold(self) -> float:
-        return self.settings.ms_ssim_threshold or self.real_max
+        """Where a class is collapsing: --ms-ssim-threshold, else the collapse alarm's threshold (the real data's
+        least diverse class, measured as training measures its samples), so that `acgan status`, the report and
+        the summary draw one line; the evaluation's own least diverse real class for a store without it."""
+        return self.settings.ms_ssim_threshold or self.recorded_threshold or self.real_max
 
     @property
     def per_class_accuracy(self) -> list[float]:
@@ -148,9 +153,10 @@ def diversity(r: Streamed) -> dict:
 
 def diversity_figures(r: Streamed) -> dict[str, bytes]:
     pictures = {"eval/figures/ms-ssim-samples-vs-real.png": figures.ms_ssim_scatter(r.ms_real, r.ms_samples,
-                                                                                    r.real_max)}
+                                                                                    r.ms_ssim_threshold)}
     if r.curves:
-        pictures["eval/figures/ms-ssim-over-training.png"] = figures.ms_ssim_over_training(r.curves, r.real_max)
+        pictures["eval/figures/ms-ssim-over-training.png"] = figures.ms_ssim_over_training(r.curves,
+                                                                                           r.ms_ssim_threshold)
     return pictures
 
 
@@ -168,7 +174,7 @@ def joint_figures(r: Streamed) -> dict[str, bytes]:
 
 def joint_notes(r: Streamed) -> dict:
     return {"joint_thresholds": {"ms_ssim": r.ms_ssim_threshold, "accuracy": r.settings.accuracy_threshold,
-                                 "ms_ssim_is_real_max": r.settings.ms_ssim_threshold is None}}
+                                 "ms_ssim_is_real_max": r.ms_ssim_threshold == r.real_max}}
 
 
 def fidelity(r: Streamed) -> dict:
@@ -275,8 +281,8 @@ def class_records(plan: SplitPlan, manifest: EnsembleManifest, r: Streamed) -> l
         if r.ms_samples is not None:
             record.update({"ms_ssim": r.ms_samples[c.id], "ms_ssim_se": r.ms_samples_se[c.id],
                            "real_ms_ssim": r.ms_real[c.id], "real_ms_ssim_se": r.ms_real_se[c.id],
-                           # Less diverse than the least diverse real class: collapsing (the paper's threshold).
-                           "low_diversity": r.ms_samples[c.id] >= r.real_max})
+                           # As alike as the least diverse real class: collapsing (acgan/collapse.py).
+                           "low_diversity": collapsing(r.ms_samples[c.id], r.ms_ssim_threshold)})
         if r.class_features is not None:
             record.update({name: values[c.id] for name, values in r.class_features.items()})
         if r.cas is not None:
@@ -300,7 +306,8 @@ def computed_on_record(manifest: EnsembleManifest, settings: EvalSettings, r: St
     if r.info is not None:
         computed_on["classifier"] = r.info.model_dump()
     if r.ms_samples is not None:
-        computed_on.update({"pairs_per_class": settings.pairs, "ms_ssim_data_range": 255,
+        computed_on.update({"collapse_threshold": r.ms_ssim_threshold, "pairs_per_class": settings.pairs,
+                            "ms_ssim_data_range": 255,
                             "ms_ssim_standard_error": "per class, the standard deviation of the pair scores over "
                                                       "the square root of the number of pairs"})
     for analysis in chosen:
@@ -332,6 +339,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
         if cas_inputs is not None:
             log.info("CAS: training a classifier on the samples (%d steps)", settings.cas_training_steps)
             streamed.cas = cas_inputs.score(plan.num_classes, settings.cas_training_steps, settings.seed, device)
+    streamed.recorded_threshold = collapse_threshold(store)
     summary = {name: value for analysis in chosen for name, value in analysis.compute(streamed).items()}
     computed_on = computed_on_record(manifest, settings, streamed, chosen)
 
@@ -349,7 +357,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     per_class = class_records(plan, manifest, streamed)
     in_report = dict(list(grids.items())[:settings.report_splits])
     store.write_bytes(REPORT_KEY, report.render_report(summary, per_class, computed_on, pictures, in_report,
-                                                       streamed.info, len(grids)).encode())
+                                                       streamed.info, len(grids), plan.resolution).encode())
     write_json(store, METRICS_KEY, {"summary": summary, "computed_on": computed_on, "classes": per_class})
     log.info("evaluation written to %s/%s", store.uri, METRICS_KEY)
     return summary
@@ -396,6 +404,7 @@ def _stream(store: Store, plan: SplitPlan, manifest: EnsembleManifest, settings:
         grids[f"eval/samples-split-{split:05d}.png"] = grid_png(torch.cat(
             [samples[sample_labels == c][:columns] for c in members]), columns)
         del samples, sample_labels, real, real_labels  # freed before the next split is loaded
+        progress.emit(progress.EVALUATE, "progress", part=progress.SPLITS, step=split + 1, total=len(plan.splits))
 
     sample_labels, real_labels = torch.cat(kept["sample_labels"]), torch.cat(kept["real_labels"])
     streamed = Streamed(settings=settings, resolution=plan.resolution, samples=len(sample_labels),

@@ -8,14 +8,16 @@ import io
 import json
 import resource
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from acgan import progress
 from acgan.data.plan import SplitPlan
 from acgan.data.prepare import load_shard, shard_info
 from acgan.ensemble import EnsembleManifest, load_member_generator
@@ -25,8 +27,11 @@ from acgan.metrics.cas import compute_cas
 from acgan.metrics.classifier import (
     HELDOUT_FRACTION,
     ClassifierInfo,
+    cache_classifier,
+    classifier_key,
     classify,
     heldout_mask,
+    load_cached_classifier,
     load_classifier,
     load_classifier_file,
     save_classifier,
@@ -167,12 +172,32 @@ def get_classifier(store: Store, plan: SplitPlan, settings: EvalSettings,
                         f"plan {plan.num_classes} at {plan.resolution}px: delete {store.uri}/eval/classifier.* to retrain")
     if loaded is not None:
         return loaded[0].to(device), loaded[1]
+    cache = Path(settings.classifier_cache).expanduser() if settings.classifier_cache else None
+    key = classifier_key([shard_info(store, split).sha256 for split in range(len(plan.splits))],
+                         settings.model_dump(include={"classifier_steps", "seed", "real_per_class"}))
+    cached = load_cached_classifier(cache, key) if cache else None
+    if cached is not None:  # another store of the same data, evaluated with the same settings
+        save_classifier(store, *cached)
+        return cached[0].to(device), cached[1]
     # Training draws from every class at once: the first evaluation of a store maps them from disk while it trains.
     with real_on_disk(store, plan, settings.real_per_class, settings.seed) as (real_images, real_labels):
         model, info = train_classifier(real_images, real_labels, plan.num_classes, settings.classifier_steps,
-                                       seed=settings.seed, device=device)
+                                       seed=settings.seed, device=device, on_step=_classifier_progress(settings))
     save_classifier(store, model.cpu(), info)
+    if cache:
+        cache_classifier(cache, key, model, info)
     return model.to(device), info
+
+
+def _classifier_progress(settings: EvalSettings) -> Callable[[int], None]:
+    """The classifier's training steps as progress events of the evaluation (acgan/progress.py)."""
+    throttle = progress.Throttle()
+
+    def report(step: int) -> None:
+        if throttle.due() or step == settings.classifier_steps:
+            progress.emit(progress.EVALUATE, "progress", part=progress.CLASSIFIER, step=step,
+                          total=settings.classifier_steps)
+    return report
 
 
 def training_curves(store: Store, plan: SplitPlan) -> dict[int, tuple[list[int], list[float]]]:

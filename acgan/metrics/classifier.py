@@ -11,11 +11,13 @@ never downloaded at run time and nothing is unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -182,13 +184,15 @@ def heldout_mask(labels: torch.Tensor, num_classes: int, fraction: float, gen: t
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: int, steps: int = 1500,
                      heldout_fraction: float = HELDOUT_FRACTION, seed: int = 0, device: str | torch.device = "cpu",
-                     batch_size: int = 64) -> tuple[Classifier, ClassifierInfo]:
+                     batch_size: int = 64, on_step: Callable[[int], None] = lambda step: None,
+                     ) -> tuple[Classifier, ClassifierInfo]:
     """Train on all but a held-out fraction of each class; report accuracy on the held-out images. `images` may be
-    mapped from a file (evaluation.real_on_disk): only a batch of them is ever copied, never the training set."""
+    mapped from a file (evaluation.real_on_disk): only a batch of them is ever copied, never the training set.
+    `on_step(n)` follows each of the `steps` (n: the steps done)."""
     gen = torch.Generator().manual_seed(seed)
     heldout = heldout_mask(labels, num_classes, heldout_fraction, gen)
     train = (~heldout).nonzero().squeeze(1)  # indices into images: a batch is images[train[idx]]
-    model = fit_classifier(images, labels, train, num_classes, steps, gen, seed, device, batch_size)
+    model = fit_classifier(images, labels, train, num_classes, steps, gen, seed, device, batch_size, on_step)
     accuracy = heldout_accuracy(model, images, labels, heldout.nonzero().squeeze(1))
     info = ClassifierInfo(channels=images.shape[1], resolution=images.shape[-1], num_classes=num_classes,
                           steps=steps, batch_size=batch_size, train_images=len(train), heldout_images=int(heldout.sum()),
@@ -199,7 +203,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, num_classes: in
 
 def fit_classifier(images: torch.Tensor, labels: torch.Tensor, train: torch.Tensor, num_classes: int, steps: int,
                    gen: torch.Generator, seed: int = 0, device: str | torch.device = "cpu",
-                   batch_size: int = 64) -> Classifier:
+                   batch_size: int = 64, on_step: Callable[[int], None] = lambda step: None) -> Classifier:
     """A classifier trained `steps` steps on images[train] (batches drawn from `gen`), in eval mode: the evaluation
     classifier's recipe, and CAS's on samples (acgan/metrics/cas.py)."""
     torch.manual_seed(seed)
@@ -207,7 +211,7 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, train: torch.Tens
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     model.train()
-    for _ in tqdm(range(steps), desc="classifier", unit="step", disable=not sys.stderr.isatty()):
+    for step in tqdm(range(1, steps + 1), desc="classifier", unit="step", disable=not sys.stderr.isatty()):
         idx = train[torch.randint(len(train), (batch_size,), generator=gen)]
         x = to_input(images[idx]).to(device)
         # Small random shifts: the classifier must judge shapes, not exact pixel positions.
@@ -218,6 +222,7 @@ def fit_classifier(images: torch.Tensor, labels: torch.Tensor, train: torch.Tens
         loss.backward()
         opt.step()
         sched.step()
+        on_step(step)
     return model.eval()
 
 
@@ -241,6 +246,40 @@ def load_classifier(store: Store) -> tuple[Classifier, ClassifierInfo] | None:
     model = Classifier(info.channels, info.num_classes, info.width)
     model.load_state_dict(load_safetensors(store.read_bytes(WEIGHTS_KEY)))
     return model.eval(), info
+
+
+def classifier_key(shards: list[str], settings: dict) -> str:
+    """What identifies a trained classifier: the real data (each shard's sha256, in the plan's order) and what it
+    was trained with."""
+    return hashlib.sha256(json.dumps({"shards": shards, "settings": settings}, sort_keys=True).encode()).hexdigest()
+
+
+def load_cached_classifier(folder: Path, key: str) -> tuple[Classifier, ClassifierInfo] | None:
+    """The classifier kept under `key` in a cache folder, None if there is none or it cannot be read."""
+    weights, info = folder / f"{key}.safetensors", folder / f"{key}.json"
+    try:
+        meta = ClassifierInfo.model_validate_json(info.read_bytes())
+        model = Classifier(meta.channels, meta.num_classes, meta.width)
+        model.load_state_dict(load_safetensors(weights.read_bytes()))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as e:  # none kept, or a damaged one: train again
+        if not isinstance(e, FileNotFoundError):
+            log.warning("classifier cache %s: %s unreadable (%s); training the classifier again", folder, key[:12], e)
+        return None
+    return model.eval(), meta
+
+
+def cache_classifier(folder: Path, key: str, model: Classifier, info: ClassifierInfo) -> None:
+    """Best effort: a folder that cannot be written (a pod's read-only home) only loses the reuse."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in ((f"{key}.safetensors", save_safetensors({k: v.contiguous().cpu() for k, v in
+                                                                    model.state_dict().items()})),
+                           (f"{key}.json", info.model_dump_json().encode())):
+            partial = folder / f".{name}.{os.getpid()}"
+            partial.write_bytes(data)
+            partial.replace(folder / name)  # whole or not at all, for an evaluation reading it at once
+    except OSError as e:
+        log.warning("classifier cache %s not written (%s); the classifier is in the store all the same", folder, e)
 
 
 def read_classifier_file(source: str, store: Store) -> dict[str, torch.Tensor]:

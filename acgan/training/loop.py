@@ -28,6 +28,7 @@ import torch
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
+from acgan import progress
 from acgan.checkpoint import (CheckpointExists, complete_steps, latest_checkpoint, prune_checkpoints,
                                    quarantine_checkpoint, save_checkpoint, split_prefix)
 from acgan.data.plan import load_plan
@@ -43,6 +44,7 @@ from acgan.training.state import pack_checkpoint, unpack_checkpoint
 from acgan.training.step import STATS, FastPath, TrainStep, make_optimizers
 
 log = logging.getLogger(__name__)
+TICK_FIGURES = ("loss_d", "loss_g", "d_class_acc_fake", "ms_ssim_mean", "images_per_second")  # a tick's, shown live
 
 
 class TrainConfig(TrainingSettings, DeviceSetting):
@@ -162,6 +164,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
 
     # Resume from the newest complete, intact checkpoint of this split.
     start = _resume(store, cfg, model_cfg, G, D, opt_g, opt_d, data_rng, G_ema)
+    _report(cfg, start)
     if start >= cfg.steps:
         log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
         return {"step": start, "steps": cfg.steps, "resumed_from": start}
@@ -190,7 +193,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
     sums = torch.zeros(len(STATS), device=device)
     tick_start, tick_step, last = time.perf_counter(), start, {}
     bar = tqdm(total=cfg.steps, initial=start, desc=f"split {cfg.split}", unit="step", disable=not sys.stderr.isatty())
-    saved, done = start, start
+    saved, done, report = start, start, progress.Throttle()
     for step in range(start + 1, cfg.steps + 1):
         if stop.is_set():
             break
@@ -200,6 +203,8 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
             update_ema(G_ema, G, ema_beta(step, cfg.batch_size, cfg.ema_kimg, cfg.ema_rampup))
         done = step
         bar.update(1)
+        if report.due():
+            _report(cfg, step)
         is_checkpoint = step % cfg.checkpoint_every == 0 or step == cfg.steps
         if not (is_checkpoint or step % cfg.tick_every == 0):
             continue
@@ -299,8 +304,16 @@ def training_batch(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
     return x_real, labels[idx], z, y_fake
 
 
+def _report(cfg: TrainConfig, step: int, tick: dict | None = None) -> None:
+    """The split's step as a progress event (acgan/progress.py), with a tick's figures."""
+    figures = {name: tick[name] for name in TICK_FIGURES} if tick else {}
+    progress.emit(progress.TRAIN, "progress", part=progress.STEPS, split=cfg.split, step=step, total=cfg.steps,
+                  figures=figures)
+
+
 def _show_tick(bar: tqdm, cfg: TrainConfig, tick: dict) -> None:
-    """A tick on the progress bar in a terminal, else as a log line (a KFP pod's, and `acgan run`'s progress)."""
+    """A tick as a progress event; on the progress bar in a terminal, else as a log line (a KFP pod's)."""
+    _report(cfg, tick["step"], tick)
     bar.set_postfix(loss_d=f"{tick['loss_d']:.3f}", loss_g=f"{tick['loss_g']:.3f}",
                     cls_fake=f"{tick['d_class_acc_fake']:.2f}", ms_ssim=f"{tick['ms_ssim_mean']:.3f}")
     if bar.disable:

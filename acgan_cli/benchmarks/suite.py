@@ -29,6 +29,7 @@ from acgan import allocator
 from acgan.metrics.ms_ssim import ms_ssim
 from acgan_cli.benchmarks.ms_ssim_reference import ms_ssim_pair
 from acgan.model import Discriminator, Generator, ModelConfig
+from acgan.progress import ASSEMBLE, EVALUATE, PLAN, TRAIN, Event
 from acgan.training.step import FastPath, TrainStep, make_optimizers
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendor's data sheets, by device name.
@@ -329,56 +330,44 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
 
 
 def bench_embedded_run(device: torch.device) -> list[Row]:
-    """`acgan run` with its defaults in a fresh directory, as a user runs it; where its time goes, from kfp.local's
-    task log (a task's wall time) and each step's own `done in` line (the work inside the task)."""
+    """`acgan run` with its defaults in a fresh directory, as a user runs it; where its time goes, from the run's
+    progress events (acgan/progress.py): each task's start-up and the work inside it."""
     import sys
+
+    from acgan.progress import read_events
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "acgan_cli.main", "run", "--store", f"{tmp}/store",
-                               "--pipeline-root", f"{tmp}/runs", "--verbose"], capture_output=True, text=True,
-                              cwd=tmp)  # --verbose: every task's log on the console, where run_breakdown reads it
+                               "--pipeline-root", f"{tmp}/runs"], capture_output=True, text=True, cwd=tmp)
         total = time.perf_counter() - start
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"acgan run failed: {tail[0]}")
-    return run_breakdown(done.stdout + done.stderr, total, device_name(device))
+        if done.returncode != 0:
+            tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"acgan run failed: {tail[0]}")
+        events = [e for path in Path(tmp, "runs", "logs").glob("*/progress.jsonl") for e in read_events(path)]
+    return run_breakdown(events, total, device_name(device))
 
 
-def run_breakdown(log: str, total: float, name: str) -> list[Row]:
-    """Rows from a kfp.local run's log: its tasks' wall times and the work their steps report."""
-    import re
-
-    log = re.sub(r"\x1b\[[0-9;]*m", "", log)
-    # kfp.local's format; with tasks side by side, a line can come out in the root logger's format instead
-    line = r"^(?:\S+ )?(\d+:\d+:\d+[.,]\d+) (?:- INFO - |INFO root: )"
-    starts = [(m.group(2), _seconds(m.group(1))) for m in re.finditer(line + r"Executing task '([^']+)'", log, re.M)]
-    ends = [(m.group(2), _seconds(m.group(1))) for m in re.finditer(line + r"Task '([^']+)' finished", log, re.M)]
-    work: dict[str, list[float]] = {}
-    for m in re.finditer(r"INFO ([\w-]+): [\w-]+: done in ([\d.]+) s", log):
-        work.setdefault(m.group(1), []).append(float(m.group(2)))
-    tasks = min(len(starts), len(ends))
-    overhead = sum(e for _, e in ends[:tasks]) - sum(s for _, s in starts[:tasks]) - sum(map(sum, work.values()))
+def run_breakdown(events: list[Event], total: float, name: str) -> list[Row]:
+    """Rows from a run's progress events: per step the work its tasks report, and each task's start-up (its
+    process, imports and kfp's executor, before the step began)."""
+    starts, ends = [e for e in events if e.kind == "start"], [e for e in events if e.kind == "done"]
+    startup = [e.seconds for e in starts if e.seconds is not None]
     rows = [Row(figure="acgan run (embedded default), wall time", unit="s", target="< 600 on 2 cores",
-                measured=total, device=name, note=f"{tasks} tasks")]
-    for step in ("prepare-data", "train-split", "assemble-ensemble", "evaluate-ensemble"):
-        done = work.get(step, [])
+                measured=total, device=name, note=f"{len(starts)} tasks")]
+    for step in (PLAN, TRAIN, ASSEMBLE, EVALUATE):
+        done = [e.seconds for e in ends if e.stage == step]
         note = ""
         if len(done) > 1:  # tasks of one step may run side by side: their work adds up to more than their wall time
-            span = (max((e for n, e in ends if n == step), default=0.0)
-                    - min((s for n, s in starts if n == step), default=0.0))
+            span = max(e.time for e in ends if e.stage == step) - min(e.time for e in starts if e.stage == step)
             note = f"summed over {len(done)} tasks; {span:.0f} s from the first start to the last end"
         rows.append(Row(figure=f"  of which {step} (work inside the tasks)", unit="s", target="-",
                         measured=sum(done) if done else None, device=name, note=note))
     rows.append(Row(figure="  of which task start-up (process, imports, kfp executor), per task", unit="s",
-                    target="-", measured=overhead / max(tasks, 1), device=name,
-                    note=f"{overhead:.1f} s over {tasks} tasks; the rest is pipeline compilation and the CLI"))
+                    target="-", measured=sum(startup) / max(len(startup), 1), device=name,
+                    note=f"{sum(startup):.1f} s over {len(startup)} tasks; the rest is pipeline compilation, the CLI "
+                         "and kfp.local's own work between tasks"))
     return rows
-
-
-def _seconds(clock: str) -> float:
-    h, m, s = clock.replace(",", ".").split(":")
-    return int(h) * 3600 + int(m) * 60 + float(s)
 
 
 def bench_serve(device: torch.device) -> list[Row]:

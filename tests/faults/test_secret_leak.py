@@ -21,7 +21,8 @@ def test_secret_appears_nowhere(s3_env, s3_server, tmp_path, fault_report):
          "--classifier-steps", "5", "--pipeline-root", str(tmp_path / "kfp")],
         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    compiled = subprocess.run([sys.executable, "-m", "acgan_cli.main", "compile", "-o", str(tmp_path / "p.yaml")],
+    compiled = subprocess.run([sys.executable, "-m", "acgan_cli.main", "compile", "-o", str(tmp_path / "p.yaml"),
+                               "--image", "registry.example.com/acgan-ensemble:1"],
                               env=env, capture_output=True, text=True, timeout=120)
     assert compiled.returncode == 0, compiled.stderr[-2000:]
 
@@ -56,7 +57,8 @@ URIS_WITH_CREDENTIALS = {
                       "--no-preflight"],
     "submit --source-endpoint": ["submit", "--host", "{kfp}", "--store", "s3://acgan-test/x", *OPTIONS,
                                  "--source-endpoint", f"http://{CREDENTIALS}@10.0.0.9:9000", "--no-preflight"],
-    "compile --source-endpoint": ["compile", "-o", "p.yaml", "--source-endpoint", f"https://{CREDENTIALS}@s3.x"],
+    "compile --source-endpoint": ["compile", "-o", "p.yaml", "--image", "registry.example.com/acgan-ensemble:1",
+                                  "--source-endpoint", f"https://{CREDENTIALS}@s3.x"],
     "run --store": ["run", "--store", f"s3://{CREDENTIALS}@acgan-test/x"],
     "run --source": ["run", "--dataset", "folder", "--source", f"s3://{CREDENTIALS}@acgan-test/train"],
     "rerun --store": ["rerun", "--local", "--store", f"s3://{CREDENTIALS}@acgan-test/x"],

@@ -71,7 +71,7 @@ def _stopped_cleanly(run: subprocess.Popen, out: Path, store, pipeline_root: Pat
     (line,) = [ln for ln in err.splitlines() if "error:" in ln]
     assert f"stopped by {signal_name}" in line and f"acgan rerun --store {store.uri} --local" in line, line
     assert f"stopping ({signal_name})" in err and "a task failed" not in err  # said at once; the stop is no failure
-    # The tasks' output: in log files (`acgan run`), or on stdout (`acgan rerun --local` shows every task's).
+    # The tasks' output: in log files (`acgan run` and `acgan rerun --local`; with --verbose on stdout).
     tasks = re.sub(r"\x1b\[[0-9;]*m", "", "".join([out.with_suffix(".stdout").read_text()] + [
         p.read_text() for p in sorted(pipeline_root.glob("logs/*/*.log"))]))
     for bad in ("Traceback", "KeyboardInterrupt", "Retrying"):
@@ -117,7 +117,8 @@ def test_one_signal_stops_the_whole_run_and_rerun_continues(tmp_path, fault_repo
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(rerun.pid, signal.SIGKILL)
-    resumed = sorted(map(int, re.findall(r"resuming from step (\d+)", (tmp_path / "rerun.stdout").read_text())))
+    logs = "".join(p.read_text() for p in sorted((tmp_path / "rerun").glob("logs/*/*.log")))
+    resumed = sorted(map(int, re.findall(r"resuming from step (\d+)", logs)))
     assert resumed == sorted(saved.values()) and all(again[s] > saved[s] for s in saved)
     fault_report("stopping a run", "one SIGTERM to `acgan run`'s own process, then one SIGINT to the process group "
                  "of the `acgan rerun --local` it named; a second `acgan run` on the store meanwhile", 3, 3,

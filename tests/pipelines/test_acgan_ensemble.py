@@ -218,7 +218,8 @@ def test_compile_with_a_data_pvc_from_the_command_line(tmp_path):
     from acgan_cli.main import main
 
     out = tmp_path / "p.yaml"
-    assert main(["compile", "--data-pvc", "imagenet:/data", "--prepare-cpu", "8", "-o", str(out)]) == 0
+    assert main(["compile", "--image", "registry.example.com/acgan-ensemble:1", "--data-pvc", "imagenet:/data",
+                 "--prepare-cpu", "8", "-o", str(out)]) == 0
     spec, platform = yaml.safe_load_all(out.read_text())
     assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-prepare-split-data"][
         "pvcMount"][0]["mountPath"] == "/data"

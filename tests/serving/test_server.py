@@ -304,7 +304,7 @@ def test_an_s3_store_served_once_its_ensemble_appears_and_no_credential_leaks(en
 def test_bad_serve_options_are_one_line(capsys, tmp_path, ensemble_template):
     import torch
 
-    cases = [(["--store", str(tmp_path / "none")], "does not exist: run `acgan prepare"),
+    cases = [(["--store", str(tmp_path / "none")], "does not exist: check --store"),
              (["--store", str(ensemble_template), "--model-name", "Acgan_Ensemble"], "--model-name: String should"),
              (["--store", str(ensemble_template), "--port", "70000"], "--port: Input should be less than")]
     if not torch.cuda.is_available():
