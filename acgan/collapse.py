@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from acgan.checkpoint import complete_steps, split_prefix
 from acgan.data.prepare import load_shard
+from acgan.errors import command
 from acgan.metrics import mean_ms_ssim
 from acgan.store import Store, read_json, write_json
 from acgan.training.loop import TrainConfig, stats_lines_up_to
@@ -98,7 +99,7 @@ def describe(alarm: CollapseAlarm, store_uri: str) -> str:
     """The alarm in words, with what to do about it."""
     worst = max(alarm.classes, key=alarm.classes.get)
     others = len(alarm.classes) - 1
-    look = f"`acgan sample --store {store_uri} --class {worst} --out class-{worst}.png`"
+    look = command("acgan", "sample", "--store", store_uri, "--class", worst, "--out", f"class-{worst}.png")
     what = (f"class {worst}{f' and {others} more' if others else ''} collapsing at step {alarm.step}: its samples are "
             f"as alike as MS-SSIM {alarm.classes[worst]:.3f}, at or above {alarm.threshold:.3f}, the real data's "
             f"least diverse class")

@@ -27,8 +27,9 @@ RUN_AS_PRINTED = {
     "unlock": ["tests/test_printed_commands.py::test_the_unlock_and_status_a_lease_names_run_as_printed"],
     "status": ["tests/test_printed_commands.py::test_the_unlock_and_status_a_lease_names_run_as_printed"],
 }
-# Subcommands whose printed instances start a whole training or evaluation run: checked to parse as printed.
-PARSED_AS_PRINTED = {"run", "evaluate", "train-split"}
+# Subcommands whose printed instances start a whole training or evaluation run, or need a trained split (the collapse
+# alarm's `acgan sample`): checked to parse as printed.
+PARSED_AS_PRINTED = {"run", "evaluate", "train-split", "sample"}
 
 
 def _advised_subcommands() -> dict[str, list[str]]:
@@ -85,6 +86,17 @@ def test_commands_that_start_a_run_parse_as_printed(message):
     argv = printed_commands(message)[0]
     args = build_parser().parse_args(argv[1:])
     assert args.store == "/data/my store" and argv[1] in PARSED_AS_PRINTED
+
+
+def test_the_collapse_alarms_advice_parses_as_printed():
+    """`acgan status`'s collapse alarm names the `acgan sample` that shows the worst class (a store path with a
+    space)."""
+    from acgan.collapse import CollapseAlarm, describe
+
+    alarm = CollapseAlarm(step=900, classes={"6": 0.732, "1": 0.70}, threshold=0.676, last_healthy_checkpoint=600)
+    argv = printed_commands(describe(alarm, "/data/my store"))[0]
+    args = build_parser().parse_args(argv[1:])
+    assert argv[1] == "sample" and args.store == "/data/my store" and str(args.out) == "class-6.png"
 
 
 def test_the_diverged_advice_is_what_loop_prints():

@@ -229,7 +229,8 @@ def test_kueue_admits_the_gpu_pods_in_either_namespace(rendered, compiled, overl
     assert local_queue["spec"]["clusterQueue"] == cluster_queue["metadata"]["name"]
     # Only the GPU tasks queue (the flavor is the GPU pool); the CPU steps run outside Kueue.
     for name, executor in executors.items():
-        gpu = name in ("exec-train-split", "exec-evaluate-ensemble")
+        # The heal passes compile their own copies of a task: exec-train-split-2, exec-evaluate-ensemble-2, ...
+        gpu = re.fullmatch(r"exec-(train-split|evaluate-ensemble)(-\d+)?", name) is not None
         assert executor["podMetadata"]["labels"].get(KUEUE_QUEUE_LABEL) == (local_queue["metadata"]["name"] if gpu
                                                                              else None), name
     assert all(d["apiVersion"] == "kueue.x-k8s.io/v1beta2" for d in kueue + rendered[f"{overlay}+kueue"]

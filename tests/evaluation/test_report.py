@@ -16,7 +16,11 @@ LAYOUT = """(() => {
     sentences: [...document.querySelectorAll('#summary p')].map(p => p.textContent),
     listed: [...document.querySelectorAll('#summary dt')].map(d => d.textContent),
     table: top(document.querySelector('#per-class table')),
-    flags: [...document.querySelectorAll('#per-class tr')].map(r => r.lastElementChild.textContent),
+    flags: (() => {
+      const rows = [...document.querySelectorAll('#per-class tr')];
+      const column = [...rows[0].children].findIndex(cell => cell.textContent === 'collapsing');
+      return rows.map(r => r.children[column].textContent);
+    })(),
     captions: [...document.querySelectorAll('#figures figcaption')].map(c => [top(c), c.textContent]),
     overfitting: top(document.querySelector('#overfitting img')),
     grids: grids.map(i => [i.complete && i.naturalWidth, i.getBoundingClientRect().width]),

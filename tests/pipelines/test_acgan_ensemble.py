@@ -236,7 +236,7 @@ def test_a_store_ca_bundle_is_mounted_in_every_task_and_named_in_ssl_cert_file(c
         assert "configMapAsVolume" not in k8s, executor  # unset: the image's system bundle
         assert "SSL_CERT_FILE" not in str(spec["deploymentSpec"]["executors"][executor]["container"].get("env"))
     out = tmp_path / "ca.yaml"
-    assert main(["compile", "--store-ca-config-map", "store-ca", "-o", str(out)]) == 0
+    assert main(["compile", "--image", "registry.example/acgan:1", "--store-ca-config-map", "store-ca", "-o", str(out)]) == 0
     spec, platform = yaml.safe_load_all(out.read_text())
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(executors) == set(spec["deploymentSpec"]["executors"])
@@ -245,4 +245,4 @@ def test_a_store_ca_bundle_is_mounted_in_every_task_and_named_in_ssl_cert_file(c
             ("store-ca", "/etc/acgan/store-ca")], executor
         env = spec["deploymentSpec"]["executors"][executor]["container"]["env"]
         assert {"name": "SSL_CERT_FILE", "value": "/etc/acgan/store-ca/ca.crt"} in env, executor
-    assert main(["compile", "--store-ca-config-map", "Store_CA", "-o", str(out)]) == 2
+    assert main(["compile", "--image", "registry.example/acgan:1", "--store-ca-config-map", "Store_CA", "-o", str(out)]) == 2

@@ -97,7 +97,7 @@ def test_rerun_local_honours_trainer_restarts_and_refuses_cluster_only_options(_
     killer.start()
     try:
         code = main(["rerun", "--store", store.uri, "--local", "--trainer-restarts", "0", "--pipeline-root",
-                     str(tmp_path / "kfp")])
+                     str(tmp_path / "kfp"), "--verbose"])  # the tasks' logs here, the supervisor's lines among them
     finally:
         killer.done.set()
         killer.join()
