@@ -430,6 +430,9 @@ class S3Store:
             except PreconditionFailed:  # an answer too: a retried create whose first attempt landed meets itself
                 outage_over("precondition failed")
                 raise
+            except KeyError:  # an answer too: the object is not there (a read, a stat)
+                outage_over("answered: no such object")
+                raise
             waited = time.monotonic() - started
             if not transient:
                 raise UserError(f"store {self.uri} at {self.endpoint}: {what} failed ({error})") from None

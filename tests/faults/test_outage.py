@@ -185,6 +185,20 @@ def test_http_error_bursts_are_ridden_out(flaky_store, reference_weights, s3_ser
                  "none", "none; final weights bit-identical")
 
 
+def test_an_outage_that_ends_in_no_such_object_ends_its_outage_line(flaky_store, caplog):
+    """A read met by a 503 burst whose retry is answered "no such object" (training's pruning reads ensemble.json,
+    which a store being trained has not got yet): the outage it started is closed by a second line, like any other,
+    and the read says the object is missing."""
+    proxy, store = flaky_store
+    proxy.answer_with(503, "Slow Down", 1.0, _s3_error("SlowDown", "Please reduce your request rate."),
+                      "application/xml")
+    with pytest.raises(KeyError):
+        store.read_bytes("ensemble.json")
+    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store"]
+    assert [m for m in messages if "retrying for up to" in m] and [
+        m for m in messages if "read ensemble.json answered: no such object after" in m and "SlowDown" in m], messages
+
+
 def test_a_conditional_write_whose_answer_was_lost_ends_its_outage_line(flaky_store, caplog, fault_report):
     """The create lands, its answer is lost (a reset), the retry meets its own object (412): the write counts as
     done, and the outage it started is closed by a second line, like any other (the race the 502 burst above can
