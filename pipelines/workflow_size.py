@@ -132,13 +132,3 @@ def size_model(spec: dict, platform: dict, passes: int) -> tuple[int, int]:
     per_split = -(-(full - half) * passes // (SAMPLE_SPLITS // 2))
     return len(json.dumps(spec)) + len(json.dumps(platform)) + full - per_split * SAMPLE_SPLITS // passes, per_split
 
-
-def estimated_size(spec: dict, platform: dict, splits: int, passes: int) -> int:
-    fixed, per_split = size_model(spec, platform, passes)
-    return fixed + per_split * splits
-
-
-def largest_batch(spec: dict, platform: dict, passes: int, limit: int = MAX_WORKFLOW_SIZE) -> int:
-    """The most splits one run may train for its workflow to stay within `limit`."""
-    fixed, per_split = size_model(spec, platform, passes)
-    return max(0, (limit - fixed) // per_split)
