@@ -1,7 +1,7 @@
-"""The compiled pipeline under the KFP 2.17 backend's rules (tests/kfp_backend.py cites each one's source), which
-kfp.local does not apply: the API server's check of a run's parameters, the drivers' resolution and type check of
-every task input (loop items, upstream outputs, pipeline parameters), the launcher's executor input and outputs,
-and the Secret and ConfigMap keys each pod's environment takes. The components run for real, as processes."""
+"""The compiled pipeline under the KFP 2.17 backend's rules (tests/kfp_driver.py and kfp_backend.py cite each one's
+source), which kfp.local does not apply: the API server's check of a run's parameters, the drivers' resolution and
+type check of every task input (loop items, upstream outputs, pipeline parameters), the launcher's executor input and
+outputs, and the Secret and ConfigMap keys each pod's environment takes. The components run for real, as processes."""
 
 import json
 import os
@@ -16,7 +16,8 @@ from acgan.settings import ClusterSettings, RunSettings
 from acgan.store import open_store
 from pipelines.acgan_ensemble import build_pipeline
 from pipelines.runs import pipeline_arguments
-from tests.kfp_backend import Backend, BackendRejected, check_and_convert, validate_run_parameters
+from tests.kfp_backend import Backend
+from tests.kfp_driver import BackendRejected, check_and_convert, validate_run_parameters
 from tests.kfp_pod import run_on_host
 
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
