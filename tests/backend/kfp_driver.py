@@ -1,8 +1,8 @@
 """The KFP 2.17 backend's rules for a run's parameter values, which kfp.local skips: the API server's check of the
 parameters a run is submitted with, the driver's resolution and type checks of every task input and its condition,
 and the converter between protobuf Values and the text a container reads and writes. Each rule cites the function of
-kubeflow/pipelines at tag 2.17.0 it follows. Used by tests/kfp_backend.py, which runs a compiled pipeline under these
-rules and Argo's, and by tests/pipelines/test_backend_rules.py.
+kubeflow/pipelines at tag 2.17.0 it follows. Used by tests/backend/kfp_backend.py, which runs a compiled pipeline
+under these rules and Argo's, and by tests/backend/test_backend_rules.py.
 
 Values are JSON values, as the backend's protobuf Values are: str, a number (int or float), bool, list, dict, None.
 """

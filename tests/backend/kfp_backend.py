@@ -1,8 +1,8 @@
 """What the KFP 2.17 backend does with a compiled pipeline, for the parts kfp.local skips: the driver's rules for
-each task's inputs (tests/kfp_driver.py), the launcher's executor input and output handling, the pod each container
-task gets (tests/kfp_pod.py), and Argo's rules for what runs after a task fails (`Backend`). Each rule cites the
-function of kubeflow/pipelines at tag 2.17.0, or of argo-workflows at v4.0.5, it follows. Used by
-tests/pipelines/test_backend_rules.py, test_heal.py and test_batches.py (components run as processes on this machine)
+each task's inputs (tests/backend/kfp_driver.py), the launcher's executor input and output handling, the pod each
+container task gets (tests/backend/kfp_pod.py), and Argo's rules for what runs after a task fails (`Backend`). Each
+rule cites the function of kubeflow/pipelines at tag 2.17.0, or of argo-workflows at v4.0.5, it follows. Used by
+tests/backend/test_backend_rules.py, test_heal.py and test_batches.py (components run as processes on this machine)
 and tests/deploy/image_check.py (components run inside the built image).
 
 Iterations and tasks run one after another; Argo's scheduling, its retries and MLMD are not emulated.
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tests.kfp_driver import (BackendRejected, check_and_convert, evaluate_condition, kind, resolve_inputs,
-                              text_to_pb_value, validate_run_parameters, with_defaults)
-from tests.kfp_pod import pod_settings
+from tests.backend.kfp_driver import (BackendRejected, check_and_convert, evaluate_condition, kind,
+                                      resolve_inputs, text_to_pb_value, validate_run_parameters, with_defaults)
+from tests.backend.kfp_pod import pod_settings
 
 
 class ContainerFailed(BackendRejected):
@@ -82,7 +82,7 @@ class Backend:
     its DAG's (runOnExitNode adds it under the task's node, which assessDAGPhase reads). A Failed pod is not
     retried: KFP 2.17's stock retryPolicy is OnError, and a main container that exits non-zero is Failed
     (operator.go, inferFailedReason; processNodeRetries). Retries of Error nodes are modelled in
-    tests/pipelines/test_argo_retries.py, not here."""
+    tests/backend/test_argo_retries.py, not here."""
     spec: dict
     platform: dict
     pipeline_root: str
