@@ -18,14 +18,16 @@ from tests.data.test_folder import image_tree
 CLASSES = [f"n{c:02d}" for c in (6, 1, 5, 2, 4, 3)]  # uploaded out of order: the class index is the sorted name
 
 
-@pytest.fixture
-def compiled(tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "compile-time-secret-value")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "compile-time-access-key")
-    cluster = ClusterSettings(image="registry.example.com/ml/acgan-ensemble:1.2.3", parallelism=7,
-                              node_selector={"cloud.google.com/gke-nodepool": "h100-pool"},
-                              gpu_toleration="nvidia.com/gpu", timeout_seconds=7200)
-    path = compile_pipeline(cluster, tmp_path / "acgan-ensemble.yaml")
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Compiled once for the module's tests, which only read it."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "compile-time-secret-value")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "compile-time-access-key")
+        cluster = ClusterSettings(image="registry.example.com/ml/acgan-ensemble:1.2.3", parallelism=7,
+                                  node_selector={"cloud.google.com/gke-nodepool": "h100-pool"},
+                                  gpu_toleration="nvidia.com/gpu", timeout_seconds=7200)
+        path = compile_pipeline(cluster, tmp_path_factory.mktemp("compiled") / "acgan-ensemble.yaml")
     docs = list(yaml.safe_load_all(path.read_text()))
     return path, docs[0], docs[1]
 
