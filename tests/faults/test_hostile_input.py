@@ -23,7 +23,8 @@ from acgan.errors import UserError, explain
 from acgan.settings import EvalSettings
 from acgan.experiment import EXPERIMENT_KEY
 from acgan.lease import Lease, lease_key
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.cluster_settings import ClusterSettings
+from acgan.settings import RunSettings
 from acgan.store import LocalStore, write_json
 from acgan.training.loop import TrainConfig, stats_lines_up_to, train_split
 from tests.conftest import tiny_config
