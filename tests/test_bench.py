@@ -170,7 +170,7 @@ def test_evaluation_benchmark_ensemble_is_untrained_snapshots(tmp_path):
     from acgan.checkpoint import complete_steps, load_checkpoint
     from acgan.ensemble import load_ensemble, load_member_generator
     from acgan.store import LocalStore
-    from acgan.training.state import GENERATOR_FILE, META_FILE
+    from acgan.layout import GENERATOR_FILE, META_FILE
 
     store = LocalStore(tmp_path)
     plan = untrained_ensemble(store, 20)

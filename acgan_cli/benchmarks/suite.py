@@ -285,7 +285,7 @@ def untrained_ensemble(store, classes: int, resolution: int = 128, width: float 
     from acgan.checkpoint import save_checkpoint
     from acgan.data.prepare import PrepareConfig, prepare
     from acgan.ensemble import assemble_ensemble
-    from acgan.training.state import GENERATOR_FILE, META_FILE
+    from acgan.layout import GENERATOR_FILE, META_FILE
 
     plan = prepare(PrepareConfig(dataset="synthetic", num_classes=classes, images_per_class=100, resolution=resolution,
                                  classes_per_split=classes_per_split), store)
@@ -305,6 +305,7 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
     generators' quality, so the ensemble is untrained (`untrained_ensemble`)."""
     from acgan.evaluation.analyses import evaluate
     from acgan.evaluation.inputs import real_on_disk
+    from acgan.layout import METRICS_KEY
     from acgan.settings import EvalSettings
     from acgan.metrics.classifier import save_classifier, train_classifier
     from acgan.store import LocalStore
@@ -319,7 +320,7 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
         start = time.perf_counter()
         evaluate(store, EvalSettings(samples_per_class=100, pairs=100, device=device.type))
         elapsed = time.perf_counter() - start
-        on = json.loads(store.read_bytes("eval/metrics.json"))["computed_on"]
+        on = json.loads(store.read_bytes(METRICS_KEY))["computed_on"]
     peak = f"peak {on['peak_host_memory_bytes'] / 2**30:.1f} GiB resident"
     if on.get("peak_device_memory_bytes") is not None:
         peak += f", {on['peak_device_memory_bytes'] / 2**30:.1f} GiB on the GPU"
