@@ -21,6 +21,7 @@ from acgan.cluster_settings import ClusterSettings
 from acgan.ensemble import assemble_ensemble
 from acgan.errors import UserError, first_problem, rerun_command
 from acgan.experiment import check_settings_fit_store, load_settings, splits_to_rerun
+from acgan.layout import ENSEMBLE_KEY, METRICS_KEY, REPORT_KEY, SAMPLE_GRID_PREFIX, SUBMISSION_KEY
 from acgan.lease import RunLease
 from acgan.process import local_run_environment, task_failures
 from acgan.settings import LEASE_SECONDS, RunSettings
@@ -30,7 +31,6 @@ from pipelines.launch_settings import KfpTarget, LocalSettings, SubmitSettings
 from pipelines.stopping import StopOnSignal, TaskRefused
 
 log = logging.getLogger(__name__)
-SUBMISSION_KEY = "cluster.json"  # in the store: how its experiment was compiled and submitted, for `acgan rerun`
 LOCAL_RETRIES = 1  # `acgan run`: one more attempt of a failed task (a bad input fails twice, fast)
 
 
@@ -74,8 +74,8 @@ def run_local(settings: RunSettings, *, local: LocalSettings = LocalSettings(), 
     with _run_lease(store), _print_kept():  # a second local run on this store stops here, before it starts a task
         events = _run_pipeline(settings, cluster, pipeline_root, logs, quiet)
     uri = store.uri
-    return {"store": settings.store, "ensemble": f"{uri}/ensemble.json", "samples": f"{uri}/eval/samples-split-*.png",
-            "metrics": f"{uri}/eval/metrics.json", "report": f"{uri}/eval/report.html",
+    return {"store": settings.store, "ensemble": f"{uri}/{ENSEMBLE_KEY}", "samples": f"{uri}/{SAMPLE_GRID_PREFIX}*.png",
+            "metrics": f"{uri}/{METRICS_KEY}", "report": f"{uri}/{REPORT_KEY}",
             "pipeline_root": str(local.pipeline_root), "progress": str(events),
             **({"logs": str(logs)} if quiet else {})}
 
@@ -354,7 +354,7 @@ def rerun(store: Store, *, local: LocalSettings | None = None, submission: Submi
                     ", ".join(f"{s.split} ({s.trainer})" for s in busy))
     if not todo:
         manifest = assemble_ensemble(store, settings.steps)
-        return {"trained": [], "ensemble": f"{store.uri}/ensemble.json", "classes": len(manifest.classes)}
+        return {"trained": [], "ensemble": f"{store.uri}/{ENSEMBLE_KEY}", "classes": len(manifest.classes)}
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
     settings = settings.model_copy(update={**changes.run, "split_ids": todo, "store": store.uri})
     if local is not None:

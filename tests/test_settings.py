@@ -16,8 +16,9 @@ from acgan_cli.main import Parser, build_parser, main
 from acgan.cluster_settings import ClusterSettings
 from acgan.data.prepare import PrepareConfig, continued_prepare_config
 from acgan.errors import explain
-from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
+from acgan.experiment import load_settings, prepare_experiment, train_config
 from acgan.evaluation.analyses import ANALYSES
+from acgan.layout import EXPERIMENT_KEY
 from acgan.presets import PRESETS, preset_defaults
 from acgan.settings import (
     ANALYSIS_NAMES,

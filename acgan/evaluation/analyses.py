@@ -50,6 +50,7 @@ from acgan.evaluation.inputs import (
     split_samples,
     training_curves,
 )
+from acgan.layout import FIGURES_PREFIX, METRICS_KEY, REPORT_KEY, sample_grid_key
 from acgan.metrics import compute_accuracy
 from acgan.metrics.classifier import (
     HELDOUT_FRACTION,
@@ -67,8 +68,6 @@ from acgan.settings import EvalSettings
 from acgan.store import Store, write_json
 
 log = logging.getLogger(__name__)
-METRICS_KEY = "eval/metrics.json"
-REPORT_KEY = "eval/report.html"
 PROGRESS_SECONDS = 30.0
 
 
@@ -128,7 +127,7 @@ def discriminability(r: Streamed) -> dict:
 
 def discriminability_figures(r: Streamed) -> dict[str, bytes]:
     sizes = sorted(r.by_resolution)
-    return {"eval/figures/accuracy-by-resolution.png": figures.accuracy_vs_resolution(
+    return {f"{FIGURES_PREFIX}accuracy-by-resolution.png": figures.accuracy_vs_resolution(
         sizes, [r.by_resolution[s][0] for s in sizes], [r.real_by_resolution[s][0] for s in sizes])}
 
 
@@ -152,10 +151,10 @@ def diversity(r: Streamed) -> dict:
 
 
 def diversity_figures(r: Streamed) -> dict[str, bytes]:
-    pictures = {"eval/figures/ms-ssim-samples-vs-real.png": figures.ms_ssim_scatter(r.ms_real, r.ms_samples,
+    pictures = {f"{FIGURES_PREFIX}ms-ssim-samples-vs-real.png": figures.ms_ssim_scatter(r.ms_real, r.ms_samples,
                                                                                     r.ms_ssim_threshold)}
     if r.curves:
-        pictures["eval/figures/ms-ssim-over-training.png"] = figures.ms_ssim_over_training(r.curves,
+        pictures[f"{FIGURES_PREFIX}ms-ssim-over-training.png"] = figures.ms_ssim_over_training(r.curves,
                                                                                            r.ms_ssim_threshold)
     return pictures
 
@@ -167,7 +166,7 @@ def joint(r: Streamed) -> dict:
 
 
 def joint_figures(r: Streamed) -> dict[str, bytes]:
-    return {"eval/figures/accuracy-vs-ms-ssim.png": figures.accuracy_vs_ms_ssim(
+    return {f"{FIGURES_PREFIX}accuracy-vs-ms-ssim.png": figures.accuracy_vs_ms_ssim(
         r.ms_samples, r.per_class_accuracy, r.ms_ssim_threshold, r.settings.accuracy_threshold,
         pearson(r.per_class_accuracy, r.ms_samples))}
 
@@ -351,7 +350,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
              "" if device.type != "cuda" else f", {computed_on['peak_device_memory_bytes'] / 2**30:.2f} GiB on the GPU")
     for key, png in {**pictures, **grids}.items():
         store.write_bytes(key, png)
-    for key in store.list("eval/figures/"):
+    for key in store.list(FIGURES_PREFIX):
         if key not in pictures:  # of an analysis not chosen this time: the store's figures are this evaluation's
             store.delete(key)
     per_class = class_records(plan, manifest, streamed)
@@ -401,7 +400,7 @@ def _stream(store: Store, plan: SplitPlan, manifest: EnsembleManifest, settings:
             cas_inputs.add(samples, sample_labels, real, real_labels)
         for c in set(shown) & set(members):
             rows[c] = nearest_rows(samples[sample_labels == c][:2], real[real_labels == c], k)
-        grids[f"eval/samples-split-{split:05d}.png"] = grid_png(torch.cat(
+        grids[sample_grid_key(split)] = grid_png(torch.cat(
             [samples[sample_labels == c][:columns] for c in members]), columns)
         del samples, sample_labels, real, real_labels  # freed before the next split is loaded
         progress.emit(progress.EVALUATE, "progress", part=progress.SPLITS, step=split + 1, total=len(plan.splits))

@@ -19,8 +19,9 @@ def add_parser(sub) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    from acgan.evaluation.analyses import METRICS_KEY, REPORT_KEY, evaluate
+    from acgan.evaluation.analyses import evaluate
     from acgan.evaluation.report import flat_summary
+    from acgan.layout import METRICS_KEY, REPORT_KEY
     from acgan.store import open_store
 
     settings = validated(args, EvalSettings)
