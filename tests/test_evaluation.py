@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from acgan.ensemble import ENSEMBLE_KEY, assemble_ensemble, load_ensemble
+from acgan.ensemble import assemble_ensemble, load_ensemble
 from acgan.errors import UserError
 from acgan.evaluation.analyses import evaluate
 from acgan.settings import EvalSettings
 from acgan.evaluation.comparison import compare
+from acgan.layout import ENSEMBLE_KEY
 from acgan.metrics import compute_accuracy, compute_class_ms_ssim
 from acgan.metrics import classifier
 from acgan.metrics.classifier import Classifier, classify
@@ -219,11 +220,8 @@ def test_evaluation_flags_a_collapsed_generator(trained_store):
     from safetensors.torch import load as load_st
     from safetensors.torch import save as save_st
 
-    from acgan.checkpoint import (
-        checkpoint_prefix,
-        load_checkpoint,
-        save_checkpoint,
-    )
+    from acgan.checkpoint import load_checkpoint, save_checkpoint
+    from acgan.layout import checkpoint_prefix
 
     files = load_checkpoint(store, 0, 5)
     weights = load_st(files["generator.safetensors"])
@@ -727,7 +725,7 @@ def test_the_pipelines_evaluation_step_computes_and_logs_only_the_chosen_analyse
     HTML the report."""
     from kfp.dsl import HTML, Metrics
 
-    from acgan.experiment import EXPERIMENT_KEY
+    from acgan.layout import EXPERIMENT_KEY
     from acgan.settings import RunSettings
     from acgan.store import write_json
     from components.evaluate_ensemble import evaluate_ensemble

@@ -44,6 +44,7 @@ from acgan.evaluation.parts import (
     Diversity,
 )
 from acgan.evaluation.stream import Context, Part, Run, stream_splits
+from acgan.layout import FIGURES_PREFIX, METRICS_KEY, REPORT_KEY
 from acgan.metrics.classifier import HELDOUT_FRACTION
 from acgan.metrics.discriminability import fractions_more_discriminable
 from acgan.metrics.fidelity import inception_score
@@ -52,8 +53,6 @@ from acgan.settings import EvalSettings
 from acgan.store import Store, write_json
 
 log = logging.getLogger(__name__)
-METRICS_KEY = "eval/metrics.json"
-REPORT_KEY = "eval/report.html"
 
 
 def discriminability(run: Run, a: Accuracies) -> dict:
@@ -70,7 +69,7 @@ def discriminability(run: Run, a: Accuracies) -> dict:
 
 def discriminability_figures(run: Run, a: Accuracies) -> dict[str, bytes]:
     sizes = sorted(a.by_resolution)
-    return {"eval/figures/accuracy-by-resolution.png": figures.accuracy_vs_resolution(
+    return {f"{FIGURES_PREFIX}accuracy-by-resolution.png": figures.accuracy_vs_resolution(
         sizes, [a.by_resolution[s][0] for s in sizes], [a.real_by_resolution[s][0] for s in sizes])}
 
 
@@ -94,9 +93,9 @@ def diversity(run: Run, d: Diversity) -> dict:
 
 
 def diversity_figures(run: Run, d: Diversity) -> dict[str, bytes]:
-    pictures = {"eval/figures/ms-ssim-samples-vs-real.png": figures.ms_ssim_scatter(d.real, d.samples, d.threshold)}
+    pictures = {f"{FIGURES_PREFIX}ms-ssim-samples-vs-real.png": figures.ms_ssim_scatter(d.real, d.samples, d.threshold)}
     if d.curves:
-        pictures["eval/figures/ms-ssim-over-training.png"] = figures.ms_ssim_over_training(d.curves, d.threshold)
+        pictures[f"{FIGURES_PREFIX}ms-ssim-over-training.png"] = figures.ms_ssim_over_training(d.curves, d.threshold)
     return pictures
 
 
@@ -107,7 +106,7 @@ def joint(run: Run, a: Accuracies, d: Diversity) -> dict:
 
 
 def joint_figures(run: Run, a: Accuracies, d: Diversity) -> dict[str, bytes]:
-    return {"eval/figures/accuracy-vs-ms-ssim.png": figures.accuracy_vs_ms_ssim(
+    return {f"{FIGURES_PREFIX}accuracy-vs-ms-ssim.png": figures.accuracy_vs_ms_ssim(
         d.samples, a.per_class_accuracy, d.threshold, run.settings.accuracy_threshold,
         pearson(a.per_class_accuracy, d.samples))}
 
@@ -265,7 +264,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
              "" if device.type != "cuda" else f", {computed_on['peak_device_memory_bytes'] / 2**30:.2f} GiB on the GPU")
     for key, png in {**pictures, **grids}.items():
         store.write_bytes(key, png)
-    for key in store.list("eval/figures/"):
+    for key in store.list(FIGURES_PREFIX):
         if key not in pictures:  # of an analysis not chosen this time: the store's figures are this evaluation's
             store.delete(key)
     per_class = class_records(plan, manifest, parts)

@@ -20,6 +20,7 @@ from acgan.data.plan import SplitPlan
 from acgan.data.prepare import load_shard, shard_info
 from acgan.ensemble import EnsembleManifest, load_member_generator
 from acgan.errors import UserError
+from acgan.layout import OVERFITTING_PREFIX, stats_key
 from acgan.metrics.classifier import (
     ClassifierInfo,
     Network,
@@ -156,7 +157,7 @@ def training_curves(store: Store, plan: SplitPlan) -> dict[int, tuple[list[int],
     """Per class: (steps, MS-SSIM of the split's fixed samples) from the training stats lines."""
     curves: dict[int, tuple[list[int], list[float]]] = {}
     for split in range(len(plan.splits)):
-        key = f"splits/split-{split:05d}/stats.jsonl"
+        key = stats_key(split)
         if not store.exists(key):
             continue
         for line in store.read_bytes(key).decode().splitlines():
@@ -182,7 +183,7 @@ def overfitting_grids(store: Store, manifest: EnsembleManifest, plan: SplitPlan,
                       device: torch.device) -> dict[str, bytes]:
     """PNG grids for a few classes spread over the plan (`chosen`, whose nearest-neighbour `rows` the stream kept);
     each row starts with a sample or a class."""
-    grids = {f"eval/overfitting/nearest-{metric.replace('_', '-')}.png":
+    grids = {f"{OVERFITTING_PREFIX}nearest-{metric.replace('_', '-')}.png":
              grid_png(torch.cat([row for c in chosen for row in rows[c][metric]]), 1 + k) for metric in ("l1", "ms_ssim")}
     gen = torch.Generator(device).manual_seed(settings.seed)
     interpolations, fixed = [], []
@@ -194,9 +195,9 @@ def overfitting_grids(store: Store, manifest: EnsembleManifest, plan: SplitPlan,
         if member.split not in {m for m, _ in fixed}:
             fixed.append((member.split, fixed_noise_across_classes(
                 G, torch.randn(4, G.cfg.noise_dim, generator=gen, device=device))))
-    grids["eval/overfitting/interpolation.png"] = grid_png(torch.cat(interpolations), 10)
+    grids[f"{OVERFITTING_PREFIX}interpolation.png"] = grid_png(torch.cat(interpolations), 10)
     for split, images in fixed:
-        grids[f"eval/overfitting/fixed-z-split-{split:05d}.png"] = grid_png(images, len(plan.splits[split]))
+        grids[f"{OVERFITTING_PREFIX}fixed-z-split-{split:05d}.png"] = grid_png(images, len(plan.splits[split]))
     return grids
 
 

@@ -19,6 +19,7 @@ from acgan import progress
 from acgan.data.plan import SplitPlan
 from acgan.ensemble import EnsembleManifest
 from acgan.evaluation.inputs import grid_png, nearest_rows, real_by_split, split_samples
+from acgan.layout import sample_grid_key
 from acgan.metrics.classifier import ClassifierInfo, Network, Outputs, classify
 from acgan.settings import EvalSettings
 from acgan.store import Store
@@ -115,7 +116,7 @@ def stream_splits(context: Context, manifest: EnsembleManifest, parts: list[Part
         samples_seen, real_seen = samples_seen + len(sample_labels), real_seen + len(real_labels)
         for c in set(shown) & set(members):
             rows[c] = nearest_rows(samples[sample_labels == c][:2], real[real_labels == c], k)
-        grids[f"eval/samples-split-{index:05d}.png"] = grid_png(torch.cat(
+        grids[sample_grid_key(index)] = grid_png(torch.cat(
             [samples[sample_labels == c][:columns] for c in members]), columns)
         del split, samples, sample_labels, real, real_labels  # freed before the next split is loaded
         progress.emit(progress.EVALUATE, "progress", part=progress.SPLITS, step=index + 1, total=len(plan.splits))

@@ -27,12 +27,11 @@ from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
 from acgan.errors import UserError
+from acgan.layout import CLASSIFIER_INFO_KEY, CLASSIFIER_WEIGHTS_KEY
 from acgan.metrics.discriminability import resize_down_and_up
 from acgan.store import Store
 
 log = logging.getLogger(__name__)
-WEIGHTS_KEY = "eval/classifier.safetensors"
-INFO_KEY = "eval/classifier.json"
 # On a CPU a batch's widest activation stays within this many values (8 MiB): larger buffers pass glibc's mmap
 # threshold, so every batch maps and page-faults them in afresh (at 500 images of 32 px: twice the wall time, half of
 # it in the kernel).
@@ -247,16 +246,17 @@ def heldout_accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tens
 
 
 def save_classifier(store: Store, model: Classifier, info: ClassifierInfo) -> None:
-    store.write_bytes(WEIGHTS_KEY, save_safetensors({k: v.contiguous().cpu() for k, v in model.state_dict().items()}))
-    store.write_bytes(INFO_KEY, json.dumps(info.model_dump(), indent=2).encode())
+    weights = {k: v.contiguous().cpu() for k, v in model.state_dict().items()}
+    store.write_bytes(CLASSIFIER_WEIGHTS_KEY, save_safetensors(weights))
+    store.write_bytes(CLASSIFIER_INFO_KEY, json.dumps(info.model_dump(), indent=2).encode())
 
 
 def load_classifier(store: Store) -> tuple[Classifier, ClassifierInfo] | None:
-    if not (store.exists(INFO_KEY) and store.exists(WEIGHTS_KEY)):
+    if not (store.exists(CLASSIFIER_INFO_KEY) and store.exists(CLASSIFIER_WEIGHTS_KEY)):
         return None
-    info = ClassifierInfo.model_validate(json.loads(store.read_bytes(INFO_KEY)))
+    info = ClassifierInfo.model_validate(json.loads(store.read_bytes(CLASSIFIER_INFO_KEY)))
     model = Classifier(info.channels, info.num_classes, info.width)
-    model.load_state_dict(load_safetensors(store.read_bytes(WEIGHTS_KEY)))
+    model.load_state_dict(load_safetensors(store.read_bytes(CLASSIFIER_WEIGHTS_KEY)))
     return model.eval(), info
 
 
