@@ -87,12 +87,12 @@ def _run(args: argparse.Namespace) -> dict | None:
 def _local_result(result: dict, verbose: bool) -> dict | None:
     """What `acgan run` and `acgan rerun --local` end with: the evaluation's summary, where to look, the result as
     JSON with --verbose, else where the task logs are."""
-    from acgan.evaluation.analyses import METRICS_KEY
+    from acgan.layout import METRICS_KEY, REPORT_KEY
     from acgan.store import LocalStore, open_store
     from pipelines.console import summary_text
 
     store = open_store(result["store"])
-    local_report = Path(store.root) / "eval" / "report.html" if isinstance(store, LocalStore) else None
+    local_report = Path(store.root) / REPORT_KEY if isinstance(store, LocalStore) else None
     print(summary_text(json.loads(store.read_bytes(METRICS_KEY)), result["report"], result["samples"],
                        local_report))
     if not verbose:
@@ -118,8 +118,9 @@ def _submit(args: argparse.Namespace) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    from acgan.evaluation.analyses import METRICS_KEY, REPORT_KEY, evaluate
+    from acgan.evaluation.analyses import evaluate
     from acgan.evaluation.report import flat_summary
+    from acgan.layout import METRICS_KEY, REPORT_KEY
     from acgan.store import open_store
 
     settings = EvalSettings.model_validate(_given(args, EvalSettings.model_fields))

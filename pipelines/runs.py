@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from acgan.ensemble import assemble_ensemble
 from acgan.errors import UserError, first_problem, rerun_command
 from acgan.experiment import check_settings_fit_store, load_settings, splits_to_rerun
+from acgan.layout import ENSEMBLE_KEY, METRICS_KEY, REPORT_KEY, SAMPLE_GRID_PREFIX, SUBMISSION_KEY
 from acgan.lease import RunLease
 from acgan.process import local_run_environment, task_failures
 from acgan.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
@@ -28,7 +29,6 @@ from pipelines.stopping import StopOnSignal, TaskRefused
 
 log = logging.getLogger(__name__)
 SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
-SUBMISSION_KEY = "cluster.json"  # in the store: how its experiment was compiled and submitted, for `acgan rerun`
 LOCAL_RETRIES = 1  # `acgan run`: one more attempt of a failed task (a bad input fails twice, fast)
 RUN_LEASE_SECONDS = 300  # a local run's lease on its store: how long one killed on another machine blocks the store
 
@@ -102,8 +102,8 @@ def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOC
         builtins.print = original_print
         run_lease.release()
     uri = store.uri
-    return {"store": settings.store, "ensemble": f"{uri}/ensemble.json", "samples": f"{uri}/eval/samples-split-*.png",
-            "metrics": f"{uri}/eval/metrics.json", "report": f"{uri}/eval/report.html",
+    return {"store": settings.store, "ensemble": f"{uri}/{ENSEMBLE_KEY}", "samples": f"{uri}/{SAMPLE_GRID_PREFIX}*.png",
+            "metrics": f"{uri}/{METRICS_KEY}", "report": f"{uri}/{REPORT_KEY}",
             "pipeline_root": str(pipeline_root), "progress": str(events),
             **({"logs": str(logs_folder)} if quiet else {})}
 
@@ -322,7 +322,7 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
                     ", ".join(f"{s.split} ({s.trainer})" for s in busy))
     if not todo:
         manifest = assemble_ensemble(store, settings.steps)
-        return {"trained": [], "ensemble": f"{store.uri}/ensemble.json", "classes": len(manifest.classes)}
+        return {"trained": [], "ensemble": f"{store.uri}/{ENSEMBLE_KEY}", "classes": len(manifest.classes)}
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
     settings = settings.model_copy(update={**(run_options or {}), "split_ids": todo, "store": store_uri})
     if local:

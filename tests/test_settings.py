@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field, ValidationError
 from acgan_cli import main as cli
 from acgan.data.prepare import PrepareConfig, continued_prepare_config
 from acgan.errors import explain
-from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, train_config
+from acgan.experiment import load_settings, prepare_experiment, train_config
 from acgan.evaluation.analyses import ANALYSES
+from acgan.layout import EXPERIMENT_KEY
 from acgan.settings import (
     ANALYSIS_NAMES,
     PRESETS,

@@ -30,10 +30,11 @@ from tqdm import tqdm
 
 from acgan import progress
 from acgan.checkpoint import (CheckpointExists, complete_steps, latest_checkpoint, prune_checkpoints,
-                                   quarantine_checkpoint, save_checkpoint, split_prefix)
+                               quarantine_checkpoint, save_checkpoint)
 from acgan.data.plan import load_plan
-from acgan.data.prepare import load_shard, shard_info_key, shard_key
+from acgan.data.prepare import load_shard
 from acgan.errors import UserError, command, rerun_command
+from acgan.layout import META_FILE, config_key, shard_info_key, shard_key, split_prefix, stats_key
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
@@ -169,7 +170,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
         log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
         return {"step": start, "steps": cfg.steps, "resumed_from": start}
     stats = StatsFile(store, cfg.split, start)
-    write_json(store, f"{split_prefix(cfg.split)}/config.json", {
+    write_json(store, config_key(cfg.split), {
         "train": cfg.model_dump(), "model": model_cfg.model_dump(), "classes": members, "device": str(device),
         "fast_path": fast.model_dump(), "threads": torch.get_num_threads()})
     fixed_rng = torch.Generator(device).manual_seed(cfg.seed + 1)
@@ -264,7 +265,7 @@ def _resume(store: Store, cfg: TrainConfig, model_cfg: ModelConfig, G, D, opt_g,
     start, latest = 0, latest_checkpoint(store, cfg.split)
     if latest is not None:
         step, files = latest
-        check_resumable(cfg.split, json.loads(files["meta.json"]), model_cfg, cfg.ema_kimg)
+        check_resumable(cfg.split, json.loads(files[META_FILE]), model_cfg, cfg.ema_kimg)
         unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng, G_ema)
         start = step
     for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
@@ -327,7 +328,7 @@ class StatsFile:
     run keeps the lines up to the step it resumes from."""
 
     def __init__(self, store: Store, split: int, start: int):
-        self.store, self.split, self.key = store, split, f"{split_prefix(split)}/stats.jsonl"
+        self.store, self.split, self.key = store, split, stats_key(split)
         self.lines = stats_lines_up_to(store, self.key, start) if start else []
 
     def append(self, tick: dict) -> None:

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 
 from acgan.checkpoint import load_checkpoint
+from acgan.layout import GENERATOR_FILE, META_FILE
 from acgan.process import stop_process
 from acgan.sampling import generator_from_files
 from acgan.serving.batching import default_forward_batch
 from acgan.store import LocalStore
-from acgan.training.state import GENERATOR_FILE, META_FILE
 from acgan_cli.benchmarks.ensemble import untrained_ensemble
 from acgan_cli.benchmarks.machine import Row, device_name
 

@@ -21,8 +21,9 @@ from acgan.checkpoint import complete_steps
 from acgan.collapse import real_diversity
 from acgan.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from acgan.errors import UserError
-from acgan.experiment import EXPERIMENT_KEY, load_settings, prepare_experiment, split_statuses, train_one_split
-from acgan.lease import Lease, lease_key
+from acgan.experiment import load_settings, prepare_experiment, split_statuses, train_one_split
+from acgan.layout import EXPERIMENT_KEY, SUBMISSION_KEY, lease_key
+from acgan.lease import Lease
 from acgan.settings import ClusterSettings, RunSettings
 from acgan.store import open_store, write_json
 from pipelines import runs
@@ -256,7 +257,7 @@ def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env
                               gpu_toleration="gpu-taint")
     runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster, "https://kfp.example", "team-a",
                 experiment="exp-a")
-    assert json.loads(s3.read_bytes(runs.SUBMISSION_KEY))["cluster"]["image"] == "registry.example.com/acgan:7"
+    assert json.loads(s3.read_bytes(SUBMISSION_KEY))["cluster"]["image"] == "registry.example.com/acgan:7"
 
     result = runs.rerun(s3_env, host="https://kfp.example", run_name="again", preflight=False)
     assert result["trained"] == [1]
@@ -295,7 +296,7 @@ def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env
 
 
 def test_a_bad_recorded_submission_names_the_file(finished_store):
-    finished_store.write_bytes(runs.SUBMISSION_KEY, json.dumps({"cluster": {"image": "Not An Image!"},
+    finished_store.write_bytes(SUBMISSION_KEY, json.dumps({"cluster": {"image": "Not An Image!"},
                                                                  "namespace": None, "experiment": "e",
                                                                  "pipeline_id": None,
                                                                  "service_account": None}).encode())

@@ -22,11 +22,11 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 from kserve.protocol.infer_type import RequestedOutput
 
 from acgan.checkpoint import load_checkpoint
+from acgan.layout import GENERATOR_FILE, META_FILE
 from acgan.sampling import generator_from_files
 from acgan.serving.batching import draw
 from acgan.serving.protocol import MESSAGE_CHARS
 from acgan.store import LocalStore
-from acgan.training.state import GENERATOR_FILE, META_FILE
 from tests.serving.conftest import STEPS, acgan_serve
 
 MODEL = "acgan-ensemble"

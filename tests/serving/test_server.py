@@ -20,11 +20,10 @@ import numpy as np
 import pytest
 
 from acgan.checkpoint import load_checkpoint
-from acgan.ensemble import ENSEMBLE_KEY
+from acgan.layout import ENSEMBLE_KEY, GENERATOR_FILE, META_FILE
 from acgan.sampling import generator_from_files
 from acgan.serving.batching import draw
 from acgan.store import LocalStore, open_store
-from acgan.training.state import GENERATOR_FILE, META_FILE
 from acgan_cli.main import main
 from tests.conftest import stored_file
 from tests.serving.chromium import chromium
