@@ -28,20 +28,11 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from acgan.layout import ENSEMBLE_KEY, MARKER, checkpoint_prefix, checkpoints_prefix, quarantine_prefix
 from acgan.store import PreconditionFailed, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
-MARKER = "COMPLETE.json"
-ENSEMBLE_KEY = "ensemble.json"  # the assembly (acgan/ensemble.py): the checkpoints it names are kept
 _STEP = re.compile(r"^step-(\d{8,})$")  # eight digits at least: step 10^8 has nine
-
-
-def split_prefix(split: int) -> str:
-    return f"splits/split-{split:05d}"
-
-
-def checkpoint_prefix(split: int, step: int) -> str:
-    return f"{split_prefix(split)}/checkpoints/step-{step:08d}"
 
 
 class CorruptCheckpoint(Exception):
@@ -87,7 +78,7 @@ def _read_marker(store: Store, prefix: str) -> _Marker:
 def checkpoint_steps(store: Store, split: int) -> dict[int, bool]:
     """Every step with any object under its prefix -> whether its completion marker exists."""
     steps: dict[int, bool] = {}
-    for key in store.list(f"{split_prefix(split)}/checkpoints/"):
+    for key in store.list(checkpoints_prefix(split)):
         parts = key.split("/")
         match = _STEP.match(parts[-2]) if len(parts) >= 2 else None
         if match:
@@ -193,7 +184,7 @@ def quarantine_checkpoint(store: Store, split: int, step: int) -> str:
     training can write that step again. Copies first, then deletes (marker first): nothing is lost, and the copy
     stays for inspection."""
     src = checkpoint_prefix(split, step)
-    dst = f"{split_prefix(split)}/quarantine/step-{step:08d}-{int(time.time() * 1000)}"
+    dst = quarantine_prefix(split, step, int(time.time() * 1000))
     keys = store.list(f"{src}/")
     for key in keys:
         store.write_bytes(f"{dst}/{key[len(src) + 1:]}", store.read_bytes(key))

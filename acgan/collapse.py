@@ -14,14 +14,13 @@ import json
 import torch
 from pydantic import BaseModel
 
-from acgan.checkpoint import complete_steps, split_prefix
+from acgan.checkpoint import complete_steps
 from acgan.data.prepare import load_shard
 from acgan.errors import command
+from acgan.layout import REAL_DIVERSITY_PREFIX, real_diversity_key, stats_key
 from acgan.metrics import mean_ms_ssim
 from acgan.store import Store, read_json, write_json
 from acgan.training.loop import TrainConfig, stats_lines_up_to
-
-REAL_DIVERSITY_PREFIX = "data/real-ms-ssim/"
 
 
 class CollapseAlarm(BaseModel):
@@ -35,10 +34,6 @@ def collapsing(ms_ssim: float, threshold: float) -> bool:
     """A class is collapsing when its samples are at least as alike as the real data's least diverse class: the one
     rule of the alarm, the evaluation's flag, its figures and `acgan run`'s summary."""
     return ms_ssim >= threshold
-
-
-def real_diversity_key(split: int) -> str:
-    return f"{REAL_DIVERSITY_PREFIX}split-{split:05d}.json"
 
 
 def record_real_diversity(store: Store, split: int) -> dict[str, float]:
@@ -75,7 +70,7 @@ def collapse_threshold(store: Store) -> float | None:
 
 def stats_lines(store: Store, split: int) -> list[dict]:
     """The split's stats ticks that carry a per-class MS-SSIM; damaged lines are left out (a warning names the file)."""
-    lines = [json.loads(line) for line in stats_lines_up_to(store, f"{split_prefix(split)}/stats.jsonl")]
+    lines = [json.loads(line) for line in stats_lines_up_to(store, stats_key(split))]
     return [line for line in lines if isinstance(line.get("ms_ssim"), dict) and line["ms_ssim"]
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in line["ms_ssim"].values())]
 

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acgan.checkpoint import ENSEMBLE_KEY, CorruptCheckpoint, checkpoint_prefix, load_checkpoint, verified_step
+from acgan.checkpoint import CorruptCheckpoint, load_checkpoint, verified_step
 from acgan.data.plan import load_plan
 from acgan.errors import UserError, rerun_command
+from acgan.layout import ENSEMBLE_KEY, GENERATOR_FILE, META_FILE, checkpoint_prefix
 from acgan.model import Generator
 from acgan.sampling import generate, generator_from_files, load_split_generator, with_raw_weights, write_samples
 from acgan.store import Store, read_model, write_json
-from acgan.training.state import GENERATOR_FILE, META_FILE
 
 log = logging.getLogger(__name__)
 

@@ -14,18 +14,17 @@ from typing import Literal
 from pydantic import BaseModel
 
 from acgan import progress
-from acgan.checkpoint import complete_steps, latest_checkpoint, split_prefix, verified_step
+from acgan.checkpoint import complete_steps, latest_checkpoint, verified_step
 from acgan.collapse import CollapseAlarm, collapse_alarm, collapse_threshold, record_real_diversity
-from acgan.data.plan import PLAN_KEY, load_plan
+from acgan.data.plan import load_plan
 from acgan.data.prepare import PrepareConfig, plan_data, prepare_shard
 from acgan.errors import UserError, command
+from acgan.layout import EXPERIMENT_KEY, META_FILE, PLAN_KEY, config_key
 from acgan.lease import live_lease
 from acgan.settings import DataSettings, EvalSettings, EvaluationSettings, RunSettings, TrainingSettings
 from acgan.store import Store, open_store, read_json, read_model, write_json
 from acgan.training.loop import TrainConfig, check_resumable, model_config_for, train_split
-from acgan.training.state import META_FILE
 
-EXPERIMENT_KEY = "experiment.json"
 log = logging.getLogger(__name__)
 
 
@@ -148,9 +147,8 @@ def split_statuses(store: Store, verify: bool = False) -> list[SplitStatus]:
         else:
             steps = complete_steps(store, split)
         target = experiment_target
-        config_key = f"{split_prefix(split)}/config.json"
-        if target is None and store.exists(config_key):
-            target = _config_steps(store, config_key)
+        if target is None and store.exists(config_key(split)):
+            target = _config_steps(store, config_key(split))
         step = steps[-1] if steps else None
         state = "not started" if step is None else "complete" if target is not None and step >= target else "incomplete"
         lease = live_lease(store, split) if state != "complete" else None

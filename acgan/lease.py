@@ -40,8 +40,8 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from acgan.checkpoint import split_prefix
 from acgan.errors import UserError, command, first_problem
+from acgan.layout import RUN_LEASE_KEY, SPLITS_PREFIX, lease_key, split_of_lease
 from acgan.store import PreconditionFailed, Store
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,6 @@ class Held(NamedTuple):
     tag: str
     age: float
 
-
-def lease_key(split: int) -> str:
-    return f"{split_prefix(split)}/lease.json"
-
-
-RUN_LEASE_KEY = "run-lease.json"  # a local run's (`RunLease`)
 
 
 def new_owner() -> str:
@@ -160,8 +154,7 @@ def _owner_gone(lease: Lease) -> bool:
 
 def leases_left(store: Store) -> list[int]:
     """The splits that have a lease object in the store, live or not."""
-    return sorted(int(key.split("/")[1].removeprefix("split-")) for key in store.list("splits/")
-                  if key.endswith("/lease.json") and key.count("/") == 2)
+    return sorted(split for key in store.list(SPLITS_PREFIX) if (split := split_of_lease(key)) is not None)
 
 
 def live_lease(store: Store, split: int) -> Lease | None:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
@@ -16,8 +16,9 @@ def assemble_ensemble(store: str, trained_splits: list, run_splits: list, manife
                       ) -> NamedTuple("Assembled", ensemble=str, whole=bool):
     import logging
 
-    from acgan.ensemble import ENSEMBLE_KEY, assemble_ensemble
+    from acgan.ensemble import assemble_ensemble
     from acgan.experiment import left_to_other_runs, load_settings
+    from acgan.layout import ENSEMBLE_KEY
     from components import run_step
     from acgan.store import open_store
 

@@ -3,16 +3,17 @@
 from kfp import dsl
 from kfp.dsl import HTML, Metrics, Output
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
 def evaluate_ensemble(store: str, ensemble: str, metrics: Output[Metrics], report: Output[HTML]):
     """Evaluates with the run's settings as `prepare_data` recorded them in the store (experiment.json), as each
     training task reads its own: the pipeline's evaluation parameters (`analyses`, `pairs`, ...) among them."""
-    from acgan.evaluation.analyses import REPORT_KEY, evaluate
+    from acgan.evaluation.analyses import evaluate
     from acgan.evaluation.report import flat_summary
     from acgan.experiment import evaluation_settings
+    from acgan.layout import REPORT_KEY
     from acgan.store import open_store
     from components import run_step
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from acgan.checkpoint import checkpoint_prefix
 from acgan.data.prepare import PrepareConfig, prepare
+from acgan.layout import checkpoint_prefix
 from acgan.store import LocalStore, open_store
 from acgan.training.loop import TrainConfig
 from tests.s3_test_server import s3_test_server

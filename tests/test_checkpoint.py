@@ -7,8 +7,9 @@ import logging
 import pytest
 import torch
 
-from acgan.checkpoint import (MARKER, CheckpointExists, checkpoint_prefix, complete_steps,
-                                   latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint)
+from acgan.checkpoint import (CheckpointExists, complete_steps, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                              save_checkpoint)
+from acgan.layout import MARKER, checkpoint_prefix
 from acgan.model import Discriminator, Generator, ModelConfig
 from acgan.store import LocalStore, open_store
 from acgan.training.state import pack_checkpoint, unpack_checkpoint

@@ -11,7 +11,8 @@ import pytest
 from acgan.checkpoint import complete_steps
 from acgan.ensemble import assemble_ensemble
 from acgan.errors import UserError
-from acgan.experiment import EXPERIMENT_KEY, continued_settings, load_settings, prepare_experiment, train_one_split
+from acgan.experiment import continued_settings, load_settings, prepare_experiment, train_one_split
+from acgan.layout import EXPERIMENT_KEY
 from acgan.settings import RunSettings
 from acgan_cli.main import main
 from tests.conftest import stored_file

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from acgan.lease import Lease, SplitBusy, SplitLease, lease_key, live_lease, process_identity, read_lease
+from acgan.layout import lease_key
+from acgan.lease import Lease, SplitBusy, SplitLease, live_lease, process_identity, read_lease
 from acgan.store import LocalStore, open_store
 from tests.faults.proxy import FlakyProxy
 

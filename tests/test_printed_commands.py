@@ -115,7 +115,8 @@ def test_the_unlock_and_status_a_lease_names_run_as_printed(digits_store, tmp_pa
     import shutil
 
     from acgan.errors import UserError
-    from acgan.lease import RunLease, SplitBusy, lease_key, read_lease
+    from acgan.layout import lease_key
+    from acgan.lease import RunLease, SplitBusy, read_lease
     from acgan.store import open_store
 
     shutil.copytree(digits_store.root, tmp_path / "my store")

@@ -12,9 +12,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from acgan.errors import UserError, command
+from acgan.layout import PLAN_KEY
 from acgan.store import Store, read_model, write_json
 
-PLAN_KEY = "plan.json"
 MAX_CLASSES = 100_000
 
 

@@ -23,15 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from acgan.data.plan import PLAN_KEY, ClassInfo, SplitPlan, contiguous_splits, load_plan, save_plan, \
-    splits_from_file
+from acgan.data.plan import ClassInfo, SplitPlan, contiguous_splits, load_plan, save_plan, splits_from_file
 from acgan.data.sources import Source, cifar10_source, digits_source, folder_source, synthetic_source
 from acgan.errors import UserError, command, one_line
+from acgan.layout import PLAN_KEY, PREPARE_KEY, shard_info_key, shard_key
 from acgan.settings import DataSettings
 from acgan.store import Store, read_model, write_json
 
 log = logging.getLogger(__name__)
-PREPARE_KEY = "data/prepare.json"
 
 
 class PrepareConfig(DataSettings):
@@ -51,14 +50,6 @@ class ShardInfo(BaseModel):
     bytes: int
     images: dict[str, int]  # class name -> images in the shard
     skipped: dict[str, int] = Field(default_factory=dict)  # class name -> unreadable files left out
-
-
-def shard_key(split: int) -> str:
-    return f"data/split-{split:05d}.safetensors"
-
-
-def shard_info_key(split: int) -> str:
-    return f"data/split-{split:05d}.json"
 
 
 def open_source(cfg: PrepareConfig) -> Source:

@@ -7,7 +7,7 @@ import json
 from acgan import figures
 from acgan.data.plan import load_plan
 from acgan.errors import UserError, command
-from acgan.evaluation.analyses import METRICS_KEY
+from acgan.layout import METRICS_KEY
 from acgan.store import Store
 
 NEEDED = {"discriminability": "accuracy", "diversity": "ms_ssim_mean"}  # the analyses compared, by a key of each

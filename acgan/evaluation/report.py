@@ -9,6 +9,7 @@ from importlib import resources
 
 import jinja2
 
+from acgan.layout import FIGURES_PREFIX, OVERFITTING_PREFIX, SAMPLE_GRID_PREFIX
 from acgan.metrics.classifier import ClassifierInfo
 
 
@@ -147,9 +148,9 @@ def render_report(summary: dict, per_class: list[dict], computed_on: dict, pictu
     Sections and columns of analyses not chosen are left out: the accuracy columns where the classifier ran, the
     MS-SSIM ones where MS-SSIM ran, the feature metrics' and CAS's where they ran (with their definitions)."""
     scale = max(1, math.ceil(SAMPLE_PIXELS / resolution))
-    charts = _pictures(pictures, "eval/figures/", "chart", 1, 1)
-    samples = _pictures(grids, "eval/samples-", "grid", scale, 1 + len(charts))
-    checks = _pictures(pictures, "eval/overfitting/", "grid", scale, 1 + len(charts) + len(samples))
+    charts = _pictures(pictures, FIGURES_PREFIX, "chart", 1, 1)
+    samples = _pictures(grids, SAMPLE_GRID_PREFIX, "grid", scale, 1 + len(charts))
+    checks = _pictures(pictures, OVERFITTING_PREFIX, "grid", scale, 1 + len(charts) + len(samples))
     metrics = {"summary": summary, "classes": per_class, "computed_on": computed_on}
     return _REPORT.render(summary=flat_summary(summary), per_class=per_class, computed_on=computed_on, info=info,
                           sentences=plain_summary(metrics, 10), figures=charts, grids=samples, checks=checks,

@@ -23,16 +23,15 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from pydantic import ValidationError
 
 from acgan.checkpoint import CorruptCheckpoint, load_checkpoint
-from acgan.ensemble import ENSEMBLE_KEY, EnsembleManifest, EnsembleMember, load_ensemble
+from acgan.ensemble import EnsembleManifest, EnsembleMember, load_ensemble
 from acgan.errors import UserError, explain, rerun_command
-from acgan.evaluation.analyses import METRICS_KEY
+from acgan.layout import ENSEMBLE_KEY, GENERATOR_FILE, META_FILE, METRICS_KEY
 from acgan.model import Generator
 from acgan.sampling import generator_from_files
 from acgan.serving.batching import Batcher, GeneratorCache, Unavailable, default_forward_batch
 from acgan.serving.protocol import QUOTED_CHARS, BadRequest, quoted
 from acgan.settings import ServeSettings
 from acgan.store import Store, read_json
-from acgan.training.state import GENERATOR_FILE, META_FILE
 
 log = logging.getLogger(__name__)
 INPUTS = {"class": ("INT64", "BYTES"), "n": ("INT64",), "seed": ("INT64",)}

@@ -30,14 +30,15 @@ from tqdm import tqdm
 
 from acgan import progress
 from acgan.checkpoint import (CheckpointExists, complete_steps, latest_checkpoint, prune_checkpoints,
-                                   quarantine_checkpoint, save_checkpoint, split_prefix)
+                               quarantine_checkpoint, save_checkpoint)
 from acgan.data.plan import load_plan
-from acgan.data.prepare import load_shard, shard_info_key, shard_key
+from acgan.data.prepare import load_shard
 from acgan.errors import UserError, command, rerun_command
+from acgan.layout import META_FILE, config_key, shard_info_key, shard_key, split_prefix, stats_key
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
-from acgan.settings import MAX_STEPS, DeviceSetting, ModelSettings, TrainingSettings
+from acgan.settings import LEASE_SECONDS, MAX_STEPS, DeviceSetting, ModelSettings, TrainingSettings
 from acgan.store import Store, write_json
 from acgan.training.ema import averaged_copy, ema_beta, update_ema
 from acgan.training.state import pack_checkpoint, unpack_checkpoint
@@ -58,9 +59,9 @@ class TrainConfig(TrainingSettings, DeviceSetting):
     keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
     stats_samples_per_class: int = Field(16, ge=2, le=1024)
     stats_pairs: int = Field(100, ge=1)
-    lease_seconds: float = Field(300, ge=1, le=86_400, description="the split's lease expires this long after its "
-                                                                   "last renewal (renewed every third of it): how "
-                                                                   "long a killed trainer blocks another")
+    lease_seconds: float = Field(LEASE_SECONDS, ge=1, le=86_400, description="the split's lease expires this long "
+                                 "after its last renewal (renewed every third of it): how long a killed trainer "
+                                 "blocks another")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, float32 "
                                                                             "on a CPU")
 
@@ -150,8 +151,7 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
 def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest) -> dict:
     # Setup: model shape from the plan, data resident on the device as uint8.
     model_cfg, members = model_config_for(store, cfg)
-    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(cfg.torch_device)
     images, labels = _split_data(store, cfg.split, model_cfg, members, device)
     torch.manual_seed(cfg.seed)
     data_rng = torch.Generator(device).manual_seed(cfg.seed)
@@ -169,7 +169,7 @@ def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest)
         log.info("split %d: already at step %d >= %d, nothing to train", cfg.split, start, cfg.steps)
         return {"step": start, "steps": cfg.steps, "resumed_from": start}
     stats = StatsFile(store, cfg.split, start)
-    write_json(store, f"{split_prefix(cfg.split)}/config.json", {
+    write_json(store, config_key(cfg.split), {
         "train": cfg.model_dump(), "model": model_cfg.model_dump(), "classes": members, "device": str(device),
         "fast_path": fast.model_dump(), "threads": torch.get_num_threads()})
     fixed_rng = torch.Generator(device).manual_seed(cfg.seed + 1)
@@ -264,7 +264,7 @@ def _resume(store: Store, cfg: TrainConfig, model_cfg: ModelConfig, G, D, opt_g,
     start, latest = 0, latest_checkpoint(store, cfg.split)
     if latest is not None:
         step, files = latest
-        check_resumable(cfg.split, json.loads(files["meta.json"]), model_cfg, cfg.ema_kimg)
+        check_resumable(cfg.split, json.loads(files[META_FILE]), model_cfg, cfg.ema_kimg)
         unpack_checkpoint(files, G, D, opt_g, opt_d, data_rng, G_ema)
         start = step
     for newer in [s for s in complete_steps(store, cfg.split) if s > start]:
@@ -327,7 +327,7 @@ class StatsFile:
     run keeps the lines up to the step it resumes from."""
 
     def __init__(self, store: Store, split: int, start: int):
-        self.store, self.split, self.key = store, split, f"{split_prefix(split)}/stats.jsonl"
+        self.store, self.split, self.key = store, split, stats_key(split)
         self.lines = stats_lines_up_to(store, self.key, start) if start else []
 
     def append(self, tick: dict) -> None:

@@ -15,11 +15,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from acgan.layout import GENERATOR_FILE, META_FILE, TRAIN_STATE_FILE
 from acgan.training.step import match_param_layouts
-
-GENERATOR_FILE = "generator.safetensors"
-TRAIN_STATE_FILE = "train_state.safetensors"
-META_FILE = "meta.json"
 
 log = logging.getLogger(__name__)
 

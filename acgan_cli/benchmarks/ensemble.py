@@ -10,8 +10,8 @@ from safetensors.torch import save as save_safetensors
 from acgan.checkpoint import save_checkpoint
 from acgan.data.prepare import PrepareConfig, prepare
 from acgan.ensemble import assemble_ensemble
+from acgan.layout import GENERATOR_FILE, META_FILE
 from acgan.model import Generator, ModelConfig
-from acgan.training.state import GENERATOR_FILE, META_FILE
 
 
 def untrained_ensemble(store, classes: int, resolution: int = 128, width: float = 1.0, classes_per_split: int = 10,

@@ -256,6 +256,7 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
     generators' quality, so the ensemble is untrained (`untrained_ensemble`)."""
     from acgan.evaluation.analyses import evaluate
     from acgan.evaluation.inputs import real_on_disk
+    from acgan.layout import METRICS_KEY
     from acgan.settings import EvalSettings
     from acgan.metrics.classifier import save_classifier, train_classifier
     from acgan.store import LocalStore
@@ -270,7 +271,7 @@ def bench_evaluation(device: torch.device, classes: int | None = None) -> list[R
         start = time.perf_counter()
         evaluate(store, EvalSettings(samples_per_class=100, pairs=100, device=device.type))
         elapsed = time.perf_counter() - start
-        on = json.loads(store.read_bytes("eval/metrics.json"))["computed_on"]
+        on = json.loads(store.read_bytes(METRICS_KEY))["computed_on"]
     peak = f"peak {on['peak_host_memory_bytes'] / 2**30:.1f} GiB resident"
     if on.get("peak_device_memory_bytes") is not None:
         peak += f", {on['peak_device_memory_bytes'] / 2**30:.1f} GiB on the GPU"

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from acgan.data.prepare import PrepareConfig, load_shard, plan_data, prepare, prepare_shard, shard_info, \
-    shard_info_key, shard_key
+from acgan.data.prepare import PrepareConfig, load_shard, plan_data, prepare, prepare_shard, shard_info
 from acgan.errors import UserError
+from acgan.layout import shard_info_key, shard_key
 from acgan.store import LocalStore
 from acgan.training.loop import train_split
 from tests.conftest import tiny_config

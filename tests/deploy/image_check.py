@@ -32,10 +32,11 @@ from pathlib import Path
 
 import yaml
 
-from acgan.checkpoint import split_prefix
 from acgan.ensemble import load_ensemble
 from acgan.experiment import split_statuses
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.cluster_settings import ClusterSettings
+from acgan.layout import split_prefix
+from acgan.settings import RunSettings
 from acgan.store import open_store, read_json
 from pipelines.acgan_ensemble import STORE_CA_KEY
 from pipelines.runs import compile_pipeline, pipeline_arguments

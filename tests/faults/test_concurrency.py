@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 
 from acgan.checkpoint import complete_steps, latest_checkpoint, load_checkpoint
-from acgan.lease import Lease, lease_key
+from acgan.layout import lease_key
+from acgan.lease import Lease
 from acgan.store import LocalStore
 from acgan.training.loop import train_split
 from tests.conftest import TINY, tiny_config

@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 
-from acgan.checkpoint import checkpoint_prefix, latest_checkpoint
+from acgan.checkpoint import latest_checkpoint
 from acgan.data.prepare import PrepareConfig, prepare
+from acgan.layout import checkpoint_prefix
 from acgan.lease import live_lease
 from acgan.store import open_store
 from acgan.training.loop import train_split

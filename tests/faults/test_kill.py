@@ -13,7 +13,8 @@ import time
 import torch
 from safetensors.torch import load as load_safetensors
 
-from acgan.checkpoint import MARKER, checkpoint_steps, complete_steps, latest_checkpoint, load_checkpoint
+from acgan.checkpoint import checkpoint_steps, complete_steps, latest_checkpoint, load_checkpoint
+from acgan.layout import MARKER
 from acgan.store import LocalStore
 from acgan.training.loop import train_split
 from tests.conftest import TINY, tiny_config

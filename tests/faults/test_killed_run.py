@@ -21,7 +21,7 @@ from safetensors.torch import save as save_safetensors
 from acgan.checkpoint import complete_steps
 from acgan.ensemble import load_ensemble
 from acgan.experiment import prepare_experiment, train_one_split
-from acgan.lease import RUN_LEASE_KEY, lease_key
+from acgan.layout import RUN_LEASE_KEY, lease_key
 from acgan.settings import RunSettings
 from acgan.store import open_store
 from acgan_cli.main import main

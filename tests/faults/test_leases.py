@@ -18,7 +18,8 @@ import pytest
 
 from acgan.checkpoint import complete_steps, load_checkpoint
 from acgan.data.prepare import PrepareConfig, prepare
-from acgan.lease import lease_key, live_lease, read_lease
+from acgan.layout import lease_key
+from acgan.lease import live_lease, read_lease
 from acgan.store import open_store
 from acgan.training.loop import train_split
 from tests.conftest import TINY, tiny_config

@@ -11,14 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load as load_safetensors
 
-from acgan.checkpoint import (
-    MARKER,
-    checkpoint_steps,
-    complete_steps,
-    latest_checkpoint,
-)
+from acgan.checkpoint import checkpoint_steps, complete_steps, latest_checkpoint
 from acgan.data.prepare import PrepareConfig, prepare
 from acgan.errors import UserError
+from acgan.layout import MARKER
 from acgan.store import LocalStore, PreconditionFailed, open_store
 from acgan.training.loop import train_split
 from tests.conftest import stored_file, tiny_config

@@ -10,8 +10,9 @@ import sys
 import threading
 import time
 
-from acgan.checkpoint import MARKER, latest_checkpoint
+from acgan.checkpoint import latest_checkpoint
 from acgan.data.prepare import PrepareConfig, prepare
+from acgan.layout import MARKER
 from acgan.lease import read_lease
 from acgan.store import open_store
 from tests.conftest import TINY

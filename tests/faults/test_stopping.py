@@ -17,7 +17,7 @@ from pathlib import Path
 
 from acgan.checkpoint import complete_steps
 from acgan.experiment import split_statuses
-from acgan.lease import RUN_LEASE_KEY, lease_key
+from acgan.layout import RUN_LEASE_KEY, lease_key
 from acgan.store import open_store
 
 SETTINGS = ["--dataset", "digits", "--resolution", "32", "--classes-per-split", "5", "--steps", "5000",

@@ -5,13 +5,15 @@ from the listing, prepares each split's shard inside the fan-out and assembles t
 import pytest
 import yaml
 
+from acgan.cluster_settings import ClusterSettings
 from acgan.data.prepare import load_shard, shard_info
 from acgan.ensemble import load_ensemble
 from acgan.evaluation.analyses import ANALYSES
-from acgan.settings import ClusterSettings, EvaluationSettings, RunSettings
+from acgan.settings import EvaluationSettings, RunSettings
 from acgan.store import open_store
 from components.evaluate_ensemble import evaluate_ensemble
 from pipelines import runs
+from pipelines.launch_settings import LocalSettings
 from pipelines.runs import compile_pipeline
 from tests.data.test_folder import image_tree
 
@@ -267,7 +269,7 @@ def test_local_run_from_a_bucket_source_prepares_each_split_in_the_fan_out(s3_en
     settings = RunSettings(store=f"{s3_env}/run", dataset="folder", source=source, classes_per_split=3,
                            resolution=32, steps=2, batch_size=8, checkpoint_every=2, width=0.0625, samples_per_class=4,
                            pairs=3, classifier_steps=20)
-    runs.run_local(settings, tmp_path / "kfp-local")
+    runs.run_local(settings, local=LocalSettings(pipeline_root=tmp_path / "kfp-local"))
     store = open_store(settings.store)
     assert [shard_info(store, s).images for s in (0, 1)] == [{"n01": 4, "n02": 5, "n03": 3},
                                                              {"n04": 3, "n05": 3, "n06": 3}]

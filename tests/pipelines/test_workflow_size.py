@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 from pipelines.runs import compile_pipeline
 from pipelines.workflow_size import SAMPLE_SPLITS, _compressed, nodes_per_split, size_model, split_nodes
 

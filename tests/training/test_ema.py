@@ -11,11 +11,11 @@ from safetensors.torch import load as load_safetensors
 
 from acgan.checkpoint import latest_checkpoint, save_checkpoint
 from acgan.ensemble import assemble_ensemble, load_member_generator
+from acgan.layout import GENERATOR_FILE, META_FILE, TRAIN_STATE_FILE
 from acgan.sampling import load_split_generator
 from acgan.store import LocalStore
 from acgan.training.ema import averaged_copy, ema_beta, update_ema
 from acgan.training.loop import train_split
-from acgan.training.state import GENERATOR_FILE, META_FILE, TRAIN_STATE_FILE
 from tests.conftest import tiny_config
 
 EMA = dict(ema_kimg=1.0, ema_rampup=0.05)

@@ -15,9 +15,9 @@ from acgan.checkpoint import complete_steps, latest_checkpoint, save_checkpoint
 from acgan.data.plan import load_plan, save_plan
 from acgan.data.prepare import load_shard
 from acgan.errors import UserError
+from acgan.layout import TRAIN_STATE_FILE
 from acgan.model import Discriminator, Generator
 from acgan.training.loop import TrainingDiverged, model_config_for, train_split
-from acgan.training.state import TRAIN_STATE_FILE
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from tests.conftest import TINY, tiny_config

@@ -15,11 +15,11 @@ from safetensors.torch import load as load_safetensors
 
 from acgan.checkpoint import latest_checkpoint
 from acgan.errors import UserError
+from acgan.layout import TRAIN_STATE_FILE
 from acgan.model import Discriminator, Generator, ModelConfig
 from acgan.store import LocalStore, open_store
 from acgan.training.losses import generator_loss, tac_generator_loss
 from acgan.training.loop import train_split
-from acgan.training.state import TRAIN_STATE_FILE
 from acgan.training.step import FastPath, TrainStep, make_optimizers
 from tests.conftest import tiny_config
 

@@ -4,8 +4,8 @@ import torch
 
 from acgan.checkpoint import complete_steps, load_checkpoint
 from acgan.ensemble import load_ensemble, load_member_generator
+from acgan.layout import GENERATOR_FILE, META_FILE
 from acgan.store import LocalStore
-from acgan.training.state import GENERATOR_FILE, META_FILE
 from acgan_cli.benchmarks.ensemble import untrained_ensemble
 
 

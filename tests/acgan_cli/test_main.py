@@ -185,7 +185,8 @@ def _lease_of_a_process_that_ended(store_uri: str, split: int) -> str:
 
 
 def test_unlock_clears_a_lease_whose_owner_is_gone_and_refuses_a_live_one(capsys, digits_store):
-    from acgan.lease import Lease, lease_key, read_lease
+    from acgan.layout import lease_key
+    from acgan.lease import Lease, read_lease
 
     store = str(digits_store.root)
     code, out, _ = run(capsys, "unlock", "--store", store, "--split", 0)
