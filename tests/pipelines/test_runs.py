@@ -234,7 +234,7 @@ def test_the_collapse_alarm_names_the_last_healthy_checkpoint(finished_store, ca
 def test_a_complete_split_returns_at_once(finished_store):
     """What a retry or a clone of the run in the KFP UI does with a finished split: nothing is trained or written."""
     before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
-    assert train_one_split(finished_store.uri, 0) == 0
+    assert train_one_split(finished_store, 0) == 0
     assert {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")} == before
 
 
