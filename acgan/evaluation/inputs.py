@@ -5,7 +5,6 @@ analysis (`analyse_split`); the training curves and the overfitting grids. `anal
 from __future__ import annotations
 
 import io
-import json
 import resource
 import tempfile
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from acgan.data.plan import SplitPlan
 from acgan.data.prepare import load_shard, shard_info
 from acgan.ensemble import EnsembleManifest, load_member_generator
 from acgan.errors import UserError
-from acgan.layout import OVERFITTING_PREFIX, stats_key
+from acgan.layout import OVERFITTING_PREFIX
 from acgan.metrics import compute_class_ms_ssim
 from acgan.metrics.cas import compute_cas
 from acgan.metrics.classifier import (
@@ -48,6 +47,7 @@ from acgan.metrics.intra_fid import compute_intra_class_fid
 from acgan.metrics.precision_recall import compute_precision_recall
 from acgan.sampling import generate, image_grid
 from acgan.settings import EvalSettings
+from acgan.stats import read_stats
 from acgan.store import Store
 
 # The metrics computed per class in the classifier's feature space, in `class_feature_metrics`' order; their k (the
@@ -205,11 +205,7 @@ def training_curves(store: Store, plan: SplitPlan) -> dict[int, tuple[list[int],
     """Per class: (steps, MS-SSIM of the split's fixed samples) from the training stats lines."""
     curves: dict[int, tuple[list[int], list[float]]] = {}
     for split in range(len(plan.splits)):
-        key = stats_key(split)
-        if not store.exists(key):
-            continue
-        for line in store.read_bytes(key).decode().splitlines():
-            stats = json.loads(line)
+        for stats in read_stats(store, split):
             for class_id, value in stats.get("ms_ssim", {}).items():
                 steps, values = curves.setdefault(int(class_id), ([], []))
                 steps.append(stats["step"])
