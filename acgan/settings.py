@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from acgan.store import uri_problem
+from acgan.uri import uri_problem
 
 KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"

@@ -15,7 +15,7 @@ from acgan import allocator
 from acgan.errors import UserError, explain
 from acgan.settings import (LOCAL_PARALLELISM, PRESETS, ClusterSettings, CompileSetting, EvalSettings, RunSettings,
                             ServeSettings, SubmitSettings, preset_defaults, value_type)
-from acgan.store import check_uri
+from acgan.uri import check_uri
 
 INTERRUPTED = {"serve": "stopped serving (Ctrl-C)"}  # what a Ctrl-C ends with; the others: a training command's
 # Every option that takes a URI (a store, a data source, a class list, an endpoint): checked where a command starts.

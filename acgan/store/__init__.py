@@ -7,600 +7,35 @@ store's root. S3 settings come from the environment (read here and nowhere else)
   ACGAN_S3_RETRY_SECONDS  how long a call retries a transient failure (default 300: a store pod rescheduled)
   SSL_CERT_FILE       a PEM file of the CAs an https endpoint's certificate is verified with (OpenSSL's and Python's
                       standard variable, which minio's own client reads too); unset: the system's bundle
+A data source's bucket (`open_store(uri, source=True)`) is read with the same, unless it is elsewhere:
+  ACGAN_SOURCE_S3_ENDPOINT, ACGAN_SOURCE_AWS_ACCESS_KEY_ID, ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY, ACGAN_SOURCE_AWS_REGION
 
 Besides plain reads and writes, a store offers conditional ones (`write_if`, `delete_if`): create only if absent,
 replace or delete only if unchanged since read (S3's If-None-Match / If-Match on the ETag). The split lease and the
-checkpoint marker are written with them, so two writers can never both win.
-
-minio is pinned to one release (pyproject.toml) because its public API has no conditional write, no listing of
-unfinished multipart uploads and no status of a non-S3 error answer: `write_if`, `delete_if`, `clean_temporaries` and
-the error classification use four private names of the client (`Minio._execute`, `_list_multipart_uploads`,
-`_abort_multipart_upload`, `InvalidResponseError._code`). tests/test_store.py fails when the installed release or
-those names' signatures differ from the pinned ones, and the store's contract tests run them against an S3 server.
-Moving to a client with public conditional-write parameters (boto3's IfNoneMatch/IfMatch) would replace the whole
-client, its retries and its error mapping for these few calls; pinning was the smaller risk.
+checkpoint marker are written with them, so two writers can never both win. A local store is a directory
+(acgan/store/local.py); an S3 one is a bucket prefix through the minio client, with retries (acgan/store/s3.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import hashlib
-import io
-import logging
+import json
 import os
-import random
 import re
-import socket
-import ssl
-import tempfile
-import time
-import uuid
-from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ValidationError
 
-from acgan.errors import UserError, command, first_problem
+from acgan.errors import UserError, first_problem
+from acgan.store.contract import PreconditionFailed, StoreUnavailable, check_key
+from acgan.store.local import LocalStore
+from acgan.store.s3 import S3Store
+from acgan.uri import check_uri, redact
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+__all__ = ["CHECKSUM", "LocalStore", "PreconditionFailed", "S3Store", "Store", "StoreUnavailable", "check_key",
+           "open_store", "read_json", "read_model", "write_json"]
 M = TypeVar("M", bound=BaseModel)
-E = TypeVar("E", bound=BaseException)
-
-_KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
-# Credentials inside a URI: `scheme://user:secret@host`, also where the secret holds '/' (an AWS secret key may),
-# which ends the authority early: `s3://KEY:abc/def@bucket`. A ':' then a port number is a host, not a user.
-_CREDENTIALS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//)?([^/@]*@|[^/@:]*:(?!\d+([/?#]|$))[^@]*@)")
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*:(?://)?)\S*@")
-# S3 error codes that mean "the server is busy or starting: try again" (AWS's and MinIO's own).
-_TRY_AGAIN = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized",
-              "OperationAborted", "XMinioServerBusy"}
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
-           "AllAccessDisabled"}
-
-
-class PreconditionFailed(Exception):
-    """A conditional write or delete found the object other than expected: another writer got there first."""
-
-
-class StoreUnavailable(UserError):
-    """The store kept failing transiently for the whole retry budget."""
-
-
-def redact(text: str) -> str:
-    """`scheme://user:secret@host` -> `scheme://***@host`: credentials in a URI never reach a message or a log."""
-    return _USERINFO.sub(r"\1***@", text)
-
-
-def uri_problem(uri: str) -> str | None:
-    """What is wrong with a URI a user gives (a store, a data source, a class list, an endpoint), or None; the
-    message never holds the credentials. Every command checks its URIs with it where it starts (acgan_cli/main.py), the
-    settings' validators do (acgan/settings.py), and `open_store`, so a secret is refused before anything is
-    compiled, submitted, logged or written."""
-    if _CREDENTIALS.match(uri):
-        return (f"{redact(uri)!r} holds credentials: write it without them and give them in the environment "
-                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3, KFP_TOKEN for KFP) or a Kubernetes Secret")
-    if re.match(r"(?i)s3:(?!//)", uri):  # else a local folder named `s3:` would be made
-        return f"{uri!r} is not an S3 URI (s3: needs two slashes): write s3://BUCKET/PREFIX"
-    return None
-
-
-def check_uri(uri: str, what: str) -> str:
-    """`uri` if `uri_problem` finds nothing; else UserError naming `what` (the flag) and the problem."""
-    problem = uri_problem(uri)
-    if problem is not None:
-        raise UserError(f"{what} {problem}")
-    return uri
-
-
-def _tag(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def check_key(key: str) -> str:
-    """Keys are relative paths of plain names: no '..', no absolute paths, no empty parts."""
-    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
-        raise UserError(f"invalid store key {key!r}: use relative '/'-separated names of letters, digits, '.', '_', '-'")
-    return key
-
-
-def check_source_key(key: str) -> str:
-    """A data source's keys are names others chose (`cat/IMG 0001 (2).jpg`, unicode, '+'): any characters, but no
-    '.', '..' or empty parts, which could name an object outside the source's prefix."""
-    if any(part in ("", ".", "..") for part in key.split("/")):
-        raise UserError(f"invalid source key {key!r}: a '.', '..' or empty part could name an object outside the "
-                        "source: rename the object, or leave its class out (--class-list)")
-    return key
-
-
-class LocalStore:
-    """A directory. Writes go to a temporary file and are renamed into place, so no reader sees half an object."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root).expanduser().resolve()
-        self.uri = str(self.root)
-
-    def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
-
-    @contextlib.contextmanager
-    def _file_system(self, doing: str, path: Path):
-        """An OSError of the volume (full, read-only, another user's) as one line naming the path, the cause and the
-        fix; an absent file or a name taken first stay the answers the callers handle."""
-        try:
-            yield
-        except (FileNotFoundError, FileExistsError):
-            raise
-        except OSError as e:
-            fix = {errno.ENOSPC: "free space on its volume, or give it a larger one",
-                   errno.EDQUOT: "raise this user's quota on its volume, or free space",
-                   errno.EROFS: "the volume is mounted read-only: remount it read-write, or use another --store",
-                   errno.EACCES: f"this user (uid {os.getuid()}) has no access: make the store its own (on "
-                                 "Kubernetes: the pod's fsGroup), or use another --store"}
-            raise UserError(f"store {self.uri}: cannot {doing} {path} ({e.strerror or e}): "
-                            f"{fix.get(e.errno, 'check the volume')}") from None
-
-    def exists(self, key: str) -> bool:
-        path = self._path(key)
-        with self._file_system("read", path):
-            return path.is_file()
-
-    def read_bytes(self, key: str) -> bytes:
-        path = self._path(key)
-        try:
-            with self._file_system("read", path):
-                return path.read_bytes()
-        except FileNotFoundError:
-            raise KeyError(key) from None
-
-    def _temporary(self, path: Path, data: bytes) -> Path:
-        """A hidden file beside `path` holding `data`; unique per write, as a renewal thread writes beside training.
-        A write that fails (a full volume) removes its temporary, which would hold space no listing shows."""
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        with self._file_system("write", path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        return tmp
-
-    def write_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        os.replace(self._temporary(path, data), path)
-
-    @contextlib.contextmanager
-    def _locked(self, path: Path):
-        """An exclusive flock on the folder holding `path`: compare-and-swap among processes of this host, leaving
-        no lock file in the store."""
-        with self._file_system("write", path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX)
-            with self._file_system("write", path):
-                yield
-        finally:
-            os.close(folder)
-
-    def read_tagged(self, key: str) -> tuple[bytes, str]:
-        """The object and a tag that changes whenever it does (its sha256, as an ETag is its MD5)."""
-        data = self.read_bytes(key)
-        return data, _tag(data)
-
-    def read_aged(self, key: str) -> tuple[bytes, str, float]:
-        """The object, its tag, and how many seconds ago it was written by the store's own clock: its mtime against
-        that of a file made now beside it, both stamped by the filesystem (this machine's kernel, or the file
-        server), never this process's clock, which may be off (misset, or faked: libfaketime leaves stat alone)."""
-        path = self._path(key)
-        try:
-            with self._file_system("read", path), open(path, "rb") as f:  # one file's contents and mtime, even if
-                data, written = f.read(), os.fstat(f.fileno()).st_mtime  # it is replaced meanwhile
-        except FileNotFoundError:
-            raise KeyError(key) from None
-        try:
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.now-") as probe:
-                now = os.fstat(probe.fileno()).st_mtime
-        except OSError:  # a read-only store: this machine's clock is the next best
-            now = time.time()
-        return data, _tag(data), max(0.0, now - written)
-
-    def write_if(self, key: str, data: bytes, tag: str | None) -> str:
-        """Create `key` (tag None) or replace it if its tag is still `tag`; returns the new tag. A create is a hard
-        link of a complete temporary file, which fails if the name exists: atomic without any lock."""
-        path = self._path(key)
-        tmp = self._temporary(path, data)
-        try:
-            if tag is None:
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    raise PreconditionFailed(key) from None
-            else:
-                with self._locked(path):
-                    if not path.is_file() or _tag(path.read_bytes()) != tag:
-                        raise PreconditionFailed(key)
-                    os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return _tag(data)
-
-    def delete_if(self, key: str, tag: str) -> None:
-        path = self._path(key)
-        with self._locked(path):
-            if not path.is_file() or _tag(path.read_bytes()) != tag:
-                raise PreconditionFailed(key)
-            path.unlink()
-
-    def clean_temporaries(self, prefix: str, older_than: float) -> int:
-        """Delete the hidden temporaries that killed writes left under `prefix`; returns how many."""
-        base, cutoff, removed = self.root / prefix, time.time() - older_than, 0
-        for p in base.rglob(".*.tmp-*") if base.is_dir() else []:
-            with contextlib.suppress(FileNotFoundError):
-                if p.stat().st_mtime < cutoff:
-                    p.unlink()
-                    removed += 1
-        return removed
-
-    def list(self, prefix: str) -> list[str]:
-        """Keys under `prefix` (a folder-like prefix ending in '/'), sorted; temporary files are not listed."""
-        base = self.root / prefix
-        if not base.is_dir():
-            return []
-        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
-        return sorted(k for k in keys if not k.rsplit("/", 1)[-1].startswith("."))
-
-    def delete(self, key: str) -> None:
-        path = self._path(key)
-        with self._file_system("delete", path):
-            path.unlink(missing_ok=True)
-        # Folders are only key prefixes: remove the ones this left empty, as S3 would show none.
-        for parent in path.parents:
-            try:
-                if parent == self.root or any(parent.iterdir()):
-                    break
-                parent.rmdir()
-            except OSError:  # another writer just added a key below it
-                break
-
-    def ensure_ready(self, create: bool = False) -> None:
-        if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"--store {self.uri} is a file, not a directory: give a directory (new or an existing "
-                            "store) or s3://BUCKET/PREFIX")
-        if create:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-            except OSError as e:  # a parent that is a file, no permission
-                raise UserError(f"--store {self.uri}: cannot create the directory ({e.strerror})") from None
-        elif not self.root.is_dir():
-            raise UserError(f"store {self.uri} does not exist: check --store, or make one with "
-                            f"{command('acgan', 'run', '--store', self.uri)}")
-
-
-def _cause(e: BaseException, kind: type[E]) -> E | None:
-    """The first exception of `kind` in the chain of causes of a client's error (urllib3 wraps them)."""
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, kind):
-            return e
-        e = getattr(e, "reason", None) or e.__cause__ or e.__context__
-    return None
-
-
-def _no_such_host(e: BaseException) -> bool:
-    """Whether a connection failed because the endpoint's name does not exist (EAI_NONAME), as opposed to a lookup
-    that failed for now (EAI_AGAIN: a DNS server restarting), which is retried like any outage."""
-    lookup = _cause(e, socket.gaierror)
-    return lookup is not None and lookup.errno == socket.EAI_NONAME
-
-
-def tls_context() -> ssl.SSLContext:
-    """How the store's client verifies an https endpoint: with the CA bundle an operator gives in SSL_CERT_FILE (a
-    PEM file: the store's own CA, or the system's bundle with it added), else with the system's bundle (Debian's
-    ca-certificates, which the image installs). Not certifi's, minio's default: a CA added to the system's (a
-    derived image's update-ca-certificates) would not count."""
-    bundle = os.environ.get("SSL_CERT_FILE") or None
-    try:
-        return ssl.create_default_context(cafile=bundle)
-    except (OSError, ssl.SSLError) as e:
-        raise UserError(f"SSL_CERT_FILE={bundle}: not a readable CA bundle ({getattr(e, 'strerror', None) or e}): "
-                        "give a PEM file of the CA certificates that sign the store's endpoint") from None
-
-
-class S3Store:
-    """A bucket prefix on any S3-protocol server, through the minio client. Transient errors are retried for
-    `retry_seconds` with backoff and jitter; permanent ones (access denied, no such bucket) fail at once. A data
-    source's bucket (`source_keys`) takes the names others gave its objects (`check_source_key`), a store only ours
-    (`check_key`)."""
-
-    def __init__(self, bucket: str, prefix: str, endpoint: str, access_key: str | None, secret_key: str | None,
-                 region: str | None = None, retry_seconds: float = 300, source_keys: bool = False):
-        import urllib3
-        from minio import Minio
-        from minio.helpers import check_bucket_name
-
-        endpoint = endpoint if "://" in endpoint else f"https://{endpoint}"
-        if _CREDENTIALS.match(endpoint):
-            raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} holds credentials: give them as "
-                            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, not in the endpoint")
-        parsed = urlparse(endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} is not http(s)://host[:port]")
-        try:
-            check_bucket_name(bucket, strict=True)
-        except ValueError:
-            raise UserError(f"s3://{bucket}: not a valid bucket name (3-63 lowercase letters, digits, '.', '-')") from None
-        self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.endpoint = f"{parsed.scheme}://{parsed.netloc}"
-        self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self.retry_seconds = retry_seconds
-        self.check_key = check_source_key if source_keys else check_key
-        # Our own retry loop (below) handles transient failures; the pool itself must not retry.
-        tls = {"ssl_context": tls_context()} if parsed.scheme == "https" else {}
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=120), retries=urllib3.Retry(total=0),
-                                   maxsize=8, **tls)
-        self.client = Minio(parsed.netloc, access_key=access_key, secret_key=secret_key, region=region,
-                            secure=parsed.scheme == "https", http_client=http)
-
-    def _name(self, key: str) -> str:
-        self.check_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _failure(self, e: Exception) -> tuple[bool, str]:
-        """(transient?, what went wrong) for an error of the client; raises at once for a permanent one we can name."""
-        from minio.error import InvalidResponseError, S3Error, ServerError
-        from urllib3.exceptions import HTTPError
-
-        if isinstance(e, S3Error):
-            if e.code == "PreconditionFailed":
-                raise PreconditionFailed(e.object_name) from None
-            if e.code in _DENIED:
-                raise UserError(f"store {self.uri} at {self.endpoint} rejected the credentials or denied access "
-                                f"({e.code}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy"
-                                ) from None
-            if e.code == "NoSuchBucket":
-                raise UserError(f"bucket {self.bucket!r} does not exist at {self.endpoint} (NoSuchBucket): run "
-                                f"{command('acgan', 'prepare', '--store', self.uri)} first, or create the bucket") from None
-            status = e.response.status if e.response is not None else 0
-            return e.code in _TRY_AGAIN or status >= 500 or status == 429, f"{e.code}, HTTP {status}"
-        if isinstance(e, InvalidResponseError):  # a body that is not S3's XML: a proxy or load balancer answered
-            status = e._code  # noqa: SLF001 (the client exposes the status of this error nowhere else)
-            if status == 403:
-                raise UserError(f"store {self.uri} at {self.endpoint} refused access (HTTP 403 from something in "
-                                "front of the store): check the endpoint and the credentials") from None
-            return status >= 500 or status == 429, f"HTTP {status} (not from S3)"
-        if isinstance(e, ServerError):
-            return True, f"HTTP {e.status_code}"
-        if isinstance(e, HTTPError):  # connection refused or reset, a timeout: the server may come back
-            untrusted = _cause(e, ssl.SSLCertVerificationError)
-            if untrusted is not None:  # but a certificate that fails verification will fail it again
-                raise UserError(f"store endpoint {self.endpoint}: its TLS certificate failed verification "
-                                f"({untrusted.verify_message}): give the CA bundle that signs it in SSL_CERT_FILE "
-                                "(a PEM file; docs/operators.md), or use the name the certificate is for") from None
-            if _no_such_host(e):  # but a name that does not exist will not (a lookup that timed out may)
-                host = urlparse(self.endpoint).hostname
-                in_cluster = " (a name of the cluster's own DNS)" if host.endswith(".local") else ""
-                raise UserError(f"store endpoint {self.endpoint}: the host {host} does not resolve from this machine"
-                                f"{in_cluster}: from outside the cluster, forward the store's port (`kubectl -n "
-                                "NAMESPACE port-forward svc/SERVICE 9000`) and set ACGAN_S3_ENDPOINT="
-                                "http://127.0.0.1:9000, or set ACGAN_S3_ENDPOINT to the store's external address"
-                                ) from None
-            return True, type(getattr(e, "reason", None) or e).__name__  # MaxRetryError wraps the cause
-        raise e
-
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """`fn()`, retried while its failures are transient, for up to `retry_seconds`. An outage is logged once
-        when it starts and once when it ends, not at every attempt.
-
-        Our own loop, not the client's retry or tenacity: the client's (urllib3.Retry) counts attempts, not seconds,
-        judges an answer by its HTTP status alone (S3's RequestTimeout is a 400, whose code is in the body) and would
-        repeat a conditional PUT out of `write_if`'s sight, which must know when a retried create met its own
-        first attempt; tenacity is not installed, and its stop_after_delay checks the budget only after each
-        attempt, so a wait would run past `retry_seconds` (here the last wait is cut to what is left), while the
-        classification, the two log lines and the final error stay ours either way: a dependency for no less
-        code."""
-        from minio.error import MinioException
-        from urllib3.exceptions import HTTPError
-
-        started, attempt, error = time.monotonic(), 0, ""
-
-        def outage_over(outcome: str) -> None:
-            if attempt > 1:
-                log.warning("store %s: %s %s after %.1fs (%d attempts; last failure: %s)", self.endpoint, what,
-                            outcome, time.monotonic() - started, attempt, error)
-
-        while True:
-            attempt += 1
-            try:
-                try:
-                    result = fn()
-                except (MinioException, HTTPError) as e:
-                    transient, error = self._failure(e)
-                else:
-                    outage_over("succeeded")
-                    return result
-            except PreconditionFailed:  # an answer too: a retried create whose first attempt landed meets itself
-                outage_over("precondition failed")
-                raise
-            except KeyError:  # an answer too: the object is not there (a read, a stat)
-                outage_over("answered: no such object")
-                raise
-            waited = time.monotonic() - started
-            if not transient:
-                raise UserError(f"store {self.uri} at {self.endpoint}: {what} failed ({error})") from None
-            if waited >= self.retry_seconds:
-                raise StoreUnavailable(f"store {self.uri} unreachable at {self.endpoint}: {what} failed for "
-                                       f"{waited:.0f}s ({attempt} attempt(s), last: {error}); check that the "
-                                       "server is up, or raise ACGAN_S3_RETRY_SECONDS") from None
-            if attempt == 1:
-                log.warning("store %s: %s failed (%s); retrying for up to %.0fs", self.endpoint, what, error,
-                            self.retry_seconds)
-            # Full jitter: trainers of many splits that lost the store together do not return in lockstep.
-            backoff = random.uniform(0.5, 1.0) * min(0.25 * 2 ** (attempt - 1), 10.0)
-            time.sleep(max(0.0, min(backoff, self.retry_seconds - waited)))
-
-    def exists(self, key: str) -> bool:
-        from minio.error import S3Error
-
-        def stat() -> bool:
-            try:
-                self.client.stat_object(self.bucket, self._name(key))
-                return True
-            except S3Error as e:
-                if e.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
-                    return False
-                raise
-
-        return self._call(f"stat {key}", stat)
-
-    def read_tagged(self, key: str, length: int | None = None) -> tuple[bytes, str]:
-        """The object (its first `length` bytes, all of a shorter one) and its ETag, from one GET (so the two always
-        belong together)."""
-        from minio.error import S3Error
-
-        def get() -> tuple[bytes, str]:
-            try:
-                response = self.client.get_object(self.bucket, self._name(key), length=length)
-            except S3Error as e:
-                if e.code == "NoSuchKey":
-                    raise KeyError(key) from None
-                if e.code == "InvalidRange":  # a range of an empty object
-                    return b"", ""
-                raise
-            try:
-                return response.read(), response.headers.get("ETag", "")
-            finally:
-                response.close()
-                response.release_conn()
-
-        return self._call(f"read {key}", get)
-
-    def read_aged(self, key: str) -> tuple[bytes, str, float]:
-        """The object, its ETag, and how many seconds ago it was written by the store's own clock: the answer's
-        Date against the object's Last-Modified, from one GET. Both count whole seconds, so this is the age less
-        one second (never more than the real one)."""
-        from email.utils import parsedate_to_datetime
-
-        from minio.error import S3Error
-
-        def get() -> tuple[bytes, str, float]:
-            try:
-                response = self.client.get_object(self.bucket, self._name(key))
-            except S3Error as e:
-                if e.code == "NoSuchKey":
-                    raise KeyError(key) from None
-                raise
-            try:
-                data, headers = response.read(), response.headers
-            finally:
-                response.close()
-                response.release_conn()
-            if not headers.get("Last-Modified"):  # every S3 GET has one; without it no lease could ever expire
-                raise UserError(f"store {self.uri} at {self.endpoint} answered a read of {key} without "
-                                "Last-Modified: it is not an S3-compatible server")
-            written = parsedate_to_datetime(headers["Last-Modified"]).timestamp()
-            now = parsedate_to_datetime(headers["Date"]).timestamp() if headers.get("Date") else time.time()
-            return data, headers.get("ETag", ""), max(0.0, now - written - 1)
-
-        return self._call(f"read {key}", get)
-
-    def read_bytes(self, key: str) -> bytes:
-        return self.read_tagged(key)[0]
-
-    def write_bytes(self, key: str, data: bytes) -> None:
-        # An S3 PUT is atomic: readers see the old object or the whole new one, never a part.
-        self._call(f"write {key}", lambda: self.client.put_object(self.bucket, self._name(key), io.BytesIO(data),
-                                                                 len(data)))
-
-    def write_if(self, key: str, data: bytes, tag: str | None) -> str:
-        """Create `key` (tag None: If-None-Match: *) or replace it if its ETag is still `tag` (If-Match); returns the
-        new ETag. minio 7.2 has no public parameter for these headers (`put_object`'s metadata turns them into
-        x-amz-meta-*), so this goes through the client's own signed request, `_execute`, with explicit headers: one
-        PUT of the whole body, signed and region-resolved exactly like the public calls."""
-        headers = {"Content-Type": "application/octet-stream", **({"If-None-Match": "*"} if tag is None
-                                                                  else {"If-Match": tag})}
-        try:
-            tag = self._call(f"write {key}", lambda: self._conditional("PUT", key, data, headers)).headers.get("ETag")
-            if tag:
-                return tag
-        except PreconditionFailed:
-            pass
-        # A retried PUT whose first attempt landed (its answer lost) fails its own precondition: ours if the bytes
-        # are ours (they hold the writer's token and time, so no other writer's are equal). The read also gives the
-        # ETag of a server that answered a PUT without one.
-        try:
-            current, current_tag = self.read_tagged(key)
-        except KeyError:
-            raise PreconditionFailed(key) from None
-        if current != data:
-            raise PreconditionFailed(key)
-        return current_tag
-
-    def delete_if(self, key: str, tag: str) -> None:
-        self._call(f"delete {key}", lambda: self._conditional("DELETE", key, None, {"If-Match": tag}))
-
-    def _conditional(self, method: str, key: str, body: bytes | None, headers: dict):
-        from minio.error import S3Error
-
-        try:
-            return self.client._execute(method, self.bucket, self._name(key), body=body,  # noqa: SLF001 (write_if)
-                                        headers=headers)
-        except S3Error as e:
-            if e.code == "NoSuchKey":  # If-Match on an object that is gone: not the one we expected either
-                raise PreconditionFailed(key) from None
-            raise
-
-    def clean_temporaries(self, prefix: str, older_than: float) -> int:
-        """Abort the multipart uploads that killed writers left under `prefix` (their parts cost storage and no
-        listing shows them); returns how many."""
-        from datetime import datetime, timezone
-
-        name = self._name(prefix.rstrip("/")) + "/"
-        result = self._call(f"list uploads {prefix}", lambda: self.client._list_multipart_uploads(  # noqa: SLF001
-            self.bucket, prefix=name, max_uploads=1000))
-        cutoff, removed = time.time() - older_than, 0
-        for upload in result.uploads:
-            started = upload.initiated_time or datetime.now(timezone.utc)
-            if started.timestamp() < cutoff:
-                self._call(f"abort upload {upload.object_name}", lambda u=upload: self.client._abort_multipart_upload(
-                    self.bucket, u.object_name, u.upload_id))  # noqa: SLF001
-                removed += 1
-        return removed
-
-    def list(self, prefix: str) -> list[str]:
-        start = len(self.prefix) + 1 if self.prefix else 0
-        objects = self._call(f"list {prefix}", lambda: list(
-            self.client.list_objects(self.bucket, prefix=self._name(prefix.rstrip("/")) + "/", recursive=True)))
-        return sorted(o.object_name[start:] for o in objects)
-
-    def top_level(self) -> tuple[list[str], list[str]]:
-        """Names of the folders and of the objects right under the prefix: one listing with a delimiter, not every
-        key below."""
-        base = f"{self.prefix}/" if self.prefix else ""
-        objects = self._call("list folders", lambda: list(self.client.list_objects(self.bucket, prefix=base)))
-        names = [(o.object_name[len(base):].rstrip("/"), o.is_dir) for o in objects]
-        return sorted(n for n, is_dir in names if is_dir), sorted(n for n, is_dir in names if not is_dir)
-
-    def delete(self, key: str) -> None:
-        self._call(f"delete {key}", lambda: self.client.remove_object(self.bucket, self._name(key)))
-
-    def ensure_ready(self, create: bool = False) -> None:
-        exists = self._call("check bucket", lambda: self.client.bucket_exists(self.bucket))
-        if not exists:
-            if not create:
-                raise UserError(f"bucket {self.bucket!r} does not exist at {self.endpoint}: "
-                                f"run {command('acgan', 'prepare', '--store', self.uri)} first, or create the bucket")
-            self._call("create bucket", lambda: self.client.make_bucket(self.bucket))
-
-
 Store = LocalStore | S3Store
 
 
@@ -611,19 +46,22 @@ def _env_seconds(name: str, default: float) -> float:
     return float(value)
 
 
-def open_store(uri: str, source_keys: bool = False) -> Store:
-    """The one function that decides local versus remote storage; `source_keys` for a data source's bucket."""
+def open_store(uri: str, source: bool = False) -> Store:
+    """The one function that decides local versus remote storage. A data source's (`source`) takes the names others
+    gave its objects (`check_source_key`), and is read from its own endpoint where ACGAN_SOURCE_S3_ENDPOINT is set: a
+    source needs only read access."""
     check_uri(uri, "store")
     if uri.startswith("s3://"):
         parsed = urlparse(uri)
         if not parsed.netloc:
             raise UserError(f"store {uri!r} names no bucket: use s3://BUCKET[/PREFIX]")
-        endpoint = os.environ.get("ACGAN_S3_ENDPOINT")
+        elsewhere = source and os.environ.get("ACGAN_SOURCE_S3_ENDPOINT")
+        endpoint, env = (elsewhere, "ACGAN_SOURCE_") if elsewhere else (os.environ.get("ACGAN_S3_ENDPOINT"), "")
         if not endpoint:
             raise UserError("ACGAN_S3_ENDPOINT is not set: export it as http(s)://host:port of the S3/MinIO server")
-        return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get("AWS_ACCESS_KEY_ID"),
-                       os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_REGION"),
-                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300), source_keys)
+        return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get(f"{env}AWS_ACCESS_KEY_ID"),
+                       os.environ.get(f"{env}AWS_SECRET_ACCESS_KEY"), os.environ.get(f"{env}AWS_REGION"),
+                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300), source)
     if "://" in uri and not uri.startswith("file://"):
         raise UserError(f"store {redact(uri)!r}: use a local directory or s3://BUCKET/PREFIX")
     return LocalStore(uri.removeprefix("file://"))
@@ -633,16 +71,12 @@ CHECKSUM = "checksum"  # in a checksummed JSON object: "sha256:" + the hex diges
 
 
 def _canonical(obj: dict) -> bytes:
-    import json
-
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
 def read_json(store: Store, key: str, checksum: bool = False) -> dict:
     """A JSON object of the store. With `checksum`, for what `write_json(..., checksum=True)` wrote, its checksum is
     verified and the object returned without it; a missing one is refused as damage, like a wrong one."""
-    import json
-
     try:
         obj = json.loads(store.read_bytes(key))
     except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, a number past Python's 4300 digits, too deep

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acgan.data.plan import contiguous_splits, load_plan, SplitPlan
+from acgan.data.plan import contiguous_splits, SplitPlan
 from acgan.data.prepare import PrepareConfig, load_shard, prepare, shard_info
-from acgan.data.sources import synthetic_source
 from acgan.errors import UserError
 from acgan.store import LocalStore
 from tests.conftest import run_printed
@@ -105,21 +104,6 @@ def test_folder_class_without_images(tmp_path):
     with pytest.raises(UserError, match="class empty of .* has no JPEG/PNG images"):
         prepare(PrepareConfig(dataset="folder", source=root, classes_per_split=3), LocalStore(tmp_path / "s"))
     assert not (tmp_path / "s").exists()
-
-
-def test_synthetic_classes_are_distinct(tmp_path):
-    source = synthetic_source(num_classes=60, images_per_class=8, resolution=32, seed=0)
-    images = source.load_classes(list(range(60)))
-    means = np.stack([images[c].reshape(8, -1).astype(float).mean(0) for c in range(60)])
-    within = np.mean([np.abs(images[c][0].astype(float) - images[c][1]).mean() for c in range(60)])
-    dists = np.abs(means[:, None] - means[None]).mean(-1)
-    np.fill_diagonal(dists, np.inf)
-    assert dists.min() > 5, "two synthetic classes look alike on average"
-    assert within > 1, "images of one class must vary"
-    store = LocalStore(tmp_path)
-    plan = prepare(PrepareConfig(dataset="synthetic", num_classes=25, images_per_class=4, classes_per_split=10), store)
-    assert [len(s) for s in plan.splits] == [10, 10, 5]
-    assert load_plan(store) == plan
 
 
 def test_plan_file_by_id_and_name(tmp_path):
