@@ -179,7 +179,7 @@ fi
 
 # 7. benchmarks with the time left, one at a time, each with its own JSON and table
 if [ "$TINY" = 1 ]; then
-    report SKIP 7-bench "tiny mode: the CPU benchmarks are checked by tests/test_bench.py"
+    report SKIP 7-bench "tiny mode: the CPU benchmarks are checked by tests/acgan_cli/benchmarks/"
 fi
 for name in "${BENCHES[@]}"; do
     left=$(( $(remaining) - 5 ))

@@ -64,6 +64,18 @@ def cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def benchmark_modules(root: Path) -> dict[str, set[str]]:
+    """acgan_cli/benchmarks' modules -> the others of them each imports (`acgan bench`'s suite and its parts)."""
+    folder = root / "acgan_cli" / "benchmarks"
+    graph: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.py")):
+        for name in imported(path):
+            other = name.removeprefix("acgan_cli.benchmarks.").split(".")[0]
+            if name.startswith("acgan_cli.benchmarks.") and other != path.stem and (folder / f"{other}.py").is_file():
+                graph.setdefault(path.stem, set()).add(other)
+    return graph
+
+
 def test_imports_run_one_way():
     assert back_imports(ROOT) == []
 
@@ -72,9 +84,14 @@ def test_the_library_parts_import_each_other_without_a_cycle():
     assert cycle(library_parts(ROOT)) is None
 
 
+def test_the_benchmarks_import_each_other_without_a_cycle():
+    assert cycle(benchmark_modules(ROOT)) is None
+
+
 def test_a_planted_back_import_and_cycle_are_found(tmp_path):
     """The checks above on a small tree with the two faults this layout removed: a command-line import inside a
-    library function, and metrics -> sampling -> training -> metrics."""
+    library function, and metrics -> sampling -> training -> metrics; and a benchmark module that imports the suite
+    which imports it."""
     files = {"acgan/metrics/__init__.py": "from acgan.sampling import to_uint8\n",
              "acgan/sampling.py": "from acgan.training import state\n",
              "acgan/training/state.py": "def f():\n    from acgan import metrics\n",
@@ -82,12 +99,15 @@ def test_a_planted_back_import_and_cycle_are_found(tmp_path):
              "components/__init__.py": "import acgan.sampling\n",
              "pipelines/runs.py": "from components import run_step\n",
              "acgan_cli/main.py": "from pipelines.runs import rerun\n",
-             "acgan/store.py": "def f():\n    from acgan_cli.main import main\n"}
+             "acgan/store.py": "def f():\n    from acgan_cli.main import main\n",
+             "acgan_cli/benchmarks/suite.py": "from acgan_cli.benchmarks.machine import Row\n",
+             "acgan_cli/benchmarks/machine.py": "def f():\n    from acgan_cli.benchmarks import suite\n"}
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert back_imports(tmp_path) == ["acgan/store.py imports acgan_cli, which is above acgan"]
     assert cycle(library_parts(tmp_path)) == ["metrics", "sampling", "training", "metrics"]
+    assert cycle(benchmark_modules(tmp_path)) == ["machine", "suite", "machine"]
 
 
 def test_every_file_beside_the_code_is_installed_with_it():

@@ -21,7 +21,7 @@ import torch
 from acgan.model import Discriminator, Generator, ModelConfig
 from acgan.settings import PRESETS, ModelSettings
 from acgan.training.step import FastPath, TrainStep, make_optimizers
-from acgan_cli.benchmarks.suite import Row, cpu_model
+from acgan_cli.benchmarks.machine import Row, cpu_model
 
 EXTENSIONS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what decides the kernels torch picks
 NATIVE_BF16 = ("avx512_bf16", "amx_bf16")

@@ -39,7 +39,8 @@ from acgan.process import stop_process
 from acgan.sampling import generator_from_files
 from acgan.serving.batching import BATCH_PASSES, default_forward_batch
 from acgan.store import LocalStore
-from acgan_cli.benchmarks.suite import Row, device_name, untrained_ensemble
+from acgan_cli.benchmarks.ensemble import untrained_ensemble
+from acgan_cli.benchmarks.machine import Row, device_name
 
 MODEL = "acgan-ensemble"
 SIZES = (1, 64)

@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import subprocess
 import tempfile
 import time
@@ -21,16 +20,18 @@ from typing import Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel
-from safetensors.torch import save as save_safetensors
 from tqdm import tqdm
 
 from acgan import allocator
 from acgan.metrics.ms_ssim import ms_ssim
-from acgan_cli.benchmarks.ms_ssim_reference import ms_ssim_pair
 from acgan.model import Discriminator, Generator, ModelConfig
 from acgan.progress import ASSEMBLE, EVALUATE, PLAN, TRAIN, Event
 from acgan.training.step import FastPath, TrainStep, make_optimizers
+from acgan_cli.benchmarks.cpu_step import demo_step_rows
+from acgan_cli.benchmarks.ensemble import untrained_ensemble
+from acgan_cli.benchmarks.machine import Row, cpu_model, device_name
+from acgan_cli.benchmarks.ms_ssim_reference import ms_ssim_pair
+from acgan_cli.benchmarks.serve import bench_serve
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from the vendor's data sheets, by device name.
 BF16_PEAK_TFLOPS = {"H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0,
@@ -38,32 +39,6 @@ BF16_PEAK_TFLOPS = {"H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 PCIe": 756
 PAPER_RUN_IMAGES = 100 * 50_000 * 100  # 100 splits x 50,000 steps x batch 100
 
 log = logging.getLogger(__name__)
-
-
-class Row(BaseModel):
-    figure: str
-    unit: str
-    target: str
-    measured: float | None
-    device: str
-    note: str = ""
-    error: str | None = None  # the one-line reason a benchmark failed; its other figures are then missing
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_model()} ({os.cpu_count()} cores)"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _sync(device: torch.device) -> None:
@@ -192,8 +167,6 @@ def bench_training(device: torch.device, steps: int | None = None) -> list[Row]:
                         target="< 24 H100-hours", measured=None, device=name,
                         note="pending: needs the 128px figure from a GPU (acgan bench --device cuda)"))
     if not gpu:
-        from acgan_cli.benchmarks.cpu_step import demo_step_rows  # that module imports this one
-
         rows += demo_step_rows(steps, 1, 8, 256) if tiny else demo_step_rows()
     return rows
 
@@ -277,28 +250,6 @@ def bench_ms_ssim(device: torch.device) -> list[Row]:
     return rows
 
 
-def untrained_ensemble(store, classes: int, resolution: int = 128, width: float = 1.0, classes_per_split: int = 10,
-                       g_layout: str = "paper"):
-    """A prepared store of `classes` synthetic classes (at 128px, 10 a split, by default) whose ensemble members are
-    untrained generators' sampling snapshots (G at `width` and `g_layout`; no split trained, no training state
-    written); returns its plan."""
-    from acgan.checkpoint import save_checkpoint
-    from acgan.data.prepare import PrepareConfig, prepare
-    from acgan.ensemble import assemble_ensemble
-    from acgan.layout import GENERATOR_FILE, META_FILE
-
-    plan = prepare(PrepareConfig(dataset="synthetic", num_classes=classes, images_per_class=100, resolution=resolution,
-                                 classes_per_split=classes_per_split), store)
-    for split, members in enumerate(plan.splits):
-        cfg = ModelConfig(resolution=resolution, channels=plan.channels, num_classes=len(members), width=width,
-                          g_layout=g_layout)
-        weights = {f"G.{k}": v.contiguous() for k, v in Generator(cfg).state_dict().items()}
-        save_checkpoint(store, split, 1, {GENERATOR_FILE: save_safetensors(weights),
-                                          META_FILE: json.dumps({"step": 1, "model": cfg.model_dump()}).encode()})
-    assemble_ensemble(store, 1)
-    return plan
-
-
 def bench_evaluation(device: torch.device, classes: int | None = None) -> list[Row]:
     """`evaluate` at 128px, 100 samples and 100 pairs per class, the classifier already trained; measured on
     `classes` synthetic classes (100 on a GPU) and scaled to 1000. What is timed is the evaluation, not the
@@ -369,12 +320,6 @@ def run_breakdown(events: list[Event], total: float, name: str) -> list[Row]:
                     note=f"{sum(startup):.1f} s over {len(startup)} tasks; the rest is pipeline compilation, the CLI "
                          "and kfp.local's own work between tasks"))
     return rows
-
-
-def bench_serve(device: torch.device) -> list[Row]:
-    from acgan_cli.benchmarks.serve import bench_serve as serve_rows  # that module imports this one
-
-    return serve_rows(device)
 
 
 BENCHMARKS = {"training": bench_training, "data": bench_data_preparation, "ms_ssim": bench_ms_ssim,

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from acgan.store import LocalStore
-from acgan_cli.benchmarks.suite import untrained_ensemble
+from acgan_cli.benchmarks.ensemble import untrained_ensemble
 from tests.serving.conftest import acgan_serve
 
 INFER = "/v2/models/acgan-ensemble/infer"

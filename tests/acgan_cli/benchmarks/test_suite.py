@@ -1,15 +1,16 @@
-"""`acgan bench`: real (small) runs of the benchmarks; their speed is recorded in bench/RESULTS.md, never asserted."""
+"""`acgan bench` (acgan_cli/benchmarks/suite.py): real (small) runs of the benchmarks; their speed is recorded in
+bench/RESULTS.md, never asserted."""
 
 import json
 import math
 import subprocess
 import sys
 
-import pytest
 import torch
 
-from acgan_cli.benchmarks.suite import Row, flops_per_image, table, train_throughput
 from acgan.training.step import FastPath
+from acgan_cli.benchmarks.machine import Row
+from acgan_cli.benchmarks.suite import flops_per_image, table, train_throughput
 
 
 def test_training_benchmark_steps_and_counts_flops():
@@ -25,35 +26,6 @@ def test_training_benchmark_steps_and_counts_flops():
     with FlopCounterMode(display=False) as counter:
         D(torch.zeros(1, 3, 32, 32))
     assert flops_per_image(32, 2, torch.device("cpu")) > 4 * counter.get_total_flops()
-
-
-def test_the_demo_steps_rows_name_the_cpu_and_its_extensions(tmp_path):
-    """A tiny run of the CPU rows of `acgan bench --only training`: their shape and the CPU they name (no timing
-    asserted)."""
-    from acgan_cli.benchmarks.cpu_step import cpu_extensions, demo_step_rows
-    from acgan_cli.benchmarks.suite import cpu_model
-
-    rows = demo_step_rows(steps=1, profiled=1, agreement_steps=4, matmul_n=64)
-    extensions = cpu_extensions()
-    assert all(r.device.startswith(cpu_model()) and all(e in r.device for e in extensions) for r in rows)
-    assert [r.unit for r in rows[:3]] == ["GFLOP/s", "x", "x"] and rows[1].target == "<= 1.25"
-    assert all(r.measured > 0 for r in rows[:3]) and "GFLOP of convolutions" in rows[1].note
-    native = {"avx512_bf16", "amx_bf16"} & set(extensions)
-    assert len(rows) == (5 if native else 4) and "bf16 autocast against float32" in rows[3].figure
-    assert (rows[3].measured is None) == (not native)
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("model name\t: X\nflags\t\t: fpu sse2 avx2 avx512f amx_tile amx_bf16\n")
-    assert cpu_extensions(cpuinfo) == ["avx2", "avx512f", "amx_tile", "amx_bf16"]
-
-
-def test_the_arithmetic_on_image_pixels_leaves_out_the_padding_by_hand():
-    from acgan_cli.benchmarks.cpu_step import inside_fraction
-
-    # 3x3, padding 1, on 4x4: per axis 4 outputs x 3 taps, 2 of them on the padding: (10 / 12) ** 2
-    assert inside_fraction((3, 3), (1, 1), (1, 1), (1, 1), False, (4, 4), (4, 4)) == pytest.approx((10 / 12) ** 2)
-    # G's 5x5 stride-2 transposed convolution 8 -> 16 px: of 8 x 5 taps per axis, 2 + 1 land on the cropped border
-    assert inside_fraction((5, 5), (2, 2), (2, 2), (1, 1), True, (8, 8), (16, 16)) == pytest.approx((37 / 40) ** 2)
-    assert inside_fraction((3, 3), (1, 1), (0, 0), (1, 1), False, (8, 8), (6, 6)) == 1.0  # no padding: every tap
 
 
 def test_bench_cli_writes_json_and_table(tmp_path):
@@ -161,23 +133,3 @@ def test_gpu_default_set_leaves_out_the_embedded_run():
 
     assert default_benchmarks(torch.device("cpu")) == list(BENCHMARKS)
     assert default_benchmarks(torch.device("cuda")) == [name for name in BENCHMARKS if name != "run"]
-
-
-def test_evaluation_benchmark_ensemble_is_untrained_snapshots(tmp_path):
-    """The evaluation benchmark times the evaluation: its members are untrained generators' sampling snapshots (on a
-    GPU it used to train 100 splits and write their full training states into a temporary folder)."""
-    from acgan_cli.benchmarks.suite import untrained_ensemble
-    from acgan.checkpoint import complete_steps, load_checkpoint
-    from acgan.ensemble import load_ensemble, load_member_generator
-    from acgan.store import LocalStore
-    from acgan.layout import GENERATOR_FILE, META_FILE
-
-    store = LocalStore(tmp_path)
-    plan = untrained_ensemble(store, 20)
-    assert len(plan.splits) == 2
-    for split in range(2):
-        assert complete_steps(store, split) == [1]
-        assert set(load_checkpoint(store, split, 1)) == {GENERATOR_FILE, META_FILE}
-    manifest = load_ensemble(store)
-    G = load_member_generator(store, manifest.member(19))
-    assert G(torch.randn(2, G.cfg.noise_dim), torch.tensor([0, 9])).shape == (2, 3, 128, 128)
