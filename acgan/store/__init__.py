@@ -61,7 +61,7 @@ def open_store(uri: str, source: bool = False) -> Store:
             raise UserError("ACGAN_S3_ENDPOINT is not set: export it as http(s)://host:port of the S3/MinIO server")
         return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get(f"{env}AWS_ACCESS_KEY_ID"),
                        os.environ.get(f"{env}AWS_SECRET_ACCESS_KEY"), os.environ.get(f"{env}AWS_REGION"),
-                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300), source)
+                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300), source, os.environ.get("SSL_CERT_FILE") or None)
     if "://" in uri and not uri.startswith("file://"):
         raise UserError(f"store {redact(uri)!r}: use a local directory or s3://BUCKET/PREFIX")
     return LocalStore(uri.removeprefix("file://"))

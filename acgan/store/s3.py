@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import random
 import socket
 import ssl
@@ -53,12 +52,11 @@ def _no_such_host(e: BaseException) -> bool:
     return lookup is not None and lookup.errno == socket.EAI_NONAME
 
 
-def tls_context() -> ssl.SSLContext:
+def tls_context(bundle: str | None) -> ssl.SSLContext:
     """How the store's client verifies an https endpoint: with the CA bundle an operator gives in SSL_CERT_FILE (a
     PEM file: the store's own CA, or the system's bundle with it added), else with the system's bundle (Debian's
     ca-certificates, which the image installs). Not certifi's, minio's default: a CA added to the system's (a
     derived image's update-ca-certificates) would not count."""
-    bundle = os.environ.get("SSL_CERT_FILE") or None
     try:
         return ssl.create_default_context(cafile=bundle)
     except (OSError, ssl.SSLError) as e:
@@ -73,7 +71,8 @@ class S3Store:
     (`check_key`)."""
 
     def __init__(self, bucket: str, prefix: str, endpoint: str, access_key: str | None, secret_key: str | None,
-                 region: str | None = None, retry_seconds: float = 300, source_keys: bool = False):
+                 region: str | None = None, retry_seconds: float = 300, source_keys: bool = False,
+                 ca_bundle: str | None = None):
         import urllib3
         from minio import Minio
         from minio.helpers import check_bucket_name
@@ -95,7 +94,7 @@ class S3Store:
         self.retry_seconds = retry_seconds
         self.check_key = check_source_key if source_keys else check_key
         # Our own retry loop (below) handles transient failures; the pool itself must not retry.
-        tls = {"ssl_context": tls_context()} if parsed.scheme == "https" else {}
+        tls = {"ssl_context": tls_context(ca_bundle)} if parsed.scheme == "https" else {}
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=120), retries=urllib3.Retry(total=0),
                                    maxsize=8, **tls)
         self.client = Minio(parsed.netloc, access_key=access_key, secret_key=secret_key, region=region,
