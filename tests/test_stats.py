@@ -22,7 +22,8 @@ def test_damaged_lines_are_dropped_with_one_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="acgan.stats"):
         assert read_stats(store, 2) == [_tick(5), _tick(10)]
     (warning,) = caplog.records
-    assert warning.getMessage() == f"{store.uri}/{stats_key(2)}: dropped {len(damaged)} damaged line(s); the rest is kept"
+    expected = f"{store.uri}/{stats_key(2)}: dropped {len(damaged)} damaged line(s); the rest is kept"
+    assert warning.getMessage() == expected
 
 
 def test_ticks_up_to_a_step_and_none_before_the_first(tmp_path):
