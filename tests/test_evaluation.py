@@ -108,7 +108,7 @@ def _torchvision_transform_input(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_inception_input_is_the_scale_its_imagenet_weights_expect():
-    from acgan.metrics.classifier import inception_input
+    from acgan.metrics.classifier_file import inception_input
 
     grey = torch.tensor([0, 255, 51], dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 8, 8)
     x = inception_input(grey)
@@ -127,11 +127,11 @@ def test_inception_network_is_built_without_a_second_input_transform():
     pytest.importorskip("torchvision", reason="torchvision is not installed: the `inception` extra")
     from torchvision.models import inception_v3
 
-    from acgan.metrics.classifier import classifier_from_tensors
+    from acgan.metrics.classifier_file import classifier_from_tensors
 
     weights = inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=10).state_dict()
-    net, kind = classifier_from_tensors(weights, "inception.safetensors", 3)
-    assert kind == "inception-v3" and net.transform_input is False  # inception_input already gives its scale
+    net = classifier_from_tensors(weights, "inception.safetensors", 3)
+    assert net.file_kind == "inception-v3" and net.inception.transform_input is False  # inception_input gives its scale
     imagenet = torch.randn(1, 3, 8, 8)
     assert torch.allclose(inception_v3(weights=None, aux_logits=False, init_weights=False, transform_input=True)
                           ._transform_input(imagenet), _torchvision_transform_input(imagenet))
@@ -406,9 +406,9 @@ def _count_resident(monkeypatch, name: str) -> dict[str, int]:
     that are still alive (freed tensors are finalised at once), and the most alive at one time."""
     import weakref
 
-    from acgan.evaluation import analyses, inputs
+    from acgan.evaluation import inputs, stream
 
-    evaluation = inputs if name == "real_of_split" else analyses  # real_by_split calls it; evaluate split_samples
+    evaluation = inputs if name == "real_of_split" else stream  # real_by_split calls it; the stream split_samples
 
     count = {"now": 0, "peak": 0, "calls": 0}
     loader = getattr(evaluation, name)
@@ -471,11 +471,11 @@ def test_streamed_evaluation_equals_the_analyses_on_every_image_at_once(tmp_path
 def test_an_evaluation_writing_to_a_log_reports_each_split_it_starts(tmp_path, monkeypatch, caplog):
     """In a pod or a kfp.local task there is no terminal for the bar: a 1000-class evaluation printed nothing for
     ten minutes. A line every PROGRESS_SECONDS (here: every split) says how far it is."""
-    from acgan.evaluation import analyses
+    from acgan.evaluation import stream
 
     store = _synthetic_ensemble(tmp_path / "store", 6)
-    monkeypatch.setattr(analyses, "PROGRESS_SECONDS", 0.0)
-    with caplog.at_level("INFO", logger="acgan.evaluation.analyses"):
+    monkeypatch.setattr(stream, "PROGRESS_SECONDS", 0.0)
+    with caplog.at_level("INFO", logger="acgan.evaluation.stream"):
         evaluate(store, STREAM_SETTINGS)
     lines = [m.split(",")[0] for m in caplog.messages if m.startswith("evaluating split")]
     assert lines == ["evaluating split 1 / 3", "evaluating split 2 / 3", "evaluating split 3 / 3"]
@@ -498,8 +498,11 @@ def test_every_analysis_gets_its_images_on_the_evaluation_device(tmp_path, monke
             return fn(*args, **kwargs)
         return recording
 
-    for name in ("compute_class_ms_ssim", "nearest_neighbours", "classify"):
-        monkeypatch.setattr(evaluation, name, spy(getattr(evaluation, name)))
+    from acgan.evaluation import parts, stream
+
+    for module, name in ((parts, "compute_class_ms_ssim"), (evaluation, "nearest_neighbours"), (stream, "classify"),
+                         (parts, "classify")):
+        monkeypatch.setattr(module, name, spy(getattr(module, name)))
     evaluate(store, STREAM_SETTINGS)
     assert seen == {name: {torch.device("cpu")} for name in ("compute_class_ms_ssim", "nearest_neighbours",
                                                               "classify")}
@@ -564,17 +567,17 @@ CLASS_SAMPLE_METRIC_KEYS = {"precision", "recall", "density", "coverage", "fid",
 
 
 def _count_calls(monkeypatch, name: str) -> dict[str, int]:
-    """Wraps the evaluation's inputs.<name> (the real function) to count its calls."""
-    from acgan.evaluation import inputs as evaluation
+    """Wraps <name> (the real function) where the evaluation's modules call it, to count its calls."""
+    from acgan.evaluation import inputs, parts, stream
 
     count = {"calls": 0}
-    real = getattr(evaluation, name)
+    for module in (inputs, parts, stream):
+        if hasattr(module, name):
+            def counted(*args, real=getattr(module, name), **kwargs):
+                count["calls"] += 1
+                return real(*args, **kwargs)
 
-    def counted(*args, **kwargs):
-        count["calls"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(evaluation, name, counted)
+            monkeypatch.setattr(module, name, counted)
     return count
 
 
@@ -619,7 +622,7 @@ def test_the_sample_metrics_are_each_classs_in_the_classifiers_features_and_cas_
         seen.update(samples=samples.clone(), real=real.clone(), real_labels=real_labels.clone(), steps=steps)
         return real_cas(samples, sample_labels, real, real_labels, num_classes, steps, seed, device)
 
-    monkeypatch.setattr("acgan.evaluation.inputs.compute_cas", recorded)
+    monkeypatch.setattr("acgan.evaluation.parts.compute_cas", recorded)
     summary = evaluate(store, STREAM_SETTINGS)
     metrics = json.loads(store.read_bytes("eval/metrics.json"))
     plan, manifest, model = load_plan(store), load_ensemble(store), load_classifier(store)[0]

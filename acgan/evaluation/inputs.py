@@ -1,6 +1,6 @@
-"""What the evaluation streams, split by split: the real images it uses (or all of them mapped from disk, to
-train the default classifier), samples through the ensemble, the classifier, and what one split gives each
-analysis (`analyse_split`); the training curves and the overfitting grids. `analyses.py` runs the stream."""
+"""What the evaluation reads: the real images it uses, split by split (or all of them mapped from disk, to train the
+default classifier), samples through the ensemble, the classifier, the training curves; the overfitting grids.
+`stream.py` runs the pass over the splits, `parts.py` keeps what the analyses read of it."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from torchmetrics.image.fid import FrechetInceptionDistance
 
 from acgan import progress
 from acgan.data.plan import SplitPlan
@@ -22,40 +20,26 @@ from acgan.data.prepare import load_shard, shard_info
 from acgan.ensemble import EnsembleManifest, load_member_generator
 from acgan.errors import UserError
 from acgan.layout import OVERFITTING_PREFIX
-from acgan.metrics import compute_class_ms_ssim
-from acgan.metrics.cas import compute_cas
 from acgan.metrics.classifier import (
-    HELDOUT_FRACTION,
     ClassifierInfo,
+    Network,
     cache_classifier,
     classifier_key,
-    classify,
-    heldout_mask,
     load_cached_classifier,
     load_classifier,
-    load_classifier_file,
     save_classifier,
     train_classifier,
 )
+from acgan.metrics.classifier_file import load_classifier_file
 from acgan.metrics.overfitting import (
     fixed_noise_across_classes,
     interpolation,
     nearest_neighbours,
 )
-from acgan.metrics.density_coverage import compute_density_coverage
-from acgan.metrics.intra_fid import compute_intra_class_fid
-from acgan.metrics.precision_recall import compute_precision_recall
 from acgan.sampling import generate, image_grid
 from acgan.settings import EvalSettings
 from acgan.stats import read_stats
 from acgan.store import Store
-
-# The metrics computed per class in the classifier's feature space, in `class_feature_metrics`' order; their k (the
-# neighbour whose distance is a point's radius) as their authors chose.
-CLASS_FEATURE_METRICS = ("precision", "recall", "density", "coverage", "fid")
-PRECISION_RECALL_K = 3
-DENSITY_COVERAGE_K = 5
-
 
 def real_of_split(store: Store, split: int, members: list[int], per_class: int,
                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,38 +104,6 @@ class ImageFile:
         return torch.from_numpy(np.memmap(self.file, np.uint8, "c", shape=(len(labels), *self.shape))), labels
 
 
-class CasInputs:
-    """What CAS (acgan/metrics/cas.py) reads, gathered as the evaluation streams each split once: every sample, and
-    the real images' held-out part (the images the evaluation classifier, where it was trained on this store, did not
-    train on: the same seed and fraction), each in an `ImageFile`."""
-
-    def __init__(self, plan: SplitPlan, settings: EvalSettings, used: dict[int, int]):
-        # The real images' labels in real_by_split's order (each split's classes, `used` images of each), as the
-        # classifier's training saw them: its held-out choice depends on them only.
-        labels = torch.cat([torch.full((used[c],), c) for members in plan.splits for c in members])
-        self.heldout = heldout_mask(labels, plan.num_classes, HELDOUT_FRACTION,
-                                    torch.Generator().manual_seed(settings.seed))
-        self.start, self.samples, self.real = 0, ImageFile(), ImageFile()
-
-    def __enter__(self) -> "CasInputs":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.samples.file.close()
-        self.real.file.close()
-
-    def add(self, samples: torch.Tensor, sample_labels: torch.Tensor, real: torch.Tensor,
-            real_labels: torch.Tensor) -> None:
-        """One split's samples and real images, in the stream's order."""
-        chosen = self.heldout[self.start:self.start + len(real_labels)].to(real.device)
-        self.start += len(real_labels)
-        self.samples.append(samples, sample_labels)
-        self.real.append(real[chosen], real_labels[chosen])
-
-    def score(self, num_classes: int, steps: int, seed: int, device: torch.device) -> tuple[float, list[float]]:
-        return compute_cas(*self.samples.mapped(), *self.real.mapped(), num_classes, steps, seed, device)
-
-
 def split_samples(store: Store, manifest: EnsembleManifest, members: list[int], n: int, seed: int,
                   device: torch.device, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """n samples of each class of one split through the ensemble (its sampling snapshot, or with `raw` its trained
@@ -162,11 +114,11 @@ def split_samples(store: Store, manifest: EnsembleManifest, members: list[int], 
 
 
 def get_classifier(store: Store, plan: SplitPlan, settings: EvalSettings,
-                   device: torch.device) -> tuple[torch.nn.Module, ClassifierInfo | Literal["file", "inception-v3"]]:
-    """The classifier on `device` and its info; for a user's file its kind, the info waiting for its accuracy on the
-    real images (file_classifier_info)."""
+                   device: torch.device) -> tuple[Network, ClassifierInfo | None]:
+    """The classifier on `device` and its info; for a user's file no info yet: it waits for its accuracy on the real
+    images (file_classifier_info)."""
     if settings.classifier != "trained":
-        return load_classifier_file(settings.classifier, store, plan.channels, plan.num_classes, device)
+        return load_classifier_file(settings.classifier, store, plan.channels, plan.num_classes, device), None
     loaded = load_classifier(store)
     if loaded is not None and (loaded[1].num_classes, loaded[1].resolution) != (plan.num_classes, plan.resolution):
         raise UserError(f"the store's classifier has {loaded[1].num_classes} classes at {loaded[1].resolution}px, the "
@@ -261,53 +213,6 @@ def peak_memory(device: torch.device) -> dict[str, int | None]:
     on a GPU, the most memory torch allocated on it since the evaluation began."""
     return {"peak_host_memory_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "peak_device_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
-
-
-def analyse_split(model: torch.nn.Module | None, sizes: list[int], settings: EvalSettings, ms_ssim: bool,
-                  class_features: bool, samples: torch.Tensor, sample_labels: torch.Tensor, real: torch.Tensor,
-                  real_labels: torch.Tensor, members: list[int], kept: dict[str, list],
-                  fid_sums: FrechetInceptionDistance | None) -> None:
-    """What the chosen analyses need from one split's samples and real images, on their device: small outputs
-    appended to `kept` (on the CPU), features summed into `fid_sums`, so that the images themselves can be dropped.
-    The classifier's predictions where a `model` is given, with `class_features` each class's feature metrics
-    (`CLASS_FEATURE_METRICS`, in the order of `members`), MS-SSIM of pairs where `ms_ssim`."""
-    if model is not None:
-        # Discriminability and the resolution study. One pass over each image set at full resolution also gives the
-        # Inception Score's logits and FID's features; each smaller size is one more pass.
-        full = classify(model, samples, logits=True, features=True)
-        real_full = classify(model, real, features=True)
-        kept["logits"].append(full.logits)
-        fid_sums.update(real_full.features, real=True)
-        fid_sums.update(full.features, real=False)
-        kept[f"predicted_{sizes[0]}"].append(full.predicted)
-        kept[f"real_predicted_{sizes[0]}"].append(real_full.predicted)
-        for size in sizes[1:]:
-            kept[f"predicted_{size}"].append(classify(model, samples, size=size).predicted)
-            kept[f"real_predicted_{size}"].append(classify(model, real, size=size).predicted)
-        if class_features:
-            class_feature_metrics(real_full.features, real_labels.cpu(), full.features, sample_labels.cpu(), members,
-                                  kept)
-    kept["sample_labels"].append(sample_labels.cpu())
-    kept["real_labels"].append(real_labels.cpu())
-    if ms_ssim:
-        # Diversity: each class's pairs come from a generator seeded by its id, so a split alone gives the same pairs.
-        for name, images, labels in (("ms", samples, sample_labels), ("real_ms", real, real_labels)):
-            means, errors = compute_class_ms_ssim(images, labels, members, settings.pairs, settings.seed)
-            kept[name] += means
-            kept[f"{name}_se"] += errors
-
-
-def class_feature_metrics(real: torch.Tensor, real_labels: torch.Tensor, samples: torch.Tensor,
-                          sample_labels: torch.Tensor, members: list[int], kept: dict[str, list]) -> None:
-    """Each class's precision, recall, density, coverage and FID in the classifier's feature space (N, F): its
-    samples against its real images, appended to `kept` under the names of `CLASS_FEATURE_METRICS`."""
-    for c in members:
-        mine, theirs = samples[sample_labels == c], real[real_labels == c]
-        precision, recall = compute_precision_recall(theirs, mine, PRECISION_RECALL_K)
-        density, coverage = compute_density_coverage(theirs, mine, DENSITY_COVERAGE_K)
-        for name, value in zip(CLASS_FEATURE_METRICS, (precision, recall, density, coverage)):
-            kept[name].append(value)
-    kept["fid"] += compute_intra_class_fid(real, real_labels, samples, sample_labels, members)
 
 
 def class_image_counts(store: Store, plan: SplitPlan) -> dict[int, int]:

@@ -3,10 +3,8 @@ default we train a small CNN on the experiment's real training images (any data 
 fraction of each class to report its accuracy on real images: the ceiling that samples are compared against.
 
 Saved in the store as `eval/classifier.safetensors` + `eval/classifier.json`, so every evaluation of a store uses the
-same classifier. A user may instead pass a safetensors file (a local path or a key in the store): either one of our
-classifiers (from another store), or torchvision's Inception-v3 ImageNet weights (needs torchvision installed; convert
-torchvision's `.pth` once with `safetensors.torch.save_file(torch.load(path, weights_only=True), out)`). Weights are
-never downloaded at run time and nothing is unpickled.
+same classifier. A user may instead pass a safetensors file (classifier_file.py): one of our classifiers, or
+torchvision's Inception-v3. Each kind of network is a class holding what differs between the kinds (`Network`).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple, Protocol
 
 import torch
 import torch.nn as nn
@@ -31,7 +29,7 @@ from tqdm import tqdm
 from acgan.errors import UserError
 from acgan.layout import CLASSIFIER_INFO_KEY, CLASSIFIER_WEIGHTS_KEY
 from acgan.metrics.discriminability import resize_down_and_up
-from acgan.store import Store, check_key
+from acgan.store import Store
 
 log = logging.getLogger(__name__)
 # On a CPU a batch's widest activation stays within this many values (8 MiB): larger buffers pass glibc's mmap
@@ -39,6 +37,7 @@ log = logging.getLogger(__name__)
 # it in the kernel).
 CPU_BATCH_VALUES = 2**21
 HELDOUT_FRACTION = 0.2  # of each class's real images, which the trained classifier never sees
+INCEPTION_FEATURES = 2048  # the width of Inception-v3's pooled features: FID's usual feature space
 
 
 class ClassifierInfo(BaseModel):
@@ -67,12 +66,21 @@ class ClassifierInfo(BaseModel):
         return (f"{'Inception-v3' if self.kind == 'inception-v3' else 'a CNN'} from {self.source} (accuracy "
                 f"{self.heldout_accuracy:.3f} on the store's {self.heldout_images} real images)")
 
+    def feature_space(self) -> str:
+        """The pooled features FID and the feature metrics are computed in, in words."""
+        width = INCEPTION_FEATURES if self.kind == "inception-v3" else 4 * self.width
+        return f"{self.kind} classifier's pooled features ({width}-d)"
+
 
 class Classifier(nn.Module):
-    """Four conv stages (the last three stride 2), global average pool, linear: resolution-agnostic."""
+    """Four conv stages (the last three stride 2), global average pool, linear: resolution-agnostic. Ours: trained on
+    a store's real images, or loaded from a user's file (kind "file")."""
+
+    file_kind = "file"
 
     def __init__(self, channels: int, num_classes: int, width: int = 32):
         super().__init__()
+        self.width = width
         widths = [width, width * 2, width * 4, width * 4]
         layers, c_in = [], channels
         for i, c_out in enumerate(widths):
@@ -89,59 +97,63 @@ class Classifier(nn.Module):
         """The penultimate features (N, 4 * width): FID's feature space when this classifier is the feature net."""
         return self.features(x).mean(dim=(2, 3))
 
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, pooled features) of uint8 images (N, C, H, W) from one forward pass."""
+        pooled = self.pooled(to_input(images))
+        return self.head(pooled), pooled
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    @property
+    def feature_width(self) -> int:
+        return self.head.in_features
+
+    def widest_activation(self, images: torch.Tensor) -> int:
+        """Values per image of the widest activation: the first convolution's output."""
+        return self.features[0].out_channels * images.shape[-2] * images.shape[-1]
+
+    @staticmethod
+    def holds(tensors: dict[str, torch.Tensor]) -> bool:
+        return "head.weight" in tensors and "features.0.weight" in tensors
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], source: str, channels: int) -> "Classifier":
+        width, in_channels = tensors["features.0.weight"].shape[:2]
+        if in_channels != channels:
+            raise UserError(f"--classifier {source} takes {in_channels}-channel images, the store's have {channels}: "
+                            f"use a classifier trained on this data set")
+        net = cls(channels, tensors["head.weight"].shape[0], width)
+        load_weights(net, tensors, source)
+        return net
+
+
+class Network(Protocol):
+    """A kind of classifier network, as `classify` and the evaluation use it: ours (`Classifier`) or Inception-v3
+    (`classifier_file.InceptionV3`), each an nn.Module whose class holds what differs between the kinds."""
+
+    file_kind: str  # ClassifierInfo's kind for it loaded from a user's file
+    width: int  # ClassifierInfo's width for it
+    num_classes: int
+    feature_width: int  # of the pooled features: FID's feature space
+
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def widest_activation(self, images: torch.Tensor) -> int: ...
+
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float in [-1, 1], the scale G produces."""
     return images.float() / 127.5 - 1.0
 
 
-def _forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, pooled features) of uint8 images (N, C, H, W) from one forward pass."""
-    if isinstance(model, Classifier):
-        pooled = model.pooled(to_input(images))
-        return model.head(pooled), pooled
-    return _inception_forward(model, images)
-
-
-def inception_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> Inception-v3's input (N, 3, 299, 299): grey to 3 channels, bilinear to 299x299, and the
-    [-1, 1] scale its ImageNet weights (ported from Google's) were trained on. That is what torchvision feeds them with
-    `transform_input=True` after the usual ImageNet normalisation; built from a weights file (`weights=None`)
-    torchvision leaves that flag off, so we build the network with it off and give it this scale ourselves."""
-    x = images.float() / 255.0
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-    return x * 2.0 - 1.0
-
-
-def _inception_forward(net: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """torchvision's Inception-v3 on uint8 images: logits and the pooled features."""
-    x = inception_input(images)
-    pooled: list[torch.Tensor] = []
-    hook = net.avgpool.register_forward_hook(lambda module, inputs, out: pooled.append(out.flatten(1)))
-    try:
-        logits = net(x)
-    finally:
-        hook.remove()
-    return logits, pooled[0]  # pooled: (N, 2048), the features FID is usually computed on
-
-
-def _images_per_pass(model: nn.Module, images: torch.Tensor, device: torch.device) -> int:
+def _images_per_pass(model: Network, images: torch.Tensor, device: torch.device) -> int:
     """Images per forward pass: 500 on a GPU; on a CPU as many as keep the widest activation (the first convolution's
     output) within CPU_BATCH_VALUES."""
     if device.type != "cpu":
         return 500
-    if isinstance(model, Classifier):
-        widest = model.features[0].out_channels * images.shape[-2] * images.shape[-1]
-    else:
-        widest = 32 * 149 * 149  # Inception-v3's first convolution on its 299x299 input
-    return max(1, CPU_BATCH_VALUES // widest)
-
-
-def feature_width(model: nn.Module) -> int:
-    """The width of the pooled features `classify` returns: FID's feature space."""
-    return model.head.in_features if isinstance(model, Classifier) else model.fc.in_features
+    return max(1, CPU_BATCH_VALUES // model.widest_activation(images))
 
 
 class Outputs(NamedTuple):
@@ -151,7 +163,7 @@ class Outputs(NamedTuple):
 
 
 @torch.no_grad()
-def classify(model: nn.Module, images: torch.Tensor, *, logits: bool = False, features: bool = False,
+def classify(model: Network, images: torch.Tensor, *, logits: bool = False, features: bool = False,
              size: int | None = None, desc: str | None = None) -> Outputs:
     """The classifier on uint8 images (N, C, H, W), in batches on its device, one forward pass serving every output;
     the results on the CPU. With `size`, each batch is first taken down to size x size and back up (the resolution
@@ -162,7 +174,7 @@ def classify(model: nn.Module, images: torch.Tensor, *, logits: bool = False, fe
     kept: dict[str, list[torch.Tensor]] = {"predicted": [], "logits": [], "features": []}
     for i in tqdm(range(0, len(images), step), desc=desc, unit="batch", disable=desc is None or not sys.stderr.isatty()):
         batch = images[i:i + step] if size is None else resize_down_and_up(images[i:i + step], size)
-        batch_logits, batch_features = _forward(model, batch.to(device))
+        batch_logits, batch_features = model.logits_and_features(batch.to(device))
         kept["predicted"].append(batch_logits.argmax(1).cpu())
         if logits:
             kept["logits"].append(batch_logits.float().cpu())
@@ -282,79 +294,10 @@ def cache_classifier(folder: Path, key: str, model: Classifier, info: Classifier
         log.warning("classifier cache %s not written (%s); the classifier is in the store all the same", folder, e)
 
 
-def read_classifier_file(source: str, store: Store) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors classifier file: a local path, else a key in the store."""
-    if not source.endswith(".safetensors"):
-        raise UserError(f"--classifier {source}: give a .safetensors file (we never unpickle .pth/.pt files; the "
-                        f"docs/model.md shows the one-line conversion)")
-    path = Path(source)
-    if path.is_file():
-        data = path.read_bytes()
-    elif is_store_key(source) and store.exists(source):
-        data = store.read_bytes(source)
-    else:
-        raise UserError(f"--classifier {source}: no such file, nor a key of the store {store.uri}")
-    try:
-        return load_safetensors(data)
-    except (SafetensorError, ValueError) as e:
-        raise UserError(f"--classifier {source} is not a readable safetensors file ({e}): check the file") from None
-
-
-def is_store_key(text: str) -> bool:
-    try:
-        check_key(text)
-    except UserError:
-        return False
-    return True
-
-
-def classifier_from_tensors(tensors: dict[str, torch.Tensor], source: str,
-                            channels: int) -> tuple[nn.Module, Literal["file", "inception-v3"]]:
-    """Build the network a weights file describes: torchvision's Inception-v3, or one of our classifiers."""
-    if any(k.startswith("Mixed_7c.") for k in tensors):
-        try:
-            from torchvision.models import inception_v3
-        except ImportError:
-            raise UserError(f"--classifier {source} holds Inception-v3 weights, which need torchvision: install the "
-                            f"`inception` extra (pip install 'acgan-ensemble[inception]')") from None
-        net = inception_v3(weights=None, aux_logits="AuxLogits.fc.weight" in tensors, init_weights=False,
-                           num_classes=tensors["fc.weight"].shape[0], transform_input=False)  # see inception_input
-        kind = "inception-v3"
-    elif "head.weight" in tensors and "features.0.weight" in tensors:
-        width, in_channels = tensors["features.0.weight"].shape[:2]
-        if in_channels != channels:
-            raise UserError(f"--classifier {source} takes {in_channels}-channel images, the store's have {channels}: "
-                            f"use a classifier trained on this data set")
-        net = Classifier(channels, tensors["head.weight"].shape[0], width)
-        kind = "file"
-    else:
-        raise UserError(f"--classifier {source} is neither Inception-v3 weights nor an acgan classifier: use "
-                        f"torchvision's Inception-v3 weights or another store's eval/classifier.safetensors")
+def load_weights(net: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """A user's weights into the network their file names; a mismatch is one line naming the first difference."""
     try:
         net.load_state_dict(tensors)
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise UserError(f"--classifier {source} does not fit the network it names ({first}): check the file") from None
-    return net.eval(), kind
-
-
-def load_classifier_file(source: str, store: Store, channels: int, num_classes: int,
-                         device: torch.device) -> tuple[nn.Module, Literal["file", "inception-v3"]]:
-    """A user-supplied classifier on `device`, checked against the store's classes; the evaluation scores it on the
-    real images as it streams them (file_classifier_info)."""
-    net, kind = classifier_from_tensors(read_classifier_file(source, store), source, channels)
-    outputs = net.head.out_features if isinstance(net, Classifier) else net.fc.out_features
-    if outputs != num_classes:
-        raise UserError(f"--classifier {source} has {outputs} classes, the store {num_classes}: use a classifier of "
-                        f"this data set's classes (in the plan's order)")
-    return net.to(device), kind
-
-
-def file_classifier_info(net: nn.Module, kind: Literal["file", "inception-v3"], source: str, channels: int,
-                         resolution: int, real_images: int, real_accuracy: float) -> ClassifierInfo:
-    """What a user-supplied classifier is, with its accuracy on the store's real images."""
-    log.info("classifier %s: accuracy on the store's real images %.3f", source, real_accuracy)
-    return ClassifierInfo(kind=kind, source=source, channels=channels, resolution=resolution,
-                          num_classes=net.head.out_features if kind == "file" else net.fc.out_features,
-                          width=net.head.in_features // 4 if kind == "file" else 0, heldout_images=real_images,
-                          heldout_accuracy=real_accuracy)
