@@ -21,9 +21,10 @@ from acgan.checkpoint import latest_checkpoint
 from acgan.ensemble import assemble_ensemble, load_ensemble
 from acgan.errors import UserError, explain
 from acgan.settings import EvalSettings
+from acgan.cluster_settings import ClusterSettings
 from acgan.layout import ENSEMBLE_KEY, EXPERIMENT_KEY, lease_key
 from acgan.lease import Lease
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.settings import RunSettings
 from acgan.store import LocalStore, write_json
 from acgan.training.loop import TrainConfig, stats_lines_up_to, train_split
 from tests.conftest import tiny_config
