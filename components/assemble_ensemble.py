@@ -8,7 +8,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)

@@ -7,7 +7,7 @@ which the container driver refuses for an int input (tests/pipelines/test_backen
 
 from kfp import dsl
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)

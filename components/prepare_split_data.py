@@ -5,7 +5,7 @@ already complete (its checksum sidecar written) is not rebuilt on a rerun."""
 
 from kfp import dsl
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)

@@ -12,7 +12,9 @@ import typing
 from kfp import dsl, kubernetes
 from pydantic import BaseModel
 
-from acgan.settings import ClusterSettings, RunSettings, preset_defaults, value_type
+from acgan.cluster_settings import ClusterSettings
+from acgan.presets import preset_defaults
+from acgan.settings import RunSettings, value_type
 from components.assemble_ensemble import assemble_ensemble
 from components.evaluate_ensemble import evaluate_ensemble
 from components.prepare_data import prepare_data

@@ -38,7 +38,7 @@ from acgan.layout import META_FILE, config_key, shard_info_key, shard_key, split
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
-from acgan.settings import MAX_STEPS, DeviceSetting, ModelSettings, TrainingSettings
+from acgan.settings import LEASE_SECONDS, MAX_STEPS, DeviceSetting, ModelSettings, TrainingSettings
 from acgan.stats import PAIRS, SAMPLES_PER_CLASS, StatsFile
 from acgan.store import Store, write_json
 from acgan.training.ema import averaged_copy, ema_beta, update_ema
@@ -60,9 +60,9 @@ class TrainConfig(TrainingSettings, DeviceSetting):
     keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
     stats_samples_per_class: int = Field(SAMPLES_PER_CLASS, ge=2, le=1024)
     stats_pairs: int = Field(PAIRS, ge=1)
-    lease_seconds: float = Field(300, ge=1, le=86_400, description="the split's lease expires this long after its "
-                                                                   "last renewal (renewed every third of it): how "
-                                                                   "long a killed trainer blocks another")
+    lease_seconds: float = Field(LEASE_SECONDS, ge=1, le=86_400, description="the split's lease expires this long "
+                                 "after its last renewal (renewed every third of it): how long a killed trainer "
+                                 "blocks another")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, float32 "
                                                                             "on a CPU")
 
@@ -152,8 +152,7 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
 def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest) -> dict:
     # Setup: model shape from the plan, data resident on the device as uint8.
     model_cfg, members = model_config_for(store, cfg)
-    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(cfg.torch_device)
     images, labels = _split_data(store, cfg.split, model_cfg, members, device)
     torch.manual_seed(cfg.seed)
     data_rng = torch.Generator(device).manual_seed(cfg.seed)

@@ -34,8 +34,9 @@ import yaml
 
 from acgan.ensemble import load_ensemble
 from acgan.experiment import split_statuses
+from acgan.cluster_settings import ClusterSettings
 from acgan.layout import split_prefix
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.settings import RunSettings
 from acgan.store import open_store, read_json
 from pipelines.acgan_ensemble import STORE_CA_KEY
 from pipelines.runs import compile_pipeline, pipeline_arguments

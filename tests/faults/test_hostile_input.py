@@ -21,10 +21,11 @@ from acgan.checkpoint import latest_checkpoint
 from acgan.ensemble import assemble_ensemble, load_ensemble
 from acgan.errors import UserError, explain
 from acgan.settings import EvalSettings
+from acgan.cluster_settings import ClusterSettings
 from acgan.layout import (ENSEMBLE_KEY, EXPERIMENT_KEY, MARKER, PLAN_KEY, checkpoint_prefix, config_key, lease_key,
                           stats_key)
 from acgan.lease import Lease
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.settings import RunSettings
 from acgan.store import LocalStore, write_json
 from acgan.stats import read_stats
 from acgan.training.loop import TrainConfig, train_split

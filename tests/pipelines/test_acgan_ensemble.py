@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from acgan.evaluation.analyses import ANALYSES
-from acgan.settings import ClusterSettings, EvaluationSettings, RunSettings
+from acgan.cluster_settings import ClusterSettings
+from acgan.settings import EvaluationSettings, RunSettings
 from components.evaluate_ensemble import evaluate_ensemble
 from pipelines.runs import compile_pipeline
 

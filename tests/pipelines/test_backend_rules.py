@@ -12,7 +12,8 @@ from kfp import compiler, dsl
 
 from acgan.ensemble import load_ensemble
 from acgan.experiment import split_statuses
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.cluster_settings import ClusterSettings
+from acgan.settings import RunSettings
 from acgan.store import open_store
 from pipelines.acgan_ensemble import build_pipeline
 from pipelines.runs import pipeline_arguments

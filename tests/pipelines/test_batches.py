@@ -11,10 +11,12 @@ import yaml
 
 from acgan.ensemble import load_ensemble
 from acgan.errors import UserError
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.cluster_settings import ClusterSettings
+from acgan.settings import RunSettings
 from acgan.store import open_store
 from acgan_cli import main as cli
 from pipelines import runs
+from pipelines.launch_settings import KfpTarget, SubmitSettings
 from pipelines.runs import compile_pipeline
 from pipelines.workflow_size import (MAX_WORKFLOW_SIZE, SAMPLE_SPLITS, _compressed, nodes_per_split, size_model,
                                      split_nodes)
@@ -64,7 +66,8 @@ def test_a_1000_split_submit_is_refused_before_anything_is_submitted_naming_the_
     settings = RunSettings(store="s3://acgan/imagenet", **IMAGENET_1000_SPLITS)
     with pytest.raises(UserError, match=r"a run of 1000 splits is too large for one Argo workflow: about .* MiB .* "
                                         r"`--batch (\d+)`") as refused:
-        runs.submit(settings, ClusterSettings(), "https://kfp.example/pipeline")
+        runs.submit(settings, cluster=ClusterSettings(), target=KfpTarget(),
+                    submission=SubmitSettings(host="https://kfp.example/pipeline", preflight=False))
     batch = int(str(refused.value).rsplit("--batch ", 1)[1].split("`")[0])
     spec, platform = yaml.safe_load_all(compile_pipeline(ClusterSettings(), tmp_path / "p.yaml").read_text())
     fixed, per_split = size_model(spec, platform, passes=2)  # the first pass and one heal pass over every split
@@ -111,8 +114,8 @@ def test_a_batched_submit_trains_each_batch_in_its_own_run_and_the_last_assemble
         monkeypatch, tmp_path, s3_server, s3_env):
     kfp = EmulatedKFP(tmp_path, s3_server)
     monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: kfp)
-    result = runs.submit(RunSettings(store=s3_env, **SETTINGS), ClusterSettings(), "https://kfp.example/pipeline",
-                         batch=1)
+    result = runs.submit(RunSettings(store=s3_env, **SETTINGS), cluster=ClusterSettings(), target=KfpTarget(),
+                         submission=SubmitSettings(host="https://kfp.example/pipeline", preflight=False, batch=1))
     assert result["batches"] == [[0], [1]] and result["run_ids"] == ["run-1", "run-2"]
     (first_name, first_splits, first, run_a), (_, second_splits, second, run_b) = kfp.runs
     assert first_name.endswith("(splits 0-0)") and (first_splits, second_splits) == ([0], [1])

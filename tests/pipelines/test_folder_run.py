@@ -6,6 +6,7 @@ from acgan.ensemble import load_ensemble
 from acgan.settings import RunSettings
 from acgan.store import open_store
 from pipelines import runs
+from pipelines.launch_settings import LocalSettings
 from tests.data.test_folder import image_tree
 
 CLASSES = [f"n{c:02d}" for c in (6, 1, 5, 2, 4, 3)]  # uploaded out of order: the class index is the sorted name
@@ -19,7 +20,7 @@ def test_local_run_from_a_bucket_source_prepares_each_split_in_the_fan_out(s3_en
     settings = RunSettings(store=f"{s3_env}/run", dataset="folder", source=source, classes_per_split=3,
                            resolution=32, steps=2, batch_size=8, checkpoint_every=2, width=0.0625, samples_per_class=4,
                            pairs=3, classifier_steps=20)
-    runs.run_local(settings, tmp_path / "kfp-local")
+    runs.run_local(settings, local=LocalSettings(pipeline_root=tmp_path / "kfp-local"))
     store = open_store(settings.store)
     assert [shard_info(store, s).images for s in (0, 1)] == [{"n01": 4, "n02": 5, "n03": 3},
                                                              {"n04": 3, "n05": 3, "n06": 3}]

@@ -14,6 +14,7 @@ from acgan.experiment import split_statuses
 from acgan.settings import RunSettings
 from acgan.store import open_store
 from pipelines import runs
+from pipelines.launch_settings import LocalSettings
 
 # Twelve steps with a checkpoint every two: the trainer is killed at its first checkpoint, long before its end.
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=12, batch_size=8, checkpoint_every=2,
@@ -60,7 +61,8 @@ def test_a_killed_trainer_is_restarted_by_its_task_and_the_run_completes(tmp_pat
     killer = KillOnce(store, KILLED_SPLIT)
     killer.start()
     try:
-        result = runs.run_local(RunSettings(store=store.uri, **SETTINGS), tmp_path / "kfp-local", quiet=True)
+        result = runs.run_local(RunSettings(store=store.uri, **SETTINGS),
+                                    local=LocalSettings(pipeline_root=tmp_path / "kfp-local"), quiet=True)
     finally:
         killer.done.set()
         killer.join()

@@ -104,5 +104,5 @@ def test_run_and_its_continue_command_show_every_stage_and_end_alike(tmp_path):
     uri = open_store(str(store)).uri
     summary = summary_text(metrics, f"{uri}/eval/report.html", f"{uri}/eval/samples-split-*.png",
                            store / "eval" / "report.html")
-    assert summary in rerun.text  # what `acgan run` prints at its end (acgan_cli/main.py, _local_result)
+    assert summary in rerun.text  # what `acgan run` prints at its end (acgan_cli/commands/run.py, local_result)
     assert re.search(r"task logs: +\S+", rerun.text.split(summary)[1])

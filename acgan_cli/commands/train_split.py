@@ -1,0 +1,26 @@
+"""`acgan train-split`: train (or continue) the AC-GAN of one class split."""
+
+from __future__ import annotations
+
+import argparse
+
+from acgan_cli.flags import settings_options, validated
+
+
+def add_parser(sub) -> None:
+    from acgan.training.loop import TrainConfig
+
+    p = sub.add_parser("train-split", help="train (or continue) the AC-GAN of one class split")
+    p.add_argument("--store", required=True)
+    settings_options(p, TrainConfig, "paper", required={"split"})  # the split's default serves the library
+    p.set_defaults(run=train_split)
+
+
+def train_split(args: argparse.Namespace) -> dict:
+    from acgan.store import open_store
+    from acgan.training.loop import TrainConfig, train_split
+
+    cfg = validated(args, TrainConfig)
+    store = open_store(args.store)
+    store.ensure_ready()
+    return train_split(store, cfg)
