@@ -418,7 +418,7 @@ def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
 
     for key in finished_store.list("splits/split-00001/checkpoints/"):
         finished_store.delete(key)
-    other = Lease(owner="gpu-node-7/1/0abc", expires=time.time() + 600, acquired=time.time())
+    other = Lease(owner="gpu-node-7/1/0abc", expires=time.time() + 600, acquired=time.time(), seconds=600)
     finished_store.write_bytes(lease_key(1), other.model_dump_json().encode())
     assert [s.state for s in split_statuses(finished_store)] == ["complete", "training"]
     with pytest.raises(UserError, match=r"splits 1 \(gpu-node-7/1/0abc\) are being trained now"):
