@@ -20,18 +20,10 @@ import typing
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from acgan.presets import PRESETS
-from acgan.store import uri_problem
+from acgan.uri import uri_problem
 
 KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
 AUGMENTATIONS = ("translation", "cutout")

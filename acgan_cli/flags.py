@@ -4,12 +4,16 @@ description and the default it has there, and only the flags given reach the val
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from acgan.cluster_settings import ClusterSettings
 from acgan.presets import PRESETS, preset_defaults
 from acgan.settings import value_type
+
+if TYPE_CHECKING:
+    from acgan.store import Store
 
 # The settings some preset sets: a flag of one of them takes true|false, so that it overrides the preset either way.
 PRESET_SETTINGS = {name for values in PRESETS.values() for name in values}
@@ -53,14 +57,14 @@ def flag_help(description: str | None, default) -> str:
     return f"{description or ''}{shown}".replace("%", "%%")
 
 
-def settings_flags(g, model: type[BaseModel], skip: set[str] = frozenset(), defaults: dict | None = None,
-                   required: set[str] = frozenset()) -> dict[str, argparse.Action]:
+def settings_flags(g, model: type[BaseModel], skip: set[str] = frozenset(), preset: str | None = None,
+                   recorded: bool = False, required: set[str] = frozenset()) -> dict[str, argparse.Action]:
     """One flag per field of a settings model (but `skip`'s and the preset), its help the field's description and
-    the default from `defaults` (a preset's values, or the fields' own; None where it depends on more, as on `acgan
-    rerun`); returns the flags made, by field. A list is given comma-separated, a mapping as repeated key=value flags.
+    the default it has under `preset` (the field's own without one; none shown where the store's recorded value is
+    the default, as on `acgan rerun`); returns the flags made, by field. A list is given comma-separated, a mapping as repeated key=value flags.
     A true-or-false setting that no preset sets is a switch: `--name` turns on one that is off by default,
     `--no-name` turns off one that is on."""
-    made = {}
+    made, defaults = {}, None if recorded else preset_defaults(model, preset)
     for name, field in model.model_fields.items():
         if name in skip or name == "preset":
             continue
@@ -88,15 +92,23 @@ def settings_options(p: argparse.ArgumentParser, model: type[BaseModel], preset:
     """--preset and the flags of `model`'s settings, each showing its value under `preset`."""
     g = p.add_argument_group(title) if title else p
     preset_option(g, preset)
-    settings_flags(g, model, skip, preset_defaults(model, preset), required)
+    settings_flags(g, model, skip, preset, required=required)
 
 
 def cluster_options(p: argparse.ArgumentParser, recorded: bool = False, required: set[str] = frozenset()) -> None:
     """ClusterSettings' flags; on `acgan rerun` the store's recorded values are the defaults."""
     title = "cluster settings (fixed when the pipeline is compiled" + ("; default: as `acgan submit` recorded them "
                                                                       "in the store)" if recorded else ")")
-    settings_flags(p.add_argument_group(title), ClusterSettings, set(),
-                   None if recorded else preset_defaults(ClusterSettings, None), required)
+    settings_flags(p.add_argument_group(title), ClusterSettings, recorded=recorded, required=required)
+
+
+def ready_store(uri: str) -> Store:
+    """The store of a command's --store, which must exist already."""
+    from acgan.store import open_store
+
+    store = open_store(uri)
+    store.ensure_ready()
+    return store
 
 
 def verbose_option(p: argparse.ArgumentParser) -> None:

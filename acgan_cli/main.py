@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from acgan import allocator
 from acgan.errors import UserError, explain
-from acgan.store import check_uri
+from acgan.uri import check_uri
 from acgan_cli.commands import COMMANDS
 
 INTERRUPTED = {"serve": "stopped serving (Ctrl-C)"}  # what a Ctrl-C ends with; the others: a training command's

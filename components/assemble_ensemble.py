@@ -24,7 +24,7 @@ def assemble_ensemble(store: str, trained_splits: list, run_splits: list, manife
 
     def assemble() -> tuple[str, bool]:
         s = open_store(store)
-        others = left_to_other_runs(store, [int(x) for x in run_splits])
+        others = left_to_other_runs(s, [int(x) for x in run_splits])
         if others:
             logging.getLogger("assemble-ensemble").info(
                 "this run's splits %s are complete; splits %s are other runs': the run that completes the last of "

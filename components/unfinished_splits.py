@@ -14,7 +14,8 @@ def unfinished_splits(store: str, run_splits: list) -> NamedTuple("Unfinished", 
     from collections import namedtuple
 
     from acgan.experiment import unfinished_splits as unfinished
+    from acgan.store import open_store
     from components import run_step
 
-    todo = run_step("unfinished-splits", lambda: unfinished(store, [int(s) for s in run_splits]))
+    todo = run_step("unfinished-splits", lambda: unfinished(open_store(store), [int(s) for s in run_splits]))
     return namedtuple("Unfinished", ["todo", "healing"])(todo, bool(todo))

@@ -33,7 +33,7 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # cover (docs/operators.md, section 5: what a reclaim costs with and without it).
 DO_NOT_DISRUPT = ("karpenter.sh/do-not-disrupt", "true")
 # Where an operator's CA bundle (ClusterSettings.store_ca_config_map) is mounted; SSL_CERT_FILE names its file, as
-# acgan/store.py reads it.
+# acgan/store/s3.py reads it.
 STORE_CA_MOUNT, STORE_CA_KEY = "/etc/acgan/store-ca", "ca.crt"
 
 

@@ -212,7 +212,7 @@ def test_a_new_setting_is_one_field():
     parser = Parser(prog="acgan test")
     preset_option(parser, "demo")
     flag = settings_flags(parser, Extended)["generator_lr"]
-    assert flag.option_strings == ["--generator-lr"] and flag.help == "a test-only setting: G's learning rate"
+    assert flag.option_strings == ["--generator-lr"] and flag.help == "a test-only setting: G's learning rate (default 0.0002)"
     args = parser.parse_args(["--store", "s", "--generator-lr", "0.001"])
     settings = validated(args, Extended)
     assert settings.generator_lr == 0.001 and settings.steps == 900  # and the preset still applies
@@ -241,7 +241,7 @@ def test_a_new_evaluation_setting_is_one_field():
     for model in (Evaluation, Run):  # what `acgan evaluate` and `acgan run` make their flags from
         parser = Parser(prog="acgan test")
         flag = settings_flags(parser, model)["fid_batch"]
-        assert flag.option_strings == ["--fid-batch"] and flag.help == "a test-only evaluation setting: FID's batch"
+        assert flag.option_strings == ["--fid-batch"] and flag.help == "a test-only evaluation setting: FID's batch (default 64)"
     args = parser.parse_args(["--store", "s", "--fid-batch", "32", "--analyses", "diversity"])
     assert validated(args, Run).fid_batch == 32
     evaluated = validated(args, Evaluate)
@@ -310,7 +310,7 @@ def test_a_new_cluster_setting_is_one_field():
         priority_class: str = Field("acgan-low", description="a test-only cluster setting: the pods' PriorityClass")
 
     parser = Parser(prog="acgan test")
-    flag = settings_flags(parser, Extended, defaults=preset_defaults(Extended, None))["priority_class"]
+    flag = settings_flags(parser, Extended)["priority_class"]
     assert flag.option_strings == ["--priority-class"]
     assert flag.help == "a test-only cluster setting: the pods' PriorityClass (default acgan-low)"
     assert validated(parser.parse_args(["--priority-class", "high"]), Extended).priority_class == "high"

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from acgan.presets import preset_defaults
 from acgan.settings import EvalSettings
-from acgan_cli.flags import settings_flags, validated
+from acgan_cli.flags import ready_store, settings_flags, validated
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="the paper's discriminability and diversity analyses of the ensemble")
     p.add_argument("--store", required=True, help="the store to evaluate, with its ensemble assembled: a directory, "
                    "or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
-    settings_flags(p, EvalSettings, defaults=preset_defaults(EvalSettings, None))
+    settings_flags(p, EvalSettings)
     p.set_defaults(run=evaluate)
 
 
@@ -22,11 +21,9 @@ def evaluate(args: argparse.Namespace) -> dict:
     from acgan.evaluation.analyses import evaluate
     from acgan.evaluation.report import flat_summary
     from acgan.layout import METRICS_KEY, REPORT_KEY
-    from acgan.store import open_store
 
     settings = validated(args, EvalSettings)
-    store = open_store(args.store)
-    store.ensure_ready()
+    store = ready_store(args.store)
     summary = evaluate(store, settings)
     print(f"{'metric':<48} value", file=sys.stderr)
     for name, value in flat_summary(summary).items():

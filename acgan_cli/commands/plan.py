@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from acgan.presets import preset_defaults
 from acgan_cli.flags import settings_flags, validated
 
 
@@ -12,7 +11,7 @@ def add_parser(sub) -> None:
     from acgan.capacity import PlanInput
 
     p = sub.add_parser("plan", help="GPU-hours, wall time and GPU nodes of a run, from the measured throughput")
-    settings_flags(p, PlanInput, defaults=preset_defaults(PlanInput, None))
+    settings_flags(p, PlanInput)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=plan)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from acgan.cluster_settings import ClusterSettings
-from acgan.presets import preset_defaults
 from acgan.settings import CompileSetting
 from acgan_cli.commands.run import local_result
 from acgan_cli.flags import cluster_options, given_values, settings_flags, validated, verbose_option
@@ -19,13 +18,14 @@ def add_parser(sub) -> None:
                        "replacing its recorded value")
     p.add_argument("--store", required=True)
     p.add_argument("--local", action="store_true", help="run on this machine through kfp.local")
-    settings_flags(p, LocalSettings, skip={"parallelism"}, defaults=preset_defaults(LocalSettings, None))
+    settings_flags(p, LocalSettings, skip={"parallelism"})
     verbose_option(p)
     settings_flags(p.add_argument_group("on a cluster (--host), as `acgan submit`"), SubmitSettings)
     settings_flags(p.add_argument_group("on a cluster: default as `acgan submit` recorded them in the store"),
-                   KfpTarget)
+                   KfpTarget, recorded=True)
     cluster_options(p, recorded=True)
-    settings_flags(p.add_argument_group("run settings (default: the recorded ones)"), CompileSetting)
+    settings_flags(p.add_argument_group("run settings (default: the recorded ones)"), CompileSetting,
+                   recorded=True)
     p.set_defaults(run=rerun)
 
 

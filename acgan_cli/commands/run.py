@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from acgan.errors import UserError
-from acgan.presets import preset_defaults
 from acgan.settings import RunSettings
 from acgan_cli.flags import given, settings_flags, settings_options, validated, verbose_option
 
@@ -18,7 +17,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("run", help="the whole pipeline on this machine (kfp.local): the embedded default")
     p.add_argument("--store", default="./acgan-store", help="default ./acgan-store")
     settings_options(p, RunSettings, "demo", skip={"store"}, title="run settings (pipeline parameters)")
-    settings_flags(p, LocalSettings, defaults=preset_defaults(LocalSettings, None))
+    settings_flags(p, LocalSettings)
     verbose_option(p)
     p.set_defaults(run=run, preset=None)  # a store's recorded preset, else demo: only a given one changes it
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from acgan.presets import preset_defaults
 from acgan.settings import ServeSettings
 from acgan_cli.flags import settings_flags, validated
 
@@ -14,7 +13,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve the ensemble over HTTP (Open Inference Protocol v2, KServe), with a "
                        "gallery page at /")
     p.add_argument("--store", required=True, help="a directory, or s3://BUCKET/PREFIX (see ACGAN_S3_ENDPOINT)")
-    settings_flags(p, ServeSettings, {"store"}, preset_defaults(ServeSettings, None))
+    settings_flags(p, ServeSettings, skip={"store"})
     p.set_defaults(run=serve)
 
 

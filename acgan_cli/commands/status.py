@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from acgan_cli.flags import ready_store
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("status", help="per split: classes, newest complete step / target, state")
@@ -17,10 +19,8 @@ def add_parser(sub) -> None:
 def status(args: argparse.Namespace) -> dict | None:
     from acgan.collapse import describe
     from acgan.experiment import split_statuses
-    from acgan.store import open_store
 
-    store = open_store(args.store)
-    store.ensure_ready()
+    store = ready_store(args.store)
     statuses = split_statuses(store, args.verify)
     if args.json:
         return {"store": store.uri, "splits": [s.model_dump() for s in statuses]}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from acgan.cluster_settings import ClusterSettings
-from acgan.presets import preset_defaults
 from acgan.settings import RunSettings
 from acgan_cli.flags import cluster_options, settings_flags, settings_options, validated
 
@@ -16,8 +15,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("submit", help="start a run on a Kubeflow Pipelines server")
     p.add_argument("--store", required=True, help="s3://BUCKET/PREFIX that every training pod reaches")
     g = p.add_argument_group("submission")
-    settings_flags(g, SubmitSettings, defaults=preset_defaults(SubmitSettings, None), required={"host"})
-    settings_flags(g, KfpTarget, defaults=preset_defaults(KfpTarget, None))
+    settings_flags(g, SubmitSettings, required={"host"})
+    settings_flags(g, KfpTarget)
     settings_options(p, RunSettings, "paper", skip={"store"}, title="run settings (pipeline parameters)")
     cluster_options(p)
     p.set_defaults(run=submit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from acgan_cli.flags import settings_options, validated
+from acgan_cli.flags import ready_store, settings_options, validated
 
 
 def add_parser(sub) -> None:
@@ -17,10 +17,8 @@ def add_parser(sub) -> None:
 
 
 def train_split(args: argparse.Namespace) -> dict:
-    from acgan.store import open_store
     from acgan.training.loop import TrainConfig, train_split
 
     cfg = validated(args, TrainConfig)
-    store = open_store(args.store)
-    store.ensure_ready()
+    store = ready_store(args.store)
     return train_split(store, cfg)

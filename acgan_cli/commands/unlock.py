@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from acgan_cli.flags import ready_store
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("unlock", help="remove a split's lease whose trainer is gone (its lease lapsed, or its process "
@@ -18,10 +20,8 @@ def add_parser(sub) -> None:
 def unlock(args: argparse.Namespace) -> dict:
     from acgan.data.plan import load_plan
     from acgan.lease import unlock
-    from acgan.store import open_store
 
-    store = open_store(args.store)
-    store.ensure_ready()
+    store = ready_store(args.store)
     load_plan(store).check_split(args.split)
     removed = unlock(store, args.split, args.force)
     return {"store": store.uri, "split": args.split, "removed": removed}

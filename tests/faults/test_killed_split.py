@@ -77,7 +77,7 @@ def test_rerun_local_honours_trainer_restarts_and_refuses_cluster_only_options(_
     shutil.copytree(_digits_template, tmp_path / "store")
     store = open_store(str(tmp_path / "store"))
     prepare_experiment(RunSettings(store=store.uri, **SETTINGS))
-    train_one_split(store.uri, 0)
+    train_one_split(store, 0)
     code = main(["rerun", "--store", store.uri, "--local", "--image", "registry.example/acgan:1"])
     assert code == 2 and "--image is a cluster setting; with --local it would have no effect" in capsys.readouterr().err
     killer = KillOnce(store, KILLED_SPLIT)

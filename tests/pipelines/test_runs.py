@@ -233,7 +233,7 @@ def test_the_collapse_alarm_names_the_last_healthy_checkpoint(finished_store, ca
 def test_a_complete_split_returns_at_once(finished_store):
     """What a retry or a clone of the run in the KFP UI does with a finished split: nothing is trained or written."""
     before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
-    assert train_one_split(finished_store.uri, 0) == 0
+    assert train_one_split(finished_store, 0) == 0
     assert {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")} == before
 
 
@@ -417,7 +417,7 @@ def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
 
     for key in finished_store.list("splits/split-00001/checkpoints/"):
         finished_store.delete(key)
-    other = Lease(owner="gpu-node-7/1/0abc", expires=time.time() + 600, acquired=time.time())
+    other = Lease(owner="gpu-node-7/1/0abc", expires=time.time() + 600, acquired=time.time(), seconds=600)
     finished_store.write_bytes(lease_key(1), other.model_dump_json().encode())
     assert [s.state for s in split_statuses(finished_store)] == ["complete", "training"]
     with pytest.raises(UserError, match=r"splits 1 \(gpu-node-7/1/0abc\) are being trained now"):
