@@ -21,10 +21,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from acgan.cluster_settings import ClusterSettings
+
 if TYPE_CHECKING:
     from tests.backend.kfp_backend import Execution
 
 PR_SET_NO_NEW_PRIVS = 38  # linux/prctl.h
+# What a pipeline run on this machine is compiled with: a training pod's OMP_NUM_THREADS is its CPU request (8) on a
+# GPU node, and 8 threads on this machine's cores spin against each other (a split's 4 steps: 17 s on 8 threads, 6 s
+# on one, 2 cores under load). No rule a test checks depends on the count.
+HOST_CLUSTER = ClusterSettings(train_threads=1)
 HARDENED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                       "seccompProfile": {"type": "RuntimeDefault"}}
 

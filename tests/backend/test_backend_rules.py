@@ -20,7 +20,7 @@ from pipelines.acgan_ensemble import build_pipeline
 from pipelines.runs import pipeline_arguments
 from tests.backend.kfp_backend import Backend
 from tests.backend.kfp_driver import BackendRejected, check_and_convert, validate_run_parameters
-from tests.backend.kfp_pod import run_on_host
+from tests.backend.kfp_pod import HOST_CLUSTER, run_on_host
 
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
@@ -130,7 +130,7 @@ def test_the_pipeline_runs_end_to_end_under_the_backends_rules(s3_server, s3_env
     sends, each input resolved and type-checked by the driver's rules, each component started with the compiled
     command and an executor input as the driver writes it, its outputs read as the launcher reads them, the store's
     endpoint and keys only from the Secret and ConfigMap the compiled spec names."""
-    cluster = ClusterSettings()
+    cluster = HOST_CLUSTER
     spec, platform = compiled(build_pipeline(cluster), tmp_path)
     run = backend(spec, platform, tmp_path,
                   secrets={cluster.store_secret: {"AWS_ACCESS_KEY_ID": s3_server["access_key"],

@@ -18,7 +18,7 @@ from pipelines.launch_settings import KfpTarget, SubmitSettings
 from pipelines.runs import compile_pipeline
 from pipelines.workflow_size import MAX_WORKFLOW_SIZE, size_model
 from tests.backend.kfp_backend import Backend
-from tests.backend.kfp_pod import run_on_host
+from tests.backend.kfp_pod import HOST_CLUSTER, run_on_host
 
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30, analyses=["diversity"])
@@ -79,7 +79,7 @@ def test_a_batched_submit_trains_each_batch_in_its_own_run_and_the_last_assemble
         monkeypatch, tmp_path, s3_server, s3_env):
     kfp = EmulatedKFP(tmp_path, s3_server)
     monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: kfp)
-    result = runs.submit(RunSettings(store=s3_env, **SETTINGS), cluster=ClusterSettings(), target=KfpTarget(),
+    result = runs.submit(RunSettings(store=s3_env, **SETTINGS), cluster=HOST_CLUSTER, target=KfpTarget(),
                          submission=SubmitSettings(host="https://kfp.example/pipeline", preflight=False, batch=1))
     assert result["batches"] == [[0], [1]] and result["run_ids"] == ["run-1", "run-2"]
     (first_name, first_splits, first, run_a), (_, second_splits, second, run_b) = kfp.runs

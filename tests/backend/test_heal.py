@@ -18,7 +18,7 @@ from acgan.store import open_store
 from pipelines.acgan_ensemble import build_pipeline
 from pipelines.runs import pipeline_arguments
 from tests.backend.kfp_backend import Backend
-from tests.backend.kfp_pod import run_on_host
+from tests.backend.kfp_pod import HOST_CLUSTER, run_on_host
 
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
@@ -170,7 +170,7 @@ def preempt_split(split: int, store: str, passes: set[str]):
 
 def test_a_split_whose_pod_is_preempted_is_trained_again_in_the_same_run_and_the_run_assembles(tmp_path):
     store = str(tmp_path / "store")
-    spec, platform = compiled(build_pipeline(ClusterSettings()), tmp_path)
+    spec, platform = compiled(build_pipeline(HOST_CLUSTER), tmp_path)
     run = backend(spec, platform, tmp_path, preempt=preempt_split(1, store, {"train-pass"}))
     phase = run.submit(pipeline_arguments(RunSettings(store=store, **SETTINGS, analyses=["diversity"])), check=False)
     assert phase == "Failed"  # the first pass had a Failed pod: Argo keeps that phase for the run
@@ -188,7 +188,7 @@ def test_a_split_whose_pod_is_preempted_is_trained_again_in_the_same_run_and_the
 
 def test_a_split_lost_in_every_pass_fails_the_assembly_naming_it(tmp_path):
     store = str(tmp_path / "store")
-    spec, platform = compiled(build_pipeline(ClusterSettings()), tmp_path)
+    spec, platform = compiled(build_pipeline(HOST_CLUSTER), tmp_path)
     run = backend(spec, platform, tmp_path, preempt=preempt_split(1, store, {"train-pass", "heal-1"}))
     assert run.submit(pipeline_arguments(RunSettings(store=store, **SETTINGS)), check=False) == "Failed"
     assert run.phase("/train-split") == ["Succeeded", "Failed", "Failed"]
