@@ -3,7 +3,7 @@ split ids to train (each split's shard is built inside the fan-out, by `prepare_
 
 The output is `list[int]`, not `list`: the loop item is then NUMBER_INTEGER, the type `prepare_split_data(split: int)`
 takes. From a plain `list` the item is STRING, and the KFP backend's iteration driver would turn split 0 into "0",
-which the container driver refuses for an int input (tests/pipelines/test_backend_rules.py)."""
+which the container driver refuses for an int input (tests/backend/test_backend_rules.py)."""
 
 from kfp import dsl
 

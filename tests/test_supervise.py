@@ -1,6 +1,6 @@
 """A training task's supervision of its trainer (acgan/supervise.py), with real trainer processes killed
 and signalled: what is restarted, what is recognised as repeating and left failed, and a stop that saves the step.
-The restart of a trainer killed mid-training inside a real pipeline run is tests/pipelines/test_killed_split.py."""
+The restart of a trainer killed mid-training inside a real pipeline run is tests/faults/test_killed_split.py."""
 
 import os
 import signal
@@ -16,7 +16,7 @@ from acgan.experiment import prepare_experiment, prepare_split_data
 from acgan.settings import RunSettings
 from acgan.store import open_store
 from acgan.supervise import TrainerFailed, supervise_training
-from tests.pipelines.test_killed_split import trainer_processes
+from tests.conftest import trainer_processes
 
 # A training task, as components/train_split.py runs one: the store of its first argument, split 0, 3 restarts.
 TRAIN_TASK = ("import sys; from acgan.store import open_store; from acgan.supervise import supervise_training; "

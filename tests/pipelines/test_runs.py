@@ -31,8 +31,7 @@ from pipelines import runs
 from pipelines.console import summary_text
 from pipelines.launch_settings import KfpTarget, LocalSettings, SubmitSettings
 from pipelines.runs import RecordedChanges
-from tests.conftest import json_api
-from tests.pipelines.test_killed_split import trainer_processes
+from tests.conftest import json_api, trainer_processes
 
 TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
             width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)

@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 from acgan.checkpoint import complete_steps
 from acgan.ensemble import load_ensemble
@@ -15,26 +14,12 @@ from acgan.settings import RunSettings
 from acgan.store import open_store
 from pipelines import runs
 from pipelines.launch_settings import LocalSettings
+from tests.conftest import trainer_processes
 
 # Twelve steps with a checkpoint every two: the trainer is killed at its first checkpoint, long before its end.
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=12, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
 KILLED_SPLIT = 1
-
-
-def trainer_processes(store_uri: str, split: int) -> list[int]:
-    """The pids of the live trainer processes of `split` in the store at `store_uri` (the children that training
-    tasks start: `python -m acgan.supervise STORE SPLIT`). Only this run's: an `acgan run` beside the tests
-    trains its own split 1 in another store."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # ended while we looked
-        if args[1:5] == [b"-m", b"acgan.supervise", store_uri.encode(), str(split).encode()]:
-            found.append(int(pid))
-    return found
 
 
 class KillOnce(threading.Thread):
