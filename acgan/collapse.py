@@ -9,18 +9,16 @@ under it.
 
 from __future__ import annotations
 
-import json
-
 import torch
 from pydantic import BaseModel
 
 from acgan.checkpoint import complete_steps
 from acgan.data.prepare import load_shard
 from acgan.errors import command
-from acgan.layout import REAL_DIVERSITY_PREFIX, real_diversity_key, stats_key
+from acgan.layout import REAL_DIVERSITY_PREFIX, real_diversity_key
 from acgan.metrics import mean_ms_ssim
+from acgan.stats import PAIRS, SAMPLES_PER_CLASS, read_stats
 from acgan.store import Store, read_json, write_json
-from acgan.training.loop import TrainConfig, stats_lines_up_to
 
 
 class CollapseAlarm(BaseModel):
@@ -42,7 +40,7 @@ def record_real_diversity(store: Store, split: int) -> dict[str, float]:
     key = real_diversity_key(split)
     if store.exists(key):
         return read_json(store, key)["classes"]
-    per_class, pairs = (TrainConfig.model_fields[f].default for f in ("stats_samples_per_class", "stats_pairs"))
+    per_class, pairs = SAMPLES_PER_CLASS, PAIRS
     rng = torch.Generator().manual_seed(split)
     images, labels = load_shard(store, split)
     out = {}
@@ -68,17 +66,10 @@ def collapse_threshold(store: Store) -> float | None:
     return max(measured.values()) if measured else None
 
 
-def stats_lines(store: Store, split: int) -> list[dict]:
-    """The split's stats ticks that carry a per-class MS-SSIM; damaged lines are left out (a warning names the file)."""
-    lines = [json.loads(line) for line in stats_lines_up_to(store, stats_key(split))]
-    return [line for line in lines if isinstance(line.get("ms_ssim"), dict) and line["ms_ssim"]
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in line["ms_ssim"].values())]
-
-
 def collapse_alarm(store: Store, split: int, threshold: float | None, lines: list[dict] | None = None
                    ) -> CollapseAlarm | None:
     """The alarm when the split's newest tick has a class above `threshold`, else None."""
-    lines = stats_lines(store, split) if lines is None else lines
+    lines = read_stats(store, split) if lines is None else lines
     if threshold is None or not lines:
         return None
     above = {c: v for c, v in lines[-1]["ms_ssim"].items() if collapsing(v, threshold)}

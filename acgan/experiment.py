@@ -82,11 +82,10 @@ def continued_settings(given: dict) -> RunSettings:
     return RunSettings(**{**kept, **given})
 
 
-def unfinished_splits(store_uri: str, split_ids: list[int]) -> list[int]:
+def unfinished_splits(store: Store, split_ids: list[int]) -> list[int]:
     """The run's splits (`split_ids`, every split of the plan when empty) whose newest complete checkpoint is short
     of the run's target steps: what a heal pass of the pipeline trains again, each from its newest checkpoint
     (pipelines/acgan_ensemble.py, heal_stage)."""
-    store = open_store(store_uri)
     target = load_settings(store).steps
     splits = split_ids or list(range(len(load_plan(store).splits)))
     # Judged as the plan and the assembly judge a split: by its checkpoints' files (verified_step).
@@ -96,13 +95,13 @@ def unfinished_splits(store_uri: str, split_ids: list[int]) -> list[int]:
     return todo
 
 
-def left_to_other_runs(store_uri: str, split_ids: list[int]) -> list[int]:
+def left_to_other_runs(store: Store, split_ids: list[int]) -> list[int]:
     """The splits a batch run (`split_ids`: its own; `acgan submit --batch`) leaves to the other runs on the store:
     those not at their target when every one of its own is. Empty for a run over the whole plan, or one whose own
     splits are not all complete (its assembly then fails naming them)."""
-    if not split_ids or unfinished_splits(store_uri, split_ids):
+    if not split_ids or unfinished_splits(store, split_ids):
         return []
-    return [s for s in unfinished_splits(store_uri, []) if s not in split_ids]
+    return [s for s in unfinished_splits(store, []) if s not in split_ids]
 
 
 def load_settings(store: Store) -> RunSettings:
@@ -172,9 +171,8 @@ def splits_to_rerun(store: Store) -> tuple[list[int], list[SplitStatus]]:
                         f"rerun; wait for them, or run {command('acgan', 'status', '--store', store.uri)} once they stop")
     return todo, busy
 
-def prepare_split_data(store_uri: str, split: int) -> int:
+def prepare_split_data(store: Store, split: int) -> int:
     """Build the shard of `split` unless it is complete; returns the split id (training waits for it)."""
-    store = open_store(store_uri)
     prepare_shard(store, split)
     record_real_diversity(store, split)  # the collapse alarm's threshold
     return split
@@ -191,8 +189,7 @@ def _config_steps(store: Store, key: str) -> int:
     return steps
 
 
-def train_one_split(store_uri: str, split: int) -> int:
+def train_one_split(store: Store, split: int) -> int:
     """Train `split` with the experiment's recorded settings; returns the split id (the fan-in collects them)."""
-    store = open_store(store_uri)
     train_split(store, train_config(load_settings(store), split))  # train_split checks the split against the plan
     return split

@@ -51,9 +51,9 @@ class Lease(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     owner: str = Field(max_length=300)
-    expires: float  # by the writer's clock: for people, and for leases of earlier versions, which lack `seconds`
+    expires: float  # by the writer's clock: for people
     acquired: float
-    seconds: float | None = Field(None, gt=0, le=86_400)  # the period: lapsed once written longer ago than this
+    seconds: float = Field(gt=0, le=86_400)  # the period: lapsed once written longer ago than this
     process: str | None = Field(None, pattern=r"^[0-9a-f-]{1,64}:\d{1,20}:\d{1,10}:\d{1,20}$")  # `process_identity`
 
 
@@ -129,9 +129,7 @@ def read_lease(store: Store, split: int) -> Lease | None:
 
 def _is_live(held: Held) -> bool:
     """Not lapsed by the store's clock, and its owner may still run (`_owner_gone`)."""
-    lease = held.lease
-    lapsed = held.age > lease.seconds if lease.seconds is not None else lease.expires <= time.time()
-    return not lapsed and not _owner_gone(lease)
+    return held.age <= held.lease.seconds and not _owner_gone(held.lease)
 
 
 _HELD: set[str] = set()  # owners of the leases this process holds now (acquired, not yet released)
@@ -146,7 +144,7 @@ def _owner_gone(lease: Lease) -> bool:
             return lease.owner not in _HELD
         boot, namespace, pid, started = lease.process.split(":")
         return f"{boot}:{namespace}" == _machine() and _start_time(int(pid)) != started
-    # Leases of earlier versions name only host and pid.
+    # Without /proc (`process_identity` None) the owner names only host and pid.
     host, _, pid = lease.owner.partition("/")
     pid = pid.partition("/")[0]
     return host == socket.gethostname() and pid.isdigit() and not _process_exists(int(pid))
@@ -164,8 +162,7 @@ def live_lease(store: Store, split: int) -> Lease | None:
 
 def _left(held: Held) -> float:
     """Seconds until the lease lapses by the store's clock, if not renewed."""
-    lease = held.lease
-    return max(0.0, lease.seconds - held.age if lease.seconds is not None else lease.expires - time.time())
+    return max(0.0, held.lease.seconds - held.age)
 
 
 def unlock(store: Store, split: int, force: bool = False) -> dict | None:

@@ -15,8 +15,8 @@ from acgan.checkpoint import latest_checkpoint, load_checkpoint
 from acgan.errors import UserError, command
 from acgan.layout import GENERATOR_FILE, META_FILE, TRAIN_STATE_FILE
 from acgan.model import Generator, ModelConfig, to_uint8
+from acgan.snapshot import generator_file_names, load_generator_weights
 from acgan.store import Store
-from acgan.training.state import generator_file_names, load_generator_weights
 
 # Output pixels per batch on a CPU: 8 images of 128x128 (the paper's G: 10% faster than 100 at once, whose buffers
 # are mapped and page-faulted in afresh each call), 128 of 32x32.

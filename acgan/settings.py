@@ -1,49 +1,38 @@
-"""Validated settings: what a run trains (`RunSettings`, the pipeline's parameters) and where it runs on a cluster
-(`ClusterSettings`, fixed when the pipeline is compiled). Both reject unknown keys and impossible combinations.
+"""Validated settings: what a run trains (`RunSettings`, the pipeline's parameters) and what the commands that read a
+store take (`EvalSettings`, `SampleSettings`, `ServeSettings`). Each rejects unknown keys and impossible combinations.
+Where a run's tasks run is acgan/cluster_settings.py's, how it is started pipelines/launch_settings.py's, the presets'
+values acgan/presets.py's.
 
 Each setting is declared once, as a field with its default and description: a run's in `DataSettings`,
 `ModelSettings`, `TrainingSettings` and `EvaluationSettings` (the seed in `SeedSetting`, which they share; whether
 training compiles in `CompileSetting`, which `acgan rerun` also takes), and `RunSettings`, the trainer's config
 (`TrainConfig`, with `DeviceSetting`), the model's (`ModelConfig`), the data config (`PrepareConfig`) and `acgan
-evaluate`'s settings (`EvalSettings`) inherit those fields. The command line's
-flags (acgan_cli/main.py) and the pipeline's parameters (pipelines/acgan_ensemble.py) are made from the fields, with
-`value_type` giving both a field's type; tests/test_settings.py counts the declarations. `PRESETS` names sets of
-values for the training and data settings (`paper`, `demo`)."""
+evaluate`'s settings (`EvalSettings`) inherit those fields. The command line's flags (acgan_cli/flags.py) and the
+pipeline's parameters (pipelines/acgan_ensemble.py) are made from the fields, with `value_type` giving both a field's
+type; tests/test_settings.py counts the declarations."""
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import types
 import typing
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from acgan.store import uri_problem
+from acgan.presets import PRESETS
+from acgan.uri import uri_problem
 
 KNOWN_CLASS_COUNTS = {"digits": 10, "cifar10": 10}
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-_PVC_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS subdomain, as Kubernetes names objects
-_IMAGE = re.compile(r"^[a-z0-9]+([._-]{1,2}[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*"
-                    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
-
 AUGMENTATIONS = ("translation", "cutout")
 LOCAL_PARALLELISM = 2  # `acgan run`: training tasks at once on one machine, sharing its cores
 # Steps of one split at most: years on one GPU, and exact in KFP's parameters (JSON numbers, doubles).
 MAX_STEPS = 10**9
+# A lease's life without renewal, a split's trainer's and a local run's: how long one killed without releasing it
+# blocks its split or its store.
+LEASE_SECONDS = 300
 
 
 def value_type(annotation) -> type:
@@ -61,7 +50,7 @@ def value_type(annotation) -> type:
     return annotation if annotation in (int, float, bool, Path) else str
 
 
-def _checked_uri(uri: str | None) -> str | None:
+def checked_uri(uri: str | None) -> str | None:
     """A URI a user gave, refused (with the credentials redacted) by the rule every command applies at its start."""
     problem = None if uri is None else uri_problem(uri)
     if problem is not None:
@@ -119,31 +108,6 @@ def _split_ids(value):
         raise ValueError(f"{value!r}: give split ids separated by commas, e.g. 0,3,7") from None
 
 
-# Named presets: plain data, the values a preset gives the settings it names; the rest keep their field's default.
-# A flag, a KFP parameter or a keyword given explicitly overrides the preset's value.
-PRESETS: dict[str, dict] = {
-    # Odena, Olah & Shlens (2016) at ImageNet's shape: their networks, objective, dropout and noise, nothing added.
-    "paper": {"resolution": 128, "classes_per_split": 10, "steps": 50_000, "batch_size": 100, "width": 1.0,
-              "d_width": 1.0, "d_dropout": 0.5, "d_noise_std": 0.1, "d_fake_class_loss": True, "mode_seeking": 0.0,
-              "augment": "", "g_layout": "paper", "ema_kimg": 0.0, "objective": "acgan"},
-    # The embedded digits run, tuned for quality within 10 minutes on 2 CPU cores (docs/experiments.md, "The
-    # embedded run").
-    "demo": {"dataset": "digits", "resolution": 32, "classes_per_split": 5, "steps": 900, "batch_size": 64,
-             "checkpoint_every": 300, "width": 0.125, "d_width": 0.5, "d_dropout": 0.25, "d_noise_std": 0.0,
-             "d_fake_class_loss": False, "mode_seeking": 0.2, "augment": "", "g_layout": "imagenet-start",
-             "objective": "acgan"},
-}
-
-
-def preset_defaults(model: type[BaseModel], preset: str | None) -> dict:
-    """The value each optional field of `model` takes under `preset`, before anything is given: what the compiled
-    pipeline shows as its parameters' defaults."""
-    defaults = {name: field.get_default(call_default_factory=True) for name, field in model.model_fields.items()
-                if not field.is_required()}
-    return {**defaults, **{k: v for k, v in PRESETS.get(preset or "", {}).items() if k in defaults},
-            "preset": preset}
-
-
 class SeedSetting(BaseModel):
     """The seed, one for a run's training and evaluation: shared by the training and data settings (`PresetSettings`)
     and the evaluation's (`EvaluationSettings`)."""
@@ -152,11 +116,27 @@ class SeedSetting(BaseModel):
 
 
 class DeviceSetting(BaseModel):
-    """Where a process computes: shared by the trainer's settings (`TrainConfig`) and the evaluation's
-    (`EvalSettings`)."""
+    """Where a process computes: shared by the trainer's settings (`TrainConfig`), the evaluation's (`EvalSettings`)
+    and `acgan sample`'s (`SampleSettings`)."""
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda: the device this command "
                                                    "computes on (auto: a GPU when one is visible)")
+
+    @property
+    def torch_device(self) -> str:
+        """`device` with auto resolved: cuda when a GPU is visible, else cpu (torch imported only when asked)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class RawSetting(BaseModel):
+    """Which of a checkpoint's generators a command reads: shared by `EvalSettings` and `SampleSettings`."""
+
+    raw: bool = Field(False, description="each split's trained G itself rather than its sampling snapshot (the "
+                      "averaged G, where the run kept one: --ema-kimg)")
 
 
 class CompileSetting(BaseModel):
@@ -219,7 +199,7 @@ class DataSettings(PresetSettings):
     @field_validator("source", "class_list")
     @classmethod
     def _no_credentials(cls, v: str | None) -> str | None:
-        return _checked_uri(v)
+        return checked_uri(v)
 
     @model_validator(mode="after")
     def _source_fits_dataset(self) -> "DataSettings":
@@ -345,7 +325,7 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
     @field_validator("store")
     @classmethod
     def _store_uri(cls, v: str) -> str:
-        return _checked_uri(v)
+        return checked_uri(v)
 
     @model_validator(mode="after")
     def _splits_in_plan(self) -> "RunSettings":
@@ -365,143 +345,7 @@ class RunSettings(TrainingSettings, DataSettings, EvaluationSettings):
         return len(self.split_ids) or (math.ceil(classes / self.classes_per_split) if classes else None)
 
 
-def _node_selector(value):
-    """The command line gives the selector as `key=value` texts (one a flag); cluster.json as a mapping."""
-    if not isinstance(value, list):
-        return value
-    out = {}
-    for pair in value:
-        key, sep, label = str(pair).partition("=")
-        if not sep or not key:
-            raise ValueError(f"node selector {pair!r} must be key=value")
-        out[key] = label
-    return out
-
-
-class ClusterSettings(BaseModel):
-    """How the pipeline's tasks run on Kubernetes; chosen at compile time (`acgan compile`), each field a flag of
-    `acgan compile`, `submit` and `rerun`."""
-
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-    image: str = Field("ghcr.io/acgan-ensemble/acgan-ensemble:0.1.0", description="the project's container image "
-                       "every task runs in, REGISTRY/acgan-ensemble:TAG, as your cluster pulls it: no image is "
-                       "published, build and push yours (`make push IMAGE=...`, docs/operators.md)")
-    parallelism: int = Field(16, ge=1, le=10_000, description="training tasks (GPUs) at once")
-    gpus_per_task: int = Field(1, ge=0, le=16, description="GPUs of each training task")
-    node_selector: Annotated[dict[str, str], BeforeValidator(_node_selector)] = Field(
-        default_factory=lambda: {"acgan.ai/pool": "gpu"}, description="labels key=value of the GPU pool's nodes; "
-                                                                     "on the command line, a flag for each")
-    gpu_toleration: Annotated[str | None, BeforeValidator(lambda v: None if v == "none" else v)] = Field(
-        "nvidia.com/gpu", description="taint key the GPU tasks tolerate (operator Exists); none: no toleration")
-    store_secret: str = Field("acgan-store-credentials", description="Secret with AWS_ACCESS_KEY_ID / "
-                                                                      "AWS_SECRET_ACCESS_KEY")
-    store_config_map: str = Field("acgan-store", description="ConfigMap with ACGAN_S3_ENDPOINT")
-    store_ca_config_map: str | None = Field(None, description="ConfigMap whose key ca.crt is the PEM bundle of the "
-                                            "CAs that sign an https store's (or source's) certificate: mounted in "
-                                            "every task, named in SSL_CERT_FILE; unset: the image's system bundle")
-    timeout_seconds: int = Field(24 * 3600, ge=60, description="limit for one training task")
-    train_cpu: str = Field("8", description="CPU request of each training task")
-    train_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads of each training task "
-                                      "(OMP_NUM_THREADS); unset: the task's CPU request (train_cpu), since torch's "
-                                      "default, one per core of the node, oversubscribes a large GPU node shared by "
-                                      "several tasks")
-    train_memory: str = Field("32G", description="memory request of each training task")
-    trainer_restarts: int = Field(3, ge=0, le=20, description="restarts of a crashed trainer inside its training "
-                                  "task, each from the split's newest checkpoint; a failure that repeats is not "
-                                  "restarted")
-    retries: int = Field(4, ge=0, le=20, description="retries of a task by Argo (set_retry): on KFP 2.17's own "
-                         "configuration (OnError) a task whose pod was deleted or preempted, not one that failed "
-                         "(docs/operators.md, section 5)")
-    heal_passes: int = Field(1, ge=0, le=5, description="passes over the run's unfinished splits after the first "
-                             "one failed (a pod preempted, evicted or OOM-killed is Failed, which KFP 2.17's Argo "
-                             "does not retry), each split from its checkpoint; the last pass assembles and evaluates "
-                             "what is whole, naming a split still lost; 0: none (docs/operators.md, section 5)")
-    retry_backoff_seconds: int = Field(120, ge=0, le=3600, description="wait before the first retry, doubled for "
-                                       "each next one; 120 s then 240 s outlast the 300 s lease of a trainer "
-                                       "killed without a chance to release it")
-    kueue_queue: str | None = Field(None, description="Kueue LocalQueue to admit the GPU tasks' pods through (label "
-                                                      "kueue.x-k8s.io/queue-name); unset: no Kueue")
-    prepare_cpu: str = Field("4", description="CPU request and limit of each task that reads the source (the plan "
-                                              "and each split's data); decoding uses this many cores")
-    prepare_memory: str = Field("8G", description="memory request of each task that reads the source: a split's "
-                                                  "images at 128 px (13k ImageNet images: 0.7 GB) several times over")
-    data_pvc: str | None = Field(None, description="NAME:/MOUNT: a PersistentVolumeClaim mounted into the tasks "
-                                                   "that read the source, for a --source on a volume")
-    source_endpoint: str | None = Field(None, description="http(s)://host:port of an S3 source on another "
-                                                          "endpoint than the store's (ACGAN_SOURCE_S3_ENDPOINT)")
-    source_secret: str | None = Field(None, description="Secret with the S3 source's own AWS_ACCESS_KEY_ID / "
-                                                        "AWS_SECRET_ACCESS_KEY; unset: the store's keys")
-
-    @property
-    def training_threads(self) -> int:
-        """OMP_NUM_THREADS of a training task: `train_threads`, else its whole cores of `train_cpu` (at least 1)."""
-        if self.train_threads:
-            return self.train_threads
-        cpu = self.train_cpu
-        return max(1, int(float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)))
-
-    @field_validator("train_cpu", "prepare_cpu")
-    @classmethod
-    def _cpu_quantity(cls, v: str) -> str:
-        if not re.fullmatch(r"\d+(\.\d+)?m?", v) or float(v.rstrip("m")) == 0:
-            raise ValueError(f"{v!r} is not a CPU quantity like 8, 0.5 or 500m")
-        return v
-
-    @field_validator("image")
-    @classmethod
-    def _image_reference(cls, v: str) -> str:
-        if not _IMAGE.match(v):
-            raise ValueError(f"{v!r} is not an image reference like registry.example.com/acgan-ensemble:0.1.0")
-        return v
-
-    @field_validator("node_selector")
-    @classmethod
-    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
-        for key, value in v.items():
-            if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
-                raise ValueError(f"node selector {key}={value} is not a valid Kubernetes label (key=value)")
-        return v
-
-    @field_validator("store_ca_config_map")
-    @classmethod
-    def _config_map_name(cls, v: str | None) -> str | None:
-        if v is not None and not _PVC_NAME.match(v):
-            raise ValueError(f"ConfigMap {v!r} is not a valid Kubernetes name (lowercase letters, digits, '-', '.')")
-        return v
-
-    @field_validator("kueue_queue")
-    @classmethod
-    def _queue_name(cls, v: str | None) -> str | None:
-        if v is not None and not _LABEL_VALUE.match(v):
-            raise ValueError(f"Kueue queue {v!r} is not a valid queue name (a Kubernetes label value)")
-        return v
-
-    @field_validator("source_endpoint")
-    @classmethod
-    def _endpoint_uri(cls, v: str | None) -> str | None:
-        return _checked_uri(v)
-
-    @field_validator("data_pvc")
-    @classmethod
-    def _pvc_mount(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        name, _, mount = v.partition(":")
-        if not _PVC_NAME.match(name) or not mount.startswith("/"):
-            raise ValueError(f"--data-pvc {v!r}: give NAME:/MOUNT, a PersistentVolumeClaim's name and an absolute "
-                             "path to mount it at, e.g. imagenet:/data")
-        return v
-
-    @field_validator("gpu_toleration")
-    @classmethod
-    def _taint_key(cls, v: str | None) -> str | None:
-        if v is not None and not _LABEL_KEY.match(v):
-            raise ValueError(f"GPU toleration {v!r} is not a valid taint key")
-        return v
-
-
-class EvalSettings(EvaluationSettings, DeviceSetting):
+class EvalSettings(EvaluationSettings, DeviceSetting, RawSetting):
     """`acgan evaluate`'s settings: the evaluation's shared ones (`EvaluationSettings`: samples, pairs, classifier,
     analyses, seed), the device, and those only it takes."""
 
@@ -510,11 +354,17 @@ class EvalSettings(EvaluationSettings, DeviceSetting):
     report_splits: int = Field(10, ge=1, le=1000, description="splits whose sample grids the report shows")
     overfitting_classes: int = Field(4, ge=1, le=100, description="classes in the overfitting grids")
     neighbours: int = Field(5, ge=1, le=50, description="nearest training neighbours shown per sample")
-    raw: bool = Field(False, description="true | false: evaluate each split's trained G itself rather than its "
-                      "sampling snapshot (the averaged G, where the run kept one: --ema-kimg)")
     classifier_cache: str = Field("~/.cache/acgan/classifiers", description="a folder on this machine where the "
                                   "trained classifier is kept by the real data's checksum and its settings, and "
                                   "reused by the evaluation of another store of the same data; '' for none")
+
+
+class SampleSettings(DeviceSetting, RawSetting):
+    """`acgan sample`'s settings beside what it draws (the class, how many, the file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0, description="seed of the samples' noise: the same seed gives the same images")
 
 
 class ServeSettings(BaseModel):
@@ -547,13 +397,3 @@ class ServeSettings(BaseModel):
     idle_timeout_s: int = Field(65, ge=1, le=3600, description="seconds a keep-alive connection may stay idle between "
                                 "requests (longer than a load balancer's idle timeout, e.g. 60 s on AWS ALB)")
 
-
-class SubmitSettings(BaseModel):
-    """How `acgan submit` and `acgan rerun` cut a run's splits into KFP runs, each field a flag of both."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    batch: int | None = Field(None, ge=1, description="at most this many splits per KFP run: the splits are "
-                              "submitted as several runs into the one store, and the run that completes the last "
-                              "split assembles and evaluates the whole ensemble; for runs whose Argo workflow would "
-                              "outgrow Argo's 1 MiB (docs/operators.md, section 5); unset: one run")

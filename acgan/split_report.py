@@ -11,9 +11,10 @@ from importlib import resources
 import jinja2
 import numpy as np
 
-from acgan.collapse import collapse_alarm, collapse_threshold, describe, stats_lines
+from acgan.collapse import collapse_alarm, collapse_threshold, describe
 from acgan.figures import ms_ssim_over_training
 from acgan.sampling import generate, image_grid, load_split_generator
+from acgan.stats import read_stats
 from acgan.store import Store
 
 SAMPLES_PER_CLASS = 8
@@ -23,7 +24,7 @@ _PAGE = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).fr
 
 def split_metrics(store: Store, split: int) -> dict[str, float]:
     """Numbers of the split's stats lines: the last tick's, the first tick's diversity, and the alarm."""
-    lines = stats_lines(store, split)
+    lines = read_stats(store, split)
     if not lines:
         return {}
     last, first = lines[-1], lines[0]
@@ -53,7 +54,7 @@ def split_page(store: Store, split: int, seed: int = 0) -> str:
     classes = meta["classes"]
     rows = [generate(G, k, SAMPLES_PER_CLASS, seed + k) for k in range(len(classes))]
     grid = image_grid(np.concatenate(rows), columns=SAMPLES_PER_CLASS)
-    lines = stats_lines(store, split)
+    lines = read_stats(store, split)
     threshold = collapse_threshold(store)
     alarm = collapse_alarm(store, split, threshold, lines)
     curve = None

@@ -35,7 +35,7 @@ from pathlib import Path
 from acgan.checkpoint import complete_steps
 from acgan.errors import UserError
 from acgan.lease import SplitBusy, live_lease
-from acgan.store import open_store
+from acgan.store import Store, open_store
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -49,9 +49,9 @@ class TrainerFailed(UserError):
     """The trainer failed in a way that restarting it would not change, or it used up its restarts."""
 
 
-def _newest_step(store_uri: str, split: int) -> int | None:
+def _newest_step(store: Store, split: int) -> int | None:
     try:
-        steps = complete_steps(open_store(store_uri), split)
+        steps = complete_steps(store, split)
     except Exception as e:  # noqa: BLE001 - the store may be what failed: count it as no progress
         log.warning("split %d: could not list its checkpoints (%s)", split, str(e)[:200])
         return None
@@ -67,11 +67,10 @@ def _die_with_parent(parent: int) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _wait_for_lease(store_uri: str, split: int, stop: threading.Event) -> bool:
+def _wait_for_lease(store: Store, split: int, stop: threading.Event) -> bool:
     """Wait until the split's lease is released or lapsed; False when a signal stopped the wait."""
     log.warning("split %d: another trainer holds its lease; waiting for it to be released or to lapse (read every "
                 "%.0f s)", split, BUSY_POLL_SECONDS)
-    store = open_store(store_uri)
     while live_lease(store, split) is not None:
         if stop.wait(BUSY_POLL_SECONDS):
             return False
@@ -115,8 +114,8 @@ def _describe(status: int, oom_before: int | None = None) -> str:
     return f"exit status {status}"
 
 
-def supervise_training(store_uri: str, split: int, restarts: int) -> int:
-    """Train `split` in a child process, restarting a crashed one at most `restarts` times; returns the split id.
+def supervise_training(store: Store, split: int, restarts: int) -> int:
+    """Train `split` of `store` in a child process, restarting a crashed one at most `restarts` times; returns the split id.
     Raises TrainerFailed when the trainer fails for good, and when a signal stopped it (after it saved its step)."""
     stop = threading.Event()
     child: subprocess.Popen | None = None
@@ -129,11 +128,11 @@ def supervise_training(store_uri: str, split: int, restarts: int) -> int:
     handlers = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)} \
         if threading.current_thread() is threading.main_thread() else {}
     try:
-        attempt, before, stalled = 0, _newest_step(store_uri, split), False
+        attempt, before, stalled = 0, _newest_step(store, split), False
         while True:
             attempt += 1
             oom_before = oom_kills()
-            child = subprocess.Popen([sys.executable, "-m", "acgan.supervise", store_uri, str(split)],
+            child = subprocess.Popen([sys.executable, "-m", "acgan.supervise", store.uri, str(split)],
                                      preexec_fn=functools.partial(_die_with_parent, os.getpid()))
             while True:
                 try:
@@ -144,11 +143,11 @@ def supervise_training(store_uri: str, split: int, restarts: int) -> int:
             if status == 0:
                 return split
             if status == BUSY_STATUS and not stop.is_set():
-                if not _wait_for_lease(store_uri, split, stop):
+                if not _wait_for_lease(store, split, stop):
                     raise TrainerFailed(f"split {split}: stopped by a signal while waiting for another trainer")
                 attempt -= 1  # not a failure of this task's trainer
                 continue
-            after, how = _newest_step(store_uri, split), _describe(status, oom_before)
+            after, how = _newest_step(store, split), _describe(status, oom_before)
             reached = "no checkpoint" if after is None else f"checkpoint {after}"
             if stop.is_set():
                 raise TrainerFailed(f"split {split}: stopped by a signal ({how}, at {reached}); "
@@ -182,9 +181,9 @@ def main(argv: list[str]) -> int:
     from acgan.process import record_task_failure, start_task_process
 
     start_task_process()
-    store_uri, split = argv[0], int(argv[1])
+    split = int(argv[1])
     try:
-        train_one_split(store_uri, split)
+        train_one_split(open_store(argv[0]), split)
     except SplitBusy as e:
         log.warning("split %d: %s", split, explain(e))
         return BUSY_STATUS

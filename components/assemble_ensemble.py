@@ -8,7 +8,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Output
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
@@ -24,7 +24,7 @@ def assemble_ensemble(store: str, trained_splits: list, run_splits: list, manife
 
     def assemble() -> tuple[str, bool]:
         s = open_store(store)
-        others = left_to_other_runs(store, [int(x) for x in run_splits])
+        others = left_to_other_runs(s, [int(x) for x in run_splits])
         if others:
             logging.getLogger("assemble-ensemble").info(
                 "this run's splits %s are complete; splits %s are other runs': the run that completes the last of "

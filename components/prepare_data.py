@@ -3,11 +3,11 @@ split ids to train (each split's shard is built inside the fan-out, by `prepare_
 
 The output is `list[int]`, not `list`: the loop item is then NUMBER_INTEGER, the type `prepare_split_data(split: int)`
 takes. From a plain `list` the item is STRING, and the KFP backend's iteration driver would turn split 0 into "0",
-which the container driver refuses for an int input (tests/pipelines/test_backend_rules.py)."""
+which the container driver refuses for an int input (tests/backend/test_backend_rules.py)."""
 
 from kfp import dsl
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)

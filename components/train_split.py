@@ -9,7 +9,7 @@ it reached)."""
 from kfp import dsl
 from kfp.dsl import HTML, Metrics, Output
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
@@ -22,8 +22,8 @@ def train_split(store: str, split: int, restarts: int, metrics: Output[Metrics],
     from components import run_step
 
     def train() -> int:
-        supervise_training(store, split, restarts)
         s = open_store(store)
+        supervise_training(s, split, restarts)
         for name, value in split_metrics(s, split).items():
             metrics.log_metric(name, value)
         with open(samples.path, "w") as f:

@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 
 
 @dsl.component(base_image=ClusterSettings().image, install_kfp_package=False)
@@ -14,7 +14,8 @@ def unfinished_splits(store: str, run_splits: list) -> NamedTuple("Unfinished", 
     from collections import namedtuple
 
     from acgan.experiment import unfinished_splits as unfinished
+    from acgan.store import open_store
     from components import run_step
 
-    todo = run_step("unfinished-splits", lambda: unfinished(store, [int(s) for s in run_splits]))
+    todo = run_step("unfinished-splits", lambda: unfinished(open_store(store), [int(s) for s in run_splits]))
     return namedtuple("Unfinished", ["todo", "healing"])(todo, bool(todo))

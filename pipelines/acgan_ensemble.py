@@ -12,7 +12,9 @@ import typing
 from kfp import dsl, kubernetes
 from pydantic import BaseModel
 
-from acgan.settings import ClusterSettings, RunSettings, preset_defaults, value_type
+from acgan.cluster_settings import ClusterSettings
+from acgan.presets import preset_defaults
+from acgan.settings import RunSettings, value_type
 from components.assemble_ensemble import assemble_ensemble
 from components.evaluate_ensemble import evaluate_ensemble
 from components.prepare_data import prepare_data
@@ -31,7 +33,7 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # cover (docs/operators.md, section 5: what a reclaim costs with and without it).
 DO_NOT_DISRUPT = ("karpenter.sh/do-not-disrupt", "true")
 # Where an operator's CA bundle (ClusterSettings.store_ca_config_map) is mounted; SSL_CERT_FILE names its file, as
-# acgan/store.py reads it.
+# acgan/store/s3.py reads it.
 STORE_CA_MOUNT, STORE_CA_KEY = "/etc/acgan/store-ca", "ca.crt"
 
 

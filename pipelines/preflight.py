@@ -17,7 +17,7 @@ import os
 import yaml
 
 from acgan.errors import UserError
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 from pipelines.acgan_ensemble import STORE_ENV
 
 STORE_ENDPOINT_KEY = "ACGAN_S3_ENDPOINT"

@@ -12,25 +12,26 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from acgan.cluster_settings import ClusterSettings
 from acgan.ensemble import assemble_ensemble
 from acgan.errors import UserError, first_problem, rerun_command
 from acgan.experiment import check_settings_fit_store, load_settings, splits_to_rerun
 from acgan.layout import ENSEMBLE_KEY, METRICS_KEY, REPORT_KEY, SAMPLE_GRID_PREFIX, SUBMISSION_KEY
 from acgan.lease import RunLease
 from acgan.process import local_run_environment, task_failures
-from acgan.settings import LOCAL_PARALLELISM, ClusterSettings, RunSettings
+from acgan.settings import LEASE_SECONDS, RunSettings
 from acgan.store import Store, open_store, read_model, write_json
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline, parameter_type
+from pipelines.launch_settings import KfpTarget, LocalSettings, SubmitSettings
 from pipelines.stopping import StopOnSignal, TaskRefused
 
 log = logging.getLogger(__name__)
-SERVICE_ACCOUNT = "acgan-pipeline"  # manifests/base/core/rbac.yaml
 LOCAL_RETRIES = 1  # `acgan run`: one more attempt of a failed task (a bad input fails twice, fast)
-RUN_LEASE_SECONDS = 300  # a local run's lease on its store: how long one killed on another machine blocks the store
 
 
 def pipeline_arguments(settings: RunSettings) -> dict:
@@ -53,59 +54,91 @@ def compile_pipeline(cluster: ClusterSettings, out: Path, preset: str = "paper")
     return out
 
 
-def run_local(settings: RunSettings, pipeline_root: Path, parallelism: int = LOCAL_PARALLELISM,
-              quiet: bool = False, trainer_restarts: int | None = None) -> dict:
-    """The whole pipeline on this machine through kfp.local: every task a subprocess of this Python.
-    `parallelism` training tasks run at once and share the cores. Small convolutions use threads poorly: two splits
-    on one thread each train about 1.27x faster on 2 cores than one after the other on two threads each.
-    `quiet`: each task's output goes to a log file under `pipeline_root/logs/`, and one progress display to stderr
-    (pipelines/console.py); a failed task's last lines are shown. One SIGINT or SIGTERM stops the run and its tasks
-    (pipelines/stopping.py); a second local run on the store stops at once (its `RunLease`), and the tasks of one
-    killed outright end with it (acgan/process.py). Settings that cannot continue what the store holds are refused
-    before anything is written. `trainer_restarts`: ClusterSettings' default unless given."""
-    from kfp import local
-
-    from pipelines.console import progress_events, quiet_run
-
+def run_local(settings: RunSettings, *, local: LocalSettings = LocalSettings(), quiet: bool = False,
+              trainer_restarts: int | None = None) -> dict:
+    """The whole pipeline on this machine through kfp.local: every task a subprocess of this Python, `local.parallelism`
+    training tasks at once sharing the cores (`local_cluster`). `quiet`: each task's output goes to a log file under
+    `pipeline_root/logs/`, and one progress display to stderr (pipelines/console.py); a failed task's last lines are
+    shown. One SIGINT or SIGTERM stops the run and its tasks (pipelines/stopping.py); a second local run on the store
+    stops at once (its `RunLease`), and the tasks of one killed outright end with it (acgan/process.py). Settings that
+    cannot continue what the store holds are refused before anything is written. `trainer_restarts`:
+    ClusterSettings' default unless given."""
     if not settings.store.startswith("s3://"):
         settings = settings.model_copy(update={"store": str(Path(settings.store).expanduser().resolve())})
     store = open_store(settings.store)
     check_settings_fit_store(store, settings)
     store.ensure_ready(create=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root.resolve()),
-               raise_on_error=True)
-    # kfp.local indents each task's output by swapping builtins.print and restoring the one it saw; tasks running at
-    # once save each other's wrapper, and the last to finish can leave print indented for the rest of this process.
-    original_print = builtins.print
-    logs_folder = pipeline_root.resolve() / "logs" / time.strftime("%Y%m%d-%H%M%S")
-    console = (quiet_run(logs_folder, settings.splits_to_train, settings.steps, sys.stderr) if quiet
-               else contextlib.nullcontext())
-    run_lease, stop = RunLease(store, RUN_LEASE_SECONDS), StopOnSignal(settings.store)
-    run_lease.acquire()  # a second local run on this store stops here, before it starts a task
-    try:
-        with progress_events(logs_folder) as events, console as logs, stop, local_run_environment() as failures:
-            stop.progress = logs.progress if quiet else None
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
-            # A retry at once: a lease left by a killed local trainer is stale as soon as its process is gone. No
-            # heal passes: kfp.local retries a failed task itself, and the run ends naming `acgan rerun`.
-            restarts = {} if trainer_restarts is None else {"trainer_restarts": trainer_restarts}
-            cluster = ClusterSettings(parallelism=parallelism, train_threads=threads, retries=LOCAL_RETRIES,
-                                      retry_backoff_seconds=0, heal_passes=0, **restarts)
-            try:
-                build_pipeline(cluster, settings.preset)(**pipeline_arguments(settings))
-            except (RuntimeError, TaskRefused) as e:
-                if stop.signum is not None:
-                    raise stop.outcome() from None
-                raise _run_failed(e, task_failures(failures), logs if quiet else None, settings.store) from None
-    finally:
-        builtins.print = original_print
-        run_lease.release()
+    pipeline_root = local.pipeline_root.resolve()
+    logs = pipeline_root / "logs" / time.strftime("%Y%m%d-%H%M%S")
+    cluster = local_cluster(settings, local.parallelism, trainer_restarts)
+    with _run_lease(store), _print_kept():  # a second local run on this store stops here, before it starts a task
+        events = _run_pipeline(settings, cluster, pipeline_root, logs, quiet)
     uri = store.uri
     return {"store": settings.store, "ensemble": f"{uri}/{ENSEMBLE_KEY}", "samples": f"{uri}/{SAMPLE_GRID_PREFIX}*.png",
             "metrics": f"{uri}/{METRICS_KEY}", "report": f"{uri}/{REPORT_KEY}",
-            "pipeline_root": str(pipeline_root), "progress": str(events),
-            **({"logs": str(logs_folder)} if quiet else {})}
+            "pipeline_root": str(local.pipeline_root), "progress": str(events),
+            **({"logs": str(logs)} if quiet else {})}
+
+
+def local_cluster(settings: RunSettings, parallelism: int, trainer_restarts: int | None) -> ClusterSettings:
+    """The cluster settings of a local run: `parallelism` training tasks sharing this machine's cores, a thread each
+    where they fill them (small convolutions use threads poorly: two splits on one thread each train about 1.27x
+    faster on 2 cores than one after the other on two threads each). A retry at once: a lease left by a killed local
+    trainer is stale as soon as its process is gone. No heal passes: kfp.local retries a failed task itself, and the
+    run ends naming `acgan rerun`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // min(parallelism, settings.splits_to_train or parallelism))
+    restarts = {} if trainer_restarts is None else {"trainer_restarts": trainer_restarts}
+    return ClusterSettings(parallelism=parallelism, train_threads=threads, retries=LOCAL_RETRIES,
+                           retry_backoff_seconds=0, heal_passes=0, **restarts)
+
+
+@contextlib.contextmanager
+def _run_lease(store: Store) -> Iterator[None]:
+    """Inside: this run holds the store's `RunLease`."""
+    lease = RunLease(store, LEASE_SECONDS)
+    lease.acquire()
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+@contextlib.contextmanager
+def _print_kept() -> Iterator[None]:
+    """kfp.local indents each task's output by swapping builtins.print and restoring the one it saw; tasks running at
+    once save each other's wrapper, and the last to finish can leave print indented for the rest of this process:
+    the print of before is put back after."""
+    original = builtins.print
+    try:
+        yield
+    finally:
+        builtins.print = original
+
+
+def _run_pipeline(settings: RunSettings, cluster: ClusterSettings, pipeline_root: Path, logs: Path,
+                  quiet: bool) -> Path:
+    """The pipeline through kfp.local, its progress events in the events file under `logs` returned; `quiet`: each
+    task's output in a file there and one progress display on stderr (pipelines/console.py). A signal stops it
+    (pipelines/stopping.py); a failed task ends it in one line (`_run_failed`)."""
+    from kfp import local as kfp_local
+
+    from pipelines.console import progress_events, quiet_run
+
+    kfp_local.init(runner=kfp_local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+                   raise_on_error=True)
+    console = (quiet_run(logs, settings.splits_to_train, settings.steps, sys.stderr) if quiet
+               else contextlib.nullcontext())
+    stop = StopOnSignal(settings.store)
+    with progress_events(logs) as events, console as task_logs, stop, local_run_environment() as failures:
+        stop.progress = task_logs.progress if quiet else None
+        try:
+            build_pipeline(cluster, settings.preset)(**pipeline_arguments(settings))
+        except (RuntimeError, TaskRefused) as e:
+            if stop.signum is not None:
+                raise stop.outcome() from None
+            raise _run_failed(e, task_failures(failures), task_logs, settings.store) from None
+    return events
 
 
 def _run_failed(e: Exception, reasons: list[dict], logs, store: str) -> UserError:
@@ -172,16 +205,10 @@ def kube_config_token() -> str | None:
     return config.api_key.get("authorization", "").removeprefix("Bearer ").strip() or None
 
 
-class Submission(BaseModel):
+class Submission(KfpTarget):
     """What `acgan submit` used, kept in the store so that `acgan rerun` runs the same pipeline the same way."""
 
-    model_config = ConfigDict(extra="forbid")
-
     cluster: ClusterSettings
-    namespace: str | None
-    experiment: str
-    pipeline_id: str | None
-    service_account: str | None
 
 
 def load_submission(store: Store) -> Submission | None:
@@ -232,60 +259,60 @@ def check_workflow_size(settings: RunSettings, cluster: ClusterSettings, splits:
                         "(docs/operators.md, section 5)")
 
 
-def submit(settings: RunSettings, cluster: ClusterSettings, host: str, namespace: str | None = None,
-           experiment: str = PIPELINE_NAME, run_name: str | None = None, pipeline_id: str | None = None,
-           service_account: str | None = SERVICE_ACCOUNT, preflight: bool = False,
-           require_gpu_quota: bool = False, batch: int | None = None) -> dict:
-    """Start a run on a KFP server: from an uploaded pipeline when `pipeline_id` is given, else compiled here.
-    The run's pods use `service_account` (manifests/base/core/rbac.yaml); None leaves KFP's default. `preflight`
-    first asks the Kubernetes API whether the namespace where KFP will run the pods (`kubeflow` on standalone KFP,
-    the profile's on multi-user KFP) holds what they need (pipelines/preflight.py), once, before the first run. A run whose workflow would outgrow Argo's limit is refused before
-    anything is submitted; `batch` submits the splits as runs of at most that many (SubmitSettings)."""
+def submit(settings: RunSettings, *, cluster: ClusterSettings, target: KfpTarget,
+           submission: SubmitSettings) -> dict:
+    """Start a run on the KFP server `submission.host`: from an uploaded pipeline when `target.pipeline_id` is given,
+    else compiled here. The run's pods use `target.service_account` (manifests/base/core/rbac.yaml); None leaves
+    KFP's default. `submission.preflight` first asks the Kubernetes API whether the namespace where KFP will run the
+    pods (`kubeflow` on standalone KFP, the profile's on multi-user KFP) holds what they need (pipelines/preflight.py),
+    once, before the first run. A run whose workflow would outgrow Argo's limit is refused before anything is
+    submitted; `submission.batch` submits the splits as runs of at most that many."""
     if not settings.store.startswith("s3://"):
         raise UserError(f"--store {settings.store}: a cluster run needs object storage (s3://BUCKET/PREFIX), "
                         "which every training pod can reach")
-    splits = run_splits(settings)
+    splits, batch = run_splits(settings), submission.batch
     if batch and splits is None:
         raise UserError(f"--batch {batch}: the splits of a folder data set are known only once the plan is made: "
                         "give --split-ids, or submit once without --batch and `acgan rerun --batch` the rest")
     batches = [splits[i:i + batch] for i in range(0, len(splits), batch)] if batch else [None]
     check_workflow_size(settings, cluster, len(batches[0]) if batch else splits and len(splits))
-    name = run_name or f"{PIPELINE_NAME} {settings.store}"
-    runs = [submit_run(settings if part is None else settings.model_copy(update={"split_ids": part}), cluster, host,
-                       namespace, experiment, name if part is None else f"{name} (splits {part[0]}-{part[-1]})",
-                       pipeline_id, service_account, preflight=preflight and i == 0,
-                       require_gpu_quota=require_gpu_quota) for i, part in enumerate(batches)]
+    name = submission.run_name or f"{PIPELINE_NAME} {settings.store}"
+    runs = [submit_run(settings if part is None else settings.model_copy(update={"split_ids": part}),
+                       cluster=cluster, target=target, submission=submission, preflight=submission.preflight and i == 0,
+                       run_name=name if part is None else f"{name} (splits {part[0]}-{part[-1]})")
+            for i, part in enumerate(batches)]
     if batch:
-        return {"run_ids": [r["run_id"] for r in runs], "batches": batches, "host": host, "store": settings.store}
+        return {"run_ids": [r["run_id"] for r in runs], "batches": batches, "host": submission.host,
+                "store": settings.store}
     return runs[0]
 
 
-def submit_run(settings: RunSettings, cluster: ClusterSettings, host: str, namespace: str | None, experiment: str,
-               run_name: str, pipeline_id: str | None, service_account: str | None, preflight: bool = False,
-               require_gpu_quota: bool = False) -> dict:
+def submit_run(settings: RunSettings, *, cluster: ClusterSettings, target: KfpTarget, submission: SubmitSettings,
+               preflight: bool, run_name: str) -> dict:
     """One KFP run of the pipeline with `settings` (after the preflight, where asked); records how it was submitted
     in the store."""
-    arguments = pipeline_arguments(settings)
+    arguments, host = pipeline_arguments(settings), submission.host
     try:
-        client = kfp_client(host, namespace)
+        client = kfp_client(host, target.namespace)
         if preflight:
             from pipelines.preflight import kfp_pods_namespace, preflight as check_namespace
 
-            check_namespace(cluster, kfp_pods_namespace(client, host, namespace), require_gpu_quota)
-        if pipeline_id:
-            exp = client.create_experiment(experiment, namespace=namespace)
-            run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name, pipeline_id=pipeline_id,
-                                      params=arguments, service_account=service_account)
+            check_namespace(cluster, kfp_pods_namespace(client, host, target.namespace), submission.require_gpu_quota)
+        if target.pipeline_id:
+            exp = client.create_experiment(target.experiment, namespace=target.namespace)
+            run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name,
+                                      pipeline_id=target.pipeline_id, params=arguments,
+                                      service_account=target.service_account)
         else:
             run = client.create_run_from_pipeline_func(
                 build_pipeline(cluster, settings.preset), arguments=arguments, run_name=run_name,
-                experiment_name=experiment, namespace=namespace, service_account=service_account)
+                experiment_name=target.experiment, namespace=target.namespace,
+                service_account=target.service_account)
     except UserError:
         raise
     except Exception as e:
         raise UserError(describe_kfp_error(e, host)) from None
-    record_submission(settings.store, Submission(cluster=cluster, namespace=namespace, experiment=experiment,
-                                                 pipeline_id=pipeline_id, service_account=service_account))
+    record_submission(settings.store, Submission(cluster=cluster, **target.model_dump()))
     return {"run_id": run.run_id, "host": host, "store": settings.store}
 
 
@@ -298,22 +325,27 @@ def describe_kfp_error(e: Exception, host: str) -> str:
     return f"KFP at {host} is unreachable ({type(e).__name__}): check --host and your network"
 
 
-def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_options: dict | None = None,
-          pipeline_root: Path = Path("acgan-local-runs"), namespace: str | None = None,
-          parallelism: int = LOCAL_PARALLELISM, service_account: str | None = None,
-          experiment: str | None = None, run_name: str | None = None, pipeline_id: str | None = None,
-          preflight: bool = True, batch: int | None = None, run_options: dict | None = None,
-          quiet: bool = False) -> dict:
-    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble. The run's
-    recorded settings apply, `run_options` (`CompileSetting`'s: compile off where compiling failed) replacing them.
-    On a cluster the compile and submit settings recorded in the store (`cluster.json`) apply; `cluster_options` and
-    the other arguments given (not None) replace them one by one; service_account "" is KFP's default account. On a
-    cluster the namespace is checked first, as `acgan submit` does (`preflight`), and the run is refused or cut into
-    runs of `batch` splits as `acgan submit` does. `quiet`: a local run shows what `acgan run` shows
-    (run_local)."""
-    if (host is None) == (not local):
+class RecordedChanges(BaseModel):
+    """What `acgan rerun` replaces of what the store recorded, each a mapping of the settings given (validated where
+    applied): the run's `CompileSetting` (compile off where compiling failed), and on a cluster the
+    `ClusterSettings` and `KfpTarget` that `acgan submit` recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: dict = Field(default_factory=dict)
+    cluster: dict = Field(default_factory=dict)
+    target: dict = Field(default_factory=dict)
+
+
+def rerun(store: Store, *, local: LocalSettings | None = None, submission: SubmitSettings | None = None,
+          changes: RecordedChanges = RecordedChanges(), quiet: bool = False) -> dict:
+    """Train only the splits that are not complete (each resumes from its checkpoints), then re-assemble: on this
+    machine (`local`, shown as `acgan run` shows it when `quiet`) or on the KFP server of `submission`, exactly one.
+    The run's recorded settings apply, and on a cluster the compile and submit settings recorded in the store
+    (`cluster.json`), each of `changes` replacing its recorded value. On a cluster the namespace is checked first and
+    the run refused or cut into batches as `acgan submit` does."""
+    if (submission is None) == (local is None):
         raise UserError("rerun needs exactly one of --host URL (a KFP server) or --local (this machine)")
-    store = open_store(store_uri)
     store.ensure_ready()
     settings = load_settings(store)
     todo, busy = splits_to_rerun(store)
@@ -324,25 +356,21 @@ def rerun(store_uri: str, host: str | None = None, local: bool = False, cluster_
         manifest = assemble_ensemble(store, settings.steps)
         return {"trained": [], "ensemble": f"{store.uri}/{ENSEMBLE_KEY}", "classes": len(manifest.classes)}
     # The store given here, not the one recorded: a store may have been moved, copied or mounted elsewhere.
-    settings = settings.model_copy(update={**(run_options or {}), "split_ids": todo, "store": store_uri})
-    if local:
+    settings = settings.model_copy(update={**changes.run, "split_ids": todo, "store": store.uri})
+    if local is not None:
         # Of the cluster settings only the trainer's restarts apply on this machine: any other is refused, not ignored.
-        cluster_only = sorted(set(cluster_options or {}) - {"trainer_restarts"})
+        cluster_only = sorted(set(changes.cluster) - {"trainer_restarts"})
         if cluster_only:
             raise UserError(f"--{cluster_only[0].replace('_', '-')} is a cluster setting; with --local it would have "
                             "no effect: leave it out, or rerun on a cluster with --host")
-        result = run_local(settings, pipeline_root, parallelism,
-                           trainer_restarts=(cluster_options or {}).get("trainer_restarts"), quiet=quiet)
+        result = run_local(settings, local=local, quiet=quiet, trainer_restarts=changes.cluster.get("trainer_restarts"))
     else:
-        recorded = load_submission(store) or Submission(cluster=ClusterSettings(), namespace=None,
-                                                        experiment=PIPELINE_NAME, pipeline_id=None,
-                                                        service_account=SERVICE_ACCOUNT)
+        recorded = load_submission(store) or Submission(cluster=ClusterSettings())
         try:
-            cluster = ClusterSettings.model_validate({**recorded.cluster.model_dump(), **(cluster_options or {})})
+            cluster = ClusterSettings.model_validate({**recorded.cluster.model_dump(), **changes.cluster})
+            target = KfpTarget.model_validate({**recorded.model_dump(exclude={"cluster"}), **changes.target})
         except ValidationError as e:
             key, msg = first_problem(e)
             raise UserError(f"--{key.replace('_', '-')}: {msg}") from None
-        account = recorded.service_account if service_account is None else service_account or None
-        result = submit(settings, cluster, host, namespace or recorded.namespace, experiment or recorded.experiment,
-                        run_name, pipeline_id or recorded.pipeline_id, account, preflight, batch=batch)
+        result = submit(settings, cluster=cluster, target=target, submission=submission)
     return {**result, "trained": todo, "left_to_their_trainers": [s.split for s in busy]}

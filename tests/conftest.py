@@ -51,6 +51,21 @@ def stored_file(store, split: int, step: int, name: str) -> str:
     return key
 
 
+def trainer_processes(store_uri: str, split: int) -> list[int]:
+    """The pids of the live trainer processes of `split` in the store at `store_uri` (the children that training
+    tasks start: `python -m acgan.supervise STORE SPLIT`). Only this run's: an `acgan run` beside the tests
+    trains its own split 1 in another store."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # ended while we looked
+        if args[1:5] == [b"-m", b"acgan.supervise", store_uri.encode(), str(split).encode()]:
+            found.append(int(pid))
+    return found
+
+
 @contextlib.contextmanager
 def one_thread():
     """For bit-identical comparisons: with several threads, torch's CPU kernels may reduce in another order when

@@ -26,7 +26,7 @@ def _trained(store, **settings) -> RunSettings:
     run = RunSettings(store=store.uri, **{**TINY, **settings})
     prepare_experiment(run)
     for split in (0, 1):
-        train_one_split(store.uri, split)
+        train_one_split(store, split)
     return run
 
 
@@ -61,7 +61,7 @@ def test_continuing_a_store_keeps_its_settings_and_refuses_to_drop_the_average(d
     assert "split 0's checkpoints keep an averaged generator (--ema-kimg 1.0); --ema-kimg 0 would drop it" in line
     assert digits_store.read_bytes(EXPERIMENT_KEY) == before
     prepare_experiment(continued)  # kept: accepted, and recorded
-    train_one_split(digits_store.uri, 0)
+    train_one_split(digits_store, 0)
     assert complete_steps(digits_store, 0) == [15, 20]
     meta = json.loads(digits_store.read_bytes(stored_file(digits_store, 0, 20, "meta.json")))
     assert meta["ema"] is True and meta["train"]["ema_kimg"] == 1.0
@@ -78,5 +78,5 @@ def test_the_plan_and_the_assembly_judge_a_checkpoint_alike(digits_store, caplog
         assemble_ensemble(digits_store, 10)
     assert prepare_experiment(settings) == [0, 1]
     for split in (0, 1):
-        train_one_split(digits_store.uri, split)
+        train_one_split(digits_store, split)
     assert {m.step for m in assemble_ensemble(digits_store, 10).classes} == {10}

@@ -121,3 +121,26 @@ def test_every_file_beside_the_code_is_installed_with_it():
             if path.is_file() and path.suffix not in (".py", ".pyc"):
                 folder = path.parent.relative_to(ROOT).as_posix().replace("/", ".")
                 assert path.name in declared.get(folder, []), f"{path.relative_to(ROOT)} is not package data"
+
+
+def imports_of(part: str) -> set[str]:
+    """The acgan parts that one part (a folder, or a module at acgan's top) imports, anywhere in it."""
+    return library_parts(ROOT).get(part, set())
+
+
+def test_floors_held_by_no_constant():
+    """Sampling and the collapse alarm sit below training (the snapshot's files are acgan/snapshot.py's, the stats
+    reader acgan/stats.py's); the model server below the evaluation (its one key is acgan/layout.py's)."""
+    assert "training" not in imports_of("sampling")
+    assert "training" not in imports_of("collapse")
+    assert "evaluation" not in imports_of("serving")
+
+
+def test_importing_the_model_loads_no_storage_code():
+    """The model knows nothing of storage: its settings take the URI rules from acgan/uri.py, not the store."""
+    import subprocess
+    import sys
+
+    code = "import sys, acgan.model; print(sorted(m for m in ('acgan.store', 'minio') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

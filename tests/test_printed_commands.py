@@ -20,10 +20,10 @@ SOURCES = [p for folder in ("acgan", "components", "pipelines", "acgan_cli") for
 
 # Subcommand -> the tests that run a printed instance of it as printed (each calls run_printed).
 RUN_AS_PRINTED = {
-    "rerun": ["tests/pipelines/test_killed_run.py::test_a_failing_tasks_reason_is_the_runs_last_line_and_its_advice_"
+    "rerun": ["tests/faults/test_killed_run.py::test_a_failing_tasks_reason_is_the_runs_last_line_and_its_advice_"
               "runs_as_printed"],
-    "prepare": ["tests/data/test_sources.py::test_a_shard_whose_labels_and_images_differ_in_length_is_one_line",
-                "tests/data/test_sources.py::test_prepare_again_restores_a_missing_shard"],
+    "prepare": ["tests/data/test_prepare.py::test_a_shard_whose_labels_and_images_differ_in_length_is_one_line",
+                "tests/data/test_prepare.py::test_prepare_again_restores_a_missing_shard"],
     "unlock": ["tests/test_printed_commands.py::test_the_unlock_and_status_a_lease_names_run_as_printed"],
     "status": ["tests/test_printed_commands.py::test_the_unlock_and_status_a_lease_names_run_as_printed"],
 }

@@ -1,30 +1,32 @@
 """One declaration per setting, named presets, and where each command takes its defaults from."""
 
-import ast
+import importlib
+import inspect
 import json
+import pkgutil
 import typing
-from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from acgan_cli import main as cli
+import components
+from acgan_cli.flags import PRESET_SETTINGS, flag_help, given, preset_option, settings_flags, validated
+from acgan_cli.main import Parser, build_parser, main
+from acgan.cluster_settings import ClusterSettings
 from acgan.data.prepare import PrepareConfig, continued_prepare_config
 from acgan.errors import explain
 from acgan.experiment import load_settings, prepare_experiment, train_config
 from acgan.evaluation.analyses import ANALYSES
 from acgan.layout import EXPERIMENT_KEY
+from acgan.presets import PRESETS, preset_defaults
 from acgan.settings import (
     ANALYSIS_NAMES,
-    PRESETS,
-    ClusterSettings,
     DataSettings,
     EvalSettings,
     EvaluationSettings,
     RunSettings,
     TrainingSettings,
-    preset_defaults,
     value_type,
 )
 from components.prepare_data import prepare_data
@@ -32,28 +34,17 @@ from pipelines.acgan_ensemble import pipeline_signature
 from acgan.store import open_store
 from acgan.training.loop import TrainConfig
 
-# What `acgan run` trained before presets existed (RunSettings' defaults then): `demo` must resolve to exactly this.
-EMBEDDED_RUN = dict(dataset="digits", source=None, class_list=None, resolution=32, classes_per_split=5, num_classes=10,
-                    images_per_class=100, steps=900, batch_size=64, lr=2e-4, checkpoint_every=300, seed=0, noise_dim=100,
-                    width=0.125,
-                    d_width=0.5, d_dropout=0.25, d_noise_std=0.0, d_fake_class_loss=False, mode_seeking=0.2, augment="",
-                    ema_kimg=0.0, ema_rampup=0.05, g_layout="imagenet-start", objective="acgan", compile="auto", split_ids=[], include_complete=False, samples_per_class=100, pairs=1000, classifier_steps=1500, cas_steps=None, classifier="trained",
-                    analyses=["discriminability", "diversity", "joint", "fidelity", "precision_recall",
-                              "density_coverage", "intra_class_fid", "cas"], real_per_class=200,
-                    ms_ssim_threshold=None, accuracy_threshold=0.01)
-# Odena, Olah & Shlens (2016) at ImageNet's shape, nothing added.
-PAPER = dict(resolution=128, classes_per_split=10, batch_size=100, steps=50_000, width=1.0, d_width=1.0,
-             d_fake_class_loss=True, mode_seeking=0.0, augment="", d_dropout=0.5, d_noise_std=0.1, g_layout="paper",
-             ema_kimg=0.0, objective="acgan")
+# What `acgan run` trains: the demo preset's values, every other setting its field's default.
+EMBEDDED_RUN = {name: value for name, value in preset_defaults(RunSettings, "demo").items() if name != "store"}
+PAPER = PRESETS["paper"]  # Odena, Olah & Shlens (2016) at ImageNet's shape, nothing added: the fields' defaults
 KFP_TYPES = {int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN", str: "STRING", list: "LIST"}
 
 
 def parsed(*argv) -> dict:
-    args = cli.build_parser().parse_args([str(a) for a in argv])
-    models = {"run": cli._run_settings, "submit": cli._run_settings,
-              "train-split": lambda a: TrainConfig.model_validate(cli._given(a, TrainConfig.model_fields)),
-              "prepare": lambda a: continued_prepare_config(open_store(a.store),
-                                                            cli._given(a, PrepareConfig.model_fields))}
+    args = build_parser().parse_args([str(a) for a in argv])
+    models = {"run": lambda a: validated(a, RunSettings), "submit": lambda a: validated(a, RunSettings),
+              "train-split": lambda a: validated(a, TrainConfig),
+              "prepare": lambda a: continued_prepare_config(open_store(a.store), given(a, PrepareConfig.model_fields))}
     return models[args.command](args).model_dump()
 
 
@@ -85,7 +76,7 @@ def test_a_bad_preset_is_one_line_naming_the_flag_and_the_presets(capsys, tmp_pa
     for argv in (["run", "--store", tmp_path / "r"], ["compile", "-o", tmp_path / "p.yaml"],
                  ["train-split", "--store", tmp_path / "r", "--split", 0], ["prepare", "--store", tmp_path / "r"]):
         with pytest.raises(SystemExit) as exited:  # argparse rejects it, before anything runs
-            cli.main([str(a) for a in argv] + ["--preset", "imagenet"])
+            main([str(a) for a in argv] + ["--preset", "imagenet"])
         assert exited.value.code == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "--preset" in err and "'paper', 'demo'" in err, err
@@ -116,15 +107,14 @@ def test_each_shared_setting_is_one_declaration():
 def test_the_evaluation_settings_are_flags_of_acgan_evaluate_and_of_acgan_run():
     """`acgan evaluate` and `acgan run` make their evaluation flags from EvaluationSettings' fields: each flag's help
     is its field's description, and a value given reaches the validated settings."""
-    parser = cli.build_parser()
+    parser = build_parser()
     for command in ("evaluate", "run"):
-        sub = parser._subparsers._group_actions[0].choices[command]
-        flags = {a.dest: a for a in sub._actions}
+        flags = parser.command(command).flags()
         for name, field in EvaluationSettings.model_fields.items():
             assert flags[name].option_strings == [f"--{name.replace('_', '-')}"], (command, name)
             assert flags[name].help.startswith(field.description.replace("%", "%%")), (command, name)
     args = parser.parse_args(["evaluate", "--store", "s", "--pairs", "7", "--analyses", "joint, diversity"])
-    settings = EvalSettings.model_validate(cli._given(args, EvalSettings.model_fields))
+    settings = validated(args, EvalSettings)
     assert (settings.pairs, settings.analyses) == (7, ["diversity", "joint"])  # the table's order
     assert parsed("run", "--analyses", "fidelity")["analyses"] == ["fidelity"]
 
@@ -163,7 +153,7 @@ def test_compiled_parameters_are_the_spec_with_the_presets_defaults(capsys, tmp_
     out = tmp_path / "p.yaml"
     argv = ["compile", "-o", out, "--image", "registry.example.com/acgan-ensemble:1"] + \
         ([] if preset == "paper" else ["--preset", preset])
-    assert cli.main([str(a) for a in argv]) == 0
+    assert main([str(a) for a in argv]) == 0
     params = next(yaml.safe_load_all(out.read_text()))["root"]["inputDefinitions"]["parameters"]
     assert set(params) == set(RunSettings.model_fields)
     defaults = preset_defaults(RunSettings, preset)
@@ -219,17 +209,15 @@ def test_a_new_setting_is_one_field():
     class Extended(RunSettings):
         generator_lr: float = Field(2e-4, gt=0, le=1, description="a test-only setting: G's learning rate")
 
-    parser = cli._Parser(prog="acgan test")
-    cli._preset_option(parser, "demo")
-    cli._spec_options(parser, Extended, skip=set())
-    flag = next(a for a in parser._actions if a.dest == "generator_lr")
-    assert flag.option_strings == ["--generator-lr"] and flag.help == "a test-only setting: G's learning rate"
+    parser = Parser(prog="acgan test")
+    preset_option(parser, "demo")
+    flag = settings_flags(parser, Extended)["generator_lr"]
+    assert flag.option_strings == ["--generator-lr"] and flag.help == "a test-only setting: G's learning rate (default 0.0002)"
     args = parser.parse_args(["--store", "s", "--generator-lr", "0.001"])
-    settings = Extended.model_validate(cli._given(args, Extended.model_fields))
+    settings = validated(args, Extended)
     assert settings.generator_lr == 0.001 and settings.steps == 900  # and the preset still applies
     with pytest.raises(ValidationError, match="generator_lr"):
-        Extended.model_validate(cli._given(parser.parse_args(["--store", "s", "--generator-lr", "5"]),
-                                           Extended.model_fields))
+        validated(parser.parse_args(["--store", "s", "--generator-lr", "5"]), Extended)
     parameters = pipeline_signature(Extended, "demo").parameters
     assert list(parameters)[0] == "store" and set(parameters) == set(Extended.model_fields)
     assert parameters["generator_lr"].annotation is float and parameters["generator_lr"].default == 2e-4
@@ -251,13 +239,12 @@ def test_a_new_evaluation_setting_is_one_field():
         pass
 
     for model in (Evaluation, Run):  # what `acgan evaluate` and `acgan run` make their flags from
-        parser = cli._Parser(prog="acgan test")
-        cli._spec_options(parser, model, skip=set())
-        flag = next(a for a in parser._actions if a.dest == "fid_batch")
-        assert flag.option_strings == ["--fid-batch"] and flag.help == "a test-only evaluation setting: FID's batch"
+        parser = Parser(prog="acgan test")
+        flag = settings_flags(parser, model)["fid_batch"]
+        assert flag.option_strings == ["--fid-batch"] and flag.help == "a test-only evaluation setting: FID's batch (default 64)"
     args = parser.parse_args(["--store", "s", "--fid-batch", "32", "--analyses", "diversity"])
-    assert Run.model_validate(cli._given(args, Run.model_fields)).fid_batch == 32
-    evaluated = Evaluate.model_validate(cli._given(args, Evaluate.model_fields))
+    assert validated(args, Run).fid_batch == 32
+    evaluated = validated(args, Evaluate)
     assert (evaluated.fid_batch, evaluated.analyses, evaluated.real_per_class) == (32, ["diversity"], 200)
     parameters = pipeline_signature(Run, "demo").parameters
     assert parameters["fid_batch"].annotation is int and parameters["fid_batch"].default == 64
@@ -267,51 +254,48 @@ def test_a_new_evaluation_setting_is_one_field():
 def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoints(capsys, digits_store):
     argv = ["train-split", "--store", digits_store.root, "--split", 0, "--steps", 2, "--checkpoint-every", 2,
             "--batch-size", 8, "--width", 0.0625, "--stats-samples-per-class", 2, "--stats-pairs", 1]
-    assert cli.main([str(a) for a in argv]) == 0
+    assert main([str(a) for a in argv]) == 0
     saved = json.loads(digits_store.read_bytes("splits/split-00000/config.json"))["train"]
     assert saved == TrainConfig(preset="paper", split=0, steps=2, checkpoint_every=2, batch_size=8, width=0.0625,
                                 stats_samples_per_class=2, stats_pairs=1).model_dump()
     assert saved["preset"] == "paper" and saved["d_dropout"] == 0.5 and saved["d_fake_class_loss"] is True
 
 
-def _subcommands() -> dict:
-    return cli.build_parser()._subparsers._group_actions[0].choices
-
-
 def test_every_command_help_shows_each_settings_description_and_default():
     """Each settings flag's help is its field's description and the default it has there: the preset's for the run's
     settings, the field's own for the cluster's and the evaluation's; `acgan rerun`'s cluster flags default to what
     the store recorded, so they show none. Every command's --help renders (a description's % once broke it)."""
-    commands = _subcommands()
-    for command in commands.values():
-        assert command.format_help()
+    parser = build_parser()
+    for command in parser.commands():
+        assert parser.command(command).format_help()
     published = {k: v for k, v in preset_defaults(ClusterSettings, None).items() if k != "image"}
     cases = [("compile", ClusterSettings, published),  # --image: required, no image is published
              ("submit", ClusterSettings, preset_defaults(ClusterSettings, None)), ("rerun", ClusterSettings, {}),
              ("evaluate", EvalSettings, preset_defaults(EvalSettings, None)),
              ("run", RunSettings, preset_defaults(RunSettings, "demo"))]
     for command, model, defaults in cases:
-        flags = {a.dest: a for a in commands[command]._actions}
+        flags = parser.command(command).flags()
         for name, field in model.model_fields.items():
             if name in ("store", "preset"):  # --store: each command's own; --preset: its choices
                 continue
             assert flags[name].option_strings == [f"--{name.replace('_', '-')}"], (command, name)
-            assert flags[name].help == cli._flag_help(field.description, defaults.get(name)), (command, name)
+            shown = None if flags[name].nargs == 0 else defaults.get(name)  # a switch is off unless given
+            assert flags[name].help == flag_help(field.description, shown), (command, name)
             assert field.description, (model.__name__, name)
-    compile_help = {a.dest: a.help for a in commands["compile"]._actions}
+    compile_help = {dest: a.help for dest, a in parser.command("compile").flags().items()}
     assert compile_help["parallelism"] == "training tasks (GPUs) at once (default 16)"
     assert compile_help["node_selector"].endswith("(default acgan.ai/pool=gpu)")
-    run_help = {a.dest: a.help for a in commands["run"]._actions}
+    run_help = {dest: a.help for dest, a in parser.command("run").flags().items()}
     assert run_help["steps"].endswith("(default 900)") and run_help["d_fake_class_loss"].endswith("(default false)")
-    evaluate_help = {a.dest: a.help for a in commands["evaluate"]._actions}
+    evaluate_help = {dest: a.help for dest, a in parser.command("evaluate").flags().items()}
     assert evaluate_help["accuracy_threshold"].endswith("the paper: 1%% (default 0.01)")
 
 
 def test_the_cluster_flags_reach_the_cluster_settings():
-    args = cli.build_parser().parse_args(["compile", "--image", "registry.example.com/acgan-ensemble:1",
+    args = build_parser().parse_args(["compile", "--image", "registry.example.com/acgan-ensemble:1",
                                           "--node-selector", "pool=h100", "--node-selector", "zone=a",
                                           "--gpu-toleration", "none", "--train-memory", "64G", "--retries", "2"])
-    cluster = cli._cluster_settings(args)
+    cluster = validated(args, ClusterSettings)
     assert cluster.node_selector == {"pool": "h100", "zone": "a"} and cluster.gpu_toleration is None
     assert (cluster.train_memory, cluster.retries, cluster.parallelism) == ("64G", 2, 16)
     recorded = ClusterSettings.model_validate(json.loads(json.dumps(cluster.model_dump())))  # as cluster.json
@@ -325,89 +309,116 @@ def test_a_new_cluster_setting_is_one_field():
     class Extended(ClusterSettings):
         priority_class: str = Field("acgan-low", description="a test-only cluster setting: the pods' PriorityClass")
 
-    parser = cli._Parser(prog="acgan test")
-    cli._spec_options(parser, Extended, set(), preset_defaults(Extended, None))
-    flag = next(a for a in parser._actions if a.dest == "priority_class")
+    parser = Parser(prog="acgan test")
+    flag = settings_flags(parser, Extended)["priority_class"]
     assert flag.option_strings == ["--priority-class"]
     assert flag.help == "a test-only cluster setting: the pods' PriorityClass (default acgan-low)"
-    assert Extended.model_validate(cli._given(parser.parse_args(["--priority-class", "high"]),
-                                              Extended.model_fields)).priority_class == "high"
+    assert validated(parser.parse_args(["--priority-class", "high"]), Extended).priority_class == "high"
 
 
-ROOT = Path(__file__).resolve().parents[1]
 # Names that stand for something else where they are declared again, each with its reason.
 OTHER_MEANINGS = {
     ("ModelConfig", "resolution"): "what the plan fixes: the size the data was prepared at",
     ("ModelConfig", "num_classes"): "the split's own class count, not the synthetic data set's",
+    ("LocalSettings", "parallelism"): "kfp.local's tasks at once on this machine (default 2), not a cluster's",
+    ("SampleSettings", "seed"): "the noise of one command's samples, not a run's data, weights and evaluation",
 }
-HAND_FLAGS = {  # (command, flag): why it is written out rather than made from its field
-    ("run", "parallelism"): "kfp.local's tasks at once on this machine (default 2), not the cluster's parallelism",
-    ("train-split", "split"): "required on the command line; the field's default serves the library",
-    ("prepare", "strict"): "a switch, as the README gives it (its help is the field's description)",
-}
+# Each command's flags that are no setting: what it acts on, and how it shows what it did.
+OWN_FLAGS = {"prepare": {"store", "preset"}, "train-split": {"store", "preset"}, "run": {"store", "preset", "verbose"},
+             "compile": {"output", "preset"}, "submit": {"store", "preset"}, "status": {"store", "json", "verify"},
+             "rerun": {"store", "local", "verbose"}, "unlock": {"store", "split", "force"}, "plan": {"json"},
+             "evaluate": {"store"}, "bench": {"device", "only", "out", "markdown"}, "compare": {"out"},
+             "sample": {"store", "class_", "n", "out"}, "serve": {"store"}}
 
 
-def _settings_classes() -> dict[str, type[BaseModel]]:
-    """The models whose fields are the settings of a run, its cluster and its evaluation, and the configs made of
-    them (`acgan serve`'s and `acgan plan`'s own inputs are other commands' and out of this count)."""
+def _takes() -> dict[str, list[type[BaseModel]]]:
+    """The settings models each command makes its other flags from."""
+    from acgan.capacity import PlanInput
+    from acgan.settings import CompileSetting, SampleSettings, ServeSettings
+    from pipelines.launch_settings import KfpTarget, LocalSettings, SubmitSettings
+
+    return {"prepare": [PrepareConfig], "train-split": [TrainConfig], "run": [RunSettings, LocalSettings],
+            "compile": [ClusterSettings], "submit": [RunSettings, ClusterSettings, KfpTarget, SubmitSettings],
+            "rerun": [LocalSettings, ClusterSettings, KfpTarget, SubmitSettings, CompileSetting],  # the cluster's
+            # parallelism on a rerun: a local one's is the default (`acgan rerun --local` refuses cluster settings)
+            "plan": [PlanInput], "evaluate": [EvalSettings], "sample": [SampleSettings], "serve": [ServeSettings]}
+
+
+def test_every_flag_is_made_from_its_field():
+    """Each command's flags are its own few (OWN_FLAGS) and one per field of the settings it takes, its help the
+    field's description: no setting is a flag written out by hand, with a default of its own."""
+    parser, takes = build_parser(), _takes()
+    assert set(parser.commands()) == set(OWN_FLAGS)
+    for command in parser.commands():
+        flags = parser.command(command).flags()
+        fields = {name: field for model in takes.get(command, []) for name, field in model.model_fields.items()
+                  if name not in ("store", "preset")}
+        assert set(flags) == OWN_FLAGS[command] | set(fields), command
+        for name, field in fields.items():
+            assert flags[name].help.startswith(flag_help(field.description, None)), (command, name)
+            switch = value_type(field.annotation) is bool and name not in PRESET_SETTINGS
+            assert (flags[name].nargs == 0) == switch, (command, name)  # true|false only where a preset sets it
+
+
+def test_a_setting_no_preset_sets_is_a_switch():
+    """`--raw` of `acgan sample` and `acgan evaluate` alike; `--no-preflight` turns off what is on by default."""
+    parser = build_parser()
+    for command in ("sample", "evaluate"):
+        assert parser.command(command).flags()["raw"].option_strings == ["--raw"]
+        args = parser.parse_args([command, "--store", "s", "--raw"] + (["--class", "1", "--out", "x.png"]
+                                                                     if command == "sample" else []))
+        assert args.raw is True
+    assert validated(parser.parse_args(["evaluate", "--store", "s"]), EvalSettings).raw is False
+    preflight = parser.command("submit").flags()["preflight"]
+    assert preflight.option_strings == ["--no-preflight"]
+    args = parser.parse_args(["submit", "--store", "s3://a/b", "--host", "https://kfp", "--no-preflight"])
+    assert args.preflight is False
+
+
+def _declarations() -> dict[str, list[tuple[str, str]]]:
+    """Where each name is declared as a setting, read from the settings' own metadata: a field of a settings model
+    (its class's own annotations, not those it inherits) and a parameter of a KFP component (its component spec).
+    `acgan serve`'s and `acgan plan`'s models are their own commands' inputs and out of this count."""
+    import acgan.cluster_settings
     import acgan.settings
+    import pipelines.launch_settings
     from acgan.model import ModelConfig
 
-    found = {name: value for name, value in vars(acgan.settings).items() if isinstance(value, type)
-             and issubclass(value, BaseModel) and value.__module__ == "acgan.settings" and name != "ServeSettings"}
-    return {**found, "TrainConfig": TrainConfig, "PrepareConfig": PrepareConfig, "ModelConfig": ModelConfig}
-
-
-def _declared(setting_names: set[str]) -> dict[str, list[tuple[str, ...]]]:
-    """Where the code declares each setting's name, read with ast: a field in the body of a settings class, a
-    parameter of a KFP component, a flag written out in a command's parser (acgan_cli/main.py's `_<command>_parser`)."""
-    classes, found = _settings_classes(), {name: [] for name in setting_names}
-    packages = ("acgan", "components", "pipelines", "acgan_cli")
-    for path in sorted(p for package in packages for p in (ROOT / package).rglob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef) and node.name in classes:
-                for stmt in node.body:
-                    if isinstance(stmt, ast.AnnAssign) and getattr(stmt.target, "id", None) in found:
-                        found[stmt.target.id].append(("field", node.name))
-            elif isinstance(node, ast.FunctionDef) and any("dsl.component" in ast.unparse(d)
-                                                           for d in node.decorator_list):
-                for arg in node.args.args:
-                    if arg.arg in found:
-                        found[arg.arg].append(("component", node.name))
-            elif isinstance(node, ast.FunctionDef) and node.name.endswith("_parser"):
-                command = node.name.removeprefix("_").removesuffix("_parser").replace("_", "-")
-                for call in ast.walk(node):
-                    flag = call.args[0].value if (isinstance(call, ast.Call) and getattr(call.func, "attr", "") ==
-                                                  "add_argument" and isinstance(call.args[0], ast.Constant)) else ""
-                    if flag.startswith("--") and flag[2:].replace("-", "_") in found:
-                        found[flag[2:].replace("-", "_")].append(("flag", command))
+    models = [value for module in (acgan.settings, acgan.cluster_settings, pipelines.launch_settings)
+              for name, value in vars(module).items() if isinstance(value, type) and issubclass(value, BaseModel)
+              and value.__module__ == module.__name__ and name != "ServeSettings"]
+    found: dict[str, list[tuple[str, str]]] = {}
+    for model in [*models, TrainConfig, PrepareConfig, ModelConfig]:
+        for name in inspect.get_annotations(model):
+            if name in model.model_fields and (model.__name__, name) not in OTHER_MEANINGS:
+                found.setdefault(name, []).append(("field", model.__name__))
+    for module in pkgutil.iter_modules(components.__path__):
+        for value in vars(importlib.import_module(f"components.{module.name}")).values():
+            for name in getattr(getattr(value, "component_spec", None), "inputs", None) or {}:
+                found.setdefault(name, []).append(("component", value.name.replace("-", "_")))
     return found
 
 
 def test_each_setting_is_declared_in_one_place():
-    """Every setting of a run (its data, model, training and evaluation settings), of its cluster, of `acgan
-    evaluate`, `acgan train-split` and `acgan prepare` is declared once, as a field; kfp adds one parameter of the
-    component that records a run's settings (prepare_data, whose source kfp runs as written). The store is named
-    again where it is what a task or command acts on: every component's parameter, every command's --store."""
+    """Every setting of a run (its data, model, training and evaluation settings), of its cluster, of its
+    submission, of `acgan evaluate`, `acgan sample`, `acgan train-split` and `acgan prepare` is declared once, as a
+    field; kfp adds one parameter of the component that records a run's settings (prepare_data, whose source kfp
+    runs as written). The store is named again where it is what a task or command acts on: every component's
+    parameter, every command's --store."""
     from acgan.settings import ModelSettings
 
-    takes = {"run": [RunSettings], "submit": [RunSettings, ClusterSettings], "compile": [ClusterSettings],
-             "rerun": [ClusterSettings], "evaluate": [EvalSettings], "train-split": [TrainConfig],
-             "prepare": [PrepareConfig]}  # the other commands' flags are their own (sample's --seed, bench's --device)
+    takes = {command: models for command, models in _takes().items() if command not in ("serve", "plan")}
     names = {name for models in takes.values() for model in models for name in model.model_fields} - {"store"}
-    declared = _declared(names)
+    declared = _declarations()
     for name in sorted(names):
-        places = [p for p in declared[name] if p[0] != "field" or (p[1], name) not in OTHER_MEANINGS]
-        places = [p for p in places if p[0] != "flag" or (p[1] in takes and (p[1], name) not in HAND_FLAGS
-                                                          and any(name in m.model_fields for m in takes[p[1]]))]
-        fields = [p for p in places if p[0] == "field"]
+        places = declared[name]
         expected = [("component", "prepare_data")] if name in RunSettings.model_fields else []
         if name == "split":  # the id of the split a per-split task prepares or trains
             expected = [("component", "prepare_split_data"), ("component", "train_split")]
+        fields = [p for p in places if p[0] == "field"]
         assert len(fields) == 1 and sorted(p for p in places if p[0] != "field") == expected, (name, places)
     # The model's config takes the model settings' fields, declaring none of them again.
-    assert {name for name in ModelSettings.model_fields if ("field", "ModelConfig") in declared[name]} == set()
+    assert not {name for name in ModelSettings.model_fields if ("field", "ModelConfig") in declared[name]}
 
 
 def test_every_model_setting_reaches_the_models_config(digits_store):

@@ -149,7 +149,7 @@ def test_an_endpoint_name_that_does_not_resolve_fails_at_once_naming_the_fix(mon
 
 
 def test_the_private_minio_surface_is_the_pinned_one():
-    """acgan/store.py uses four private names of minio (its docstring); an upgrade that changes them must fail here,
+    """acgan/store/s3.py uses four private names of minio (its docstring); an upgrade that changes them must fail here,
     not in a lease's conditional write on a cluster."""
     import importlib.metadata
     import inspect

@@ -1,6 +1,6 @@
 """A training task's supervision of its trainer (acgan/supervise.py), with real trainer processes killed
 and signalled: what is restarted, what is recognised as repeating and left failed, and a stop that saves the step.
-The restart of a trainer killed mid-training inside a real pipeline run is tests/pipelines/test_killed_split.py."""
+The restart of a trainer killed mid-training inside a real pipeline run is tests/faults/test_killed_split.py."""
 
 import os
 import signal
@@ -16,8 +16,12 @@ from acgan.experiment import prepare_experiment, prepare_split_data
 from acgan.settings import RunSettings
 from acgan.store import open_store
 from acgan.supervise import TrainerFailed, supervise_training
-from tests.pipelines.test_killed_split import trainer_processes
+from tests.conftest import trainer_processes
 
+# A training task, as components/train_split.py runs one: the store of its first argument, split 0, 3 restarts.
+TRAIN_TASK = ("import sys; from acgan.store import open_store; from acgan.supervise import supervise_training; "
+              "from components import run_step; "
+              "run_step('train-split', lambda: supervise_training(open_store(sys.argv[1]), 0, 3))")
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=400, batch_size=8, checkpoint_every=2,
                 width=0.0625)
 
@@ -26,7 +30,7 @@ SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=400,
 def experiment(tmp_path):
     uri = str(tmp_path / "store")
     prepare_experiment(RunSettings(store=uri, **SETTINGS))
-    prepare_split_data(uri, 0)
+    prepare_split_data(open_store(uri), 0)
     return uri
 
 
@@ -52,7 +56,7 @@ def test_a_trainer_crashing_twice_at_the_same_checkpoint_is_not_restarted_again(
         with caplog.at_level("WARNING"), pytest.raises(TrainerFailed, match=(
                 r"split 0: the trainer failed twice in a row at no checkpoint \(killed by SIGKILL\), saving no step "
                 r"in between: not restarted again")):
-            supervise_training(experiment, 0, restarts=5)
+            supervise_training(open_store(experiment), 0, restarts=5)
     finally:
         killer.done.set()
         killer.join()
@@ -64,7 +68,7 @@ def test_a_trainer_crashing_twice_at_the_same_checkpoint_is_not_restarted_again(
 def test_bad_input_is_not_restarted(tmp_path, caplog):
     """The trainer's one-line error (exit status 2: here a store with no experiment) would repeat: no restart."""
     with caplog.at_level("WARNING"), pytest.raises(TrainerFailed, match="an error that a restart would repeat"):
-        supervise_training(str(tmp_path / "empty"), 0, restarts=5)
+        supervise_training(open_store(str(tmp_path / "empty")), 0, restarts=5)
     assert not [r for r in caplog.records if "restarting" in r.getMessage()]
 
 
@@ -72,8 +76,7 @@ def test_sigterm_to_the_task_saves_the_trainers_step_and_restarts_nothing(experi
     """The signal a pod's deletion sends: the task forwards it, the trainer saves the step it reached and stops,
     the task exits non-zero with one line, and the trainer is not started again."""
     task = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from acgan.supervise import supervise_training; "
-         "from components import run_step; run_step('train-split', lambda: supervise_training(sys.argv[1], 0, 3))",
+        [sys.executable, "-c", TRAIN_TASK,
          experiment], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     store = open_store(experiment)
     deadline = time.monotonic() + 120
@@ -95,8 +98,7 @@ def test_sigterm_to_the_task_saves_the_trainers_step_and_restarts_nothing(experi
 def task_process(store_uri: str) -> subprocess.Popen:
     """A training task for split 0, as a process of its own (its output captured)."""
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from acgan.supervise import supervise_training; "
-         "from components import run_step; run_step('train-split', lambda: supervise_training(sys.argv[1], 0, 3))",
+        [sys.executable, "-c", TRAIN_TASK,
          store_uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -106,7 +108,7 @@ def test_a_second_task_for_a_split_waits_for_the_first_and_trains_nothing(tmp_pa
     trained by one trainer."""
     uri = str(tmp_path / "store")
     prepare_experiment(RunSettings(store=uri, **{**SETTINGS, "steps": 40}))
-    prepare_split_data(uri, 0)
+    prepare_split_data(open_store(uri), 0)
     first = task_process(uri)
     store = open_store(uri)
     deadline = time.monotonic() + 120
@@ -163,8 +165,9 @@ def test_a_trainer_killed_at_its_memory_limit_is_reported_as_such(experiment):
     try:
         limit = 200 * 2**20  # the supervisor fits; the trainer, importing torch, does not
         (group / ("memory.limit_in_bytes" if v1.is_dir() else "memory.max")).write_text(str(limit))
-        code = ("import sys; from acgan.supervise import supervise_training, TrainerFailed\n"
-                "try:\n    supervise_training(sys.argv[1], 0, 3)\nexcept TrainerFailed as e:\n    print(e)\n")
+        code = ("import sys; from acgan.store import open_store; from acgan.supervise import supervise_training, "
+                "TrainerFailed\ntry:\n    supervise_training(open_store(sys.argv[1]), 0, 3)\nexcept TrainerFailed as e:\n"
+                "    print(e)\n")
         task = subprocess.run(["sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec "$0" -c "$1" "$2"',
                                sys.executable, code, experiment], capture_output=True, text=True, timeout=300)
     finally:
@@ -186,12 +189,11 @@ def test_a_compile_failure_is_one_line_naming_the_setting_and_is_not_restarted(t
     and the task does not restart it (a restart would fail the same way) and exits 2 with no traceback."""
     uri = str(tmp_path / "store")
     prepare_experiment(RunSettings(store=uri, compile="on", **SETTINGS))
-    prepare_split_data(uri, 0)
+    prepare_split_data(open_store(uri), 0)
     env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler" / "g++"),
            "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor-cache")}  # cold: no kernel compiled earlier is reused
     task = subprocess.run(
-        [sys.executable, "-c", "import sys; from acgan.supervise import supervise_training; "
-         "from components import run_step; run_step('train-split', lambda: supervise_training(sys.argv[1], 0, 3))",
+        [sys.executable, "-c", TRAIN_TASK,
          uri], capture_output=True, text=True, env=env, timeout=600)
     output = task.stdout + task.stderr
     assert task.returncode == 2, output

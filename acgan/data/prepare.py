@@ -24,7 +24,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from acgan.data.plan import ClassInfo, SplitPlan, contiguous_splits, load_plan, save_plan, splits_from_file
-from acgan.data.sources import Source, cifar10_source, digits_source, folder_source, synthetic_source
+from acgan.data.sources import Source, cifar10_source, digits_source, folder_source
+from acgan.data.synthetic import synthetic_source
 from acgan.errors import UserError, command, one_line
 from acgan.layout import PLAN_KEY, PREPARE_KEY, shard_info_key, shard_key
 from acgan.settings import DataSettings

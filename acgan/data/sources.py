@@ -4,12 +4,11 @@
 - cifar10:   the standard python-pickle batches, a directory or the .tar.gz (read with a restricted unpickler).
 - folder:    per class a sub-folder of JPEG/PNG images, as ImageNet's train set is laid out once extracted, or an
              uncompressed tar of them named after the class (`n01440764.tar`), as ImageNet's train set ships.
-- synthetic: procedurally drawn shapes, any number of classes, each class a distinct colour/shape/background.
+- synthetic: procedurally drawn shapes (acgan/data/synthetic.py).
 """
 
 from __future__ import annotations
 
-import colorsys
 import contextlib
 import io
 import logging
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from acgan.errors import UserError
+from acgan.store import open_store
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -259,13 +259,12 @@ class LocalTree:
 
 
 class BucketTree:
-    """A class tree under an S3 prefix, read through the store's client (`acgan.store.S3Store`): a class folder
-    costs one request per image, a class archive one request for the class. The store's endpoint and keys by
-    default; a source elsewhere takes ACGAN_SOURCE_S3_ENDPOINT and ACGAN_SOURCE_AWS_ACCESS_KEY_ID /
-    ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY / ACGAN_SOURCE_AWS_REGION."""
+    """A class tree under an S3 prefix, read through the store's client (`open_store(uri, source=True)`, which says
+    where its endpoint and keys come from): a class folder costs one request per image, a class archive one request
+    for the class."""
 
     def __init__(self, uri: str):
-        self.bucket, self.uri = open_bucket(uri), uri
+        self.bucket, self.uri = open_store(uri, source=True), uri
         self.archives: set[str] = set()  # from the listing `classes` makes: no request per class to tell
 
     def classes(self) -> list[str]:
@@ -292,26 +291,11 @@ class BucketTree:
             return [f"{self.uri}/{k}" for k in files], list(pool.map(self.bucket.read_bytes, files))
 
 
-def open_bucket(uri: str):
-    """An S3Store on the source's endpoint: read-only use, so a source needs only read access."""
-    from urllib.parse import urlparse
-
-    from acgan.store import S3Store, open_store
-
-    endpoint = os.environ.get("ACGAN_SOURCE_S3_ENDPOINT")
-    if not endpoint:
-        return open_store(uri, source_keys=True)
-    parsed = urlparse(uri)
-    return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get("ACGAN_SOURCE_AWS_ACCESS_KEY_ID"),
-                   os.environ.get("ACGAN_SOURCE_AWS_SECRET_ACCESS_KEY"), os.environ.get("ACGAN_SOURCE_AWS_REGION"),
-                   source_keys=True)
-
-
 def _read_class_list(path: str) -> list[str]:
     try:
         if path.startswith("s3://"):
             folder, _, name = path.rpartition("/")
-            data = open_bucket(folder).read_bytes(name)
+            data = open_store(folder, source=True).read_bytes(name)
         else:
             data = Path(path).read_bytes()
         lines = data.decode("utf-8").splitlines()
@@ -388,34 +372,3 @@ def folder_source(root: str, resolution: int, strict: bool, class_list: str | No
         return out
 
     return Source("folder", 3, names, load_classes, skipped, lambda: _check_classes(tree, names))
-
-
-def _synthetic_class(c: int, n: int, resolution: int, rng: np.random.Generator) -> np.ndarray:
-    """Class c: hue (10) x shape (5) x stripe angle (4) x background level (5) = 1000 distinct looks."""
-    hue, shape, angle, level = c % 10, (c // 10) % 5, (c // 50) % 4, (c // 200) % 5
-    coords = (np.arange(resolution) + 0.5) / resolution * 2 - 1
-    y, x = np.meshgrid(coords, coords, indexing="ij")  # (R, R)
-    cx, cy = rng.uniform(-0.25, 0.25, (2, n, 1, 1))
-    size = rng.uniform(0.45, 0.7, (n, 1, 1))
-    dx, dy = x - cx, y - cy  # (n, R, R)
-    r = np.hypot(dx, dy)
-    masks = [r < size,
-             np.maximum(abs(dx), abs(dy)) < size * 0.8,
-             (dy < size * 0.7) & (abs(dx) < (dy + size * 0.7) * 0.6),
-             (r < size) & (r > size * 0.55),
-             ((abs(dx) < size * 0.3) | (abs(dy) < size * 0.3)) & (np.maximum(abs(dx), abs(dy)) < size)]
-    mask = masks[shape][:, None]  # (n, 1, R, R)
-    theta = angle * np.pi / 4
-    stripes = np.sin(6 * np.pi * (x * np.cos(theta) + y * np.sin(theta)))
-    background = 0.15 + 0.15 * level + 0.08 * stripes  # (R, R)
-    colour = np.array(colorsys.hsv_to_rgb(hue / 10, 0.85, 0.95))[None, :, None, None]  # (1, 3, 1, 1)
-    img = np.where(mask, colour, background[None, None])
-    img = img + rng.normal(0, 0.04, img.shape)
-    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-
-
-def synthetic_source(num_classes: int, images_per_class: int, resolution: int, seed: int) -> Source:
-    def load(c: int) -> np.ndarray:
-        return _synthetic_class(c, images_per_class, resolution, np.random.default_rng([seed, c]))
-
-    return Source("synthetic", 3, [f"synthetic-{c:04d}" for c in range(num_classes)], each_class(load))

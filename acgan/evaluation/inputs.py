@@ -5,7 +5,6 @@ default classifier), samples through the ensemble, the classifier, the training 
 from __future__ import annotations
 
 import io
-import json
 import resource
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ from acgan.data.plan import SplitPlan
 from acgan.data.prepare import load_shard, shard_info
 from acgan.ensemble import EnsembleManifest, load_member_generator
 from acgan.errors import UserError
-from acgan.layout import OVERFITTING_PREFIX, stats_key
+from acgan.layout import OVERFITTING_PREFIX
 from acgan.metrics.classifier import (
     ClassifierInfo,
     Network,
@@ -39,6 +38,7 @@ from acgan.metrics.overfitting import (
 )
 from acgan.sampling import generate, image_grid
 from acgan.settings import EvalSettings
+from acgan.stats import read_stats
 from acgan.store import Store
 
 def real_of_split(store: Store, split: int, members: list[int], per_class: int,
@@ -157,11 +157,7 @@ def training_curves(store: Store, plan: SplitPlan) -> dict[int, tuple[list[int],
     """Per class: (steps, MS-SSIM of the split's fixed samples) from the training stats lines."""
     curves: dict[int, tuple[list[int], list[float]]] = {}
     for split in range(len(plan.splits)):
-        key = stats_key(split)
-        if not store.exists(key):
-            continue
-        for line in store.read_bytes(key).decode().splitlines():
-            stats = json.loads(line)
+        for stats in read_stats(store, split):
             for class_id, value in stats.get("ms_ssim", {}).items():
                 steps, values = curves.setdefault(int(class_id), ([], []))
                 steps.append(stats["step"])

@@ -34,9 +34,10 @@ GPU_FORWARD_BATCH = 64
 CPU_PASS_PIXELS = 2**14
 BATCH_PASSES = 16  # a batch holds at most this many forward passes of images (or one request, if larger)
 FAILED_RETRY_SECONDS = 30.0  # a split that failed to load is not read again for this long (a damaged one is 66 MB)
-# On the server's /metrics (Prometheus): how much the batching shares.
+# On the server's /metrics (Prometheus): how much the batching shares. Every batch size up to 16 requests has its
+# own bucket, so that the serving benchmark can replay the batches a server formed (acgan_cli/benchmarks/serve.py).
 BATCH_REQUESTS = Histogram("acgan_serve_batch_requests", "requests drawn together in one batch",
-                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+                           buckets=(*range(1, 17), 32, 64, 128, 256))
 BATCH_IMAGES = Histogram("acgan_serve_batch_images", "images drawn in one batch",
                          buckets=(1, 8, 64, 256, 1024, 4096, 16384))
 

@@ -34,11 +34,12 @@ from acgan.checkpoint import (CheckpointExists, complete_steps, latest_checkpoin
 from acgan.data.plan import load_plan
 from acgan.data.prepare import load_shard
 from acgan.errors import UserError, command, rerun_command
-from acgan.layout import META_FILE, config_key, shard_info_key, shard_key, split_prefix, stats_key
+from acgan.layout import META_FILE, config_key, shard_info_key, shard_key, split_prefix
 from acgan.lease import SplitBusy, SplitLease
 from acgan.metrics import mean_ms_ssim
 from acgan.model import Discriminator, Generator, ModelConfig
-from acgan.settings import MAX_STEPS, DeviceSetting, ModelSettings, TrainingSettings
+from acgan.settings import LEASE_SECONDS, MAX_STEPS, DeviceSetting, ModelSettings, TrainingSettings
+from acgan.stats import PAIRS, SAMPLES_PER_CLASS, StatsFile
 from acgan.store import Store, write_json
 from acgan.training.ema import averaged_copy, ema_beta, update_ema
 from acgan.training.state import pack_checkpoint, unpack_checkpoint
@@ -57,11 +58,11 @@ class TrainConfig(TrainingSettings, DeviceSetting):
     beta2: float = Field(0.999, ge=0, lt=1)
     tick_every: int = Field(100, ge=1, le=MAX_STEPS, description="steps between stats lines")
     keep_checkpoints: int = Field(2, ge=2, description="newest complete checkpoints kept")
-    stats_samples_per_class: int = Field(16, ge=2, le=1024)
-    stats_pairs: int = Field(100, ge=1)
-    lease_seconds: float = Field(300, ge=1, le=86_400, description="the split's lease expires this long after its "
-                                                                   "last renewal (renewed every third of it): how "
-                                                                   "long a killed trainer blocks another")
+    stats_samples_per_class: int = Field(SAMPLES_PER_CLASS, ge=2, le=1024)
+    stats_pairs: int = Field(PAIRS, ge=1)
+    lease_seconds: float = Field(LEASE_SECONDS, ge=1, le=86_400, description="the split's lease expires this long "
+                                 "after its last renewal (renewed every third of it): how long a killed trainer "
+                                 "blocks another")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on a GPU, float32 "
                                                                             "on a CPU")
 
@@ -151,8 +152,7 @@ def train_split(store: Store, cfg: TrainConfig) -> dict:
 def _train(store: Store, cfg: TrainConfig, lease: SplitLease, stop: StopRequest) -> dict:
     # Setup: model shape from the plan, data resident on the device as uint8.
     model_cfg, members = model_config_for(store, cfg)
-    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(cfg.torch_device)
     images, labels = _split_data(store, cfg.split, model_cfg, members, device)
     torch.manual_seed(cfg.seed)
     data_rng = torch.Generator(device).manual_seed(cfg.seed)
@@ -321,44 +321,6 @@ def _show_tick(bar: tqdm, cfg: TrainConfig, tick: dict) -> None:
         log.info("split %d step %d/%d: loss_d %.3f loss_g %.3f class acc fake %.2f ms-ssim %.3f (%.0f img/s)",
                  cfg.split, tick["step"], cfg.steps, tick["loss_d"], tick["loss_g"], tick["d_class_acc_fake"],
                  tick["ms_ssim_mean"], tick["images_per_second"])
-
-
-class StatsFile:
-    """The split's `stats.jsonl`, one line per tick, rewritten whole at each (a store has no append); a resumed
-    run keeps the lines up to the step it resumes from."""
-
-    def __init__(self, store: Store, split: int, start: int):
-        self.store, self.split, self.key = store, split, stats_key(split)
-        self.lines = stats_lines_up_to(store, self.key, start) if start else []
-
-    def append(self, tick: dict) -> None:
-        self.lines.append(json.dumps(tick))
-        try:  # best effort: the stats are a record, the checkpoints are the state
-            self.store.write_bytes(self.key, ("\n".join(self.lines) + "\n").encode())
-        except (UserError, OSError) as e:
-            log.warning("split %d: stats line of step %d not written (%s); training continues", self.split,
-                        tick["step"], e)
-
-
-def stats_lines_up_to(store: Store, key: str, step: float = math.inf) -> list[str]:
-    """The stats lines of steps up to `step`; lines that are damaged (a flipped byte, a cut write) are dropped with a
-    warning: the stats are a record, never a reason not to resume or to fail `acgan status`."""
-    try:
-        text = store.read_bytes(key).decode("utf-8", errors="replace")
-    except KeyError:
-        return []
-    kept, dropped = [], 0
-    for line in filter(None, text.splitlines()):
-        try:
-            entry = json.loads(line)
-            keep = isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step
-        except (ValueError, RecursionError):
-            keep, dropped = False, dropped + 1
-        if keep:
-            kept.append(line)
-    if dropped:
-        log.warning("%s/%s: dropped %d damaged line(s); the rest is kept", store.uri, key, dropped)
-    return kept
 
 
 def _lower_lr(store: Store, cfg: TrainConfig) -> str:

@@ -3,7 +3,7 @@
 An optimiser's state_dict is flattened to tensors `<name>.<param index>.<field>` plus its param_groups in JSON. With
 an averaged generator (acgan/training/ema.py) the sampling snapshot is the average, under the same `G.` names, and
 the training state holds both (`G.` the trained G, `G_ema.` the average); the meta's `ema` says which the snapshot
-is. A checkpoint without it (written before the average existed, or with `ema_kimg` 0) samples from the trained G.
+is. A checkpoint without an average (written with `ema_kimg` 0) samples from the trained G.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from acgan.layout import GENERATOR_FILE, META_FILE, TRAIN_STATE_FILE
+from acgan.snapshot import unprefixed
 from acgan.training.step import match_param_layouts
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,6 @@ log = logging.getLogger(__name__)
 
 def _tensors(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in state.items()}
-
-
-def _unprefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    n = len(prefix) + 1
-    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -73,36 +69,24 @@ def pack_checkpoint(G, D, opt_g, opt_d, data_rng: torch.Generator, meta: dict, G
 
 def unpack_checkpoint(files: dict[str, bytes], G, D, opt_g, opt_d, data_rng: torch.Generator, G_ema=None) -> dict:
     """Restore everything saved by pack_checkpoint; returns the meta. A `G_ema` given for a checkpoint without an
-    average (one written with `ema_kimg` 0, or before the average existed) starts from the restored G."""
+    average (one written with `ema_kimg` 0) starts from the restored G."""
     meta = json.loads(files[META_FILE])
     tensors = load_safetensors(files[TRAIN_STATE_FILE])
-    G.load_state_dict(_unprefix(tensors, "G"))
-    D.load_state_dict(_unprefix(tensors, "D"))
+    G.load_state_dict(unprefixed(tensors, "G"))
+    D.load_state_dict(unprefixed(tensors, "D"))
     if G_ema is not None:
-        averaged = _unprefix(tensors, "G_ema")
+        averaged = unprefixed(tensors, "G_ema")
         if not averaged:
             log.info("checkpoint of step %s has no averaged G: the average starts from its G", meta["step"])
-        G_ema.load_state_dict(averaged or _unprefix(tensors, "G"))
-    load_optimizer(opt_g, _unprefix(tensors, "opt_g"), meta["optimizer_groups"]["opt_g"])
-    load_optimizer(opt_d, _unprefix(tensors, "opt_d"), meta["optimizer_groups"]["opt_d"])
+        G_ema.load_state_dict(averaged or unprefixed(tensors, "G"))
+    load_optimizer(opt_g, unprefixed(tensors, "opt_g"), meta["optimizer_groups"]["opt_g"])
+    load_optimizer(opt_d, unprefixed(tensors, "opt_d"), meta["optimizer_groups"]["opt_d"])
     torch.set_rng_state(tensors["rng.torch"])
     _restore_data_rng(data_rng, tensors["rng.data"], meta)
     cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[:torch.cuda.device_count()])
     return meta
-
-
-def generator_file_names(meta: dict, raw: bool) -> list[str]:
-    """The file that holds the weights to sample from: the snapshot, or with `raw` the trained G, which is in the
-    training state when the snapshot is its average."""
-    return [TRAIN_STATE_FILE if raw and meta.get("ema") else GENERATOR_FILE]
-
-
-def load_generator_weights(G, files: dict[str, bytes], raw: bool = False) -> None:
-    """G's weights from a checkpoint's files (those `generator_file_names` names, and the meta)."""
-    name = generator_file_names(json.loads(files[META_FILE]), raw)[0]
-    G.load_state_dict(_unprefix(load_safetensors(files[name]), "G"))
 
 
 def _restore_data_rng(data_rng: torch.Generator, state: torch.Tensor, meta: dict) -> None:

@@ -6,15 +6,15 @@ No Docker engine and no registry but Debian's and PyPI are needed: Debian's `bui
 the host's network) builds the Dockerfile, on a stand-in base that `mmdebstrap` makes the way debian:bookworm-slim
 (the Dockerfile's default base) is made (minbase: no Python, no compiler, no CA bundle), with nothing added but this
 machine's CPU wheel of the pinned torch in its system packages, which the image keeps: every package the image needs
-must come from the Dockerfile. Then the compiled pipeline runs under the backend's rules (tests/kfp_backend.py) with
-every component started in the image, as the image's user, from the compiled command and an executor input as KFP's
-driver writes it, with the scratch volumes KFP's Argo compiler gives the pod (argocompiler/container.go: /gcs, /s3,
-/minio, /.local, /.cache, /.config), a fresh /tmp and home, and the ConfigMaps the tasks mount, against moto's S3
-server behind TLS with a test CA, which the tasks get as an operator gives it (`--store-ca-config-map`: a mounted
-file named in SSL_CERT_FILE): plan, one data shard and a few training steps per split with torch.compile on
-(Inductor's CPU path: the compiler and Python's headers), assembly, a small evaluation. Then, without SSL_CERT_FILE,
-the store's client in the image refuses that server, and reaches it once the CA is in the system's bundle. It also
-checks that the build context and the image hold no `.env` file.
+must come from the Dockerfile. Then the compiled pipeline runs under the backend's rules
+(tests/backend/kfp_backend.py) with every component started in the image, as the image's user, from the compiled
+command and an executor input as KFP's driver writes it, with the scratch volumes KFP's Argo compiler gives the pod
+(argocompiler/container.go: /gcs, /s3, /minio, /.local, /.cache, /.config), a fresh /tmp and home, and the ConfigMaps
+the tasks mount, against moto's S3 server behind TLS with a test CA, which the tasks get as an operator gives it
+(`--store-ca-config-map`: a mounted file named in SSL_CERT_FILE): plan, one data shard and a few training steps per
+split with torch.compile on (Inductor's CPU path: the compiler and Python's headers), assembly, a small evaluation.
+Then, without SSL_CERT_FILE, the store's client in the image refuses that server, and reaches it once the CA is in
+the system's bundle. It also checks that the build context and the image hold no `.env` file.
 Prints a PASS or FAIL line per step; exits 1 on a failure.
 """
 
@@ -34,12 +34,13 @@ import yaml
 
 from acgan.ensemble import load_ensemble
 from acgan.experiment import split_statuses
+from acgan.cluster_settings import ClusterSettings
 from acgan.layout import split_prefix
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.settings import RunSettings
 from acgan.store import open_store, read_json
 from pipelines.acgan_ensemble import STORE_CA_KEY
 from pipelines.runs import compile_pipeline, pipeline_arguments
-from tests.kfp_backend import Backend, Execution
+from tests.backend.kfp_backend import Backend, Execution
 from tests.s3_test_server import s3_test_server
 
 ROOT = Path(__file__).resolve().parents[2]

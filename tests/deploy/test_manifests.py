@@ -10,10 +10,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 from pipelines.acgan_ensemble import KUEUE_QUEUE_LABEL, STORE_ACCESS_LABEL
 from pipelines.preflight import KFP_NAMESPACE
-from pipelines.runs import SERVICE_ACCOUNT, compile_pipeline
+from pipelines.launch_settings import SERVICE_ACCOUNT
+from pipelines.runs import compile_pipeline
 from tests.deploy.conftest import (CLUSTER, COMPONENTS, MANIFESTS, OVERLAYS, builds, commented_components, objects,
                                    overlay_namespace)
 

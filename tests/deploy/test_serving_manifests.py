@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 from pipelines.acgan_ensemble import STORE_ACCESS_LABEL
 from pipelines.runs import compile_pipeline
 from tests.deploy.conftest import MANIFESTS, OVERLAYS, objects

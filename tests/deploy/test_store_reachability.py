@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 from pipelines.runs import compile_pipeline
 from tests.deploy.conftest import OVERLAYS, objects, overlay_namespace
 

@@ -78,7 +78,7 @@ def test_trainer_that_loses_its_lease_stops_without_writing(digits_store, fault_
     # trainer's next renewal is conditional on its own last write (If-Match), so it fails at once; the loop only
     # guards against a renewal that had already landed when this write was read back.
     for _attempt in range(20):
-        other = Lease(owner="other-node/1/feedbeef", expires=time.time() + 600, acquired=time.time())
+        other = Lease(owner="other-node/1/feedbeef", expires=time.time() + 600, acquired=time.time(), seconds=600)
         digits_store.write_bytes(lease_key(0), other.model_dump_json().encode())
         taken_at = complete_steps(digits_store, 0)[-1]
         time.sleep(1.0)  # two renewal periods

@@ -21,11 +21,14 @@ from acgan.checkpoint import latest_checkpoint
 from acgan.ensemble import assemble_ensemble, load_ensemble
 from acgan.errors import UserError, explain
 from acgan.settings import EvalSettings
-from acgan.layout import ENSEMBLE_KEY, EXPERIMENT_KEY, lease_key
+from acgan.cluster_settings import ClusterSettings
+from acgan.layout import (ENSEMBLE_KEY, EXPERIMENT_KEY, MARKER, PLAN_KEY, checkpoint_prefix, config_key, lease_key,
+                          stats_key)
 from acgan.lease import Lease
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.settings import RunSettings
 from acgan.store import LocalStore, write_json
-from acgan.training.loop import TrainConfig, stats_lines_up_to, train_split
+from acgan.stats import read_stats
+from acgan.training.loop import TrainConfig, train_split
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,14 +293,13 @@ def finished_store(tmp_path_factory, _digits_template) -> LocalStore:
     for split in (0, 1):
         train_split(store, tiny_config(split=split, steps=5))
     assemble_ensemble(store, 5)
-    lease = Lease(owner="node-a/1/x", expires=time.time() + 3600, acquired=time.time())
+    lease = Lease(owner="node-a/1/x", expires=time.time() + 3600, acquired=time.time(), seconds=3600)
     store.write_bytes(lease_key(0), lease.model_dump_json().encode())
     return store
 
 
-JSON_FILES = ["plan.json", EXPERIMENT_KEY, ENSEMBLE_KEY, "splits/split-00000/lease.json",
-              "splits/split-00000/config.json", "splits/split-00000/stats.jsonl",
-              "splits/split-00000/checkpoints/step-00000005/COMPLETE.json"]
+JSON_FILES = [PLAN_KEY, EXPERIMENT_KEY, ENSEMBLE_KEY, lease_key(0), config_key(0), stats_key(0),
+              f"{checkpoint_prefix(0, 5)}/{MARKER}"]
 HOSTILE_JSON = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12), st.just("HUGE"),
               st.just("../../etc/passwd")),
@@ -331,11 +333,11 @@ def test_hostile_contents_of_every_store_json_file(finished_store, capsys, key, 
             assert code in (0, 2) and "Traceback" not in err, err
             if code == 2:
                 assert len([ln for ln in err.splitlines() if "error:" in ln]) == 1, err
-            if key.endswith("COMPLETE.json"):
+            if key.endswith(MARKER):
                 latest = latest_checkpoint(store, 0)  # the only checkpoint verifies or is skipped: no exception
                 assert latest is None or latest[0] == 5
             if key.endswith(".jsonl"):
-                assert isinstance(stats_lines_up_to(store, key, 5), list)  # what a resume reads: no exception
+                assert isinstance(read_stats(store, 0, 5), list)  # what a resume reads: no exception
             if key == ENSEMBLE_KEY:
                 with contextlib.suppress(UserError):
                     load_ensemble(store)

@@ -79,7 +79,7 @@ def test_outage_mid_training_is_ridden_out(flaky_store, reference_weights, monke
     assert proxy.cuts == 1 and cut_during, cut_during
     assert cut_during[0].startswith("PUT ") and "/checkpoints/step-" in cut_during[0], cut_during
     assert "COMPLETE" not in cut_during[0], cut_during  # one of the checkpoint's files, not its marker
-    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store.s3"]
     started = [m for m in messages if "retrying for up to" in m]
     ended = [m for m in messages if "succeeded after" in m]
     assert len(started) == len(ended) >= 1 and len(messages) == 2 * len(started), messages  # per call: start, end
@@ -170,7 +170,7 @@ def test_http_error_bursts_are_ridden_out(flaky_store, reference_weights, s3_ser
     train_split(store, tiny_config(steps=STEPS, checkpoint_every=EVERY))
     watcher.join(5)
     assert not watcher.is_alive() and proxy.answered >= 2
-    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store.s3"]
     started = [m for m in messages if "retrying for up to" in m]
     ended = [m for m in messages if "attempts; last failure" in m]
     assert any("HTTP 502" in m for m in ended) and any("SlowDown" in m for m in ended), messages
@@ -190,7 +190,7 @@ def test_an_outage_that_ends_in_no_such_object_ends_its_outage_line(flaky_store,
                       "application/xml")
     with pytest.raises(KeyError):
         store.read_bytes("ensemble.json")
-    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store.s3"]
     assert [m for m in messages if "retrying for up to" in m] and [
         m for m in messages if "read ensemble.json answered: no such object after" in m and "SlowDown" in m], messages
 
@@ -201,10 +201,10 @@ def test_a_conditional_write_whose_answer_was_lost_ends_its_outage_line(flaky_st
     hit when it falls between a marker's landing and its answer)."""
     proxy, store = flaky_store
     proxy.lose_answers(1)
-    with caplog.at_level("WARNING", logger="acgan.store"):
+    with caplog.at_level("WARNING", logger="acgan.store.s3"):
         tag = store.write_if("fenced/marker.json", b"mine", None)
     assert store.read_tagged("fenced/marker.json") == (b"mine", tag)
-    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "acgan.store.s3"]
     assert [m for m in messages if "retrying for up to" in m] and len(messages) == 2, messages
     assert "precondition failed after" in messages[1] and "2 attempts" in messages[1], messages
     with pytest.raises(PreconditionFailed):  # and another writer's create still loses

@@ -133,7 +133,8 @@ def test_settings_refuse_credentials_in_uris_without_showing_them():
     from pydantic import ValidationError
 
     from acgan.errors import explain
-    from acgan.settings import ClusterSettings, RunSettings
+    from acgan.cluster_settings import ClusterSettings
+    from acgan.settings import RunSettings
 
     bad = f"s3://{CREDENTIALS}@acgan-test/x"
     for model, values in [(RunSettings, {"store": bad}),

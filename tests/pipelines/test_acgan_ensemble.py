@@ -1,22 +1,35 @@
-"""Compile the pipeline and assert on the compiled spec; it must load with kfp's own loader."""
+"""Compile the pipeline and assert on the compiled spec; it must load with kfp's own loader. The ImageNet path at
+small scale: a class-folder tree under an S3 prefix of the S3-protocol test server, a real kfp.local run that plans
+from the listing, prepares each split's shard inside the fan-out and assembles the ensemble."""
 
 import pytest
 import yaml
 
+from acgan.cluster_settings import ClusterSettings
+from acgan.data.prepare import load_shard, shard_info
+from acgan.ensemble import load_ensemble
 from acgan.evaluation.analyses import ANALYSES
-from acgan.settings import ClusterSettings, EvaluationSettings, RunSettings
+from acgan.settings import EvaluationSettings, RunSettings
+from acgan.store import open_store
 from components.evaluate_ensemble import evaluate_ensemble
+from pipelines import runs
+from pipelines.launch_settings import LocalSettings
 from pipelines.runs import compile_pipeline
+from tests.data.test_folder import image_tree
+
+CLASSES = [f"n{c:02d}" for c in (6, 1, 5, 2, 4, 3)]  # uploaded out of order: the class index is the sorted name
 
 
-@pytest.fixture
-def compiled(tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "compile-time-secret-value")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "compile-time-access-key")
-    cluster = ClusterSettings(image="registry.example.com/ml/acgan-ensemble:1.2.3", parallelism=7,
-                              node_selector={"cloud.google.com/gke-nodepool": "h100-pool"},
-                              gpu_toleration="nvidia.com/gpu", timeout_seconds=7200)
-    path = compile_pipeline(cluster, tmp_path / "acgan-ensemble.yaml")
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Compiled once for the module's tests, which only read it."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "compile-time-secret-value")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "compile-time-access-key")
+        cluster = ClusterSettings(image="registry.example.com/ml/acgan-ensemble:1.2.3", parallelism=7,
+                                  node_selector={"cloud.google.com/gke-nodepool": "h100-pool"},
+                                  gpu_toleration="nvidia.com/gpu", timeout_seconds=7200)
+        path = compile_pipeline(cluster, tmp_path_factory.mktemp("compiled") / "acgan-ensemble.yaml")
     docs = list(yaml.safe_load_all(path.read_text()))
     return path, docs[0], docs[1]
 
@@ -246,3 +259,22 @@ def test_a_store_ca_bundle_is_mounted_in_every_task_and_named_in_ssl_cert_file(c
         env = spec["deploymentSpec"]["executors"][executor]["container"]["env"]
         assert {"name": "SSL_CERT_FILE", "value": "/etc/acgan/store-ca/ca.crt"} in env, executor
     assert main(["compile", "--image", "registry.example/acgan:1", "--store-ca-config-map", "Store_CA", "-o", str(out)]) == 2
+
+
+def test_local_run_from_a_bucket_source_prepares_each_split_in_the_fan_out(s3_env, tmp_path):
+    source = f"{s3_env}/imagenet/train"
+    bucket = open_store(source)
+    for name, data in image_tree(CLASSES, per_class=3).items():
+        bucket.write_bytes(name, data)
+    settings = RunSettings(store=f"{s3_env}/run", dataset="folder", source=source, classes_per_split=3,
+                           resolution=32, steps=2, batch_size=8, checkpoint_every=2, width=0.0625, samples_per_class=4,
+                           pairs=3, classifier_steps=20)
+    runs.run_local(settings, local=LocalSettings(pipeline_root=tmp_path / "kfp-local"))
+    store = open_store(settings.store)
+    assert [shard_info(store, s).images for s in (0, 1)] == [{"n01": 4, "n02": 5, "n03": 3},
+                                                             {"n04": 3, "n05": 3, "n06": 3}]
+    assert shard_info(store, 1).skipped == {} and shard_info(store, 0).skipped == {"n03": 1}
+    assert sorted(set(load_shard(store, 1)[1].tolist())) == [3, 4, 5]
+    manifest = load_ensemble(store)
+    assert [(m.class_id, m.split, m.step) for m in manifest.classes] == [(c, c // 3, 2) for c in range(6)]
+    assert store.exists("eval/metrics.json")

@@ -9,7 +9,7 @@ import yaml
 
 from acgan_cli.main import main
 from acgan.errors import UserError
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 from pipelines.preflight import pods_namespace, preflight
 from tests.conftest import json_api
 

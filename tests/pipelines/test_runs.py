@@ -21,18 +21,25 @@ from acgan.checkpoint import complete_steps
 from acgan.collapse import real_diversity
 from acgan.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
 from acgan.errors import UserError
+from acgan.cluster_settings import ClusterSettings
 from acgan.experiment import load_settings, prepare_experiment, split_statuses, train_one_split
 from acgan.layout import EXPERIMENT_KEY, SUBMISSION_KEY, lease_key
 from acgan.lease import Lease
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.settings import RunSettings
 from acgan.store import open_store, write_json
 from pipelines import runs
 from pipelines.console import summary_text
-from tests.conftest import json_api
-from tests.pipelines.test_killed_split import trainer_processes
+from pipelines.launch_settings import KfpTarget, LocalSettings, SubmitSettings
+from pipelines.runs import RecordedChanges
+from tests.conftest import json_api, trainer_processes
 
 TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
             width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
+
+
+def submission(host: str, **settings) -> SubmitSettings:
+    """A submission to `host` without the preflight, which asks a Kubernetes API there is none of here."""
+    return SubmitSettings(host=host, preflight=False, **settings)
 
 
 def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
@@ -71,7 +78,8 @@ def local_run(tmp_path_factory):
     killer.start()
     try:
         with contextlib.redirect_stderr(console):
-            result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), root / "kfp-local", quiet=True)
+            result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), local=LocalSettings(pipeline_root=root / "kfp-local"),
+                                    quiet=True)
     finally:
         killer.done.set()
         killer.join()
@@ -156,7 +164,7 @@ def test_a_failing_task_shows_the_end_of_its_log(tmp_path):
     settings = RunSettings(store=str(tmp_path / "store"), **{**TINY, "dataset": "folder"},
                            source=str(tmp_path / "no-such-folder"))
     with contextlib.redirect_stderr(console), pytest.raises(UserError, match=r"task 'prepare-data'.*its log: "):
-        runs.run_local(settings, tmp_path / "kfp-local", quiet=True)
+        runs.run_local(settings, local=LocalSettings(pipeline_root=tmp_path / "kfp-local"), quiet=True)
     shown = console.getvalue()
     assert "the last lines of" in shown and "01-prepare-data.log" in shown
     assert "no-such-folder" in shown  # the step's own one-line error, from its log
@@ -168,7 +176,7 @@ def test_rerun_trains_exactly_the_damaged_split(finished_store, tmp_path):
     for key in store.list("splits/split-00001/checkpoints/"):
         store.delete(key)
     assert [s.state for s in split_statuses(store)] == ["complete", "not started"]
-    result = runs.rerun(store.uri, local=True, pipeline_root=tmp_path / "kfp")
+    result = runs.rerun(store, local=LocalSettings(pipeline_root=tmp_path / "kfp"))
     assert result["trained"] == [1]
     assert [s.state for s in split_statuses(store)] == ["complete", "complete"]
     assert {k: store.read_bytes(k) for k in store.list("splits/split-00000/")} == keep  # never retrained
@@ -225,7 +233,7 @@ def test_the_collapse_alarm_names_the_last_healthy_checkpoint(finished_store, ca
 def test_a_complete_split_returns_at_once(finished_store):
     """What a retry or a clone of the run in the KFP UI does with a finished split: nothing is trained or written."""
     before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
-    assert train_one_split(finished_store.uri, 0) == 0
+    assert train_one_split(finished_store, 0) == 0
     assert {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")} == before
 
 
@@ -255,11 +263,11 @@ def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env
     monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: client)
     cluster = ClusterSettings(image="registry.example.com/acgan:7", node_selector={"pool": "h100"},
                               gpu_toleration="gpu-taint")
-    runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster, "https://kfp.example", "team-a",
-                experiment="exp-a")
+    runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster=cluster,
+                target=KfpTarget(namespace="team-a", experiment="exp-a"), submission=submission("https://kfp.example"))
     assert json.loads(s3.read_bytes(SUBMISSION_KEY))["cluster"]["image"] == "registry.example.com/acgan:7"
 
-    result = runs.rerun(s3_env, host="https://kfp.example", run_name="again", preflight=False)
+    result = runs.rerun(s3, submission=submission("https://kfp.example", run_name="again"))
     assert result["trained"] == [1]
     kind, pipeline_func, arguments, run_name, experiment, namespace, account = client.calls[1]
     assert (kind, run_name, experiment, namespace, account) == ("from_func", "again", "exp-a", "team-a",
@@ -274,13 +282,14 @@ def test_rerun_submits_with_the_recorded_cluster_settings(finished_store, s3_env
     assert train["nodeSelector"]["labels"] == {"pool": "h100"} and train["tolerations"][0]["key"] == "gpu-taint"
 
     # Options given replace the recorded ones; an uploaded pipeline's id is kept for the next rerun.
-    runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster, "https://kfp.example",
-                experiment="exp-a", pipeline_id="pl-9")
-    runs.rerun(s3_env, host="https://kfp.example", experiment="exp-b", service_account="", preflight=False)
+    runs.submit(load_settings(s3).model_copy(update={"store": s3_env}), cluster=cluster,
+                target=KfpTarget(experiment="exp-a", pipeline_id="pl-9"), submission=submission("https://kfp.example"))
+    runs.rerun(s3, submission=submission("https://kfp.example"),
+               changes=RecordedChanges(target={"experiment": "exp-b", "service_account": ""}))
     assert client.calls[-1][:4] == ("uploaded", "exp-1", f"acgan-ensemble {s3_env}", "pl-9")
     assert client.calls[-1][-1] is None and client.experiments[-1] == "exp-b"
-    runs.rerun(s3_env, host="https://kfp.example", pipeline_id="pl-10", cluster_options={"image": "r.example/a:8"},
-               preflight=False)
+    runs.rerun(s3, submission=submission("https://kfp.example"),
+               changes=RecordedChanges(target={"pipeline_id": "pl-10"}, cluster={"image": "r.example/a:8"}))
     assert client.calls[-1][3] == "pl-10"
     assert runs.load_submission(s3).cluster.image == "r.example/a:8"
     assert client.calls[-1][4]["compile"] == "auto"  # the recorded run setting
@@ -306,19 +315,19 @@ def test_a_bad_recorded_submission_names_the_file(finished_store):
 
 def test_rerun_of_a_complete_experiment_trains_nothing(finished_store, tmp_path):
     before = {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")}
-    result = runs.rerun(finished_store.uri, local=True, pipeline_root=tmp_path / "kfp")
+    result = runs.rerun(finished_store, local=LocalSettings(pipeline_root=tmp_path / "kfp"))
     assert result["trained"] == [] and result["classes"] == 10
     assert {k: finished_store.read_bytes(k) for k in finished_store.list("splits/")} == before
 
 
 def test_rerun_needs_a_plan_and_one_target(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        runs.rerun(str(tmp_path / "empty"), local=True)
+        runs.rerun(open_store(str(tmp_path / "empty")), local=LocalSettings())
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="no experiment settings"):
-        runs.rerun(str(tmp_path / "empty"), local=True)
+        runs.rerun(open_store(str(tmp_path / "empty")), local=LocalSettings())
     with pytest.raises(UserError, match="exactly one of --host"):
-        runs.rerun(str(tmp_path / "empty"), host="http://kfp", local=True)
+        runs.rerun(open_store(str(tmp_path / "empty")), submission=submission("http://kfp"), local=LocalSettings())
 
 
 def test_assembly_lists_every_split_not_ready(finished_store):
@@ -370,15 +379,18 @@ def test_submit_passes_the_run_settings(monkeypatch):
     monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: client)
     settings = RunSettings(store="s3://acgan/exp1", dataset="synthetic", num_classes=1000, steps=50_000,
                            classes_per_split=10, split_ids=[3])
-    result = runs.submit(settings, ClusterSettings(parallelism=16), "https://kfp.example/pipeline", "team-a")
+    result = runs.submit(settings, cluster=ClusterSettings(parallelism=16), target=KfpTarget(namespace="team-a"),
+                         submission=submission("https://kfp.example/pipeline"))
     assert result == {"run_id": "run-123", "host": "https://kfp.example/pipeline", "store": "s3://acgan/exp1"}
     kind, name, arguments, run_name, experiment, namespace, service_account = client.calls[0]
     assert (kind, name.name, experiment, namespace) == ("from_func", "acgan-ensemble", "acgan-ensemble", "team-a")
     assert service_account == "acgan-pipeline"  # the ServiceAccount that manifests/ creates
     assert arguments["steps"] == 50_000 and arguments["split_ids"] == [3] and arguments["source"] == ""
-    runs.submit(settings, ClusterSettings(), "https://kfp.example/pipeline", pipeline_id="pl-9")
+    runs.submit(settings, cluster=ClusterSettings(), target=KfpTarget(pipeline_id="pl-9"),
+                submission=submission("https://kfp.example/pipeline"))
     assert client.calls[1][:4] == ("uploaded", "exp-1", "acgan-ensemble s3://acgan/exp1", "pl-9")
-    runs.submit(settings, ClusterSettings(), "https://kfp.example/pipeline", service_account=None)
+    runs.submit(settings, cluster=ClusterSettings(), target=KfpTarget(service_account=None),
+                submission=submission("https://kfp.example/pipeline"))
     assert client.calls[2][-1] is None  # KFP's default ServiceAccount
 
 
@@ -387,14 +399,17 @@ def test_submit_errors_are_one_line(monkeypatch):
 
     monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: RecordingClient(ApiException(status=401)))
     with pytest.raises(UserError, match="rejected the credentials"):
-        runs.submit(RunSettings(store="s3://acgan/x"), ClusterSettings(), "https://kfp.example")
+        runs.submit(RunSettings(store="s3://acgan/x"), cluster=ClusterSettings(), target=KfpTarget(),
+                    submission=submission("https://kfp.example"))
     with pytest.raises(UserError, match="needs object storage"):
-        runs.submit(RunSettings(store="./local"), ClusterSettings(), "https://kfp.example")
+        runs.submit(RunSettings(store="./local"), cluster=ClusterSettings(), target=KfpTarget(),
+                    submission=submission("https://kfp.example"))
 
 
 def test_submit_to_unreachable_host_with_the_real_client():
     with pytest.raises(UserError, match=r"KFP at http://127.0.0.1:9 is unreachable"):
-        runs.submit(RunSettings(store="s3://acgan/x"), ClusterSettings(), "http://127.0.0.1:9")
+        runs.submit(RunSettings(store="s3://acgan/x"), cluster=ClusterSettings(), target=KfpTarget(),
+                    submission=submission("http://127.0.0.1:9"))
 
 
 def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
@@ -402,11 +417,11 @@ def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
 
     for key in finished_store.list("splits/split-00001/checkpoints/"):
         finished_store.delete(key)
-    other = Lease(owner="gpu-node-7/1/0abc", expires=time.time() + 600, acquired=time.time())
+    other = Lease(owner="gpu-node-7/1/0abc", expires=time.time() + 600, acquired=time.time(), seconds=600)
     finished_store.write_bytes(lease_key(1), other.model_dump_json().encode())
     assert [s.state for s in split_statuses(finished_store)] == ["complete", "training"]
     with pytest.raises(UserError, match=r"splits 1 \(gpu-node-7/1/0abc\) are being trained now"):
-        runs.rerun(finished_store.uri, local=True, pipeline_root=tmp_path / "kfp")
+        runs.rerun(finished_store, local=LocalSettings(pipeline_root=tmp_path / "kfp"))
     assert not finished_store.list("splits/split-00001/checkpoints/")  # nothing started
 
 

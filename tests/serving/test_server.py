@@ -317,27 +317,3 @@ def test_bad_serve_options_are_one_line(capsys, tmp_path, ensemble_template):
             lines = [line for line in err.splitlines() if "error:" in line]
             assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, (argv, err)
 
-
-def test_the_benchmarks_clients_measure_the_server(local):
-    """`acgan bench --only serve`'s load generator against this server: every request answered, its latency kept."""
-    from acgan_cli.benchmarks.serve import client_load
-
-    port = int(local["url"].rsplit(":", 1)[1])
-    rate, latencies = client_load(port, 2, 4, 1.0, [0, 1, 2, 3])
-    assert rate > 0 and len(latencies) >= 4 and all(0 < t < 60 for t in latencies)
-
-
-def test_the_benchmark_draws_as_the_server_and_flags_a_ratio_above_one(local):
-    """`acgan bench --only serve` compares the server with `draw` in a process of its own (the same forward batch,
-    an executor thread): it draws, and its CPU per image comes from /proc; a served/own ratio above 1 is a
-    measurement error, not a target met."""
-    import torch
-
-    from acgan_cli.benchmarks.serve import generator_process, ratio_row
-
-    with generator_process(local["store"].root, torch.device("cpu"), STEPS) as measure:
-        rate, cpu = measure([(0, 4, 1), (1, 4, 2)], 16, 0.3)
-    assert rate > 0 and 0 < cpu < 1
-    assert ratio_row("f", 1.2, "cpu", "x").note.startswith("MEASUREMENT ERROR: above 1")
-    assert ratio_row("f", 0.9, "cpu", "x").note == "x"
-

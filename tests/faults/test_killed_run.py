@@ -112,7 +112,7 @@ def test_a_failing_tasks_reason_is_the_runs_last_line_and_its_advice_runs_as_pri
     store = open_store(str(tmp_path / "b store"))
     prepare_experiment(RunSettings(store=store.uri, steps=20, batch_size=16, width=0.0625, d_width=0.25,
                                    samples_per_class=8, pairs=8, classifier_steps=30, checkpoint_every=10))
-    train_one_split(store.uri, 0)
+    train_one_split(store, 0)
     tensors = load_safetensors(store.read_bytes("data/split-00001.safetensors"))
     hostile = save_safetensors({"images": tensors["images"], "labels": tensors["labels"][:-1].clone()})
     store.write_bytes("data/split-00001.safetensors", hostile)

@@ -1,9 +1,7 @@
-"""A ceiling on the size of a run's Argo workflow, from Argo's packer rules over the compiled pipeline, and runs cut
-into batches that share one store (pipelines/workflow_size.py, pipelines/runs.py)."""
+"""Runs cut into batches that share one store (pipelines/runs.py): a run too large for one Argo workflow is refused
+naming the batch that fits (the ceiling: tests/pipelines/test_workflow_size.py), and a batched submit's runs under the
+backend's rules."""
 
-import base64
-import gzip
-import json
 import os
 
 import pytest
@@ -11,51 +9,20 @@ import yaml
 
 from acgan.ensemble import load_ensemble
 from acgan.errors import UserError
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.cluster_settings import ClusterSettings
+from acgan.settings import RunSettings
 from acgan.store import open_store
 from acgan_cli import main as cli
 from pipelines import runs
+from pipelines.launch_settings import KfpTarget, SubmitSettings
 from pipelines.runs import compile_pipeline
-from pipelines.workflow_size import (MAX_WORKFLOW_SIZE, SAMPLE_SPLITS, _compressed, nodes_per_split, size_model,
-                                     split_nodes)
-from tests.kfp_backend import Backend
-from tests.kfp_pod import run_on_host
+from pipelines.workflow_size import MAX_WORKFLOW_SIZE, size_model
+from tests.backend.kfp_backend import Backend
+from tests.backend.kfp_pod import run_on_host
 
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30, analyses=["diversity"])
 IMAGENET_1000_SPLITS = dict(dataset="synthetic", num_classes=1000, classes_per_split=1)
-
-
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> tuple[dict, dict]:
-    path = compile_pipeline(ClusterSettings(), tmp_path_factory.mktemp("size") / "acgan-ensemble.yaml")
-    spec, platform = yaml.safe_load_all(path.read_text())
-    return spec, platform
-
-
-def test_a_split_is_eighteen_argo_nodes_as_kfps_compiler_nests_it(compiled):
-    """An iteration's DAG task, its driver and its DAG; per container task of the loop body (the split's data and
-    its training) a driver, an executor DAG and the executor's pod: nine templates, each under a Retry node."""
-    spec, platform = compiled
-    assert nodes_per_split(spec) == 18
-    nodes = split_nodes(spec, platform, "wf", 7, "root.train-pass.for-loop-1")
-    assert len(nodes) == 18 and sum(n["type"] == "Retry" for n in nodes) == 9
-    assert sum(n["type"] == "Pod" for n in nodes) == 5  # iteration-item-driver, 2 drivers, 2 executors
-
-
-def test_the_size_model_is_the_compressed_nodes_as_argos_packer_writes_them(compiled):
-    """packer.go, compressWorkflow: status.compressedNodes = base64(gzip(JSON of the nodes)). The linear model
-    (bytes per split measured on SAMPLE_SPLITS) against the packer's rule applied to three times as many splits."""
-    spec, platform = compiled
-    fixed, per_split = size_model(spec, platform, passes=1)
-    splits = 3 * SAMPLE_SPLITS
-    nodes = {n["id"]: n for s in range(splits) for n in split_nodes(spec, platform, "acgan-ensemble-abcde", s,
-                                                                      "root.train-pass.for-loop-1")}
-    packed = len(base64.b64encode(gzip.compress(json.dumps(dict(sorted(nodes.items())),
-                                                           separators=(",", ":")).encode())))
-    assert packed == _compressed(spec, platform, splits)
-    estimate = fixed + per_split * splits - len(json.dumps(spec)) - len(json.dumps(platform))
-    assert abs(estimate - packed) < 0.05 * packed
 
 
 def test_a_1000_split_submit_is_refused_before_anything_is_submitted_naming_the_batch_that_fits(monkeypatch,
@@ -64,7 +31,8 @@ def test_a_1000_split_submit_is_refused_before_anything_is_submitted_naming_the_
     settings = RunSettings(store="s3://acgan/imagenet", **IMAGENET_1000_SPLITS)
     with pytest.raises(UserError, match=r"a run of 1000 splits is too large for one Argo workflow: about .* MiB .* "
                                         r"`--batch (\d+)`") as refused:
-        runs.submit(settings, ClusterSettings(), "https://kfp.example/pipeline")
+        runs.submit(settings, cluster=ClusterSettings(), target=KfpTarget(),
+                    submission=SubmitSettings(host="https://kfp.example/pipeline", preflight=False))
     batch = int(str(refused.value).rsplit("--batch ", 1)[1].split("`")[0])
     spec, platform = yaml.safe_load_all(compile_pipeline(ClusterSettings(), tmp_path / "p.yaml").read_text())
     fixed, per_split = size_model(spec, platform, passes=2)  # the first pass and one heal pass over every split
@@ -82,7 +50,7 @@ def test_the_refusal_is_one_line_and_exit_status_2(capsys):
 
 class EmulatedKFP:
     """kfp.Client for `acgan submit`: each run it is given is compiled and run to its end under the backend's rules
-    (tests/kfp_backend.py), its components as processes on this machine."""
+    (tests/backend/kfp_backend.py), its components as processes on this machine."""
 
     def __init__(self, tmp_path, s3_server):
         self.tmp_path, self.s3, self.runs = tmp_path, s3_server, []
@@ -111,8 +79,8 @@ def test_a_batched_submit_trains_each_batch_in_its_own_run_and_the_last_assemble
         monkeypatch, tmp_path, s3_server, s3_env):
     kfp = EmulatedKFP(tmp_path, s3_server)
     monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: kfp)
-    result = runs.submit(RunSettings(store=s3_env, **SETTINGS), ClusterSettings(), "https://kfp.example/pipeline",
-                         batch=1)
+    result = runs.submit(RunSettings(store=s3_env, **SETTINGS), cluster=ClusterSettings(), target=KfpTarget(),
+                         submission=SubmitSettings(host="https://kfp.example/pipeline", preflight=False, batch=1))
     assert result["batches"] == [[0], [1]] and result["run_ids"] == ["run-1", "run-2"]
     (first_name, first_splits, first, run_a), (_, second_splits, second, run_b) = kfp.runs
     assert first_name.endswith("(splits 0-0)") and (first_splits, second_splits) == ([0], [1])

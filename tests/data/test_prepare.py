@@ -1,5 +1,7 @@
-"""Per-split shards: built one split at a time from the plan, checksummed, resumable after a kill."""
+"""Preparing a store: per-split shards built one split at a time from the plan, checksummed, resumable after a
+kill; a store holds one plan; a missing or hostile shard is built again as the message says."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from acgan.errors import UserError
 from acgan.layout import shard_info_key, shard_key
 from acgan.store import LocalStore
 from acgan.training.loop import train_split
-from tests.conftest import tiny_config
+from tests.conftest import run_printed, tiny_config
 
 
 def test_the_plan_lists_classes_and_each_shard_reads_only_its_split(tmp_path):
@@ -78,3 +80,54 @@ def test_a_killed_preparation_resumes_without_rebuilding_complete_shards(tmp_pat
     assert {s: (root / shard_key(s)).stat().st_ino for s in done} == inodes
     for split in range(4):
         assert len(load_shard(store, split)[1]) == 800
+
+
+def test_prepare_refuses_a_different_plan_in_the_same_store(tmp_path):
+    store = LocalStore(tmp_path)
+    prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)
+    before = store.read_bytes("plan.json")
+    with pytest.raises(UserError, match="already holds a different plan"):
+        prepare(PrepareConfig(dataset="digits", classes_per_split=2), store)
+    assert store.read_bytes("plan.json") == before
+    prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)  # the same plan again: a no-op
+
+
+def test_prepare_again_restores_a_missing_shard(tmp_path):
+    store = LocalStore(tmp_path)
+    prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)
+    shard = store.read_bytes("data/split-00001.safetensors")
+    store.delete("data/split-00001.safetensors")
+    with pytest.raises(UserError, match="no data for split 1: run `acgan prepare --store ") as missing:
+        load_shard(store, 1)
+    assert run_printed(str(missing.value)) == 0  # as printed: the store's recorded settings build it again
+    assert store.read_bytes("data/split-00001.safetensors") == shard
+
+
+def test_a_shard_whose_labels_and_images_differ_in_length_is_one_line(tmp_path):
+    """Issue 36: hostile content with a matching checksum (one label fewer than images) was an IndexError traceback
+    in the trainer. Shapes are checked when the shard is loaded; the advice, followed as printed, builds it again."""
+    import hashlib
+
+    import torch
+    from safetensors.torch import load as load_safetensors
+    from safetensors.torch import save as save_safetensors
+
+    store = LocalStore(tmp_path / "a store")  # a space in the path: the printed command quotes it
+    prepare(PrepareConfig(dataset="digits", classes_per_split=5), store)
+    good = store.read_bytes("data/split-00001.safetensors")
+    tensors = load_safetensors(good)
+    hostile = save_safetensors({"images": tensors["images"], "labels": tensors["labels"][:-1].clone()})
+    store.write_bytes("data/split-00001.safetensors", hostile)
+    info = json.loads(store.read_bytes("data/split-00001.json"))
+    store.write_bytes("data/split-00001.json", json.dumps({**info, "sha256": hashlib.sha256(hostile).hexdigest(),
+                                                            "bytes": len(hostile)}).encode())
+    with pytest.raises(UserError) as refused:
+        load_shard(store, 1)
+    line = str(refused.value)
+    n = len(tensors["images"])
+    assert f"data/split-00001.safetensors: its {n} images have {n - 1} labels of type torch.int64" in line, line
+    assert "\n" not in line and f"delete {store.uri}/data/split-00001.json and run `acgan prepare --store '" in line
+    store.delete("data/split-00001.json")
+    assert run_printed(line) == 0
+    assert store.read_bytes("data/split-00001.safetensors") == good and torch.equal(load_shard(store, 1)[1],
+                                                                                  tensors["labels"])

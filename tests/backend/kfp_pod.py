@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from tests.kfp_backend import Execution
+    from tests.backend.kfp_backend import Execution
 
 PR_SET_NO_NEW_PRIVS = 38  # linux/prctl.h
 HARDENED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},

@@ -6,7 +6,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 from acgan.checkpoint import complete_steps
 from acgan.ensemble import load_ensemble
@@ -14,26 +13,13 @@ from acgan.experiment import split_statuses
 from acgan.settings import RunSettings
 from acgan.store import open_store
 from pipelines import runs
+from pipelines.launch_settings import LocalSettings
+from tests.conftest import trainer_processes
 
 # Twelve steps with a checkpoint every two: the trainer is killed at its first checkpoint, long before its end.
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=12, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
 KILLED_SPLIT = 1
-
-
-def trainer_processes(store_uri: str, split: int) -> list[int]:
-    """The pids of the live trainer processes of `split` in the store at `store_uri` (the children that training
-    tasks start: `python -m acgan.supervise STORE SPLIT`). Only this run's: an `acgan run` beside the tests
-    trains its own split 1 in another store."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue  # ended while we looked
-        if args[1:5] == [b"-m", b"acgan.supervise", store_uri.encode(), str(split).encode()]:
-            found.append(int(pid))
-    return found
 
 
 class KillOnce(threading.Thread):
@@ -60,7 +46,8 @@ def test_a_killed_trainer_is_restarted_by_its_task_and_the_run_completes(tmp_pat
     killer = KillOnce(store, KILLED_SPLIT)
     killer.start()
     try:
-        result = runs.run_local(RunSettings(store=store.uri, **SETTINGS), tmp_path / "kfp-local", quiet=True)
+        result = runs.run_local(RunSettings(store=store.uri, **SETTINGS),
+                                    local=LocalSettings(pipeline_root=tmp_path / "kfp-local"), quiet=True)
     finally:
         killer.done.set()
         killer.join()
@@ -90,7 +77,7 @@ def test_rerun_local_honours_trainer_restarts_and_refuses_cluster_only_options(_
     shutil.copytree(_digits_template, tmp_path / "store")
     store = open_store(str(tmp_path / "store"))
     prepare_experiment(RunSettings(store=store.uri, **SETTINGS))
-    train_one_split(store.uri, 0)
+    train_one_split(store, 0)
     code = main(["rerun", "--store", store.uri, "--local", "--image", "registry.example/acgan:1"])
     assert code == 2 and "--image is a cluster setting; with --local it would have no effect" in capsys.readouterr().err
     killer = KillOnce(store, KILLED_SPLIT)

@@ -1,16 +1,4 @@
-"""Where everything of an experiment lives: a local directory (the embedded default) or an S3 bucket prefix.
-
-`open_store(uri)` is the one place that decides local versus remote. Keys are '/'-separated and relative to the
-store's root. S3 settings come from the environment (read here and nowhere else):
-  ACGAN_S3_ENDPOINT   http(s)://host:port of MinIO, SeaweedFS or any S3 endpoint (scheme sets TLS on/off)
-  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION (optional)
-  ACGAN_S3_RETRY_SECONDS  how long a call retries a transient failure (default 300: a store pod rescheduled)
-  SSL_CERT_FILE       a PEM file of the CAs an https endpoint's certificate is verified with (OpenSSL's and Python's
-                      standard variable, which minio's own client reads too); unset: the system's bundle
-
-Besides plain reads and writes, a store offers conditional ones (`write_if`, `delete_if`): create only if absent,
-replace or delete only if unchanged since read (S3's If-None-Match / If-Match on the ETag). The split lease and the
-checkpoint marker are written with them, so two writers can never both win.
+"""A store on any S3-protocol server (MinIO, SeaweedFS, AWS), through the minio client, with retries.
 
 minio is pinned to one release (pyproject.toml) because its public API has no conditional write, no listing of
 unfinished multipart uploads and no status of a non-S3 error answer: `write_if`, `delete_if`, `clean_temporaries` and
@@ -23,265 +11,27 @@ client, its retries and its error mapping for these few calls; pinning was the s
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import hashlib
 import io
 import logging
-import os
 import random
-import re
 import socket
 import ssl
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Callable, TypeVar
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ValidationError
-
-from acgan.errors import UserError, command, first_problem
+from acgan.errors import UserError, command
+from acgan.store.contract import PreconditionFailed, StoreUnavailable, check_key, check_source_key
+from acgan.uri import holds_credentials, redact
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E", bound=BaseException)
-
-_KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
-# Credentials inside a URI: `scheme://user:secret@host`, also where the secret holds '/' (an AWS secret key may),
-# which ends the authority early: `s3://KEY:abc/def@bucket`. A ':' then a port number is a host, not a user.
-_CREDENTIALS = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//)?([^/@]*@|[^/@:]*:(?!\d+([/?#]|$))[^@]*@)")
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*:(?://)?)\S*@")
 # S3 error codes that mean "the server is busy or starting: try again" (AWS's and MinIO's own).
 _TRY_AGAIN = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "XMinioServerNotInitialized",
               "OperationAborted", "XMinioServerBusy"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
            "AllAccessDisabled"}
-
-
-class PreconditionFailed(Exception):
-    """A conditional write or delete found the object other than expected: another writer got there first."""
-
-
-class StoreUnavailable(UserError):
-    """The store kept failing transiently for the whole retry budget."""
-
-
-def redact(text: str) -> str:
-    """`scheme://user:secret@host` -> `scheme://***@host`: credentials in a URI never reach a message or a log."""
-    return _USERINFO.sub(r"\1***@", text)
-
-
-def uri_problem(uri: str) -> str | None:
-    """What is wrong with a URI a user gives (a store, a data source, a class list, an endpoint), or None; the
-    message never holds the credentials. Every command checks its URIs with it where it starts (acgan_cli/main.py), the
-    settings' validators do (acgan/settings.py), and `open_store`, so a secret is refused before anything is
-    compiled, submitted, logged or written."""
-    if _CREDENTIALS.match(uri):
-        return (f"{redact(uri)!r} holds credentials: write it without them and give them in the environment "
-                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY for S3, KFP_TOKEN for KFP) or a Kubernetes Secret")
-    if re.match(r"(?i)s3:(?!//)", uri):  # else a local folder named `s3:` would be made
-        return f"{uri!r} is not an S3 URI (s3: needs two slashes): write s3://BUCKET/PREFIX"
-    return None
-
-
-def check_uri(uri: str, what: str) -> str:
-    """`uri` if `uri_problem` finds nothing; else UserError naming `what` (the flag) and the problem."""
-    problem = uri_problem(uri)
-    if problem is not None:
-        raise UserError(f"{what} {problem}")
-    return uri
-
-
-def _tag(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def check_key(key: str) -> str:
-    """Keys are relative paths of plain names: no '..', no absolute paths, no empty parts."""
-    if not _KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
-        raise UserError(f"invalid store key {key!r}: use relative '/'-separated names of letters, digits, '.', '_', '-'")
-    return key
-
-
-def check_source_key(key: str) -> str:
-    """A data source's keys are names others chose (`cat/IMG 0001 (2).jpg`, unicode, '+'): any characters, but no
-    '.', '..' or empty parts, which could name an object outside the source's prefix."""
-    if any(part in ("", ".", "..") for part in key.split("/")):
-        raise UserError(f"invalid source key {key!r}: a '.', '..' or empty part could name an object outside the "
-                        "source: rename the object, or leave its class out (--class-list)")
-    return key
-
-
-class LocalStore:
-    """A directory. Writes go to a temporary file and are renamed into place, so no reader sees half an object."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root).expanduser().resolve()
-        self.uri = str(self.root)
-
-    def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
-
-    @contextlib.contextmanager
-    def _file_system(self, doing: str, path: Path):
-        """An OSError of the volume (full, read-only, another user's) as one line naming the path, the cause and the
-        fix; an absent file or a name taken first stay the answers the callers handle."""
-        try:
-            yield
-        except (FileNotFoundError, FileExistsError):
-            raise
-        except OSError as e:
-            fix = {errno.ENOSPC: "free space on its volume, or give it a larger one",
-                   errno.EDQUOT: "raise this user's quota on its volume, or free space",
-                   errno.EROFS: "the volume is mounted read-only: remount it read-write, or use another --store",
-                   errno.EACCES: f"this user (uid {os.getuid()}) has no access: make the store its own (on "
-                                 "Kubernetes: the pod's fsGroup), or use another --store"}
-            raise UserError(f"store {self.uri}: cannot {doing} {path} ({e.strerror or e}): "
-                            f"{fix.get(e.errno, 'check the volume')}") from None
-
-    def exists(self, key: str) -> bool:
-        path = self._path(key)
-        with self._file_system("read", path):
-            return path.is_file()
-
-    def read_bytes(self, key: str) -> bytes:
-        path = self._path(key)
-        try:
-            with self._file_system("read", path):
-                return path.read_bytes()
-        except FileNotFoundError:
-            raise KeyError(key) from None
-
-    def _temporary(self, path: Path, data: bytes) -> Path:
-        """A hidden file beside `path` holding `data`; unique per write, as a renewal thread writes beside training.
-        A write that fails (a full volume) removes its temporary, which would hold space no listing shows."""
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        with self._file_system("write", path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        return tmp
-
-    def write_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        os.replace(self._temporary(path, data), path)
-
-    @contextlib.contextmanager
-    def _locked(self, path: Path):
-        """An exclusive flock on the folder holding `path`: compare-and-swap among processes of this host, leaving
-        no lock file in the store."""
-        with self._file_system("write", path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(folder, fcntl.LOCK_EX)
-            with self._file_system("write", path):
-                yield
-        finally:
-            os.close(folder)
-
-    def read_tagged(self, key: str) -> tuple[bytes, str]:
-        """The object and a tag that changes whenever it does (its sha256, as an ETag is its MD5)."""
-        data = self.read_bytes(key)
-        return data, _tag(data)
-
-    def read_aged(self, key: str) -> tuple[bytes, str, float]:
-        """The object, its tag, and how many seconds ago it was written by the store's own clock: its mtime against
-        that of a file made now beside it, both stamped by the filesystem (this machine's kernel, or the file
-        server), never this process's clock, which may be off (misset, or faked: libfaketime leaves stat alone)."""
-        path = self._path(key)
-        try:
-            with self._file_system("read", path), open(path, "rb") as f:  # one file's contents and mtime, even if
-                data, written = f.read(), os.fstat(f.fileno()).st_mtime  # it is replaced meanwhile
-        except FileNotFoundError:
-            raise KeyError(key) from None
-        try:
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.now-") as probe:
-                now = os.fstat(probe.fileno()).st_mtime
-        except OSError:  # a read-only store: this machine's clock is the next best
-            now = time.time()
-        return data, _tag(data), max(0.0, now - written)
-
-    def write_if(self, key: str, data: bytes, tag: str | None) -> str:
-        """Create `key` (tag None) or replace it if its tag is still `tag`; returns the new tag. A create is a hard
-        link of a complete temporary file, which fails if the name exists: atomic without any lock."""
-        path = self._path(key)
-        tmp = self._temporary(path, data)
-        try:
-            if tag is None:
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    raise PreconditionFailed(key) from None
-            else:
-                with self._locked(path):
-                    if not path.is_file() or _tag(path.read_bytes()) != tag:
-                        raise PreconditionFailed(key)
-                    os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return _tag(data)
-
-    def delete_if(self, key: str, tag: str) -> None:
-        path = self._path(key)
-        with self._locked(path):
-            if not path.is_file() or _tag(path.read_bytes()) != tag:
-                raise PreconditionFailed(key)
-            path.unlink()
-
-    def clean_temporaries(self, prefix: str, older_than: float) -> int:
-        """Delete the hidden temporaries that killed writes left under `prefix`; returns how many."""
-        base, cutoff, removed = self.root / prefix, time.time() - older_than, 0
-        for p in base.rglob(".*.tmp-*") if base.is_dir() else []:
-            with contextlib.suppress(FileNotFoundError):
-                if p.stat().st_mtime < cutoff:
-                    p.unlink()
-                    removed += 1
-        return removed
-
-    def list(self, prefix: str) -> list[str]:
-        """Keys under `prefix` (a folder-like prefix ending in '/'), sorted; temporary files are not listed."""
-        base = self.root / prefix
-        if not base.is_dir():
-            return []
-        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
-        return sorted(k for k in keys if not k.rsplit("/", 1)[-1].startswith("."))
-
-    def delete(self, key: str) -> None:
-        path = self._path(key)
-        with self._file_system("delete", path):
-            path.unlink(missing_ok=True)
-        # Folders are only key prefixes: remove the ones this left empty, as S3 would show none.
-        for parent in path.parents:
-            try:
-                if parent == self.root or any(parent.iterdir()):
-                    break
-                parent.rmdir()
-            except OSError:  # another writer just added a key below it
-                break
-
-    def ensure_ready(self, create: bool = False) -> None:
-        if self.root.exists() and not self.root.is_dir():
-            raise UserError(f"--store {self.uri} is a file, not a directory: give a directory (new or an existing "
-                            "store) or s3://BUCKET/PREFIX")
-        if create:
-            try:
-                self.root.mkdir(parents=True, exist_ok=True)
-            except OSError as e:  # a parent that is a file, no permission
-                raise UserError(f"--store {self.uri}: cannot create the directory ({e.strerror})") from None
-        elif not self.root.is_dir():
-            raise UserError(f"store {self.uri} does not exist: check --store, or make one with "
-                            f"{command('acgan', 'run', '--store', self.uri)}")
 
 
 def _cause(e: BaseException, kind: type[E]) -> E | None:
@@ -302,12 +52,11 @@ def _no_such_host(e: BaseException) -> bool:
     return lookup is not None and lookup.errno == socket.EAI_NONAME
 
 
-def tls_context() -> ssl.SSLContext:
+def tls_context(bundle: str | None) -> ssl.SSLContext:
     """How the store's client verifies an https endpoint: with the CA bundle an operator gives in SSL_CERT_FILE (a
     PEM file: the store's own CA, or the system's bundle with it added), else with the system's bundle (Debian's
     ca-certificates, which the image installs). Not certifi's, minio's default: a CA added to the system's (a
     derived image's update-ca-certificates) would not count."""
-    bundle = os.environ.get("SSL_CERT_FILE") or None
     try:
         return ssl.create_default_context(cafile=bundle)
     except (OSError, ssl.SSLError) as e:
@@ -322,13 +71,14 @@ class S3Store:
     (`check_key`)."""
 
     def __init__(self, bucket: str, prefix: str, endpoint: str, access_key: str | None, secret_key: str | None,
-                 region: str | None = None, retry_seconds: float = 300, source_keys: bool = False):
+                 region: str | None = None, retry_seconds: float = 300, source_keys: bool = False,
+                 ca_bundle: str | None = None):
         import urllib3
         from minio import Minio
         from minio.helpers import check_bucket_name
 
         endpoint = endpoint if "://" in endpoint else f"https://{endpoint}"
-        if _CREDENTIALS.match(endpoint):
+        if holds_credentials(endpoint):
             raise UserError(f"ACGAN_S3_ENDPOINT={redact(endpoint)!r} holds credentials: give them as "
                             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, not in the endpoint")
         parsed = urlparse(endpoint)
@@ -344,7 +94,7 @@ class S3Store:
         self.retry_seconds = retry_seconds
         self.check_key = check_source_key if source_keys else check_key
         # Our own retry loop (below) handles transient failures; the pool itself must not retry.
-        tls = {"ssl_context": tls_context()} if parsed.scheme == "https" else {}
+        tls = {"ssl_context": tls_context(ca_bundle)} if parsed.scheme == "https" else {}
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=120), retries=urllib3.Retry(total=0),
                                    maxsize=8, **tls)
         self.client = Minio(parsed.netloc, access_key=access_key, secret_key=secret_key, region=region,
@@ -599,76 +349,3 @@ class S3Store:
                 raise UserError(f"bucket {self.bucket!r} does not exist at {self.endpoint}: "
                                 f"run {command('acgan', 'prepare', '--store', self.uri)} first, or create the bucket")
             self._call("create bucket", lambda: self.client.make_bucket(self.bucket))
-
-
-Store = LocalStore | S3Store
-
-
-def _env_seconds(name: str, default: float) -> float:
-    value = os.environ.get(name, str(default))
-    if not re.fullmatch(r"\d{1,7}(\.\d{1,3})?", value):
-        raise UserError(f"{name}={value!r} is not a number of seconds (e.g. 300)")
-    return float(value)
-
-
-def open_store(uri: str, source_keys: bool = False) -> Store:
-    """The one function that decides local versus remote storage; `source_keys` for a data source's bucket."""
-    check_uri(uri, "store")
-    if uri.startswith("s3://"):
-        parsed = urlparse(uri)
-        if not parsed.netloc:
-            raise UserError(f"store {uri!r} names no bucket: use s3://BUCKET[/PREFIX]")
-        endpoint = os.environ.get("ACGAN_S3_ENDPOINT")
-        if not endpoint:
-            raise UserError("ACGAN_S3_ENDPOINT is not set: export it as http(s)://host:port of the S3/MinIO server")
-        return S3Store(parsed.netloc, parsed.path, endpoint, os.environ.get("AWS_ACCESS_KEY_ID"),
-                       os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_REGION"),
-                       _env_seconds("ACGAN_S3_RETRY_SECONDS", 300), source_keys)
-    if "://" in uri and not uri.startswith("file://"):
-        raise UserError(f"store {redact(uri)!r}: use a local directory or s3://BUCKET/PREFIX")
-    return LocalStore(uri.removeprefix("file://"))
-
-
-CHECKSUM = "checksum"  # in a checksummed JSON object: "sha256:" + the hex digest of the rest, written canonically
-
-
-def _canonical(obj: dict) -> bytes:
-    import json
-
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-
-
-def read_json(store: Store, key: str, checksum: bool = False) -> dict:
-    """A JSON object of the store. With `checksum`, for what `write_json(..., checksum=True)` wrote, its checksum is
-    verified and the object returned without it; a missing one is refused as damage, like a wrong one."""
-    import json
-
-    try:
-        obj = json.loads(store.read_bytes(key))
-    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, a number past Python's 4300 digits, too deep
-        raise UserError(f"{store.uri}/{key} is not valid JSON ({str(e)[:120]}); the object is corrupt") from None
-    if checksum:
-        recorded = obj.pop(CHECKSUM, None) if isinstance(obj, dict) else None
-        if recorded != "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest():
-            problem = "the contents do not match it" if recorded is not None else "missing"
-            raise UserError(f"{store.uri}/{key}: {CHECKSUM}: {problem}; the object is damaged (restore it from a "
-                            "copy, or start a new store)")
-    return obj
-
-
-def read_model(store: Store, key: str, model: type[M], fix: str, checksum: bool = False) -> M:
-    """The JSON object `key` validated as `model`. A value that does not validate is one line naming the object, the
-    field and `fix`: the value came from the store, not the command line, so no flag is to blame."""
-    try:
-        return model.model_validate(read_json(store, key, checksum))
-    except ValidationError as e:
-        where, message = first_problem(e)
-        raise UserError(f"{store.uri}/{key}: {where or 'its contents'}: {message}; {fix}") from None
-
-
-def write_json(store: Store, key: str, obj: dict, checksum: bool = False) -> None:
-    """Write `obj` as JSON; with `checksum`, a sha256 of its canonical form goes in with it, in the same atomic
-    write (for what training trusts: a flipped byte inside a number would still parse)."""
-    if checksum:
-        obj = {**obj, CHECKSUM: "sha256:" + hashlib.sha256(_canonical(obj)).hexdigest()}
-    store.write_bytes(key, _canonical(obj))

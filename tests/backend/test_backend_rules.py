@@ -1,7 +1,8 @@
-"""The compiled pipeline under the KFP 2.17 backend's rules (tests/kfp_backend.py cites each one's source), which
-kfp.local does not apply: the API server's check of a run's parameters, the drivers' resolution and type check of
-every task input (loop items, upstream outputs, pipeline parameters), the launcher's executor input and outputs,
-and the Secret and ConfigMap keys each pod's environment takes. The components run for real, as processes."""
+"""The compiled pipeline under the KFP 2.17 backend's rules (tests/backend/kfp_driver.py and kfp_backend.py cite each
+one's source), which kfp.local does not apply: the API server's check of a run's parameters, the drivers' resolution
+and type check of every task input (loop items, upstream outputs, pipeline parameters), the launcher's executor input
+and outputs, and the Secret and ConfigMap keys each pod's environment takes. The components run for real, as
+processes."""
 
 import json
 import os
@@ -12,12 +13,14 @@ from kfp import compiler, dsl
 
 from acgan.ensemble import load_ensemble
 from acgan.experiment import split_statuses
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.cluster_settings import ClusterSettings
+from acgan.settings import RunSettings
 from acgan.store import open_store
 from pipelines.acgan_ensemble import build_pipeline
 from pipelines.runs import pipeline_arguments
-from tests.kfp_backend import Backend, BackendRejected, check_and_convert, validate_run_parameters
-from tests.kfp_pod import run_on_host
+from tests.backend.kfp_backend import Backend
+from tests.backend.kfp_driver import BackendRejected, check_and_convert, validate_run_parameters
+from tests.backend.kfp_pod import run_on_host
 
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
@@ -154,7 +157,7 @@ def test_the_pipeline_runs_end_to_end_under_the_backends_rules(s3_server, s3_env
 
 
 def assert_pods_as_compiled(pods: dict[str, dict], cluster: ClusterSettings) -> None:
-    """What reached each pod from the compiled spec (tests/kfp_pod.py, pod_settings): the GPU tasks a GPU limit,
+    """What reached each pod from the compiled spec (tests/backend/kfp_pod.py, pod_settings): the GPU tasks a GPU limit,
     the GPU pool's node selector and toleration, the time limit, the Kueue-free labels and Karpenter's annotation;
     the CPU tasks none of these; every pod the compiler's hardened security context, under which each component
     ran (run_on_host: no new privileges)."""

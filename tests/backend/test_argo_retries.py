@@ -19,7 +19,7 @@ import itertools
 import pytest
 import yaml
 
-from acgan.settings import ClusterSettings
+from acgan.cluster_settings import ClusterSettings
 from pipelines.runs import compile_pipeline
 
 # KFP 2.17.0's Argo configuration as it ships (manifests/kustomize/third-party/argo/base/workflow-controller-configmap-

@@ -1,7 +1,7 @@
-"""A run that heals its own preempted splits, under Argo's rules on failure as tests/kfp_backend.py applies them to
-the compiled pipeline (a failed iteration fails its loop, what depends on the loop is Omitted, the other
+"""A run that heals its own preempted splits, under Argo's rules on failure as tests/backend/kfp_backend.py applies
+them to the compiled pipeline (a failed iteration fails its loop, what depends on the loop is Omitted, the other
 iterations go on; an exit hook runs whatever its task's outcome), with the real components run as processes and a
-training pod deleted as a preemption deletes it (tests/kfp_pod.py, preempted: SIGTERM, then SIGKILL after the
+training pod deleted as a preemption deletes it (tests/backend/kfp_pod.py, preempted: SIGTERM, then SIGKILL after the
 grace period)."""
 
 import os
@@ -11,13 +11,14 @@ from kfp import compiler, dsl
 
 from acgan.ensemble import load_ensemble
 from acgan.experiment import split_statuses
+from acgan.cluster_settings import ClusterSettings
 from acgan.layout import lease_key
-from acgan.settings import ClusterSettings, RunSettings
+from acgan.settings import RunSettings
 from acgan.store import open_store
 from pipelines.acgan_ensemble import build_pipeline
 from pipelines.runs import pipeline_arguments
-from tests.kfp_backend import Backend
-from tests.kfp_pod import run_on_host
+from tests.backend.kfp_backend import Backend
+from tests.backend.kfp_pod import run_on_host
 
 SETTINGS = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
                 width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
