@@ -115,8 +115,9 @@ def _describe(status: int, oom_before: int | None = None) -> str:
 
 
 def supervise_training(store: Store, split: int, restarts: int) -> int:
-    """Train `split` of `store` in a child process, restarting a crashed one at most `restarts` times; returns the split id.
-    Raises TrainerFailed when the trainer fails for good, and when a signal stopped it (after it saved its step)."""
+    """Train `split` of `store` in a child process, restarting a crashed one at most `restarts` times; returns the
+    split id. Raises TrainerFailed when the trainer fails for good, and when a signal stopped it (after it saved its
+    step)."""
     stop = threading.Event()
     child: subprocess.Popen | None = None
 

@@ -61,8 +61,8 @@ def settings_flags(g, model: type[BaseModel], skip: set[str] = frozenset(), pres
                    recorded: bool = False, required: set[str] = frozenset()) -> dict[str, argparse.Action]:
     """One flag per field of a settings model (but `skip`'s and the preset), its help the field's description and
     the default it has under `preset` (the field's own without one; none shown where the store's recorded value is
-    the default, as on `acgan rerun`); returns the flags made, by field. A list is given comma-separated, a mapping as repeated key=value flags.
-    A true-or-false setting that no preset sets is a switch: `--name` turns on one that is off by default,
+    the default, as on `acgan rerun`); returns the flags made, by field. A list is given comma-separated, a mapping
+    as repeated key=value flags. A true-or-false setting that no preset sets is a switch: `--name` turns on one that is off by default,
     `--no-name` turns off one that is on."""
     made, defaults = {}, None if recorded else preset_defaults(model, preset)
     for name, field in model.model_fields.items():

@@ -212,7 +212,8 @@ def test_a_new_setting_is_one_field():
     parser = Parser(prog="acgan test")
     preset_option(parser, "demo")
     flag = settings_flags(parser, Extended)["generator_lr"]
-    assert flag.option_strings == ["--generator-lr"] and flag.help == "a test-only setting: G's learning rate (default 0.0002)"
+    assert flag.option_strings == ["--generator-lr"]
+    assert flag.help == "a test-only setting: G's learning rate (default 0.0002)"
     args = parser.parse_args(["--store", "s", "--generator-lr", "0.001"])
     settings = validated(args, Extended)
     assert settings.generator_lr == 0.001 and settings.steps == 900  # and the preset still applies
@@ -241,7 +242,8 @@ def test_a_new_evaluation_setting_is_one_field():
     for model in (Evaluation, Run):  # what `acgan evaluate` and `acgan run` make their flags from
         parser = Parser(prog="acgan test")
         flag = settings_flags(parser, model)["fid_batch"]
-        assert flag.option_strings == ["--fid-batch"] and flag.help == "a test-only evaluation setting: FID's batch (default 64)"
+        assert flag.option_strings == ["--fid-batch"]
+        assert flag.help == "a test-only evaluation setting: FID's batch (default 64)"
     args = parser.parse_args(["--store", "s", "--fid-batch", "32", "--analyses", "diversity"])
     assert validated(args, Run).fid_batch == 32
     evaluated = validated(args, Evaluate)

@@ -166,8 +166,8 @@ def test_a_trainer_killed_at_its_memory_limit_is_reported_as_such(experiment):
         limit = 200 * 2**20  # the supervisor fits; the trainer, importing torch, does not
         (group / ("memory.limit_in_bytes" if v1.is_dir() else "memory.max")).write_text(str(limit))
         code = ("import sys; from acgan.store import open_store; from acgan.supervise import supervise_training, "
-                "TrainerFailed\ntry:\n    supervise_training(open_store(sys.argv[1]), 0, 3)\nexcept TrainerFailed as e:\n"
-                "    print(e)\n")
+                "TrainerFailed\ntry:\n    supervise_training(open_store(sys.argv[1]), 0, 3)\n"
+                "except TrainerFailed as e:\n    print(e)\n")
         task = subprocess.run(["sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec "$0" -c "$1" "$2"',
                                sys.executable, code, experiment], capture_output=True, text=True, timeout=300)
     finally:

@@ -174,6 +174,10 @@ class Analysis:
     figures: Callable[..., dict[str, bytes]] = lambda run, *parts: {}
     notes: Callable[..., dict] = lambda run, *parts: {}
 
+    def inputs(self, gathered: dict[type[Part], Part]) -> list[Part]:
+        """The parts it reads, of those gathered, in the order its functions take them."""
+        return [gathered[kind] for kind in self.reads]
+
 
 # The evaluation's analyses by name, in the summary's order (acgan.settings.ANALYSIS_NAMES lists the same names); the
 # parts they read come in each class's record and in `computed_on` in the order this table first reads them.
@@ -208,7 +212,7 @@ def class_records(plan: SplitPlan, manifest: EnsembleManifest, parts: list[Part]
 
 
 def computed_on_record(manifest: EnsembleManifest, settings: EvalSettings, run: Run, parts: list[Part],
-                       chosen: list[Analysis], read: dict[type[Part], Part]) -> dict:
+                       chosen: list[Analysis], gathered: dict[type[Part], Part]) -> dict:
     """What every number was computed on: the checkpoints and counts; what each part gathered says of itself (the
     classifier where it ran, the MS-SSIM pairs where MS-SSIM ran); what each analysis chosen notes of its own
     numbers."""
@@ -223,7 +227,7 @@ def computed_on_record(manifest: EnsembleManifest, settings: EvalSettings, run: 
     for part in parts:
         computed_on.update(part.computed_on())
     for analysis in chosen:
-        computed_on.update(analysis.notes(run, *(read[kind] for kind in analysis.reads)))
+        computed_on.update(analysis.notes(run, *analysis.inputs(gathered)))
     return computed_on
 
 
@@ -246,18 +250,18 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
     k = min([settings.neighbours] + [used[c] for c in shown])  # one row length for every class
     with contextlib.ExitStack() as hold:
         context = Context(store, plan, settings, device, model, info, used, hold)
-        read = {kind: kind(context) for kind in kinds}
-        parts = list(read.values())
+        gathered = {kind: kind(context) for kind in kinds}
+        parts = list(gathered.values())
         run, rows, grids = stream_splits(context, manifest, parts, shown, k)
         for part in parts:
             part.finish()
     summary = {name: value for analysis in chosen
-               for name, value in analysis.compute(run, *(read[kind] for kind in analysis.reads)).items()}
-    computed_on = computed_on_record(manifest, settings, run, parts, chosen, read)
+               for name, value in analysis.compute(run, *analysis.inputs(gathered)).items()}
+    computed_on = computed_on_record(manifest, settings, run, parts, chosen, gathered)
 
     # Pictures: everything in memory first, written below with the metrics last.
     pictures = {key: png for analysis in chosen
-                for key, png in analysis.figures(run, *(read[kind] for kind in analysis.reads)).items()}
+                for key, png in analysis.figures(run, *analysis.inputs(gathered)).items()}
     pictures.update(overfitting_grids(store, manifest, plan, settings, shown, rows, k, device))
     computed_on.update(peak_memory(device))
     log.info("evaluation's peak memory: %.2f GiB resident on the host%s", computed_on["peak_host_memory_bytes"] / 2**30,
@@ -269,7 +273,7 @@ def evaluate(store: Store, settings: EvalSettings) -> dict:
             store.delete(key)
     per_class = class_records(plan, manifest, parts)
     in_report = dict(list(grids.items())[:settings.report_splits])
-    info = read[Accuracies].info if Accuracies in read else None
+    info = gathered[Accuracies].info if Accuracies in gathered else None
     store.write_bytes(REPORT_KEY, report.render_report(summary, per_class, computed_on, pictures, in_report, info,
                                                        len(grids), plan.resolution).encode())
     write_json(store, METRICS_KEY, {"summary": summary, "computed_on": computed_on, "classes": per_class})

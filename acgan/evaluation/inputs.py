@@ -204,8 +204,7 @@ def grid_png(images: torch.Tensor, columns: int) -> bytes:
 
 
 def evaluation_device(settings: EvalSettings) -> torch.device:
-    return torch.device("cuda" if settings.device == "cuda" or (settings.device == "auto" and
-                                                               torch.cuda.is_available()) else "cpu")
+    return torch.device(settings.torch_device)
 
 
 def peak_memory(device: torch.device) -> dict[str, int | None]:

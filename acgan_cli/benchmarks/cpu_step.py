@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from acgan.model import Discriminator, Generator, ModelConfig
-from acgan.settings import PRESETS, ModelSettings
+from acgan.presets import PRESETS
+from acgan.settings import ModelSettings
 from acgan.training.step import FastPath, TrainStep, make_optimizers
 from acgan_cli.benchmarks.machine import Row, cpu_model
 

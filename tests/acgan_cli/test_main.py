@@ -1,10 +1,10 @@
-"""The three user commands end to end (local and S3 stores), and every bad input: one line, exit 2, nothing lost."""
+"""The three user commands end to end (local and S3 stores), and every bad input: one line, exit 2, nothing lost.
+Each command's own cases are beside it, in tests/acgan_cli/commands/."""
 
 import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -119,17 +119,6 @@ def test_bad_inputs(capsys, tmp_path, digits_store):
     assert not (digits_store.root / "eval").exists()
 
 
-def test_sample_bad_output_keeps_store(capsys, tmp_path, digits_store):
-    store = str(digits_store.root)
-    assert run(capsys, "train-split", "--store", store, "--split", 0, "--steps", 5, *TINY_ARGS)[0] == 0
-    before = {k: digits_store.read_bytes(k) for k in digits_store.list("splits/")}
-    code, _, err = run(capsys, "sample", "--store", store, "--class", 1, "--out", tmp_path / "x.jpg")
-    assert_one_line_error(code, err, "use a .png")
-    code, _, err = run(capsys, "sample", "--store", store, "--class", 1, "--out", tmp_path / "no" / "x.png")
-    assert_one_line_error(code, err, "does not exist")
-    assert {k: digits_store.read_bytes(k) for k in digits_store.list("splits/")} == before
-
-
 def test_unreachable_store_and_wrong_credentials(capsys, monkeypatch, s3_env):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-123")
     code, _, err = run(capsys, "prepare", "--store", s3_env)
@@ -151,19 +140,6 @@ def test_console_script_exits_cleanly(tmp_path):
         f"`acgan run --store {tmp_path / 'none'}`"]
 
 
-def test_status_table_and_json(capsys, digits_store):
-    store = str(digits_store.root)
-    assert run(capsys, "train-split", "--store", store, "--split", 0, "--steps", 5, *TINY_ARGS)[0] == 0
-    code, out, _ = run(capsys, "status", "--store", store)
-    assert code == 0
-    lines = out.splitlines()
-    assert lines[1].split() == ["0", "0,1,2,3,4", "5", "/", "5", "complete"]
-    assert lines[2].split() == ["1", "5,6,7,8,9", "-", "/", "?", "not", "started"]
-    assert lines[-1] == "1 of 2 splits complete"
-    code, out, _ = run(capsys, "status", "--store", store, "--json")
-    assert [s["state"] for s in json.loads(out)["splits"]] == ["complete", "not started"]
-
-
 @pytest.mark.parametrize("uri", ["s3:/acgan-test/x", "s3:acgan-test/x", "S3:/acgan-test/x"])
 def test_s3_without_two_slashes_is_refused_not_a_local_folder(capsys, tmp_path, monkeypatch, uri):
     monkeypatch.chdir(tmp_path)
@@ -172,47 +148,3 @@ def test_s3_without_two_slashes_is_refused_not_a_local_folder(capsys, tmp_path, 
         code, _, err = run(capsys, *argv)
         assert_one_line_error(code, err, f"{uri!r} is not an S3 URI", "s3://BUCKET/PREFIX")
     assert list(tmp_path.iterdir()) == []  # no folder named s3: (or S3:)
-
-
-def _lease_of_a_process_that_ended(store_uri: str, split: int) -> str:
-    """A real process of this machine takes the split's lease for ten minutes and exits without releasing it (a
-    crash); returns its owner."""
-    code = ("import os, sys; from acgan.lease import SplitLease; from acgan.store import open_store; "
-            f"lease = SplitLease(open_store(sys.argv[1]), {split}, 600); lease.acquire(); print(lease.owner); "
-            "os._exit(0)")
-    return subprocess.run([sys.executable, "-c", code, store_uri], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def test_unlock_clears_a_lease_whose_owner_is_gone_and_refuses_a_live_one(capsys, digits_store):
-    from acgan.layout import lease_key
-    from acgan.lease import Lease, read_lease
-
-    store = str(digits_store.root)
-    code, out, _ = run(capsys, "unlock", "--store", store, "--split", 0)
-    assert code == 0 and json.loads(out)["removed"] is None  # nothing to clear
-    owner = _lease_of_a_process_that_ended(store, 0)
-    assert read_lease(digits_store, 0).owner == owner
-    code, out, _ = run(capsys, "unlock", "--store", store, "--split", 0)
-    assert code == 0 and json.loads(out)["removed"]["owner"] == owner and read_lease(digits_store, 0) is None
-
-    other = Lease(owner="gpu-node-7/1/0abc", expires=time.time() + 600, acquired=time.time(), seconds=600)
-    digits_store.write_bytes(lease_key(1), other.model_dump_json().encode())
-    code, _, err = run(capsys, "unlock", "--store", store, "--split", 1)
-    assert_one_line_error(code, err, "split 1's lease is live: gpu-node-7/1/0abc renewed it", "--force")
-    assert read_lease(digits_store, 1) == other  # left alone
-    code, out, _ = run(capsys, "unlock", "--store", store, "--split", 1, "--force")
-    assert code == 0 and json.loads(out)["removed"]["owner"] == "gpu-node-7/1/0abc"
-    assert not digits_store.exists(lease_key(1))
-
-    digits_store.write_bytes(lease_key(1), b'{"owner": "gpu-node-7/1/0abc", "expires": "soon"}')
-    code, _, err = run(capsys, "unlock", "--store", store, "--split", 1)
-    assert_one_line_error(code, err, "lease.json: expires:", f"acgan unlock --store {store} --split 1 --force")
-    assert digits_store.exists(lease_key(1))
-    code, out, _ = run(capsys, "unlock", "--store", store, "--split", 1, "--force")
-    assert code == 0 and json.loads(out)["removed"] == {  # what it removed, not `null` (issue 36)
-        "damaged": f"{store}/splits/split-00001/lease.json: expires: Input should be a valid number, unable to parse "
-                   "string as a number"}
-    assert not digits_store.exists(lease_key(1))
-    code, _, err = run(capsys, "unlock", "--store", store, "--split", 2)
-    assert_one_line_error(code, err, "split 2 is out of range")

@@ -78,8 +78,8 @@ def local_run(tmp_path_factory):
     killer.start()
     try:
         with contextlib.redirect_stderr(console):
-            result = runs.run_local(RunSettings(store=str(root / "store"), **TINY), local=LocalSettings(pipeline_root=root / "kfp-local"),
-                                    quiet=True)
+            result = runs.run_local(RunSettings(store=str(root / "store"), **TINY),
+                                    local=LocalSettings(pipeline_root=root / "kfp-local"), quiet=True)
     finally:
         killer.done.set()
         killer.join()

@@ -91,7 +91,7 @@ def test_the_first_signal_reaches_every_process_below_a_task_and_a_second_kills_
 def test_the_last_line_says_which_leases_are_left(digits_store):
     """Issue 36: a Ctrl-C during a restart's back-off (its trainer had crashed, leaving its lease) ended with "each
     split being trained ... released its lease". The line reads the store's leases now."""
-    from tests.acgan_cli.test_main import _lease_of_a_process_that_ended
+    from tests.acgan_cli.commands.test_unlock import _lease_of_a_process_that_ended
 
     stop = StopOnSignal(digits_store.uri)
     stop.signum = signal.SIGINT
