@@ -1,12 +1,27 @@
-"""The layout's rule, read from the source with ast: imports run one way, acgan <- components <- pipelines <- acgan_cli
+"""The layout's rules, read from the source with ast: imports run one way, acgan <- components <- pipelines <- acgan_cli
 (a package imports only those left of it and itself), and the library's parts (its folders and modules) import each
-other without a cycle. Imports inside functions count: they are where a back-import hides."""
+other without a cycle. Imports inside functions count: they are where a back-import hides. And tests/ mirrors the
+tree: each test file is named after the module it tests, at the mirrored path."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("acgan", "components", "pipelines", "acgan_cli")  # each may import those before it, never those after
+TEST_THEMES = ("faults", "deploy", "backend")  # tests/ folders of behaviour across modules (docs/design.md, Layout)
+CROSS_CUTTING = {  # tests/ files named after no module
+    "test_layout.py",  # this file: rules over the whole tree
+    "test_readme.py",  # the README and docs/
+    "test_printed_commands.py",  # every command a message of any module advises
+    "test_gpu_check.py",  # bench/gpu-check.sh, a script
+    "test_layout_module.py",  # acgan/layout.py: test_layout.py is this file
+    "test_store_tls.py",  # acgan/store.py over https, with a test CA
+    "data/test_folder.py",  # class-folder sources (acgan/data/sources.py) with real JPEGs
+    "training/test_tac.py",  # TAC-GAN's objective through the model, the losses, the step and the checkpoints
+    "serving/test_clients.py",  # the server through clients nobody here wrote (tritonclient, kserve)
+    "serving/test_load.py",  # the server under load
+    "serving/test_serve_command.py",  # `acgan serve` as a person starts and stops it
+}
 
 
 def imported(path: Path) -> set[str]:
@@ -76,6 +91,27 @@ def benchmark_modules(root: Path) -> dict[str, set[str]]:
     return graph
 
 
+def mirrored(test: Path) -> list[Path]:
+    """Where the module a test file (a path under tests/) is named after would be: tests/<folders>/test_X.py tests
+    X.py or the package X/ under acgan/<folders>, or under <folders> where the first is a layer above acgan
+    (tests/pipelines/test_runs.py: pipelines/runs.py)."""
+    *folders, name = test.parts
+    module = name.removeprefix("test_").removesuffix(".py")
+    base = Path(*folders) if folders and folders[0] in LAYERS[1:] else Path("acgan", *folders)
+    return [base / f"{module}.py", base / module / "__init__.py"]
+
+
+def unmirrored_tests(root: Path) -> list[str]:
+    found = []
+    for path in sorted((root / "tests").rglob("test_*.py")):
+        test = path.relative_to(root / "tests")
+        if test.parts[0] in TEST_THEMES or test.as_posix() in CROSS_CUTTING:
+            continue
+        if not any((root / module).is_file() for module in mirrored(test)):
+            found.append(f"tests/{test.as_posix()} is named after no module: there is no {mirrored(test)[0]}")
+    return found
+
+
 def test_imports_run_one_way():
     assert back_imports(ROOT) == []
 
@@ -108,6 +144,24 @@ def test_a_planted_back_import_and_cycle_are_found(tmp_path):
     assert back_imports(tmp_path) == ["acgan/store.py imports acgan_cli, which is above acgan"]
     assert cycle(library_parts(tmp_path)) == ["metrics", "sampling", "training", "metrics"]
     assert cycle(benchmark_modules(tmp_path)) == ["machine", "suite", "machine"]
+
+
+def test_the_tests_mirror_the_tree():
+    assert unmirrored_tests(ROOT) == []
+
+
+def test_a_test_named_after_no_module_is_found(tmp_path):
+    """Each kind of place a test file may be: a module at acgan's top, in a folder of it, a package, a module of a
+    layer above acgan, a theme folder, a cross-cutting file; and two named after modules that are not there."""
+    for name in ("acgan/store.py", "acgan/data/plan.py", "acgan/evaluation/__init__.py", "pipelines/runs.py",
+                 "tests/test_store.py", "tests/data/test_plan.py", "tests/test_evaluation.py",
+                 "tests/pipelines/test_runs.py", "tests/faults/test_kill.py", "tests/test_readme.py",
+                 "tests/test_stores.py", "tests/pipelines/test_plan.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("")
+    assert unmirrored_tests(tmp_path) == [
+        "tests/pipelines/test_plan.py is named after no module: there is no pipelines/plan.py",
+        "tests/test_stores.py is named after no module: there is no acgan/stores.py"]
 
 
 def test_every_file_beside_the_code_is_installed_with_it():
