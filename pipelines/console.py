@@ -200,7 +200,7 @@ class RunProgress:
             if stage.bar is not None:
                 stage.bar.close()
                 stage.bar = None
-            self.say(f"{STAGES.get(name, name)}: done in {_duration(time.perf_counter() - stage.started)}")
+            self.say(f"{STAGES.get(name, name)}: done in {duration(time.perf_counter() - stage.started)}")
 
     def _moved(self, e: Event) -> None:
         stage = self.stages[e.stage]
@@ -339,5 +339,7 @@ def _figures(figures: dict[str, float]) -> dict[str, str]:
     return {short: f"{figures[name]:.3f}" for name, short in names.items() if name in figures}
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+def duration(seconds: float) -> str:
+    """A stage's time as the display says it: '42 s', '4 min 5 s' (whole seconds, so never '4 min 60 s')."""
+    whole = round(seconds)
+    return f"{whole} s" if whole < 90 else f"{whole // 60} min {whole % 60} s"

@@ -22,7 +22,7 @@ from pathlib import Path
 from acgan import progress
 from acgan.progress import Event
 from acgan.store import open_store
-from pipelines.console import RunProgress, summary_text
+from pipelines.console import RunProgress, duration, summary_text
 
 SETTINGS = ["--dataset", "digits", "--resolution", "32", "--classes-per-split", "5", "--steps", "60",
             "--checkpoint-every", "30", "--batch-size", "8", "--width", "0.0625", "--samples-per-class", "6",
@@ -53,6 +53,12 @@ def test_a_folder_runs_stages_end_once_every_split_is_done():
         "planning the class splits", "preparing each split's data", "training"]
     assert printed[-1].startswith("training: done in ")
     assert [line for line in printed if "step" in line] == [f"  split {s}: step 2/2" for s in range(3)]
+
+
+def test_a_stage_time_is_said_in_whole_seconds():
+    # 299.6 s was shown as "4 min 60 s" (minutes from the unrounded time, seconds rounded apart)
+    assert [duration(s) for s in (41.6, 89.4, 89.6, 299.6, 300.4, 3725.2)] == [
+        "42 s", "89 s", "1 min 30 s", "5 min 0 s", "5 min 0 s", "62 min 5 s"]
 
 
 def test_the_evaluation_shows_its_parts_outside_a_terminal():
