@@ -76,9 +76,10 @@ def test_health_probes_are_answered_while_a_256_image_json_answer_is_encoded(rgb
     assert images.shape == (256, 128, 128, 3) and images.std() > 0  # untrained: values about 127, not all equal
     output = InferOutput("images", list(images.shape), "UINT8", images)
     encoding = min(seconds(lambda: encode_response(InferResponse("r", "m", [output]), False)) for _ in range(2))
-    # Encoded on the event loop, a probe would wait for the whole of it (about 0.5 s here, loaded); in a thread,
-    # for a few of its chunks.
-    assert len(probes) > 10 and max(probes) < encoding / 3, (sorted(probes)[-5:], encoding)
+    # Encoded on the event loop, a probe would wait for the whole of it (0.3-0.5 s here under load); in a thread,
+    # for a few of its chunks. A probe may also wait out the scheduler on two busy cores (35 ms seen in CI, where
+    # this encoding took 47 ms): no liveness risk, so waits under 0.1 s pass whatever the encoding took.
+    assert len(probes) > 10 and max(probes) < max(encoding / 3, 0.1), (sorted(probes)[-5:], encoding)
     binary = rgb["client"].post(INFER, json=request(256, 5, binary=True))
     length = int(binary.headers["inference-header-content-length"])
     assert binary.headers["content-type"] == "application/octet-stream"
