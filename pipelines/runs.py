@@ -1,8 +1,5 @@
-"""Compile, run locally, submit and rerun the pipeline: plain functions under the `acgan` command.
-
-The KFP client's environment is read here and nowhere else (`kfp_client`): KFP_TOKEN, the pod's KFP service account
-token, the kube config's credentials, KFP_CA_BUNDLE.
-"""
+"""Compile, run locally, submit and rerun the pipeline: plain functions under the `acgan` command. The KFP client
+they submit with, and its environment, are pipelines/kfp_client.py's."""
 
 from __future__ import annotations
 
@@ -27,6 +24,7 @@ from acgan.process import local_run_environment, task_failures
 from acgan.settings import LEASE_SECONDS, RunSettings
 from acgan.store import Store, open_store, read_model, write_json
 from pipelines.acgan_ensemble import PIPELINE_NAME, build_pipeline, parameter_type
+from pipelines.kfp_client import describe_kfp_error, kfp_client
 from pipelines.launch_settings import KfpTarget, LocalSettings, SubmitSettings
 from pipelines.stopping import StopOnSignal, TaskRefused
 
@@ -157,54 +155,6 @@ def _run_failed(e: Exception, reasons: list[dict], logs, store: str) -> UserErro
                      f"{rerun_command(store)} trains only the rest")
 
 
-def kfp_client(host: str, namespace: str | None):
-    """kfp.Client, authenticated the first way that applies (kfp.Client itself reads none of them once a host is
-    given):
-    1. KFP_TOKEN: a bearer token;
-    2. a KFP service account token projected into this pod (KF_PIPELINES_SA_TOKEN_PATH, else kfp's default path
-       /var/run/secrets/kubeflow/pipelines/token): kfp.client.ServiceAccountTokenVolumeCredentials, read again on
-       every request as the kubelet rotates it;
-    3. the kube config's credentials for its current context (KUBECONFIG, else ~/.kube/config): its token, or the
-       token its exec plugin prints (`aws eks get-token`, `gke-gcloud-auth-plugin`), as a bearer token;
-    4. none.
-    KFP_CA_BUNDLE names a PEM file of the CA that signed the server's certificate (a private TLS)."""
-    import kfp
-    from kfp.client import KF_PIPELINES_SA_TOKEN_ENV, KF_PIPELINES_SA_TOKEN_PATH, ServiceAccountTokenVolumeCredentials
-
-    auth: dict = {}
-    ca_bundle = os.environ.get("KFP_CA_BUNDLE")
-    if ca_bundle:
-        if not Path(ca_bundle).is_file():
-            raise UserError(f"KFP_CA_BUNDLE={ca_bundle}: no such file; give the PEM file of the CA that signed the "
-                            "KFP server's certificate")
-        auth["ssl_ca_cert"] = ca_bundle
-    token_path = os.environ.get(KF_PIPELINES_SA_TOKEN_ENV) or KF_PIPELINES_SA_TOKEN_PATH
-    if os.environ.get("KFP_TOKEN"):
-        auth["existing_token"], how = os.environ["KFP_TOKEN"], "KFP_TOKEN"
-    elif Path(token_path).is_file():
-        auth["credentials"], how = ServiceAccountTokenVolumeCredentials(token_path), f"the token in {token_path}"
-    elif (token := kube_config_token()) is not None:
-        auth["existing_token"], how = token, "the kube config's credentials"
-    else:
-        how = "no credentials"
-    log.info("KFP at %s: authenticating with %s", host, how)
-    return kfp.Client(host=host, namespace=namespace, **auth)
-
-
-def kube_config_token() -> str | None:
-    """The bearer token of the kube config's current context, None without a kube config or a token in it."""
-    from kubernetes.client import Configuration
-    from kubernetes.config import ConfigException, load_kube_config
-
-    config = Configuration()
-    try:
-        # KUBECONFIG read now: the kubernetes package reads it once, when first imported.
-        load_kube_config(config_file=os.environ.get("KUBECONFIG", "~/.kube/config"), client_configuration=config)
-    except (ConfigException, OSError):
-        return None
-    return config.api_key.get("authorization", "").removeprefix("Bearer ").strip() or None
-
-
 class Submission(KfpTarget):
     """What `acgan submit` used, kept in the store so that `acgan rerun` runs the same pipeline the same way."""
 
@@ -314,15 +264,6 @@ def submit_run(settings: RunSettings, *, cluster: ClusterSettings, target: KfpTa
         raise UserError(describe_kfp_error(e, host)) from None
     record_submission(settings.store, Submission(cluster=cluster, **target.model_dump()))
     return {"run_id": run.run_id, "host": host, "store": settings.store}
-
-
-def describe_kfp_error(e: Exception, host: str) -> str:
-    status = getattr(e, "status", None)
-    if status in (401, 403):
-        return f"KFP at {host} rejected the credentials (HTTP {status}): set KFP_TOKEN or check your kube config"
-    if status is not None:
-        return f"KFP at {host} refused the request (HTTP {status}: {getattr(e, 'reason', '')})"
-    return f"KFP at {host} is unreachable ({type(e).__name__}): check --host and your network"
 
 
 class RecordedChanges(BaseModel):

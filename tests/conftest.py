@@ -1,4 +1,5 @@
-"""Shared fixtures: a prepared digits store, a tiny training config, and a real S3-protocol server on loopback."""
+"""Shared fixtures: a prepared digits store, a tiny training config, and a real S3-protocol server on loopback; a
+run's trainers found, and its training task killed once as they start."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -64,6 +67,23 @@ def trainer_processes(store_uri: str, split: int) -> list[int]:
         if args[1:5] == [b"-m", b"acgan.supervise", store_uri.encode(), str(split).encode()]:
             found.append(int(pid))
     return found
+
+
+class KillTaskOnce(threading.Thread):
+    """SIGKILLs the training task of `split` once, as soon as its trainer has started (a pod killed outright): the
+    trainer goes with it (acgan/supervise.py), and kfp.local retries the task."""
+
+    def __init__(self, store_uri: str, split: int):
+        super().__init__(daemon=True)
+        self.store_uri, self.split, self.done, self.killed = store_uri, split, threading.Event(), None
+
+    def run(self):
+        while not self.done.is_set() and self.killed is None:
+            for trainer in trainer_processes(self.store_uri, self.split):
+                task = int(Path(f"/proc/{trainer}/stat").read_text().rpartition(")")[2].split()[1])  # its ppid
+                os.kill(task, signal.SIGKILL)
+                self.killed = task
+            time.sleep(0.02)
 
 
 @contextlib.contextmanager

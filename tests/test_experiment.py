@@ -1,6 +1,7 @@
 """What `acgan run` and the plan make of what a store holds (issue 36): a refused settings change writes nothing,
 a continued store keeps its recorded settings, dropping the averaged generator is refused, and the plan judges a
-checkpoint by its files, as the assembly does. Real training steps on the prepared digits store."""
+checkpoint by its files, as the assembly does. Real training steps on the prepared digits store. And a bad value in
+a stored experiment.json is named with its file."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from acgan.errors import UserError
 from acgan.experiment import continued_settings, load_settings, prepare_experiment, train_one_split
 from acgan.layout import EXPERIMENT_KEY
 from acgan.settings import RunSettings
+from acgan.store import open_store, write_json
 from acgan_cli.main import main
 from tests.conftest import stored_file
 
@@ -80,3 +82,11 @@ def test_the_plan_and_the_assembly_judge_a_checkpoint_alike(digits_store, caplog
     for split in (0, 1):
         train_one_split(digits_store, split)
     assert {m.step for m in assemble_ensemble(digits_store, 10).classes} == {10}
+
+
+def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    saved = RunSettings(store=store.uri, **TINY).model_dump()
+    write_json(store, EXPERIMENT_KEY, {**saved, "d_width": -1}, checksum=True)  # as written, then damaged: a bug
+    with pytest.raises(UserError, match=r"experiment\.json: d_width: Input should be greater than 0; correct the file"):
+        load_settings(store)

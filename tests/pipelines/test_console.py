@@ -2,7 +2,7 @@
 in a terminal: `acgan run` in a pseudo-terminal, stopped with Ctrl-C once it trains, then the continue command it
 prints, in a pseudo-terminal too. Every stage shows a bar with its progress and ETA (the evaluation by its parts),
 kfp.local's own lines and warnings never show, and the continue command ends as `acgan run` ends: the evaluation's
-summary (summary_text) and where the task logs are."""
+summary (summary_text) and where the task logs are. And the failed task, as kfp.local's error names it."""
 
 import fcntl
 import io
@@ -153,3 +153,14 @@ def test_run_and_its_continue_command_show_every_stage_and_end_alike(tmp_path):
                            store / "eval" / "report.html")
     assert summary in rerun.text  # what `acgan run` prints at its end (acgan_cli/commands/run.py, local_result)
     assert re.search(r"task logs: +\S+", rerun.text.split(summary)[1])
+
+
+def test_the_failed_task_is_read_from_kfp_locals_error():
+    """kfp.local names a failed task inside the loop with the loop's internal name after it: the task is the first
+    name (before, `acgan run` said "task 'train-split' inside 'for-loop-2'")."""
+    from pipelines.console import failed_task
+
+    error = RuntimeError("Pipeline \x1b[95m'acgan-ensemble'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. Inner "
+                         "task failed: \x1b[96m'train-split'\x1b[0m inside \x1b[96m'for-loop-2'\x1b[0m.")
+    assert failed_task(error) == "train-split"
+    assert failed_task(RuntimeError("something else")) is None

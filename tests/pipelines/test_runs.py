@@ -2,16 +2,10 @@
 
 import builtins
 import contextlib
-import html
 import io
 import json
 import os
-import re
 import shutil
-import signal
-import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,19 +13,20 @@ import yaml
 
 from acgan.checkpoint import complete_steps
 from acgan.collapse import real_diversity
-from acgan.ensemble import EnsembleManifest, assemble_ensemble, load_ensemble
+from acgan.ensemble import assemble_ensemble, load_ensemble
 from acgan.errors import UserError
 from acgan.cluster_settings import ClusterSettings
 from acgan.experiment import load_settings, prepare_experiment, split_statuses, train_one_split
-from acgan.layout import EXPERIMENT_KEY, SUBMISSION_KEY, lease_key
+from acgan.layout import SUBMISSION_KEY, lease_key
 from acgan.lease import Lease
 from acgan.settings import RunSettings
-from acgan.store import open_store, write_json
+from acgan.store import open_store
 from pipelines import runs
 from pipelines.console import summary_text
 from pipelines.launch_settings import KfpTarget, LocalSettings, SubmitSettings
 from pipelines.runs import RecordedChanges
-from tests.conftest import json_api, trainer_processes
+from tests.conftest import KillTaskOnce
+from tests.serving.chromium import open_in_chromium
 
 TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch_size=8, checkpoint_every=2,
             width=0.0625, samples_per_class=6, pairs=10, classifier_steps=30)
@@ -40,31 +35,6 @@ TINY = dict(dataset="digits", resolution=32, classes_per_split=5, steps=4, batch
 def submission(host: str, **settings) -> SubmitSettings:
     """A submission to `host` without the preflight, which asks a Kubernetes API there is none of here."""
     return SubmitSettings(host=host, preflight=False, **settings)
-
-
-def test_a_bad_value_in_experiment_json_names_the_file(tmp_path):
-    store = open_store(str(tmp_path / "store"))
-    saved = RunSettings(store=store.uri, **TINY).model_dump()
-    write_json(store, EXPERIMENT_KEY, {**saved, "d_width": -1}, checksum=True)  # as written, then damaged: a bug
-    with pytest.raises(UserError, match=r"experiment\.json: d_width: Input should be greater than 0; correct the file"):
-        load_settings(store)
-
-
-class KillTaskOnce(threading.Thread):
-    """SIGKILLs the training task of `split` once, as soon as its trainer has started (a pod killed outright): the
-    trainer goes with it (acgan/supervise.py), and kfp.local retries the task."""
-
-    def __init__(self, store_uri: str, split: int):
-        super().__init__(daemon=True)
-        self.store_uri, self.split, self.done, self.killed = store_uri, split, threading.Event(), None
-
-    def run(self):
-        while not self.done.is_set() and self.killed is None:
-            for trainer in trainer_processes(self.store_uri, self.split):
-                task = int(Path(f"/proc/{trainer}/stat").read_text().rpartition(")")[2].split()[1])  # its ppid
-                os.kill(task, signal.SIGKILL)
-                self.killed = task
-            time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -339,15 +309,6 @@ def test_assembly_lists_every_split_not_ready(finished_store):
         assemble_ensemble(finished_store, 10)
 
 
-def test_manifest_rejects_duplicate_and_missing_classes():
-    member = dict(name="x", split=0, local_index=0, checkpoint="splits/split-00000/checkpoints/step-00000004", step=4)
-    with pytest.raises(ValueError, match=r"classes \[1\] appear more than once"):
-        EnsembleManifest(resolution=32, channels=1, target_steps=4,
-                         classes=[{"class_id": 0, **member}, {"class_id": 1, **member}, {"class_id": 1, **member}])
-    with pytest.raises(ValueError, match="missing"):
-        EnsembleManifest(resolution=32, channels=1, target_steps=4, classes=[{"class_id": 1, **member}])
-
-
 class RecordingClient:
     """Stands in for kfp.Client: there is no KFP API server on this machine."""
 
@@ -406,12 +367,6 @@ def test_submit_errors_are_one_line(monkeypatch):
                     submission=submission("https://kfp.example"))
 
 
-def test_submit_to_unreachable_host_with_the_real_client():
-    with pytest.raises(UserError, match=r"KFP at http://127.0.0.1:9 is unreachable"):
-        runs.submit(RunSettings(store="s3://acgan/x"), cluster=ClusterSettings(), target=KfpTarget(),
-                    submission=submission("http://127.0.0.1:9"))
-
-
 def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
     import time
 
@@ -423,111 +378,6 @@ def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
     with pytest.raises(UserError, match=r"splits 1 \(gpu-node-7/1/0abc\) are being trained now"):
         runs.rerun(finished_store, local=LocalSettings(pipeline_root=tmp_path / "kfp"))
     assert not finished_store.list("splits/split-00001/checkpoints/")  # nothing started
-
-
-class RecordedKfpClient:
-    """kfp.Client's constructor, recording its arguments: there is no KFP API server here."""
-
-    def __init__(self, **kwargs):
-        self.kwargs = kwargs
-
-
-@pytest.fixture
-def recorded_client(monkeypatch, tmp_path):
-    import kfp
-
-    monkeypatch.setattr(kfp, "Client", RecordedKfpClient)
-    for name in ("KFP_TOKEN", "KFP_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kube-config"))
-    return tmp_path
-
-
-def test_kfp_client_authenticates_each_way_kfp_client_supports(recorded_client, monkeypatch):
-    from kfp.client import ServiceAccountTokenVolumeCredentials
-    from kubernetes.client import Configuration
-
-    tmp = recorded_client
-    host = "https://kfp.example/pipeline"
-    assert runs.kfp_client(host, "team-a").kwargs == {"host": host, "namespace": "team-a"}  # nothing to send
-
-    # The kube config's current context: a token, as a bearer token (kfp.Client ignores it once a host is given).
-    (tmp / "kube-config").write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
-        "clusters": [{"name": "k", "cluster": {"server": "https://k8s.example:6443"}}],
-        "users": [{"name": "u", "user": {"token": "kube-config-token"}}]}))
-    monkeypatch.setenv("KUBECONFIG", str(tmp / "kube-config"))
-    assert runs.kfp_client(host, None).kwargs["existing_token"] == "kube-config-token"
-
-    # In a pod: the projected KFP service account token wins over the kube config, read on every refresh.
-    (tmp / "sa-token").write_text("projected-token-1")
-    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp / "sa-token"))
-    kwargs = runs.kfp_client(host, None).kwargs
-    assert isinstance(kwargs["credentials"], ServiceAccountTokenVolumeCredentials) and "existing_token" not in kwargs
-    (tmp / "sa-token").write_text("projected-token-2")  # the kubelet rotated it
-    config = Configuration()
-    kwargs["credentials"].refresh_api_key_hook(config)
-    assert config.api_key["authorization"] == "projected-token-2"
-
-    # KFP_TOKEN wins over both; a CA bundle for a private TLS certificate.
-    (tmp / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    monkeypatch.setenv("KFP_TOKEN", "explicit-token")
-    monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp / "ca.pem"))
-    kwargs = runs.kfp_client(host, None).kwargs
-    assert kwargs["existing_token"] == "explicit-token" and kwargs["ssl_ca_cert"] == str(tmp / "ca.pem")
-    assert "credentials" not in kwargs
-    monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp / "missing.pem"))
-    with pytest.raises(UserError, match=r"KFP_CA_BUNDLE=.*missing\.pem: no such file"):
-        runs.kfp_client(host, None)
-
-
-def test_the_real_client_sends_the_token_and_trusts_the_ca_bundle(monkeypatch, tmp_path):
-    """kfp.Client itself, built by kfp_client, against a recorded KFP health check on loopback: the bearer token
-    reaches the server and the CA file is in the client's TLS settings."""
-    seen = []
-
-    def healthz(path, headers):
-        seen.append((path, headers.get("Authorization")))
-        return 200, {"commit_sha": "recorded", "tag_name": "2.17.0", "multi_user": False}
-
-    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
-    monkeypatch.setenv("KFP_TOKEN", "explicit-token")
-    monkeypatch.setenv("KFP_CA_BUNDLE", str(tmp_path / "ca.pem"))
-    with json_api(healthz) as url:
-        client = runs.kfp_client(url, None)
-        client.get_kfp_healthz()
-    assert seen and all(auth == "Bearer explicit-token" for _, auth in seen), seen
-    assert seen[-1][0] == "/apis/v2beta1/healthz"
-    assert client._run_api.api_client.configuration.ssl_ca_cert == str(tmp_path / "ca.pem")
-
-
-CATCH_ERRORS = ("<script>window.__errors = []; window.addEventListener('error', e => window.__errors.push("
-                "String(e.message || (e.target && e.target.src))), true);</script>")
-CHECK_IMAGES = ("<script>window.addEventListener('load', () => { const images = [...document.images]; "
-                "document.body.setAttribute('data-check', JSON.stringify({images: images.length, loaded: "
-                "images.filter(i => i.complete && i.naturalWidth > 0).length, errors: window.__errors})); });</script>")
-
-
-def open_in_chromium(page, tmp_path) -> dict:
-    """Loads a copy of `page` in headless Chromium (a fresh profile, nothing fetched but the page) with a script that
-    records every error (script or resource) and, once loaded, how many images decoded; returns that record."""
-    if shutil.which("chromium") is None:
-        pytest.fail("chromium is not installed: the README's test command installs it (Debian's `chromium`)")
-    text = page.read_text()
-    assert "<head>" in text and "</body>" in text
-    copy = tmp_path / f"checked-{page.name}.html"
-    copy.write_text(text.replace("<head>", "<head>" + CATCH_ERRORS, 1).replace("</body>", CHECK_IMAGES + "</body>", 1))
-    done = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-         "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False)
-    match = re.search(r'data-check="([^"]*)"', done.stdout)
-    assert match, f"the page never finished loading: {done.stderr[-2000:]}"
-    return json.loads(html.unescape(match.group(1)))
 
 
 def test_the_reports_open_in_a_real_browser(local_run, tmp_path):
@@ -543,14 +393,3 @@ def test_the_reports_open_in_a_real_browser(local_run, tmp_path):
     for page in pages:
         checked = open_in_chromium(page, tmp_path)
         assert checked["errors"] == [] and checked["images"] == checked["loaded"] > 0, (page, checked)
-
-
-def test_the_failed_task_is_read_from_kfp_locals_error():
-    """kfp.local names a failed task inside the loop with the loop's internal name after it: the task is the first
-    name (before, `acgan run` said "task 'train-split' inside 'for-loop-2'")."""
-    from pipelines.console import failed_task
-
-    error = RuntimeError("Pipeline \x1b[95m'acgan-ensemble'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m. Inner "
-                         "task failed: \x1b[96m'train-split'\x1b[0m inside \x1b[96m'for-loop-2'\x1b[0m.")
-    assert failed_task(error) == "train-split"
-    assert failed_task(RuntimeError("something else")) is None

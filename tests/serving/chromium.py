@@ -1,9 +1,11 @@
 """Headless Chromium (Debian's package) driven through the DevTools protocol: open a page, type and click as a person
-does, read the page's state, and collect every script error and failed load on the way."""
+does, read the page's state, and collect every script error and failed load on the way. And a page checked once
+loaded, without the protocol (`open_in_chromium`): its errors and how many of its images decoded."""
 
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import re
 import shutil
@@ -19,6 +21,12 @@ from acgan.process import stop_process
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
+# open_in_chromium's: every error recorded, and once loaded, how many images decoded
+CATCH_ERRORS = ("<script>window.__errors = []; window.addEventListener('error', e => window.__errors.push("
+                "String(e.message || (e.target && e.target.src))), true);</script>")
+CHECK_IMAGES = ("<script>window.addEventListener('load', () => { const images = [...document.images]; "
+                "document.body.setAttribute('data-check', JSON.stringify({images: images.length, loaded: "
+                "images.filter(i => i.complete && i.naturalWidth > 0).length, errors: window.__errors})); });</script>")
 
 
 class Page:
@@ -99,3 +107,21 @@ def chromium(profile: Path):
             yield page
     finally:
         stop_process(proc, 20)
+
+
+def open_in_chromium(page, tmp_path) -> dict:
+    """Loads a copy of `page` in headless Chromium (a fresh profile, nothing fetched but the page) with a script that
+    records every error (script or resource) and, once loaded, how many images decoded; returns that record."""
+    if shutil.which("chromium") is None:
+        pytest.fail("chromium is not installed: the README's test command installs it (Debian's `chromium`)")
+    text = page.read_text()
+    assert "<head>" in text and "</body>" in text
+    copy = tmp_path / f"checked-{page.name}.html"
+    copy.write_text(text.replace("<head>", "<head>" + CATCH_ERRORS, 1).replace("</body>", CHECK_IMAGES + "</body>", 1))
+    done = subprocess.run(
+        ["chromium", *FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000",
+         "--dump-dom", copy.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False)
+    match = re.search(r'data-check="([^"]*)"', done.stdout)
+    assert match, f"the page never finished loading: {done.stderr[-2000:]}"
+    return json.loads(html.unescape(match.group(1)))
