@@ -15,8 +15,6 @@ CROSS_CUTTING = {  # tests/ files named after no module
     "test_printed_commands.py",  # every command a message of any module advises
     "test_gpu_check.py",  # bench/gpu-check.sh, a script
     "test_layout_module.py",  # acgan/layout.py: test_layout.py is this file
-    "test_store_tls.py",  # acgan/store.py over https, with a test CA
-    "data/test_folder.py",  # class-folder sources (acgan/data/sources.py) with real JPEGs
     "training/test_tac.py",  # TAC-GAN's objective through the model, the losses, the step and the checkpoints
     "serving/test_clients.py",  # the server through clients nobody here wrote (tritonclient, kserve)
     "serving/test_load.py",  # the server under load

@@ -15,7 +15,7 @@ from components.evaluate_ensemble import evaluate_ensemble
 from pipelines import runs
 from pipelines.launch_settings import LocalSettings
 from pipelines.runs import compile_pipeline
-from tests.data.test_folder import image_tree
+from tests.data.test_sources import image_tree
 
 CLASSES = [f"n{c:02d}" for c in (6, 1, 5, 2, 4, 3)]  # uploaded out of order: the class index is the sorted name
 
@@ -241,7 +241,7 @@ def test_compile_with_a_data_pvc_from_the_command_line(tmp_path):
 
 def test_a_store_ca_bundle_is_mounted_in_every_task_and_named_in_ssl_cert_file(compiled, tmp_path):
     """`--store-ca-config-map NAME`: each task mounts the ConfigMap and SSL_CERT_FILE names its ca.crt, the variable
-    the store's client reads (tests/test_store_tls.py; the image check reaches an https store this way)."""
+    the store's client reads (tests/store/test_s3.py; the image check reaches an https store this way)."""
     from acgan_cli.main import main
 
     _, spec, platform = compiled

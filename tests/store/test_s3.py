@@ -1,4 +1,4 @@
-"""The store over https: a real S3 server behind TLS with a certificate of a test CA (a private CA, as an operator's
+"""The S3 store over https: a real S3 server behind TLS with a certificate of a test CA (a private CA, as an operator's
 store may have), reached with the CA given the way an operator gives it (SSL_CERT_FILE), and refused without it in
 one line, at once: a certificate that fails verification is not an outage to retry."""
 
