@@ -17,11 +17,9 @@ from acgan.cluster_settings import ClusterSettings
 from acgan.data.prepare import PrepareConfig, continued_prepare_config
 from acgan.errors import explain
 from acgan.experiment import load_settings, prepare_experiment, train_config
-from acgan.evaluation.analyses import ANALYSES
 from acgan.layout import EXPERIMENT_KEY
 from acgan.presets import PRESETS, preset_defaults
 from acgan.settings import (
-    ANALYSIS_NAMES,
     DataSettings,
     EvalSettings,
     EvaluationSettings,
@@ -115,24 +113,14 @@ def test_the_evaluation_settings_are_flags_of_acgan_evaluate_and_of_acgan_run():
             assert flags[name].help.startswith(field.description.replace("%", "%%")), (command, name)
     args = parser.parse_args(["evaluate", "--store", "s", "--pairs", "7", "--analyses", "joint, diversity"])
     settings = validated(args, EvalSettings)
-    assert (settings.pairs, settings.analyses) == (7, ["diversity", "joint"])  # the table's order
+    assert (settings.pairs, settings.analyses) == (7, ["joint", "diversity"])  # the evaluation orders them
     assert parsed("run", "--analyses", "fidelity")["analyses"] == ["fidelity"]
 
 
-def test_the_settings_name_the_analyses_of_the_evaluations_table():
-    """settings.py lists the names without importing the evaluation (torch); the two lists are one."""
-    assert ANALYSIS_NAMES == tuple(ANALYSES)
-    assert EvaluationSettings().analyses == list(ANALYSES)
-
-
-@pytest.mark.parametrize("value, problem", [("foo", "unknown analysis foo"), ("diversity,fid", "unknown analysis fid"),
-                                            ("", "no analysis named"), (" , ", "no analysis named")])
-def test_an_unknown_analysis_is_one_line_naming_the_flag_and_the_analyses(value, problem):
-    with pytest.raises(ValidationError) as e:
-        RunSettings(store="s", analyses=value)
-    assert explain(e.value) == f"--analyses: {problem}: use a comma-separated subset of " \
-                               "discriminability,diversity,joint,fidelity,precision_recall,density_coverage," \
-                               "intra_class_fid,cas"
+@pytest.mark.parametrize("value", ["", " , ", []])
+def test_no_analysis_named_is_every_one(value):
+    """Settings hold no list of the analyses (the evaluation's table is it): none named is every one."""
+    assert RunSettings(store="s", analyses=value).analyses == [] == EvaluationSettings().analyses
 
 
 def test_the_split_configs_and_experiment_json_record_the_preset_and_every_value(tmp_path):
@@ -250,7 +238,7 @@ def test_a_new_evaluation_setting_is_one_field():
     assert (evaluated.fid_batch, evaluated.analyses, evaluated.real_per_class) == (32, ["diversity"], 200)
     parameters = pipeline_signature(Run, "demo").parameters
     assert parameters["fid_batch"].annotation is int and parameters["fid_batch"].default == 64
-    assert parameters["analyses"].annotation is list and parameters["analyses"].default == list(ANALYSES)
+    assert parameters["analyses"].annotation is list and parameters["analyses"].default == []
 
 
 def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoints(capsys, digits_store):
