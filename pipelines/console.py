@@ -334,9 +334,9 @@ def summary_text(metrics: dict, report: str, grids: str, local_report: Path | No
 
 
 def _figures(figures: dict[str, float]) -> dict[str, str]:
-    """A training tick's figures beside the bar."""
-    names = {"loss_d": "loss_d", "loss_g": "loss_g", "d_class_acc_fake": "cls_fake", "ms_ssim_mean": "ms_ssim"}
-    return {short: f"{figures[name]:.3f}" for name, short in names.items() if name in figures}
+    """A training tick's figures beside the bar, each under the name training shows it by (acgan/training/loop.py,
+    TICK_FIGURES)."""
+    return {name: f"{value:.3f}" for name, value in figures.items()}
 
 
 def duration(seconds: float) -> str:

@@ -17,11 +17,9 @@ from acgan.cluster_settings import ClusterSettings
 from acgan.data.prepare import PrepareConfig, continued_prepare_config
 from acgan.errors import explain
 from acgan.experiment import load_settings, prepare_experiment, train_config
-from acgan.evaluation.analyses import ANALYSES
 from acgan.layout import EXPERIMENT_KEY
 from acgan.presets import PRESETS, preset_defaults
 from acgan.settings import (
-    ANALYSIS_NAMES,
     DataSettings,
     EvalSettings,
     EvaluationSettings,
@@ -115,24 +113,14 @@ def test_the_evaluation_settings_are_flags_of_acgan_evaluate_and_of_acgan_run():
             assert flags[name].help.startswith(field.description.replace("%", "%%")), (command, name)
     args = parser.parse_args(["evaluate", "--store", "s", "--pairs", "7", "--analyses", "joint, diversity"])
     settings = validated(args, EvalSettings)
-    assert (settings.pairs, settings.analyses) == (7, ["diversity", "joint"])  # the table's order
+    assert (settings.pairs, settings.analyses) == (7, ["joint", "diversity"])  # the evaluation orders them
     assert parsed("run", "--analyses", "fidelity")["analyses"] == ["fidelity"]
 
 
-def test_the_settings_name_the_analyses_of_the_evaluations_table():
-    """settings.py lists the names without importing the evaluation (torch); the two lists are one."""
-    assert ANALYSIS_NAMES == tuple(ANALYSES)
-    assert EvaluationSettings().analyses == list(ANALYSES)
-
-
-@pytest.mark.parametrize("value, problem", [("foo", "unknown analysis foo"), ("diversity,fid", "unknown analysis fid"),
-                                            ("", "no analysis named"), (" , ", "no analysis named")])
-def test_an_unknown_analysis_is_one_line_naming_the_flag_and_the_analyses(value, problem):
-    with pytest.raises(ValidationError) as e:
-        RunSettings(store="s", analyses=value)
-    assert explain(e.value) == f"--analyses: {problem}: use a comma-separated subset of " \
-                               "discriminability,diversity,joint,fidelity,precision_recall,density_coverage," \
-                               "intra_class_fid,cas"
+@pytest.mark.parametrize("value", ["", " , ", []])
+def test_no_analysis_named_is_every_one(value):
+    """Settings hold no list of the analyses (the evaluation's table is it): none named is every one."""
+    assert RunSettings(store="s", analyses=value).analyses == [] == EvaluationSettings().analyses
 
 
 def test_the_split_configs_and_experiment_json_record_the_preset_and_every_value(tmp_path):
@@ -250,7 +238,7 @@ def test_a_new_evaluation_setting_is_one_field():
     assert (evaluated.fid_batch, evaluated.analyses, evaluated.real_per_class) == (32, ["diversity"], 200)
     parameters = pipeline_signature(Run, "demo").parameters
     assert parameters["fid_batch"].annotation is int and parameters["fid_batch"].default == 64
-    assert parameters["analyses"].annotation is list and parameters["analyses"].default == list(ANALYSES)
+    assert parameters["analyses"].annotation is list and parameters["analyses"].default == []
 
 
 def test_acgan_train_split_saves_the_preset_and_every_value_beside_the_checkpoints(capsys, digits_store):
@@ -291,31 +279,6 @@ def test_every_command_help_shows_each_settings_description_and_default():
     assert run_help["steps"].endswith("(default 900)") and run_help["d_fake_class_loss"].endswith("(default false)")
     evaluate_help = {dest: a.help for dest, a in parser.command("evaluate").flags().items()}
     assert evaluate_help["accuracy_threshold"].endswith("the paper: 1%% (default 0.01)")
-
-
-def test_the_cluster_flags_reach_the_cluster_settings():
-    args = build_parser().parse_args(["compile", "--image", "registry.example.com/acgan-ensemble:1",
-                                          "--node-selector", "pool=h100", "--node-selector", "zone=a",
-                                          "--gpu-toleration", "none", "--train-memory", "64G", "--retries", "2"])
-    cluster = validated(args, ClusterSettings)
-    assert cluster.node_selector == {"pool": "h100", "zone": "a"} and cluster.gpu_toleration is None
-    assert (cluster.train_memory, cluster.retries, cluster.parallelism) == ("64G", 2, 16)
-    recorded = ClusterSettings.model_validate(json.loads(json.dumps(cluster.model_dump())))  # as cluster.json
-    assert recorded == cluster
-
-
-def test_a_new_cluster_setting_is_one_field():
-    """A field added to ClusterSettings (here on a test-only copy) is a flag of the cluster commands with its
-    description and default, and reaches the validated settings: no other edit (the pipeline reads it where it is
-    used, on_cluster in pipelines/acgan_ensemble.py)."""
-    class Extended(ClusterSettings):
-        priority_class: str = Field("acgan-low", description="a test-only cluster setting: the pods' PriorityClass")
-
-    parser = Parser(prog="acgan test")
-    flag = settings_flags(parser, Extended)["priority_class"]
-    assert flag.option_strings == ["--priority-class"]
-    assert flag.help == "a test-only cluster setting: the pods' PriorityClass (default acgan-low)"
-    assert validated(parser.parse_args(["--priority-class", "high"]), Extended).priority_class == "high"
 
 
 # Names that stand for something else where they are declared again, each with its reason.

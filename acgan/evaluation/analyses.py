@@ -179,8 +179,9 @@ class Analysis:
         return [gathered[kind] for kind in self.reads]
 
 
-# The evaluation's analyses by name, in the summary's order (acgan.settings.ANALYSIS_NAMES lists the same names); the
-# parts they read come in each class's record and in `computed_on` in the order this table first reads them.
+# The evaluation's analyses by name, in the summary's order: the one list of them (the `analyses` setting names some,
+# or none for every one). The parts they read come in each class's record and in `computed_on` in the order this
+# table first reads them.
 ANALYSES: dict[str, Analysis] = {
     "discriminability": Analysis((Accuracies,), discriminability, discriminability_figures, discriminability_notes),
     "diversity": Analysis((Diversity,), diversity, diversity_figures),
@@ -191,6 +192,16 @@ ANALYSES: dict[str, Analysis] = {
     "intra_class_fid": Analysis((Accuracies, ClassFeatures), intra_class_fid, notes=class_feature_notes),
     "cas": Analysis((Cas,), cas, notes=cas_notes),
 }
+
+
+def chosen_analyses(names: list[str]) -> list[str]:
+    """The analyses `names` asks for, each once, in the table's order; every one when it names none. An unknown name
+    is refused with the table's names: a run checks before it trains (acgan/experiment.py, prepare_experiment)."""
+    unknown = [name for name in dict.fromkeys(names) if name not in ANALYSES]
+    if unknown:
+        raise UserError(f"--analyses: unknown analysis {', '.join(unknown)}: use a comma-separated subset of "
+                        f"{','.join(ANALYSES)}, or leave it empty for every one")
+    return [name for name in ANALYSES if not names or name in names]
 
 
 def parts_read(names: list[str]) -> list[type[Part]]:
@@ -232,13 +243,14 @@ def computed_on_record(manifest: EnsembleManifest, settings: EvalSettings, run: 
 
 
 def evaluate(store: Store, settings: EvalSettings) -> dict:
+    names = chosen_analyses(settings.analyses)
     plan = load_plan(store)
     manifest = load_ensemble(store)
     if manifest is None:
         raise UserError(f"store {store.uri} has no ensemble (ensemble.json): run "
                         f"{rerun_command(store.uri)} to train and assemble it first")
-    chosen = [ANALYSES[name] for name in settings.analyses]
-    kinds = parts_read(settings.analyses)
+    chosen = [ANALYSES[name] for name in names]
+    kinds = parts_read(names)
     device = evaluation_device(settings)
     used = {c: min(n, settings.real_per_class) for c, n in class_image_counts(store, plan).items()}  # real per class
     _check_counts(used, settings, Diversity in kinds)

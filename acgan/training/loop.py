@@ -46,7 +46,10 @@ from acgan.training.state import pack_checkpoint, unpack_checkpoint
 from acgan.training.step import STATS, FastPath, TrainStep, make_optimizers
 
 log = logging.getLogger(__name__)
-TICK_FIGURES = ("loss_d", "loss_g", "d_class_acc_fake", "ms_ssim_mean", "images_per_second")  # a tick's, shown live
+# A tick's figures shown live, by the name they are shown under: on the split's progress bar, in a pod's log line and
+# in `acgan run`'s display (through the progress event, pipelines/console.py). Every figure of a tick is in its stats
+# line; one entry here shows one more live.
+TICK_FIGURES = {"loss_d": "loss_d", "loss_g": "loss_g", "d_class_acc_fake": "cls_fake", "ms_ssim_mean": "ms_ssim"}
 
 
 class TrainConfig(TrainingSettings, DeviceSetting):
@@ -305,22 +308,20 @@ def training_batch(images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
     return x_real, labels[idx], z, y_fake
 
 
-def _report(cfg: TrainConfig, step: int, tick: dict | None = None) -> None:
-    """The split's step as a progress event (acgan/progress.py), with a tick's figures."""
-    figures = {name: tick[name] for name in TICK_FIGURES} if tick else {}
+def _report(cfg: TrainConfig, step: int, figures: dict[str, float] | None = None) -> None:
+    """The split's step as a progress event (acgan/progress.py), with a tick's figures shown live."""
     progress.emit(progress.TRAIN, "progress", part=progress.STEPS, split=cfg.split, step=step, total=cfg.steps,
-                  figures=figures)
+                  figures=figures or {})
 
 
 def _show_tick(bar: tqdm, cfg: TrainConfig, tick: dict) -> None:
     """A tick as a progress event; on the progress bar in a terminal, else as a log line (a KFP pod's)."""
-    _report(cfg, tick["step"], tick)
-    bar.set_postfix(loss_d=f"{tick['loss_d']:.3f}", loss_g=f"{tick['loss_g']:.3f}",
-                    cls_fake=f"{tick['d_class_acc_fake']:.2f}", ms_ssim=f"{tick['ms_ssim_mean']:.3f}")
+    figures = {shown: tick[name] for name, shown in TICK_FIGURES.items()}
+    _report(cfg, tick["step"], figures)
+    bar.set_postfix({shown: f"{value:.3f}" for shown, value in figures.items()})
     if bar.disable:
-        log.info("split %d step %d/%d: loss_d %.3f loss_g %.3f class acc fake %.2f ms-ssim %.3f (%.0f img/s)",
-                 cfg.split, tick["step"], cfg.steps, tick["loss_d"], tick["loss_g"], tick["d_class_acc_fake"],
-                 tick["ms_ssim_mean"], tick["images_per_second"])
+        log.info("split %d step %d/%d: %s (%.0f img/s)", cfg.split, tick["step"], cfg.steps,
+                 " ".join(f"{shown} {value:.3f}" for shown, value in figures.items()), tick["images_per_second"])
 
 
 def _lower_lr(store: Store, cfg: TrainConfig) -> str:

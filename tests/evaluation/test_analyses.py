@@ -11,12 +11,14 @@ import torch
 
 from acgan.ensemble import load_ensemble
 from acgan.errors import UserError
-from acgan.evaluation.analyses import ANALYSES, evaluate, parts_read
+from acgan.evaluation.analyses import ANALYSES, chosen_analyses, evaluate, parts_read
 from acgan.evaluation.comparison import compare
 from acgan.evaluation.parts import Accuracies, Cas, ClassFeatures, Diversity
 from acgan.layout import ENSEMBLE_KEY
 from acgan.metrics.classifier import classify
-from acgan.settings import EvalSettings
+from acgan.experiment import prepare_experiment
+from acgan.settings import EvalSettings, RunSettings
+from acgan.store import open_store
 from tests.evaluation.stores import STREAM_SETTINGS, load_real, synthetic_ensemble
 
 
@@ -100,6 +102,24 @@ def test_end_to_end_evaluation_writes_every_analysis(trained_store, tmp_path):
     on = json.loads(store.read_bytes("eval/metrics.json"))["computed_on"]
     assert on["classifier"]["kind"] == "file" and on["classifier"]["source"] == str(path)
     assert again["accuracy"] == summary["accuracy"]  # the same network
+
+
+def test_the_analyses_chosen_come_once_each_in_the_tables_order_every_one_when_none_is_named():
+    assert chosen_analyses(["joint", "diversity", "joint"]) == ["diversity", "joint"]
+    assert chosen_analyses([]) == list(ANALYSES)
+
+
+@pytest.mark.parametrize("value, unknown", [("foo", "foo"), ("diversity,fid", "fid")])
+def test_a_run_refuses_an_unknown_analysis_in_one_line_before_it_writes_anything(tmp_path, value, unknown):
+    settings = RunSettings(store=str(tmp_path / "store"), dataset="digits", analyses=value)
+    with pytest.raises(UserError) as e:
+        prepare_experiment(settings)
+    assert str(e.value) == f"--analyses: unknown analysis {unknown}: use a comma-separated subset of " \
+                           "discriminability,diversity,joint,fidelity,precision_recall,density_coverage," \
+                           "intra_class_fid,cas, or leave it empty for every one"
+    assert list(open_store(settings.store).list("")) == []
+    with pytest.raises(UserError, match=f"unknown analysis {unknown}"):
+        evaluate(open_store(settings.store), EvalSettings(analyses=value))
 
 
 def test_evaluate_needs_an_ensemble(digits_store):
