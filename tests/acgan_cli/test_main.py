@@ -110,7 +110,6 @@ def test_bad_inputs(capsys, tmp_path, digits_store):
                                                                         "discriminability,diversity,joint,fidelity,"
                                                                         "precision_recall,density_coverage,"
                                                                         "intra_class_fid,cas"),
-        (["run", "--store", tmp_path / "r", "--analyses", ""], "--analyses: no analysis named"),
     ]
     for argv, fragment in cases:
         code, _, err = run(capsys, *argv)

@@ -365,6 +365,12 @@ def test_submit_errors_are_one_line(monkeypatch):
     with pytest.raises(UserError, match="needs object storage"):
         runs.submit(RunSettings(store="./local"), cluster=ClusterSettings(), target=KfpTarget(),
                     submission=submission("https://kfp.example"))
+    RecordingClient.calls.clear()
+    monkeypatch.setattr(runs, "kfp_client", lambda host, namespace: RecordingClient())
+    with pytest.raises(UserError, match="--analyses: unknown analysis fid: "):  # before anything is submitted
+        runs.submit(RunSettings(store="s3://acgan/x", analyses="diversity,fid"), cluster=ClusterSettings(),
+                    target=KfpTarget(), submission=submission("https://kfp.example"))
+    assert RecordingClient.calls == []
 
 
 def test_rerun_leaves_a_split_with_a_live_lease_alone(finished_store, tmp_path):
