@@ -33,6 +33,19 @@ def tiny_config(**overrides) -> TrainConfig:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _threads_per_process():
+    """The suite's processes (pytest-xdist's, `--numprocesses` in pyproject.toml) share the machine's cores: torch
+    takes its share in each, as do the processes a test starts (kfp.local's tasks, trainers) through
+    OMP_NUM_THREADS, where a run sets none of its own. Each taking every core oversubscribes them."""
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    threads = str(max(1, len(os.sched_getaffinity(0)) // processes))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", threads))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _session_home(tmp_path_factory):
     """A home of the test session's own, for the fixtures shared by several tests: an evaluation keeps its classifier
     under ~/.cache/acgan/classifiers (EvalSettings.classifier_cache), never the user's."""

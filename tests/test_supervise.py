@@ -102,6 +102,24 @@ def task_process(store_uri: str) -> subprocess.Popen:
          store_uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def read_until(process: subprocess.Popen, text: str, seconds: float) -> str:
+    """The process's output up to the line holding `text` (read aside, so a process that never says it fails the test
+    after `seconds`)."""
+    lines: list[str] = []
+
+    def read():
+        for line in process.stdout:
+            lines.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert lines and text in lines[-1], "".join(lines)
+    return "".join(lines)
+
+
 def test_a_second_task_for_a_split_waits_for_the_first_and_trains_nothing(tmp_path):
     """Two runs on one store (a double submit, a Clone run while the first runs): the task that finds the split
     held waits for the lease instead of failing, then finds the split complete; both tasks succeed and the split is
@@ -115,8 +133,14 @@ def test_a_second_task_for_a_split_waits_for_the_first_and_trains_nothing(tmp_pa
     while not complete_steps(store, 0):  # the first trainer holds the split and has saved a step
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    second = task_process(uri)
-    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    [trainer] = trainer_processes(uri, 0)
+    os.kill(trainer, signal.SIGSTOP)  # paused, its lease held, until the second task waits (under load the first
+    try:  # trained all 40 steps while the second started, which then found the split complete at once)
+        second = task_process(uri)
+        said = read_until(second, "waiting for it to be released or to lapse", 120)
+    finally:
+        os.kill(trainer, signal.SIGCONT)
+    outputs = [first.communicate(timeout=300)[0], said + second.communicate(timeout=300)[0]]
     assert [first.returncode, second.returncode] == [0, 0], outputs
     assert "waiting for it to be released or to lapse" in outputs[1] and "its lease is free" in outputs[1]
     assert "split 0: already at step 40 >= 40, nothing to train" in outputs[1], outputs[1]
