@@ -19,7 +19,6 @@ from acgan.collapse import CollapseAlarm, collapse_alarm, collapse_threshold, re
 from acgan.data.plan import load_plan
 from acgan.data.prepare import PrepareConfig, plan_data, prepare_shard
 from acgan.errors import UserError, command
-from acgan.evaluation.analyses import chosen_analyses
 from acgan.layout import EXPERIMENT_KEY, META_FILE, PLAN_KEY, config_key
 from acgan.lease import live_lease
 from acgan.settings import DataSettings, EvalSettings, EvaluationSettings, RunSettings, TrainingSettings
@@ -34,6 +33,8 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     asked for (all by default), less the ones whose newest complete checkpoint is at the target already, unless
     `include_complete`. So a Clone run of the KFP UI puts only unfinished splits on GPU nodes. Each split's shard is
     then built by its own task in the fan-out (`prepare_split_data`)."""
+    from acgan.evaluation.analyses import chosen_analyses  # here: the table imports torchmetrics, the tasks need not
+
     chosen_analyses(settings.analyses)  # a misspelt analysis fails the run now, not after its training
     store = open_store(settings.store)
     check_settings_fit_store(store, settings)  # before anything is written: a refused run changes nothing

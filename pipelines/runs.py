@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from acgan.cluster_settings import ClusterSettings
 from acgan.ensemble import assemble_ensemble
 from acgan.errors import UserError, first_problem, rerun_command
-from acgan.evaluation.analyses import chosen_analyses
 from acgan.experiment import check_settings_fit_store, load_settings, splits_to_rerun
 from acgan.layout import ENSEMBLE_KEY, METRICS_KEY, REPORT_KEY, SAMPLE_GRID_PREFIX, SUBMISSION_KEY
 from acgan.lease import RunLease
@@ -218,6 +217,8 @@ def submit(settings: RunSettings, *, cluster: ClusterSettings, target: KfpTarget
     pods (`kubeflow` on standalone KFP, the profile's on multi-user KFP) holds what they need (pipelines/preflight.py),
     once, before the first run. A run whose workflow would outgrow Argo's limit is refused before anything is
     submitted; `submission.batch` submits the splits as runs of at most that many."""
+    from acgan.evaluation.analyses import chosen_analyses  # here: the table imports torchmetrics and matplotlib
+
     chosen_analyses(settings.analyses)  # refused here rather than by the run's first pod
     if not settings.store.startswith("s3://"):
         raise UserError(f"--store {settings.store}: a cluster run needs object storage (s3://BUCKET/PREFIX), "
