@@ -6,6 +6,7 @@ connections. The protocol: kserve/kserve docs/predict-api/v2/required_api.md."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import re
 import socket
@@ -219,9 +220,6 @@ def test_requests_whose_clients_hung_up_are_not_drawn(served):
     body = json.dumps({"inputs": [{"name": "class", "shape": [1], "datatype": "INT64", "data": [0]},
                                   {"name": "n", "shape": [1], "datatype": "INT64", "data": [n]}]}).encode()
     assert client.post(INFER, content=body, headers=JSON).status_code == 200
-    started = time.perf_counter()
-    assert client.post(INFER, content=body, headers=JSON).status_code == 200
-    one_request = time.perf_counter() - started  # what drawing one of them takes
     before = images_drawn(client)
     raw = (f"POST {INFER} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
@@ -238,7 +236,14 @@ def test_requests_whose_clients_hung_up_are_not_drawn(served):
     behind = time.perf_counter() - started
     drawn = images_drawn(client) - before - 1
     assert drawn <= hung_up * n / 4, drawn
-    assert behind < one_request * hung_up / 4, (behind, one_request)
+    # What all of them take when their clients wait, measured now: beside the suite's other process, the machine's
+    # load changes within seconds (against one request timed before, a load that came between failed it).
+    with concurrent.futures.ThreadPoolExecutor(hung_up) as pool:
+        started = time.perf_counter()
+        answers = list(pool.map(lambda _: client.post(INFER, content=body, headers=JSON), range(hung_up)))
+        all_of_them = time.perf_counter() - started
+    assert {answer.status_code for answer in answers} == {200}
+    assert behind < all_of_them / 4, (behind, all_of_them)
 
 
 def closed_at(connection: socket.socket) -> tuple[float, bytes]:
