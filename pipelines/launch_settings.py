@@ -22,8 +22,8 @@ class LocalSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pipeline_root: Path = Field(Path("acgan-local-runs"), description="kfp.local's task outputs")
-    parallelism: int = Field(LOCAL_PARALLELISM, description="training tasks at once on this machine, sharing its "
-                             "cores")
+    parallelism: int = Field(LOCAL_PARALLELISM, ge=1, description="training tasks at once on this machine, sharing "
+                             "its cores")
 
 
 class KfpTarget(BaseModel):

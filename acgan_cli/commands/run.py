@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from acgan.errors import UserError
 from acgan.settings import RunSettings
 from acgan_cli.flags import given, settings_flags, settings_options, validated, verbose_option
 
@@ -28,8 +27,6 @@ def run(args: argparse.Namespace) -> dict | None:
     from pipelines.runs import run_local
 
     local = validated(args, LocalSettings)
-    if local.parallelism < 1:
-        raise UserError(f"--parallelism {local.parallelism}: run at least one task at a time")
     settings = continued_settings(given(args, RunSettings.model_fields))  # a store's recorded ones, as changed
     return local_result(run_local(settings, local=local, quiet=not args.verbose), args.verbose)
 
