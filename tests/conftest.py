@@ -171,13 +171,19 @@ def s3_server():
         yield server
 
 
+def store_server_env(monkeypatch, server: dict, retry_seconds: int) -> None:
+    """The environment a store on the test S3 server is opened with: its endpoint and credentials, and how long a
+    failure is retried as transient."""
+    monkeypatch.setenv("ACGAN_S3_ENDPOINT", server["endpoint"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", server["access_key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server["secret_key"])
+    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", str(retry_seconds))
+
+
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
     """Environment for an S3 store; returns a fresh s3:// URI (own prefix) in a bucket that exists."""
-    monkeypatch.setenv("ACGAN_S3_ENDPOINT", s3_server["endpoint"])
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
-    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "2")
+    store_server_env(monkeypatch, s3_server, retry_seconds=2)
     uri = f"s3://acgan-test/{uuid.uuid4().hex[:8]}"
     open_store(uri).ensure_ready(create=True)
     return uri

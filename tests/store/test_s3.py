@@ -9,6 +9,7 @@ import pytest
 from acgan.errors import UserError
 from acgan.store import open_store
 from acgan_cli.main import main
+from tests.conftest import store_server_env
 from tests.s3_test_server import s3_test_server
 
 
@@ -20,10 +21,7 @@ def tls_server(tmp_path_factory):
 
 @pytest.fixture
 def tls_env(tls_server, monkeypatch):
-    monkeypatch.setenv("ACGAN_S3_ENDPOINT", tls_server["endpoint"])
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", tls_server["access_key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", tls_server["secret_key"])
-    monkeypatch.setenv("ACGAN_S3_RETRY_SECONDS", "300")  # a failure treated as transient would take this long
+    store_server_env(monkeypatch, tls_server, retry_seconds=300)  # a failure treated as transient would take this long
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     return tls_server
