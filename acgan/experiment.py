@@ -33,9 +33,7 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     asked for (all by default), less the ones whose newest complete checkpoint is at the target already, unless
     `include_complete`. So a Clone run of the KFP UI puts only unfinished splits on GPU nodes. Each split's shard is
     then built by its own task in the fan-out (`prepare_split_data`)."""
-    from acgan.evaluation.analyses import chosen_analyses  # here: the table imports torchmetrics, the tasks need not
-
-    chosen_analyses(settings.analyses)  # a misspelt analysis fails the run now, not after its training
+    check_analyses(settings)
     store = open_store(settings.store)
     check_settings_fit_store(store, settings)  # before anything is written: a refused run changes nothing
     plan = plan_data(PrepareConfig(**settings.model_dump(include=set(DataSettings.model_fields))), store)
@@ -56,6 +54,15 @@ def prepare_experiment(settings: RunSettings) -> list[int]:
     log.info("fanning out over %d of %d splits%s", len(todo), len(asked),
              f" ({len(complete)} already at their {settings.steps} steps)" if complete else "")
     return todo
+
+
+def check_analyses(settings: RunSettings) -> None:
+    """A UserError naming the analyses if `settings` asks for one the evaluation lacks: a run refuses it before it
+    starts rather than after its training. The table is imported here, not with the module: it brings torchmetrics
+    and matplotlib, which the tasks importing this module need not load."""
+    from acgan.evaluation.analyses import chosen_analyses
+
+    chosen_analyses(settings.analyses)
 
 
 def check_settings_fit_store(store: Store, settings: RunSettings) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from acgan.cluster_settings import ClusterSettings
 from acgan.ensemble import assemble_ensemble
 from acgan.errors import UserError, first_problem, rerun_command
-from acgan.experiment import check_settings_fit_store, load_settings, splits_to_rerun
+from acgan.experiment import check_analyses, check_settings_fit_store, load_settings, splits_to_rerun
 from acgan.layout import ENSEMBLE_KEY, METRICS_KEY, REPORT_KEY, SAMPLE_GRID_PREFIX, SUBMISSION_KEY
 from acgan.lease import RunLease
 from acgan.process import local_run_environment, task_failures
@@ -63,6 +63,7 @@ def run_local(settings: RunSettings, *, local: LocalSettings = LocalSettings(), 
     ClusterSettings' default unless given."""
     if not settings.store.startswith("s3://"):
         settings = settings.model_copy(update={"store": str(Path(settings.store).expanduser().resolve())})
+    check_analyses(settings)  # here rather than by the plan's task, after kfp.local has started
     store = open_store(settings.store)
     check_settings_fit_store(store, settings)
     store.ensure_ready(create=True)
@@ -217,9 +218,7 @@ def submit(settings: RunSettings, *, cluster: ClusterSettings, target: KfpTarget
     pods (`kubeflow` on standalone KFP, the profile's on multi-user KFP) holds what they need (pipelines/preflight.py),
     once, before the first run. A run whose workflow would outgrow Argo's limit is refused before anything is
     submitted; `submission.batch` submits the splits as runs of at most that many."""
-    from acgan.evaluation.analyses import chosen_analyses  # here: the table imports torchmetrics and matplotlib
-
-    chosen_analyses(settings.analyses)  # refused here rather than by the run's first pod
+    check_analyses(settings)  # here rather than by the run's first pod
     if not settings.store.startswith("s3://"):
         raise UserError(f"--store {settings.store}: a cluster run needs object storage (s3://BUCKET/PREFIX), "
                         "which every training pod can reach")

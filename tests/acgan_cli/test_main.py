@@ -111,6 +111,7 @@ def test_bad_inputs(capsys, tmp_path, digits_store):
                                                                         "discriminability,diversity,joint,fidelity,"
                                                                         "precision_recall,density_coverage,"
                                                                         "intra_class_fid,cas"),
+        (["run", "--store", tmp_path / "r", "--analyses", "fid"], "--analyses: unknown analysis fid"),
     ]
     for argv, fragment in cases:
         code, _, err = run(capsys, *argv)
